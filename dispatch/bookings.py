@@ -1,0 +1,324 @@
+"""Bookings: creating them, reading them, and moving them through the state machine.
+
+Every status change locks the booking row (``SELECT … FOR UPDATE``), checks the
+transition against ``dispatch.states``, bumps ``version`` and writes an audit
+event, all in the caller's transaction. Under READ COMMITTED a second writer
+waits for the lock and then sees the new status, so a stale action is refused
+rather than applied twice.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+
+from sqlalchemy import insert, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.orm import Session
+
+from dispatch.errors import (
+    IdempotencyConflict,
+    InvalidTransition,
+    NotFound,
+    NotOfferedToYou,
+)
+from dispatch.models import Booking, BookingEvent, Decline, Driver, IdempotencyKey
+from dispatch.states import DriverStatus, Role, Status, next_status
+
+
+@dataclass(frozen=True)
+class Point:
+    lat: float
+    lng: float
+
+
+@dataclass(frozen=True)
+class BookingRequest:
+    """What a rider asks for; ``pickup_at`` None means as soon as possible."""
+
+    pickup: Point
+    dropoff: Point
+    pickup_at: dt.datetime | None = None
+
+    def fingerprint(self) -> str:
+        """A stable hash of the request, to tell a retry from a different request."""
+        body = json.dumps(asdict(self), sort_keys=True, default=lambda v: v.isoformat())
+        return hashlib.sha256(body.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who is acting: a user id and role (the system acts with id None)."""
+
+    id: int | None
+    role: Role | None
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == Role.ADMIN
+
+
+SYSTEM = Actor(id=None, role=None)
+NO_DRIVER_FOUND = "no driver found before the deadline"
+
+
+def pickup_time(booking: Booking) -> dt.datetime:
+    """The requested pickup as an aware UTC datetime."""
+    return dt.datetime.combine(booking.date, booking.time, tzinfo=dt.UTC)
+
+
+def booking_payload(booking: Booking) -> dict:
+    """The booking as riders, drivers and admins see it (also the push payload)."""
+    return {
+        "id": booking.id,
+        "status": booking.status,
+        "rider_id": booking.user_id,
+        "driver_id": booking.driver_id,
+        "pickup": {"lat": booking.pickup_lat, "lng": booking.pickup_lng},
+        "dropoff": {"lat": booking.dropoff_lat, "lng": booking.dropoff_lng},
+        "pickup_at": pickup_time(booking).isoformat(),
+        "version": booking.version,
+        "offer_expires_at": _iso(booking.offer_expires_at),
+        "expires_at": _iso(booking.expires_at),
+        "assigned_at": _iso(booking.assigned_at),
+        "created_at": _iso(booking.created_at),
+        "updated_at": _iso(booking.updated_at),
+    }
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def record_event(
+    session: Session, booking: Booking, from_status: str | None, actor: Actor, reason: str
+) -> None:
+    """Append the booking's current status to its audit trail."""
+    session.execute(
+        insert(BookingEvent).values(
+            booking_id=booking.id,
+            from_status=from_status,
+            to_status=booking.status,
+            driver_id=booking.driver_id,
+            actor_id=actor.id,
+            reason=reason,
+            version=booking.version,
+        )
+    )
+
+
+def create_booking(
+    session: Session,
+    rider_id: int,
+    request: BookingRequest,
+    *,
+    now: dt.datetime,
+    deadline_s: int,
+    first_retry_s: int,
+    idempotency_key: str | None = None,
+) -> tuple[Booking, bool]:
+    """Create a pending booking; returns it and whether it is new (False: an idempotent replay)."""
+    fingerprint = request.fingerprint()
+    if idempotency_key is not None:
+        existing = _replay(session, rider_id, idempotency_key, fingerprint)
+        if existing is not None:
+            return existing, False
+
+    pickup_at = request.pickup_at or now
+    start = max(now, pickup_at)
+    booking = Booking(
+        user_id=rider_id,
+        pickup_lat=request.pickup.lat,
+        pickup_lng=request.pickup.lng,
+        dropoff_lat=request.dropoff.lat,
+        dropoff_lng=request.dropoff.lng,
+        date=pickup_at.astimezone(dt.UTC).date(),
+        time=pickup_at.astimezone(dt.UTC).time(),
+        status=Status.PENDING.value,
+        version=1,
+        # The caller enqueues the first attempt right after commit; the sweeper's retry is
+        # the safety net for a message the broker lost, so it waits a little.
+        next_attempt_at=now + dt.timedelta(seconds=first_retry_s),
+        expires_at=start + dt.timedelta(seconds=deadline_s),
+        created_at=now,
+        updated_at=now,
+    )
+    try:
+        with session.begin_nested():
+            session.add(booking)
+            session.flush()
+            record_event(session, booking, None, Actor(rider_id, Role.RIDER), "booked")
+            if idempotency_key is not None:
+                claimed = session.execute(
+                    pg_insert(IdempotencyKey)
+                    .values(
+                        user_id=rider_id,
+                        key=idempotency_key,
+                        request_hash=fingerprint,
+                        booking_id=booking.id,
+                    )
+                    .on_conflict_do_nothing()
+                    .returning(IdempotencyKey.key)
+                ).first()
+                if claimed is None:
+                    raise _KeyTaken
+    except _KeyTaken:
+        # A concurrent request with the same key committed first (ON CONFLICT waited for
+        # it); ours is rolled back to the savepoint and theirs is the answer.
+        existing = _replay(session, rider_id, idempotency_key, fingerprint)
+        assert existing is not None, "a conflicting idempotency key must be readable"
+        return existing, False
+    return booking, True
+
+
+class _KeyTaken(Exception):
+    pass
+
+
+def _replay(session: Session, rider_id: int, key: str, fingerprint: str) -> Booking | None:
+    row = session.execute(
+        select(IdempotencyKey).where(IdempotencyKey.user_id == rider_id, IdempotencyKey.key == key)
+    ).scalar_one_or_none()
+    if row is None:
+        return None
+    if row.request_hash != fingerprint:
+        raise IdempotencyConflict(
+            "this Idempotency-Key was used with a different request body", key=key
+        )
+    return session.get(Booking, row.booking_id)
+
+
+def get_booking_for(session: Session, booking_id: int, actor: Actor) -> Booking:
+    """The booking if ``actor`` may see it: its rider, its current driver, or an admin."""
+    booking = session.get(Booking, booking_id)
+    if booking is None or not _can_see(booking, actor):
+        raise NotFound("no such booking", booking_id=booking_id)
+    return booking
+
+
+def _can_see(booking: Booking, actor: Actor) -> bool:
+    return actor.is_admin or actor.id in (booking.user_id, booking.driver_id)
+
+
+def list_bookings(
+    session: Session,
+    *,
+    status: str | None,
+    date: dt.date | None,
+    limit: int,
+    before_id: int | None,
+) -> list[Booking]:
+    """A page of bookings, newest first, keyset-paginated on id."""
+    query = select(Booking).order_by(Booking.id.desc()).limit(limit)
+    if status is not None:
+        query = query.where(Booking.status == status)
+    if date is not None:
+        query = query.where(Booking.date == date)
+    if before_id is not None:
+        query = query.where(Booking.id < before_id)
+    return list(session.execute(query).scalars())
+
+
+def lock_booking(session: Session, booking_id: int) -> Booking | None:
+    """The booking's latest version, row-locked until the caller's transaction ends."""
+    return session.get(Booking, booking_id, with_for_update=True, populate_existing=True)
+
+
+def apply_transition(
+    session: Session,
+    booking: Booking,
+    action: str,
+    *,
+    now: dt.datetime,
+    actor: Actor,
+    reason: str | None = None,
+) -> str:
+    """Move a locked booking along ``action``; returns the status it left.
+
+    Raises InvalidTransition when the state machine forbids it.
+    """
+    target = next_status(action, booking.status)
+    if target is None:
+        raise InvalidTransition(
+            f"cannot {action} a booking that is {booking.status}",
+            current_status=booking.status,
+            version=booking.version,
+        )
+    previous = booking.status
+    booking.status = target.value
+    booking.version += 1
+    booking.updated_at = now
+    if target != Status.ASSIGNED:
+        booking.offer_expires_at = None
+    session.flush()
+    record_event(session, booking, previous, actor, reason or action)
+    return previous
+
+
+def release_driver(session: Session, driver_id: int, now: dt.datetime) -> None:
+    """A driver whose booking ended or was handed back is available again."""
+    driver = session.get(Driver, driver_id, with_for_update=True, populate_existing=True)
+    if driver is not None and driver.status == DriverStatus.BUSY:
+        driver.status = DriverStatus.AVAILABLE.value
+        driver.available_since = now
+        driver.updated_at = now
+
+
+def return_to_pending(
+    session: Session, booking: Booking, action: str, *, now: dt.datetime, actor: Actor
+) -> None:
+    """Take an offer back (declined or lapsed): the driver is freed and never offered it again."""
+    driver_id = booking.driver_id
+    assert driver_id is not None, "an assigned booking has a driver"
+    apply_transition(session, booking, action, now=now, actor=actor)
+    reason = "declined" if action == "decline" else "timeout"
+    session.execute(
+        pg_insert(Decline)
+        .values(booking_id=booking.id, driver_id=driver_id, reason=reason)
+        .on_conflict_do_nothing()
+    )
+    booking.driver_id = None
+    booking.next_attempt_at = now
+    session.flush()
+    release_driver(session, driver_id, now)
+
+
+def driver_action(
+    session: Session, booking_id: int, driver_id: int, action: str, *, now: dt.datetime
+) -> Booking:
+    """accept, decline, start or complete, by the booking's driver."""
+    booking = lock_booking(session, booking_id)
+    if booking is None:
+        raise NotFound("no such booking", booking_id=booking_id)
+    if booking.driver_id != driver_id:
+        raise NotOfferedToYou(
+            "this booking is not offered to you",
+            current_status=booking.status,
+            version=booking.version,
+        )
+    actor = Actor(driver_id, Role.DRIVER)
+    if action == "accept" and booking.offer_expires_at and booking.offer_expires_at <= now:
+        raise InvalidTransition(
+            "the offer window has closed", current_status=booking.status, version=booking.version
+        )
+    if action == "decline":
+        return_to_pending(session, booking, "decline", now=now, actor=actor)
+        return booking
+    apply_transition(session, booking, action, now=now, actor=actor)
+    if action == "complete":
+        release_driver(session, driver_id, now)
+    return booking
+
+
+def cancel_booking(session: Session, booking_id: int, actor: Actor, *, now: dt.datetime) -> Booking:
+    """Cancel a booking not yet under way, by its rider or an admin."""
+    booking = lock_booking(session, booking_id)
+    if booking is None or not (actor.is_admin or actor.id == booking.user_id):
+        raise NotFound("no such booking", booking_id=booking_id)
+    driver_id = booking.driver_id
+    apply_transition(session, booking, "cancel", now=now, actor=actor)
+    if driver_id is not None:
+        release_driver(session, driver_id, now)
+    return booking

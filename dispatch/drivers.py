@@ -1,0 +1,78 @@
+"""Drivers' own state: where they are and whether they take rides."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from dispatch.errors import DispatchError, DriverBusy, NotFound
+from dispatch.models import Booking, Driver
+from dispatch.states import ACTIVE_STATUSES, DriverStatus
+
+
+class LocationRequired(DispatchError):
+    """A driver cannot take rides before SmartRoute knows where they are."""
+
+    code = "location_required"
+
+
+def get_driver(session: Session, driver_id: int) -> Driver:
+    """A driver's current state."""
+    driver = session.get(Driver, driver_id)
+    if driver is None:
+        raise NotFound("no such driver", driver_id=driver_id)
+    return driver
+
+
+def _lock_driver(session: Session, driver_id: int) -> Driver:
+    driver = session.get(Driver, driver_id, with_for_update=True, populate_existing=True)
+    if driver is None:
+        raise NotFound("no such driver", driver_id=driver_id)
+    return driver
+
+
+def update_location(
+    session: Session, driver_id: int, lat: float, lng: float, *, now: dt.datetime
+) -> Driver:
+    """Record a driver's location ping."""
+    driver = _lock_driver(session, driver_id)
+    driver.lat, driver.lng = lat, lng
+    driver.last_seen_at = now
+    driver.updated_at = now
+    return driver
+
+
+def set_availability(
+    session: Session, driver_id: int, status: DriverStatus, *, now: dt.datetime
+) -> Driver:
+    """Go available or offline. A driver holding a booking is busy until it ends."""
+    driver = _lock_driver(session, driver_id)
+    if driver.status == DriverStatus.BUSY:
+        raise DriverBusy("finish or hand back your current booking first", status=driver.status)
+    if status == DriverStatus.AVAILABLE and driver.lat is None:
+        raise LocationRequired("send your location before going available")
+    if driver.status != status:
+        driver.status = status.value
+        driver.available_since = now if status == DriverStatus.AVAILABLE else None
+    driver.last_seen_at = now
+    driver.updated_at = now
+    return driver
+
+
+def current_booking(session: Session, driver_id: int) -> Booking | None:
+    """The booking a driver holds (offered, accepted or under way), if any."""
+    return session.execute(
+        select(Booking).where(Booking.driver_id == driver_id, Booking.status.in_(ACTIVE_STATUSES))
+    ).scalar_one_or_none()
+
+
+def driver_payload(driver: Driver) -> dict:
+    """A driver's state as the driver's app and admins see it."""
+    return {
+        "id": driver.user_id,
+        "status": driver.status,
+        "location": None if driver.lat is None else {"lat": driver.lat, "lng": driver.lng},
+        "last_seen_at": driver.last_seen_at.isoformat() if driver.last_seen_at else None,
+    }

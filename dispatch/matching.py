@@ -1,0 +1,143 @@
+"""Matching a pending booking to the nearest available driver.
+
+The claim is a compare-and-set on the driver row
+(``UPDATE drivers SET status = 'busy' WHERE user_id = :d AND status = 'available'``):
+two workers racing for one driver cannot both win, because the loser's UPDATE
+waits for the winner's commit and then re-checks its WHERE clause. The partial
+unique index on active bookings is the last word behind it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from enum import StrEnum
+
+from sqlalchemy import and_, exists, func, select, update
+from sqlalchemy.orm import Session
+
+from dispatch.bookings import (
+    NO_DRIVER_FOUND,
+    SYSTEM,
+    apply_transition,
+    lock_booking,
+    pickup_time,
+)
+from dispatch.geo import EARTH_RADIUS_KM, bounding_box
+from dispatch.models import Booking, Decline, Driver
+from dispatch.states import DriverStatus, Status
+
+
+class Outcome(StrEnum):
+    ASSIGNED = "assigned"
+    NO_DRIVER = "no_driver"
+    NOT_DUE = "not_due"
+    EXPIRED = "expired"
+    NOT_PENDING = "not_pending"
+
+
+@dataclass(frozen=True)
+class MatchPolicy:
+    radius_km: float = 5.0
+    candidates: int = 10
+    offer_window_s: int = 25
+    retry_interval_s: int = 5
+    schedule_lead_s: int = 600
+    driver_stale_s: int = 120
+
+
+@dataclass(frozen=True)
+class Candidate:
+    driver_id: int
+    distance_km: float
+
+
+@dataclass(frozen=True)
+class MatchResult:
+    outcome: Outcome
+    booking_id: int
+    driver_id: int | None = None
+    distance_km: float | None = None
+
+
+def _distance_km(lat: float, lng: float):
+    """SQL for the haversine distance from (lat, lng) to each driver's location."""
+    dlat = func.radians(Driver.lat - lat) / 2
+    dlng = func.radians(Driver.lng - lng) / 2
+    a = func.power(func.sin(dlat), 2) + func.cos(func.radians(lat)) * func.cos(
+        func.radians(Driver.lat)
+    ) * func.power(func.sin(dlng), 2)
+    return 2 * EARTH_RADIUS_KM * func.asin(func.least(1.0, func.sqrt(a)))
+
+
+def find_candidates(
+    session: Session, booking: Booking, policy: MatchPolicy, now: dt.datetime
+) -> list[Candidate]:
+    """Available, recently seen drivers within the radius who have not turned this booking down,
+    nearest first and, among equals, the longest idle."""
+    distance = _distance_km(booking.pickup_lat, booking.pickup_lng).label("distance_km")
+    declined = exists().where(
+        and_(Decline.booking_id == booking.id, Decline.driver_id == Driver.user_id)
+    )
+    conditions = [
+        Driver.status == DriverStatus.AVAILABLE.value,
+        Driver.lat.is_not(None),
+        Driver.last_seen_at >= now - dt.timedelta(seconds=policy.driver_stale_s),
+        ~declined,
+    ]
+    box = bounding_box(booking.pickup_lat, booking.pickup_lng, policy.radius_km)
+    if box is not None:
+        min_lat, max_lat, min_lng, max_lng = box
+        conditions += [Driver.lat.between(min_lat, max_lat), Driver.lng.between(min_lng, max_lng)]
+    inner = select(Driver.user_id, Driver.available_since, distance).where(*conditions).subquery()
+    rows = session.execute(
+        select(inner.c.user_id, inner.c.distance_km)
+        .where(inner.c.distance_km <= policy.radius_km)
+        .order_by(inner.c.distance_km, inner.c.available_since.asc().nulls_last())
+        .limit(policy.candidates)
+    )
+    return [Candidate(driver_id=r.user_id, distance_km=r.distance_km) for r in rows]
+
+
+def claim_driver(session: Session, driver_id: int, now: dt.datetime) -> bool:
+    """Compare-and-set an available driver to busy; False if someone else got there first."""
+    claimed = session.execute(
+        update(Driver)
+        .where(Driver.user_id == driver_id, Driver.status == DriverStatus.AVAILABLE.value)
+        .values(status=DriverStatus.BUSY.value, updated_at=now)
+        .returning(Driver.user_id)
+    ).first()
+    return claimed is not None
+
+
+def dispatch_booking(
+    session: Session, booking_id: int, policy: MatchPolicy, now: dt.datetime
+) -> MatchResult:
+    """Try once to offer a pending booking to a driver. Safe to call any number of times."""
+    # Wait for the row lock rather than skip: a duplicate message then sees the result of
+    # the first and returns, and a lock left by a killed worker is released when Postgres
+    # notices its connection is gone.
+    booking = lock_booking(session, booking_id)
+    if booking is None or booking.status != Status.PENDING:
+        return MatchResult(Outcome.NOT_PENDING, booking_id)
+    if booking.expires_at <= now:
+        apply_transition(session, booking, "expire", now=now, actor=SYSTEM, reason=NO_DRIVER_FOUND)
+        return MatchResult(Outcome.EXPIRED, booking_id)
+    due_at = pickup_time(booking) - dt.timedelta(seconds=policy.schedule_lead_s)
+    if due_at > now:
+        booking.next_attempt_at = due_at
+        return MatchResult(Outcome.NOT_DUE, booking_id)
+
+    for candidate in find_candidates(session, booking, policy, now):
+        if claim_driver(session, candidate.driver_id, now):
+            booking.driver_id = candidate.driver_id
+            booking.assigned_at = now
+            booking.offer_expires_at = now + dt.timedelta(seconds=policy.offer_window_s)
+            apply_transition(session, booking, "offer", now=now, actor=SYSTEM)
+            return MatchResult(
+                Outcome.ASSIGNED, booking_id, candidate.driver_id, candidate.distance_km
+            )
+
+    booking.match_attempts += 1
+    booking.next_attempt_at = now + dt.timedelta(seconds=policy.retry_interval_s)
+    return MatchResult(Outcome.NO_DRIVER, booking_id)

@@ -1,0 +1,217 @@
+"""The tables of SmartRoute, with the invariants the database enforces.
+
+The database has the last word on what may exist together: a driver holds at
+most one active booking (a partial unique index), coordinates are in range and
+statuses are from the state machine (CHECKs), an idempotency key is unique per
+user. Code checks the same things earlier, for clearer errors.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Date,
+    DateTime,
+    Double,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    Time,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from dispatch.states import ACTIVE_STATUSES, BOOKING_STATUSES, DRIVER_STATUSES, ROLES
+
+# Constraint names are derived, so Alembic can drop and alter them by name.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def _in(column: str, values: tuple[str, ...]) -> str:
+    quoted = ", ".join(f"'{v}'" for v in values)
+    return f"{column} IN ({quoted})"
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+Timestamp = DateTime(timezone=True)
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    role: Mapped[str] = mapped_column(String(16))
+    # SHA-256 of the bearer token: a stolen database dump holds no usable token.
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[dt.datetime] = mapped_column(Timestamp, server_default=func.now())
+
+    __table_args__ = (
+        CheckConstraint(_in("role", ROLES), name="role"),
+        Index("ix_users_role", "role"),
+    )
+
+
+class Driver(Base):
+    """A driver's live state; one row per user whose role is driver."""
+
+    __tablename__ = "drivers"
+
+    user_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    status: Mapped[str] = mapped_column(String(16), server_default="offline")
+    lat: Mapped[float | None] = mapped_column(Double)
+    lng: Mapped[float | None] = mapped_column(Double)
+    last_seen_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)
+    # When the driver last became available: the longest-idle driver is preferred among equals.
+    available_since: Mapped[dt.datetime | None] = mapped_column(Timestamp)
+    updated_at: Mapped[dt.datetime] = mapped_column(Timestamp, server_default=func.now())
+
+    __table_args__ = (
+        CheckConstraint(_in("status", DRIVER_STATUSES), name="status"),
+        CheckConstraint("lat IS NULL OR lat BETWEEN -90 AND 90", name="lat_range"),
+        CheckConstraint("lng IS NULL OR lng BETWEEN -180 AND 180", name="lng_range"),
+        CheckConstraint("(lat IS NULL) = (lng IS NULL)", name="location_complete"),
+        Index("ix_drivers_status_lat", "status", "lat"),
+    )
+
+
+class Booking(Base):
+    __tablename__ = "cab_bookings"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    user_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("users.id"))
+    driver_id: Mapped[int | None] = mapped_column(BigInteger, ForeignKey("drivers.user_id"))
+    pickup_lat: Mapped[float] = mapped_column(Double)
+    pickup_lng: Mapped[float] = mapped_column(Double)
+    dropoff_lat: Mapped[float] = mapped_column(Double)
+    dropoff_lng: Mapped[float] = mapped_column(Double)
+    # The requested pickup, in UTC, split as the scaling guide's schema has it.
+    date: Mapped[dt.date] = mapped_column(Date)
+    time: Mapped[dt.time] = mapped_column(Time)
+    status: Mapped[str] = mapped_column(String(16), server_default="pending")
+    version: Mapped[int] = mapped_column(Integer, server_default="1")
+    # Timers live in rows, swept by beat: when the current offer lapses, when the booking
+    # may next be tried, and when it expires if still unmatched.
+    offer_expires_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)
+    next_attempt_at: Mapped[dt.datetime] = mapped_column(Timestamp, server_default=func.now())
+    expires_at: Mapped[dt.datetime] = mapped_column(Timestamp)
+    match_attempts: Mapped[int] = mapped_column(Integer, server_default="0")
+    assigned_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)
+    created_at: Mapped[dt.datetime] = mapped_column(Timestamp, server_default=func.now())
+    updated_at: Mapped[dt.datetime] = mapped_column(Timestamp, server_default=func.now())
+
+    __table_args__ = (
+        CheckConstraint(_in("status", BOOKING_STATUSES), name="status"),
+        CheckConstraint("pickup_lat BETWEEN -90 AND 90", name="pickup_lat_range"),
+        CheckConstraint("pickup_lng BETWEEN -180 AND 180", name="pickup_lng_range"),
+        CheckConstraint("dropoff_lat BETWEEN -90 AND 90", name="dropoff_lat_range"),
+        CheckConstraint("dropoff_lng BETWEEN -180 AND 180", name="dropoff_lng_range"),
+        CheckConstraint(
+            "driver_id IS NOT NULL OR status IN ('pending', 'cancelled', 'expired')",
+            name="driver_when_matched",
+        ),
+        CheckConstraint(
+            "(status = 'assigned') = (offer_expires_at IS NOT NULL)", name="offer_timer"
+        ),
+        CheckConstraint("version >= 1", name="version_positive"),
+        # A driver holds at most one active booking: the guarantee, not just a check.
+        Index(
+            "uq_cab_bookings_active_driver",
+            "driver_id",
+            unique=True,
+            postgresql_where=text(_in("status", ACTIVE_STATUSES)),
+        ),
+        Index("ix_cab_bookings_status_date", "status", "date"),
+        Index("ix_cab_bookings_driver_id", "driver_id"),
+        Index("ix_cab_bookings_user_id", "user_id"),
+        Index("ix_cab_bookings_created_at", "created_at"),
+        Index("ix_cab_bookings_status_created_at", "status", "created_at"),
+        Index("ix_cab_bookings_date_time", "date", "time"),
+        # The sweepers' scans: due pending bookings and lapsed offers.
+        Index(
+            "ix_cab_bookings_pending_next_attempt",
+            "next_attempt_at",
+            postgresql_where=text("status = 'pending'"),
+        ),
+        Index(
+            "ix_cab_bookings_assigned_offer_expiry",
+            "offer_expires_at",
+            postgresql_where=text("status = 'assigned'"),
+        ),
+    )
+
+
+class Decline(Base):
+    """A driver who declined, or let lapse, an offer of a booking: never offered it again."""
+
+    __tablename__ = "booking_declines"
+
+    booking_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("cab_bookings.id", ondelete="CASCADE"), primary_key=True
+    )
+    driver_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("drivers.user_id", ondelete="CASCADE"), primary_key=True
+    )
+    reason: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[dt.datetime] = mapped_column(Timestamp, server_default=func.now())
+
+    __table_args__ = (CheckConstraint("reason IN ('declined', 'timeout')", name="reason"),)
+
+
+class BookingEvent(Base):
+    """The audit trail: one row per status change, written in the change's transaction."""
+
+    __tablename__ = "booking_events"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    booking_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("cab_bookings.id", ondelete="CASCADE")
+    )
+    from_status: Mapped[str | None] = mapped_column(String(16))
+    to_status: Mapped[str] = mapped_column(String(16))
+    driver_id: Mapped[int | None] = mapped_column(BigInteger)
+    actor_id: Mapped[int | None] = mapped_column(BigInteger)
+    reason: Mapped[str | None] = mapped_column(Text)
+    version: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[dt.datetime] = mapped_column(Timestamp, server_default=func.now())
+
+    __table_args__ = (
+        Index("ix_booking_events_booking_id", "booking_id"),
+        UniqueConstraint("booking_id", "version", name="uq_booking_events_booking_version"),
+    )
+
+
+class IdempotencyKey(Base):
+    """A rider's Idempotency-Key and the booking it created: a retry gets that booking back."""
+
+    __tablename__ = "idempotency_keys"
+
+    user_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    # SHA-256 of the canonical request body: the same key with another body is refused.
+    request_hash: Mapped[str] = mapped_column(String(64))
+    booking_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("cab_bookings.id", ondelete="CASCADE")
+    )
+    created_at: Mapped[dt.datetime] = mapped_column(Timestamp, server_default=func.now())

@@ -1,0 +1,79 @@
+"""The sweeps beat runs, so that every booking keeps moving toward an end.
+
+Timers live in rows (``offer_expires_at``, ``next_attempt_at``, ``expires_at``), not
+in broker countdowns. Each sweep claims its rows with ``FOR UPDATE SKIP LOCKED``,
+so two beats, or a sweep and a worker, never act on the same row at once, and
+each change re-checks the status it expects, so a sweep that runs twice does
+nothing the second time.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from dispatch.bookings import NO_DRIVER_FOUND, SYSTEM, apply_transition, return_to_pending
+from dispatch.models import Booking
+from dispatch.states import Status
+
+
+def _claim(session: Session, query, limit: int) -> list[Booking]:
+    return list(
+        session.execute(
+            query.order_by(Booking.id).limit(limit).with_for_update(skip_locked=True)
+        ).scalars()
+    )
+
+
+def lapse_offers(session: Session, *, now: dt.datetime, limit: int = 500) -> list[int]:
+    """Offers left unanswered past their window go back to pending; returns their ids."""
+    lapsed = _claim(
+        session,
+        select(Booking).where(
+            Booking.status == Status.ASSIGNED.value, Booking.offer_expires_at <= now
+        ),
+        limit,
+    )
+    for booking in lapsed:
+        return_to_pending(session, booking, "lapse", now=now, actor=SYSTEM)
+    return [b.id for b in lapsed]
+
+
+def expire_overdue(session: Session, *, now: dt.datetime, limit: int = 500) -> list[int]:
+    """Pending bookings past their deadline become expired; returns their ids."""
+    overdue = _claim(
+        session,
+        select(Booking).where(Booking.status == Status.PENDING.value, Booking.expires_at <= now),
+        limit,
+    )
+    for booking in overdue:
+        apply_transition(session, booking, "expire", now=now, actor=SYSTEM, reason=NO_DRIVER_FOUND)
+    return [b.id for b in overdue]
+
+
+def claim_due(
+    session: Session, *, now: dt.datetime, retry_interval_s: int, limit: int = 500
+) -> list[int]:
+    """Pending bookings due another matching attempt; pushes their next attempt back.
+
+    This is what makes a lost broker message harmless: the booking row is the record,
+    and the queue only a hint to act on it.
+    """
+    due = (
+        select(Booking.id)
+        .where(Booking.status == Status.PENDING.value, Booking.next_attempt_at <= now)
+        .order_by(Booking.next_attempt_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+    rows = session.execute(
+        update(Booking)
+        .where(Booking.id.in_(due))
+        .values(next_attempt_at=now + dt.timedelta(seconds=retry_interval_s))
+        .returning(Booking.id)
+        .execution_options(synchronize_session=False)
+    )
+    return sorted(r.id for r in rows)

@@ -1,0 +1,1 @@
+"""SmartRoute's runtime: settings, logging, embedded services and the ``smartroute`` command."""

@@ -1,0 +1,3 @@
+from smartroute.cli import main
+
+main()

@@ -1,0 +1,270 @@
+"""The ``smartroute`` command: run the whole engine, or one part of it."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import click
+import requests
+
+from smartroute.embedded import EmbeddedServices, ensure_services
+from smartroute.logs import configure_logging
+from smartroute.processes import Supervisor, python_module
+from smartroute.settings import ConfigError, Settings
+
+log = logging.getLogger("smartroute")
+
+READY_TIMEOUT_S = 60.0
+
+
+def _settings() -> Settings:
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+    configure_logging(settings)
+    return settings
+
+
+def _with_services(settings: Settings) -> tuple[Settings, EmbeddedServices]:
+    """Settings whose service URLs are filled in, starting embedded services where unset."""
+    services = ensure_services(settings.database_url, settings.redis_url, settings.data_dir)
+    return settings.with_services(services.database_url, services.redis_url), services
+
+
+def _admin_token(settings: Settings) -> tuple[Settings, bool]:
+    """SMARTROUTE_ADMIN_TOKEN, or one generated once and kept (mode 600) in the data folder."""
+    if settings.admin_token:
+        return settings, False
+    from dataclasses import replace
+
+    from dispatch.users import new_token
+
+    path = settings.data_dir / "admin_token"
+    if path.exists():
+        return replace(settings, admin_token=path.read_text().strip()), False
+    token = new_token()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600)
+    path.write_text(token + "\n")
+    return replace(settings, admin_token=token), True
+
+
+def _prepare_database(settings: Settings) -> None:
+    """Migrate to head and make sure the bootstrap admin exists."""
+    from dispatch.db import make_engine, make_sessionmaker
+    from dispatch.users import ensure_bootstrap_admin
+    from smartroute import migrate
+
+    migrate.upgrade(settings.database_url)
+    engine = make_engine(settings.database_url, pool_size=1, max_overflow=0)
+    try:
+        with make_sessionmaker(engine)() as session, session.begin():
+            ensure_bootstrap_admin(session, settings.admin_token)
+    finally:
+        engine.dispose()
+
+
+def api_argv(host: str, port: int, processes: int, threads: int) -> list[str]:
+    return python_module(
+        "gunicorn",
+        "--bind", f"{host}:{port}",
+        "--workers", str(processes),
+        "--worker-class", "gthread",
+        "--threads", str(threads),
+        "--graceful-timeout", "10",
+        "--log-level", "warning",
+        "web:create_app()",
+    )
+
+
+def worker_argv(concurrency: int, queues: str, name: str = "worker@%h") -> list[str]:
+    return python_module(
+        "celery", "-A", "workers.main", "worker",
+        "--queues", queues,
+        "--concurrency", str(concurrency),
+        "--hostname", name,
+        "--loglevel", "INFO",
+        "--without-gossip", "--without-mingle",
+    )
+
+
+def beat_argv(data_dir: Path) -> list[str]:
+    return python_module(
+        "celery", "-A", "workers.main", "beat",
+        "--schedule", str((data_dir / "beat-schedule").resolve()),
+        "--loglevel", "INFO",
+    )
+
+
+def _wait_until_healthy(url: str, supervisor: Supervisor) -> bool:
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline and not supervisor.stopping.is_set():
+        try:
+            if requests.get(f"{url}/health", timeout=2).status_code == 200:
+                return True
+        except requests.RequestException:
+            pass
+        # The API has no readiness event to subscribe to; poll, bounded by the deadline.
+        supervisor.stopping.wait(0.25)
+    return False
+
+
+def _run(
+    settings: Settings,
+    services: EmbeddedServices,
+    children: dict[str, list[str]],
+    after_start: Callable[[Supervisor], None] | None = None,
+) -> int:
+    """Supervise ``children`` until Ctrl-C or SIGTERM, then stop embedded services."""
+    supervisor = Supervisor(settings.to_env())
+    for name, argv in children.items():
+        supervisor.add(name, argv)
+    supervisor.install_signal_handlers()
+    try:
+        supervisor.start()
+        if after_start is not None:
+            after_start(supervisor)
+        return supervisor.watch()
+    finally:
+        services.stop()
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """SmartRoute: ride bookings in over HTTP, a driver for each, fast.
+
+    Configuration comes from environment variables (DATABASE_URL, REDIS_URL,
+    CELERY_BROKER_URL, SMARTROUTE_ADMIN_TOKEN, SMARTROUTE_*). With DATABASE_URL or
+    REDIS_URL unset, an embedded PostgreSQL or Redis is started in SMARTROUTE_DATA_DIR
+    (default .smartroute).
+    """
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8000, show_default=True, help="API port.")
+@click.option("--workers", default=2, show_default=True, help="Celery worker processes.")
+@click.option("--demo/--no-demo", default=False, help="Run simulated drivers and riders.")
+def up(host: str, port: int, workers: int, demo: bool) -> None:
+    """Start everything: migrations, API, workers and beat, supervised."""
+    settings, services = _with_services(_settings())
+    try:
+        settings, generated = _admin_token(settings)
+        _prepare_database(settings)
+    except BaseException:
+        services.stop()
+        raise
+    url = f"http://{host}:{port}"
+
+    def when_started(supervisor: Supervisor) -> None:
+        if not _wait_until_healthy(url, supervisor):
+            log.error("the API did not become healthy within %ss", READY_TIMEOUT_S)
+            supervisor.stopping.set()
+            return
+        _announce(url, settings, generated)
+        if demo:
+            from smartroute.demo import start_demo
+
+            start_demo(url, settings.admin_token, supervisor.stopping)
+
+    children = {
+        "api": api_argv(host, port, processes=2, threads=8),
+        "worker": worker_argv(workers, "dispatch,notify,maintenance"),
+        "beat": beat_argv(settings.data_dir),
+    }
+    sys.exit(_run(settings, services, children, when_started))
+
+
+def _announce(url: str, settings: Settings, generated: bool) -> None:
+    from rich.console import Console
+    from rich.panel import Panel
+
+    where = "generated and saved in " + str(settings.data_dir / "admin_token") if generated else (
+        "from SMARTROUTE_ADMIN_TOKEN" if os.environ.get("SMARTROUTE_ADMIN_TOKEN")
+        else "saved in " + str(settings.data_dir / "admin_token")
+    )
+    Console(stderr=True).print(
+        Panel.fit(
+            f"API      {url}/v1\nHealth   {url}/health\n"
+            f"Admin token ({where}):\n  {settings.admin_token}\n\nCtrl-C stops everything.",
+            title="SmartRoute is up",
+        )
+    )
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True)
+@click.option("--processes", default=2, show_default=True, help="gunicorn worker processes.")
+@click.option("--threads", default=8, show_default=True, help="Threads per process.")
+def api(host: str, port: int, processes: int, threads: int) -> None:
+    """Run the HTTP API under gunicorn."""
+    settings, services = _with_services(_settings())
+    sys.exit(_run(settings, services, {"api": api_argv(host, port, processes, threads)}))
+
+
+@main.command()
+@click.option("--concurrency", "-c", default=2, show_default=True, help="Worker processes.")
+@click.option("--queues", "-Q", default="dispatch,notify,maintenance", show_default=True)
+@click.option("--name", "-n", default="worker@%h", show_default=True, help="Worker node name.")
+def worker(concurrency: int, queues: str, name: str) -> None:
+    """Run a Celery worker (matching and sweeps)."""
+    settings, services = _with_services(_settings())
+    sys.exit(_run(settings, services, {"worker": worker_argv(concurrency, queues, name)}))
+
+
+@main.command()
+def beat() -> None:
+    """Run Celery beat (the sweeps). Run exactly one."""
+    settings, services = _with_services(_settings())
+    sys.exit(_run(settings, services, {"beat": beat_argv(settings.data_dir)}))
+
+
+@main.group()
+def db() -> None:
+    """Database migrations."""
+
+
+@db.command("upgrade")
+@click.argument("revision", default="head")
+def db_upgrade(revision: str) -> None:
+    """Migrate the database up to REVISION (default: head)."""
+    from smartroute import migrate
+
+    settings, services = _with_services(_settings())
+    try:
+        migrate.upgrade(settings.database_url, revision)
+    finally:
+        services.stop()
+
+
+@db.command("downgrade")
+@click.argument("revision")
+def db_downgrade(revision: str) -> None:
+    """Migrate the database down to REVISION ('base' empties it)."""
+    from smartroute import migrate
+
+    settings, services = _with_services(_settings())
+    try:
+        migrate.downgrade(settings.database_url, revision)
+    finally:
+        services.stop()
+
+
+@db.command("check")
+def db_check() -> None:
+    """Fail if the models and the migrations disagree."""
+    from smartroute import migrate
+
+    settings, services = _with_services(_settings())
+    try:
+        migrate.check(settings.database_url)
+    finally:
+        services.stop()
+    click.echo("models and migrations agree")

@@ -1,0 +1,149 @@
+"""SmartRoute's configuration: the environment, read once into a frozen object.
+
+Every entry point (API, worker, beat, CLI, tests) builds its settings here, so a
+variable means the same thing everywhere. Secrets have no default: when
+``SMARTROUTE_ADMIN_TOKEN`` is unset, ``smartroute up`` generates one and prints it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+
+class ConfigError(ValueError):
+    """An environment variable holds a value SmartRoute cannot use."""
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def _optional(env: Mapping[str, str], name: str) -> str | None:
+    value = env.get(name, "").strip()
+    return value or None
+
+
+@dataclass(frozen=True)
+class Settings:
+    # Services. None means "start the embedded one in data_dir".
+    database_url: str | None = None
+    redis_url: str | None = None
+    broker_url: str | None = None
+    data_dir: Path = Path(".smartroute")
+
+    # The bootstrap admin's token; never logged.
+    admin_token: str | None = None
+
+    # Connection pool (the scaling guide: at most 20 connections, 5 kept).
+    db_pool_size: int = 5
+    db_max_overflow: int = 15
+    db_pool_timeout_s: float = 30.0
+    db_pool_recycle_s: int = 1800
+
+    # Dispatch tunables.
+    offer_window_s: int = 25
+    dispatch_deadline_s: int = 300
+    match_radius_km: float = 5.0
+    match_candidates: int = 10
+    retry_interval_s: int = 5
+    schedule_lead_s: int = 600
+    driver_stale_s: int = 120
+
+    # Beat intervals.
+    sweep_offers_every_s: float = 2.0
+    redispatch_every_s: float = 2.0
+    expire_every_s: float = 5.0
+
+    # HTTP.
+    max_body_bytes: int = 64 * 1024
+
+    # Logging: "json", "console", or None to choose by whether stderr is a terminal.
+    log_format: str | None = None
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Read every SmartRoute variable from ``env`` (default: the process environment)."""
+        env = os.environ if env is None else env
+        log_format = _optional(env, "SMARTROUTE_LOG_FORMAT")
+        if log_format not in (None, "json", "console"):
+            raise ConfigError(f"SMARTROUTE_LOG_FORMAT must be json or console, got {log_format!r}")
+        return cls(
+            database_url=_optional(env, "DATABASE_URL"),
+            redis_url=_optional(env, "REDIS_URL"),
+            broker_url=_optional(env, "CELERY_BROKER_URL"),
+            data_dir=Path(env.get("SMARTROUTE_DATA_DIR") or ".smartroute"),
+            admin_token=_optional(env, "SMARTROUTE_ADMIN_TOKEN"),
+            db_pool_size=_int(env, "SMARTROUTE_DB_POOL_SIZE", 5, minimum=1),
+            db_max_overflow=_int(env, "SMARTROUTE_DB_MAX_OVERFLOW", 15),
+            db_pool_timeout_s=_float(env, "SMARTROUTE_DB_POOL_TIMEOUT_S", 30.0),
+            db_pool_recycle_s=_int(env, "SMARTROUTE_DB_POOL_RECYCLE_S", 1800, minimum=1),
+            offer_window_s=_int(env, "SMARTROUTE_OFFER_WINDOW_S", 25, minimum=1),
+            dispatch_deadline_s=_int(env, "SMARTROUTE_DISPATCH_DEADLINE_S", 300, minimum=1),
+            match_radius_km=_float(env, "SMARTROUTE_MATCH_RADIUS_KM", 5.0, minimum=0.1),
+            match_candidates=_int(env, "SMARTROUTE_MATCH_CANDIDATES", 10, minimum=1),
+            retry_interval_s=_int(env, "SMARTROUTE_RETRY_INTERVAL_S", 5, minimum=1),
+            schedule_lead_s=_int(env, "SMARTROUTE_SCHEDULE_LEAD_S", 600),
+            driver_stale_s=_int(env, "SMARTROUTE_DRIVER_STALE_S", 120, minimum=1),
+            sweep_offers_every_s=_float(env, "SMARTROUTE_SWEEP_OFFERS_EVERY_S", 2.0, 0.1),
+            redispatch_every_s=_float(env, "SMARTROUTE_REDISPATCH_EVERY_S", 2.0, 0.1),
+            expire_every_s=_float(env, "SMARTROUTE_EXPIRE_EVERY_S", 5.0, 0.1),
+            max_body_bytes=_int(env, "SMARTROUTE_MAX_BODY_BYTES", 64 * 1024, minimum=1024),
+            log_format=log_format,
+            log_level=(env.get("SMARTROUTE_LOG_LEVEL") or "INFO").upper(),
+        )
+
+    @property
+    def celery_broker_url(self) -> str:
+        """The broker URL, in kombu's spelling (a Redis unix socket is ``redis+socket://``)."""
+        url = self.broker_url or self.redis_url
+        if url is None:
+            raise ConfigError("no broker: set CELERY_BROKER_URL or REDIS_URL")
+        if url.startswith("unix://"):
+            return "redis+socket://" + url.removeprefix("unix://")
+        return url
+
+    def with_services(self, database_url: str, redis_url: str) -> Settings:
+        """A copy with the service URLs filled in (used once embedded services are up)."""
+        return replace(self, database_url=database_url, redis_url=redis_url)
+
+    def to_env(self) -> dict[str, str]:
+        """The variables a child process needs to rebuild these settings."""
+        env = {
+            "SMARTROUTE_DATA_DIR": str(self.data_dir),
+        }
+        for name, value in (
+            ("DATABASE_URL", self.database_url),
+            ("REDIS_URL", self.redis_url),
+            ("CELERY_BROKER_URL", self.broker_url),
+            ("SMARTROUTE_ADMIN_TOKEN", self.admin_token),
+        ):
+            if value:
+                env[name] = value
+        return env
+

@@ -1,0 +1,65 @@
+"""The ``smartroute`` command as an operator runs it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+import psutil
+import requests
+
+from tests.integration.conftest import free_port, wait_for
+
+SMARTROUTE = [sys.executable, "-m", "smartroute"]
+
+
+def test_help_lists_every_part():
+    out = subprocess.run([*SMARTROUTE, "--help"], capture_output=True, text=True, check=True)
+    for command in ("up", "api", "worker", "beat", "db"):
+        assert f"  {command} " in out.stdout
+
+
+def test_a_bad_setting_is_a_usage_error_not_a_traceback():
+    env = {**os.environ, "SMARTROUTE_OFFER_WINDOW_S": "soon"}
+    out = subprocess.run([*SMARTROUTE, "db", "upgrade"], capture_output=True, text=True, env=env)
+    assert out.returncode == 2
+    assert "SMARTROUTE_OFFER_WINDOW_S" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_up_starts_everything_and_sigterm_stops_it_all(settings, tmp_path, clean_db):
+    port = free_port()
+    env = {**os.environ, **settings.to_env(), "SMARTROUTE_DATA_DIR": str(tmp_path),
+           "SMARTROUTE_LOG_FORMAT": "json"}
+    env.pop("SMARTROUTE_ADMIN_TOKEN")
+    log = open(tmp_path / "up.log", "wb")  # noqa: SIM115 - closed below
+    up = subprocess.Popen([*SMARTROUTE, "up", "--port", str(port), "--workers", "1"],
+                          env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        def healthy():
+            assert up.poll() is None, (tmp_path / "up.log").read_text()
+            try:
+                return requests.get(f"http://127.0.0.1:{port}/health", timeout=2).ok
+            except requests.ConnectionError:
+                return False
+
+        wait_for(healthy, 60, "smartroute up to be healthy", every=0.2)
+        token = wait_for(lambda: (tmp_path / "admin_token").exists()
+                         and (tmp_path / "admin_token").read_text().strip(), 10, "admin token")
+        # The generated admin token works, and the API, workers and beat all run.
+        created = requests.post(f"http://127.0.0.1:{port}/v1/users", timeout=5,
+                                headers={"Authorization": f"Bearer {token}"},
+                                json={"name": "ops", "role": "rider"})
+        assert created.status_code == 201
+        children = psutil.Process(up.pid).children(recursive=True)
+        cmdlines = " ".join(" ".join(c.cmdline()) for c in children)
+        assert "gunicorn" in cmdlines and " worker " in cmdlines and " beat " in cmdlines
+
+        up.send_signal(signal.SIGTERM)
+        assert up.wait(timeout=30) == 0
+        assert not [c for c in children if c.is_running() and c.status() != "zombie"]
+    finally:
+        if up.poll() is None:
+            up.kill()
+        log.close()

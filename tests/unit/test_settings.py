@@ -1,0 +1,38 @@
+import pytest
+
+from smartroute.settings import ConfigError, Settings
+
+
+def test_defaults_follow_the_scaling_guide():
+    s = Settings.from_env({})
+    assert (s.db_pool_size, s.db_pool_size + s.db_max_overflow, s.db_pool_timeout_s) == (5, 20, 30)
+    assert s.offer_window_s == 25
+    assert s.max_body_bytes == 64 * 1024
+
+
+def test_variables_are_read():
+    s = Settings.from_env({"DATABASE_URL": "postgresql://db/x", "SMARTROUTE_OFFER_WINDOW_S": "9",
+                           "SMARTROUTE_MATCH_RADIUS_KM": "2.5"})
+    assert (s.database_url, s.offer_window_s, s.match_radius_km) == ("postgresql://db/x", 9, 2.5)
+
+
+@pytest.mark.parametrize("name,value", [("SMARTROUTE_OFFER_WINDOW_S", "soon"),
+                                        ("SMARTROUTE_OFFER_WINDOW_S", "0"),
+                                        ("SMARTROUTE_LOG_FORMAT", "xml")])
+def test_bad_values_are_named(name, value):
+    with pytest.raises(ConfigError, match=name):
+        Settings.from_env({name: value})
+
+
+def test_broker_defaults_to_redis_and_speaks_kombu_for_sockets():
+    assert Settings.from_env({"REDIS_URL": "redis://h:6379/0"}).celery_broker_url == \
+        "redis://h:6379/0"
+    assert Settings.from_env({"REDIS_URL": "unix:///tmp/r.sock"}).celery_broker_url == \
+        "redis+socket:///tmp/r.sock"
+    assert Settings.from_env({"REDIS_URL": "redis://a", "CELERY_BROKER_URL": "amqp://b"}
+                             ).celery_broker_url == "amqp://b"
+
+
+def test_no_broker_is_a_clear_error():
+    with pytest.raises(ConfigError, match="REDIS_URL"):
+        _ = Settings.from_env({}).celery_broker_url

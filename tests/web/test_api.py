@@ -1,0 +1,72 @@
+"""The API's happy paths, in-process against real Postgres and the real broker."""
+
+import redis
+
+GOOD = {"pickup": {"lat": 38.72, "lng": -9.14}, "dropoff": {"lat": 38.74, "lng": -9.15}}
+
+
+def test_a_booking_is_accepted_committed_and_enqueued(api, settings):
+    rider = api.as_(api.user("rider")["token"])
+    response = rider.request("POST", "/v1/bookings", json=GOOD)
+    assert response.status_code == 202
+    body = response.get_json()
+    assert body["status"] == "pending" and body["version"] == 1
+    assert response.headers["Location"] == f"/v1/bookings/{body['id']}"
+    assert rider.request("GET", response.headers["Location"]).get_json()["id"] == body["id"]
+    # The message is on the dispatch queue, as JSON naming the booking.
+    assert redis.Redis.from_url(settings.redis_url).llen("dispatch") == 1
+
+
+def test_a_retry_with_the_same_key_gets_the_same_booking_and_no_second_message(api, settings):
+    rider = api.as_(api.user("rider")["token"])
+    first = rider.request("POST", "/v1/bookings", json=GOOD, headers={"Idempotency-Key": "abc"})
+    again = rider.request("POST", "/v1/bookings", json=GOOD, headers={"Idempotency-Key": "abc"})
+    assert first.get_json()["id"] == again.get_json()["id"]
+    assert redis.Redis.from_url(settings.redis_url).llen("dispatch") == 1
+    other = rider.request("POST", "/v1/bookings", json={**GOOD, "dropoff": GOOD["pickup"]},
+                          headers={"Idempotency-Key": "abc"})
+    assert other.status_code == 422
+    assert other.get_json()["error"]["code"] == "idempotency_key_reused"
+
+
+def test_admins_page_through_bookings_newest_first(api):
+    rider = api.as_(api.user("rider")["token"])
+    ids = [rider.request("POST", "/v1/bookings", json=GOOD).get_json()["id"] for _ in range(5)]
+    seen, cursor = [], None
+    while True:
+        page = api.request("GET", "/v1/bookings?limit=2&status=pending"
+                           + (f"&cursor={cursor}" if cursor else "")).get_json()
+        seen += [b["id"] for b in page["bookings"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == sorted(ids, reverse=True)
+    assert api.request("GET", "/v1/bookings?status=completed").get_json()["bookings"] == []
+
+
+def test_a_rider_cannot_see_another_riders_booking(api):
+    owner = api.as_(api.user("rider", "owner")["token"])
+    other = api.as_(api.user("rider", "other")["token"])
+    booking_id = owner.request("POST", "/v1/bookings", json=GOOD).get_json()["id"]
+    assert other.request("GET", f"/v1/bookings/{booking_id}").status_code == 404
+    assert other.request("POST", f"/v1/bookings/{booking_id}/cancel").status_code == 404
+    cancelled = owner.request("POST", f"/v1/bookings/{booking_id}/cancel")
+    assert cancelled.status_code == 200 and cancelled.get_json()["status"] == "cancelled"
+    again = owner.request("POST", f"/v1/bookings/{booking_id}/cancel")
+    assert again.status_code == 409
+    assert again.get_json()["error"]["current_status"] == "cancelled"
+
+
+def test_a_driver_goes_available_and_sees_itself(api):
+    driver = api.as_(api.user("driver")["token"])
+    assert driver.request("PUT", "/v1/drivers/me/location", json={"lat": 38.7, "lng": -9.1}
+                          ).status_code == 200
+    me = driver.request("PUT", "/v1/drivers/me/status", json={"status": "available"}).get_json()
+    assert me["status"] == "available" and me["current_booking"] is None
+    assert me["location"] == {"lat": 38.7, "lng": -9.1}
+
+
+def test_health_reports_each_dependency(api):
+    body = api.as_(None).request("GET", "/health").get_json()
+    assert body["status"] == "ok"
+    assert body["database"]["status"] == "ok" and body["redis"]["status"] == "ok"

@@ -1,0 +1,47 @@
+"""The HTTP side of SmartRoute: the Flask app factory, the API and health."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from dispatch.db import make_engine, make_sessionmaker
+from smartroute.settings import Settings
+from web.runtime import Runtime, close_db
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    """Build the API app. Settings default to the environment; services must be reachable."""
+    from web.api import IdConverter, api
+    from web.errors import register_error_handlers
+    from web.health import health
+    from workers.app import create_celery
+
+    settings = settings or Settings.from_env()
+    if settings.database_url is None or settings.redis_url is None:
+        raise RuntimeError(
+            "the API needs DATABASE_URL and REDIS_URL; `smartroute api` fills them in "
+            "with embedded services when they are unset"
+        )
+    app = Flask(__name__)
+    app.config.update(MAX_CONTENT_LENGTH=settings.max_body_bytes, JSON_SORT_KEYS=False)
+    app.json.sort_keys = False
+    engine = make_engine(
+        settings.database_url,
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_max_overflow,
+        pool_timeout=settings.db_pool_timeout_s,
+        pool_recycle=settings.db_pool_recycle_s,
+        application_name="smartroute-api",
+    )
+    app.extensions["smartroute"] = Runtime(
+        settings=settings,
+        engine=engine,
+        sessions=make_sessionmaker(engine),
+        celery=create_celery(settings),
+    )
+    app.url_map.converters["id"] = IdConverter
+    app.teardown_appcontext(close_db)
+    register_error_handlers(app)
+    app.register_blueprint(api)
+    app.register_blueprint(health)
+    return app

@@ -1,0 +1,93 @@
+"""Bookings: riders book and cancel, drivers act on their offers, admins list."""
+
+from __future__ import annotations
+
+import re
+
+from flask import request, url_for
+
+from dispatch import bookings as service
+from dispatch.states import DRIVER_ACTIONS, Role, Status
+from web.api import api, parse_body, parse_query
+from web.auth import actor, requires
+from web.errors import ApiError
+from web.runtime import db, enqueue_match, runtime, utcnow
+from web.schemas import BookingQuery, NewBooking, decode_cursor, encode_cursor
+
+# Printable ASCII without spaces, as most payment APIs accept for their idempotency keys.
+IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
+
+
+def _idempotency_key() -> str | None:
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return None
+    if not IDEMPOTENCY_KEY.fullmatch(key):
+        raise ApiError(400, "invalid_header",
+                       "Idempotency-Key must be 1 to 255 printable characters without spaces",
+                       "Idempotency-Key")
+    return key
+
+
+@api.post("/bookings")
+@requires(Role.RIDER)
+def create_booking():
+    body = parse_body(NewBooking)
+    key = _idempotency_key()
+    settings = runtime().settings
+    session = db()
+    booking, created = service.create_booking(
+        session,
+        actor().id,
+        body.to_request(),
+        now=utcnow(),
+        deadline_s=settings.dispatch_deadline_s,
+        first_retry_s=settings.retry_interval_s,
+        idempotency_key=key,
+    )
+    session.commit()
+    if created:
+        enqueue_match(booking.id)
+    location = url_for("api.get_booking", booking_id=booking.id)
+    return service.booking_payload(booking), 202, {"Location": location}
+
+
+@api.get("/bookings/<id:booking_id>")
+@requires()
+def get_booking(booking_id: int):
+    return service.booking_payload(service.get_booking_for(db(), booking_id, actor()))
+
+
+@api.get("/bookings")
+@requires(Role.ADMIN)
+def list_bookings():
+    query = parse_query(BookingQuery)
+    page = service.list_bookings(
+        db(),
+        status=query.status,
+        date=query.date,
+        limit=query.limit,
+        before_id=decode_cursor(query.cursor) if query.cursor else None,
+    )
+    next_cursor = encode_cursor(page[-1].id) if len(page) == query.limit else None
+    return {"bookings": [service.booking_payload(b) for b in page], "next_cursor": next_cursor}
+
+
+@api.post("/bookings/<id:booking_id>/cancel")
+@requires(Role.RIDER, Role.ADMIN)
+def cancel_booking(booking_id: int):
+    session = db()
+    booking = service.cancel_booking(session, booking_id, actor(), now=utcnow())
+    session.commit()
+    return service.booking_payload(booking)
+
+
+@api.post("/bookings/<id:booking_id>/<any(" + ", ".join(DRIVER_ACTIONS) + "):action>")
+@requires(Role.DRIVER)
+def driver_action(booking_id: int, action: str):
+    session = db()
+    booking = service.driver_action(session, booking_id, actor().id, action, now=utcnow())
+    session.commit()
+    if booking.status == Status.PENDING:
+        enqueue_match(booking.id)
+    return service.booking_payload(booking)

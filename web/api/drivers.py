@@ -1,0 +1,48 @@
+"""A driver's own state: location pings and going available or offline."""
+
+from __future__ import annotations
+
+from dispatch import drivers as service
+from dispatch.bookings import booking_payload
+from dispatch.states import DriverStatus, Role
+from web.api import api, parse_body
+from web.auth import actor, requires
+from web.runtime import db, utcnow
+from web.schemas import DriverStatusChange, Location
+
+
+def _me(driver) -> dict:
+    current = service.current_booking(db(), driver.user_id)
+    return service.driver_payload(driver) | {
+        "current_booking": booking_payload(current) if current else None
+    }
+
+
+@api.get("/drivers/me")
+@requires(Role.DRIVER)
+def get_me():
+    session = db()
+    driver = service.get_driver(session, actor().id)
+    return _me(driver)
+
+
+@api.put("/drivers/me/location")
+@requires(Role.DRIVER)
+def put_location():
+    body = parse_body(Location)
+    session = db()
+    driver = service.update_location(session, actor().id, body.lat, body.lng, now=utcnow())
+    session.commit()
+    return service.driver_payload(driver)
+
+
+@api.put("/drivers/me/status")
+@requires(Role.DRIVER)
+def put_status():
+    body = parse_body(DriverStatusChange)
+    session = db()
+    driver = service.set_availability(
+        session, actor().id, DriverStatus(body.status), now=utcnow()
+    )
+    session.commit()
+    return _me(driver)

@@ -1,0 +1,21 @@
+"""Users: admins create riders, drivers and other admins, each with a bearer token."""
+
+from __future__ import annotations
+
+from dispatch.states import Role
+from dispatch.users import create_user, user_payload
+from web.api import api, parse_body
+from web.auth import requires
+from web.runtime import db
+from web.schemas import NewUser
+
+
+@api.post("/users")
+@requires(Role.ADMIN)
+def post_user():
+    body = parse_body(NewUser)
+    session = db()
+    user, token = create_user(session, body.name, Role(body.role))
+    session.commit()
+    # The token is shown once, here; only its hash is kept.
+    return user_payload(user) | {"token": token}, 201

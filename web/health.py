@@ -1,0 +1,60 @@
+"""``GET /health``: the engine's status and each dependency's, for people and probes."""
+
+from __future__ import annotations
+
+import time
+
+import redis
+from flask import Blueprint
+from sqlalchemy import text
+
+from web.runtime import runtime, utcnow
+
+health = Blueprint("health", __name__)
+
+_STARTED = time.monotonic()
+
+
+def _check_database() -> dict:
+    started = time.perf_counter()
+    try:
+        with runtime().engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except Exception as exc:
+        return {"status": "down", "error": exc.__class__.__name__}
+    return {"status": "ok", "latency_ms": round((time.perf_counter() - started) * 1000, 2)}
+
+
+def _check_redis() -> dict:
+    started = time.perf_counter()
+    client = redis.Redis.from_url(
+        runtime().settings.redis_url, socket_timeout=2, socket_connect_timeout=2
+    )
+    try:
+        client.ping()
+    except (redis.RedisError, OSError) as exc:
+        return {"status": "down", "error": exc.__class__.__name__}
+    finally:
+        client.close()
+    return {"status": "ok", "latency_ms": round((time.perf_counter() - started) * 1000, 2)}
+
+
+@health.get("/health")
+def get_health():
+    checks = {"database": _check_database(), "redis": _check_redis()}
+    failing = sorted(name for name, check in checks.items() if check["status"] != "ok")
+    body = {
+        "status": "ok" if not failing else "degraded",
+        "timestamp": utcnow().isoformat(),
+        "uptime_s": round(time.monotonic() - _STARTED, 1),
+        **checks,
+    }
+    if failing:
+        body["failing"] = failing
+    return body, 200 if not failing else 503
+
+
+@health.get("/health/live")
+def get_liveness():
+    """Cheap liveness for a process manager: the process answers; nothing else is checked."""
+    return {"status": "ok"}

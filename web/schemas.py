@@ -1,0 +1,105 @@
+"""Request bodies and query strings, validated and bounded at the edge (pydantic).
+
+Models are strict (a string is not a number) and forbid unknown fields, so a
+typo in a client is a 422 naming the field, not a silently ignored value.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+from typing import Annotated, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+from dispatch.bookings import BookingRequest, Point
+from dispatch.states import BOOKING_STATUSES
+
+# How far back a pickup time may lie (clock skew) and how far ahead it may be booked.
+PICKUP_PAST_TOLERANCE = dt.timedelta(minutes=5)
+PICKUP_HORIZON = dt.timedelta(days=30)
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+Latitude = Annotated[float, Field(ge=-90, le=90, allow_inf_nan=False)]
+Longitude = Annotated[float, Field(ge=-180, le=180, allow_inf_nan=False)]
+
+
+class Location(Strict):
+    lat: Latitude
+    lng: Longitude
+
+    def to_point(self) -> Point:
+        return Point(self.lat, self.lng)
+
+
+class NewBooking(Strict):
+    pickup: Location
+    dropoff: Location
+    pickup_at: AwareDatetime | None = None
+
+    @field_validator("pickup_at")
+    @classmethod
+    def _within_horizon(cls, value: dt.datetime | None) -> dt.datetime | None:
+        if value is None:
+            return None
+        now = dt.datetime.now(dt.UTC)
+        if value < now - PICKUP_PAST_TOLERANCE:
+            raise ValueError("pickup_at is in the past")
+        if value > now + PICKUP_HORIZON:
+            raise ValueError(f"pickup_at is more than {PICKUP_HORIZON.days} days ahead")
+        return value.astimezone(dt.UTC)
+
+    def to_request(self) -> BookingRequest:
+        return BookingRequest(self.pickup.to_point(), self.dropoff.to_point(), self.pickup_at)
+
+
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+
+
+class NewUser(Strict):
+    name: Name
+    role: Literal["rider", "driver", "admin"]
+
+
+class DriverStatusChange(Strict):
+    status: Literal["available", "offline"]
+
+
+class BookingQuery(BaseModel):
+    """``GET /v1/bookings`` query string: strings in, typed values out."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    status: Literal[BOOKING_STATUSES] | None = None  # type: ignore[valid-type]
+    date: dt.date | None = None
+    limit: int = Field(default=50, ge=1, le=200)
+    cursor: str | None = Field(default=None, max_length=64)
+
+    @field_validator("cursor")
+    @classmethod
+    def _cursor_decodes(cls, value: str | None) -> str | None:
+        if value is not None:
+            decode_cursor(value)
+        return value
+
+
+def encode_cursor(booking_id: int) -> str:
+    return base64.urlsafe_b64encode(f"b:{booking_id}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> int:
+    """The booking id a cursor points before; ValueError if it is not one of ours."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        prefix, _, number = raw.partition(":")
+        value = int(number)
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise ValueError("cursor is not valid") from None
+    if prefix != "b" or not 0 < value < 2**63:
+        raise ValueError("cursor is not valid")
+    return value

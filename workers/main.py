@@ -1,0 +1,9 @@
+"""The Celery app that ``celery -A workers.main`` (and ``smartroute worker|beat``) runs."""
+
+from smartroute.logs import configure_logging
+from smartroute.settings import Settings
+from workers.app import create_celery
+
+settings = Settings.from_env()
+configure_logging(settings)
+app = create_celery(settings)

@@ -1,0 +1,78 @@
+"""Thin tasks: take ids, open a transaction, call one dispatch service, enqueue what follows.
+
+Every task is idempotent: it re-reads the rows and does nothing if the work is done,
+so a redelivered or duplicated message is harmless.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+
+from celery import shared_task
+from sqlalchemy.exc import OperationalError
+
+from dispatch import sweeps
+from dispatch.matching import Outcome, dispatch_booking
+from workers.context import match_policy, sessions, settings
+
+log = logging.getLogger(__name__)
+
+# A database restart or a full pool is worth retrying; anything else is a bug to see.
+TRANSIENT = (OperationalError,)
+RETRY = {
+    "autoretry_for": TRANSIENT,
+    "retry_backoff": True,
+    "retry_backoff_max": 30,
+    "retry_jitter": True,
+    "max_retries": 5,
+}
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+@shared_task(name="workers.tasks.match_booking", acks_late=True, **RETRY)
+def match_booking(booking_id: int) -> str:
+    """Offer a pending booking to the nearest available driver, once."""
+    with sessions()() as session, session.begin():
+        result = dispatch_booking(session, booking_id, match_policy(), _now())
+    if result.outcome == Outcome.ASSIGNED:
+        log.info(
+            "booking assigned",
+            extra={"booking_id": booking_id, "driver_id": result.driver_id,
+                   "distance_km": round(result.distance_km or 0, 3)},
+        )
+    return result.outcome.value
+
+
+def _enqueue_matches(booking_ids: list[int]) -> None:
+    for booking_id in booking_ids:
+        match_booking.apply_async(args=[booking_id], queue="dispatch")
+
+
+@shared_task(name="workers.tasks.lapse_offers", acks_late=True, **RETRY)
+def lapse_offers() -> int:
+    """Offers past their window go back to pending and on to another driver."""
+    with sessions()() as session, session.begin():
+        lapsed = sweeps.lapse_offers(session, now=_now())
+    _enqueue_matches(lapsed)
+    return len(lapsed)
+
+
+@shared_task(name="workers.tasks.redispatch_pending", acks_late=True, **RETRY)
+def redispatch_pending() -> int:
+    """Pending bookings due another try are enqueued again (a lost message loses nothing)."""
+    with sessions()() as session, session.begin():
+        due = sweeps.claim_due(session, now=_now(), retry_interval_s=settings().retry_interval_s)
+    _enqueue_matches(due)
+    return len(due)
+
+
+@shared_task(name="workers.tasks.expire_bookings", acks_late=True, **RETRY)
+def expire_bookings() -> int:
+    """Pending bookings past their deadline become expired."""
+    with sessions()() as session, session.begin():
+        expired = sweeps.expire_overdue(session, now=_now())
+    return len(expired)
