@@ -13,11 +13,13 @@ import pytest
 import requests
 
 from dispatch.users import ensure_bootstrap_admin
-from smartroute.cli import api_argv, worker_argv
+from smartroute.cli import api_argv, beat_argv, worker_argv
 from workers.app import create_celery
 
 WORKER_PROCESSES = 4
 START_TIMEOUT_S = 60
+# Retries come round quickly, so a test that waits on beat waits about a second.
+STACK_TUNING = {"SMARTROUTE_RETRY_INTERVAL_S": "1", "SMARTROUTE_REDISPATCH_EVERY_S": "0.5"}
 
 
 def free_port() -> int:
@@ -48,7 +50,8 @@ class Stack:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.logs = tmp_path_factory.mktemp("stack-logs")
-        self.env = {**os.environ, **settings.to_env(), "SMARTROUTE_LOG_FORMAT": "json"}
+        self.env = {**os.environ, **settings.to_env(), **STACK_TUNING,
+                    "SMARTROUTE_LOG_FORMAT": "json"}
         self.log_files = []
         self.api = self._spawn("api", api_argv("127.0.0.1", self.port, processes=2, threads=16))
         self.worker = self._spawn("worker", worker_argv(WORKER_PROCESSES, "dispatch,maintenance",
@@ -74,6 +77,9 @@ class Stack:
         wait_for(api_up, START_TIMEOUT_S, "the API to answer /health", every=0.2)
         wait_for(lambda: self.celery.control.ping(timeout=0.5), START_TIMEOUT_S,
                  "the worker to answer a ping")
+
+    def start_beat(self) -> subprocess.Popen:
+        return self._spawn("beat", beat_argv(self.logs))
 
     def worker_children(self) -> list[int]:
         import psutil
@@ -117,6 +123,15 @@ class Client:
         if expect is not None:
             assert response.status_code == expect, (method, path, response.text)
         return response.json()
+
+
+@pytest.fixture
+def beat(stack):
+    """Celery beat for one test, running the real schedule against the stack's worker."""
+    process = stack.start_beat()
+    yield process
+    process.terminate()
+    process.wait(timeout=20)
 
 
 @pytest.fixture

@@ -67,3 +67,16 @@ def test_the_same_idempotency_key_posted_at_once_yields_one_booking(admin, engin
     assert len(ids) == 1
     with engine.connect() as conn:
         assert conn.scalar(text("SELECT count(*) FROM cab_bookings")) == 1
+
+
+def test_a_booking_with_no_driver_waits_and_beat_retries_it(admin, beat, engine):
+    rider = new_user(admin, "rider")
+    booking_id = rider.call("POST", "/v1/bookings", expect=202, json=TRIP)["id"]
+    with engine.connect() as conn:
+        wait_for(lambda: conn.scalar(text(
+            "SELECT match_attempts FROM cab_bookings WHERE id = :b"), {"b": booking_id}),
+            15, "a first matching attempt that finds nobody")
+    assert rider.call("GET", f"/v1/bookings/{booking_id}")["status"] == "pending"
+    # A driver comes online; no request touches the booking: only beat's sweep can find it.
+    driver = online_driver(admin, CENTRE[0], CENTRE[1] + 0.003)
+    assert _status_becomes(rider, booking_id, "assigned")["driver_id"] == driver.id
