@@ -26,4 +26,22 @@ def beat_schedule(settings: Settings) -> dict:
             "schedule": settings.expire_every_s,
             "options": {"queue": "maintenance", "expires": settings.expire_every_s},
         },
+        # Beat's own settings decide how long silence lasts, so the threshold travels with
+        # the message rather than depending on each worker's environment.
+        "mark-silent-drivers-offline": {
+            "task": "workers.tasks.mark_drivers_offline",
+            "schedule": settings.offline_every_s,
+            "kwargs": {"stale_after_s": settings.driver_stale_s},
+            "options": {"queue": "maintenance", "expires": settings.offline_every_s},
+        },
+        "refresh-booking-stats": {
+            "task": "workers.tasks.refresh_stats",
+            "schedule": settings.stats_every_s,
+            "options": {"queue": "maintenance", "expires": settings.stats_every_s},
+        },
+        "refresh-health-metrics": {
+            "task": "workers.tasks.refresh_health",
+            "schedule": settings.health_every_s,
+            "options": {"queue": "maintenance", "expires": settings.health_every_s},
+        },
     }

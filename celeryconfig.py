@@ -39,6 +39,9 @@ task_routes = {
     "workers.tasks.lapse_offers": {"queue": "maintenance"},
     "workers.tasks.redispatch_pending": {"queue": "maintenance"},
     "workers.tasks.expire_bookings": {"queue": "maintenance"},
+    "workers.tasks.mark_drivers_offline": {"queue": "maintenance"},
+    "workers.tasks.refresh_stats": {"queue": "maintenance"},
+    "workers.tasks.refresh_health": {"queue": "maintenance"},
 }
 
 timezone = "UTC"

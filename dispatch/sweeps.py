@@ -15,8 +15,8 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from dispatch.bookings import NO_DRIVER_FOUND, SYSTEM, apply_transition, return_to_pending
-from dispatch.models import Booking
-from dispatch.states import Status
+from dispatch.models import Booking, Driver
+from dispatch.states import DriverStatus, Status
 
 
 def _claim(session: Session, query, limit: int) -> list[Booking]:
@@ -74,6 +74,24 @@ def claim_due(
         .where(Booking.id.in_(due))
         .values(next_attempt_at=now + dt.timedelta(seconds=retry_interval_s))
         .returning(Booking.id)
-        .execution_options(synchronize_session=False)
     )
     return sorted(r.id for r in rows)
+
+
+def mark_silent_drivers_offline(
+    session: Session, *, now: dt.datetime, stale_after_s: int
+) -> list[int]:
+    """Available drivers whose app stopped pinging go offline; returns their ids.
+
+    A busy driver keeps their ride: a phone in a tunnel does not cancel a trip.
+    """
+    rows = session.execute(
+        update(Driver)
+        .where(
+            Driver.status == DriverStatus.AVAILABLE.value,
+            Driver.last_seen_at < now - dt.timedelta(seconds=stale_after_s),
+        )
+        .values(status=DriverStatus.OFFLINE.value, available_since=None, updated_at=now)
+        .returning(Driver.user_id)
+    )
+    return sorted(r.user_id for r in rows)

@@ -79,6 +79,7 @@ def api_argv(host: str, port: int, processes: int, threads: int) -> list[str]:
         "--threads", str(threads),
         "--graceful-timeout", "10",
         "--log-level", "warning",
+        "--config", "python:web.gunicorn_conf",
         "web:create_app()",
     )
 
@@ -102,6 +103,16 @@ def beat_argv(data_dir: Path) -> list[str]:
     )
 
 
+def _fresh_metrics_dir(settings: Settings) -> Path:
+    """prometheus-client's multiprocess folder, emptied: files of dead runs would be summed."""
+    import shutil
+
+    path = (settings.data_dir / "metrics").resolve()
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return path
+
+
 def _wait_until_healthy(url: str, supervisor: Supervisor) -> bool:
     deadline = time.monotonic() + READY_TIMEOUT_S
     while time.monotonic() < deadline and not supervisor.stopping.is_set():
@@ -120,9 +131,10 @@ def _run(
     services: EmbeddedServices,
     children: dict[str, list[str]],
     after_start: Callable[[Supervisor], None] | None = None,
+    extra_env: dict[str, str] | None = None,
 ) -> int:
     """Supervise ``children`` until Ctrl-C or SIGTERM, then stop embedded services."""
-    supervisor = Supervisor(settings.to_env())
+    supervisor = Supervisor(settings.to_env() | (extra_env or {}))
     for name, argv in children.items():
         supervisor.add(name, argv)
     supervisor.install_signal_handlers()
@@ -173,12 +185,13 @@ def up(host: str, port: int, workers: int, demo: bool) -> None:
 
             start_demo(url, settings.admin_token, supervisor.stopping)
 
+    metrics_env = {"PROMETHEUS_MULTIPROC_DIR": str(_fresh_metrics_dir(settings))}
     children = {
         "api": api_argv(host, port, processes=2, threads=8),
         "worker": worker_argv(workers, "dispatch,notify,maintenance"),
         "beat": beat_argv(settings.data_dir),
     }
-    sys.exit(_run(settings, services, children, when_started))
+    sys.exit(_run(settings, services, children, when_started, metrics_env))
 
 
 def _announce(url: str, settings: Settings, generated: bool) -> None:
@@ -268,3 +281,82 @@ def db_check() -> None:
     finally:
         services.stop()
     click.echo("models and migrations agree")
+
+
+def _celery(settings: Settings):
+    from workers.app import create_celery
+
+    return create_celery(settings)
+
+
+@main.command()
+@click.option("--window", default=2.0, show_default=True, help="Seconds to measure drain over.")
+@click.option("--target-wait", default=5.0, show_default=True,
+              help="Seconds a message should wait at most.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def queues(window: float, target_wait: float, as_json: bool) -> None:
+    """Show each queue's depth, consumers, drain rate and the processes it needs."""
+    import json
+
+    from smartroute import scaling
+
+    settings, services = _with_services(_settings())
+    try:
+        reports = scaling.measure(_celery(settings), window_s=window, target_wait_s=target_wait)
+    finally:
+        services.stop()
+    if as_json:
+        click.echo(json.dumps(scaling.as_dicts(reports)))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"Celery queues (drain over {window:g}s, target wait {target_wait:g}s)")
+    for column in ("queue", "depth", "consumers", "drain/s", "processes needed"):
+        table.add_column(column, justify="left" if column in ("queue", "consumers") else "right")
+    for r in reports:
+        table.add_row(r.queue, str(r.depth), ", ".join(r.consumers) or "-",
+                      f"{r.drain_per_s:g}", str(r.processes_needed))
+    Console().print(table)
+
+
+@main.command()
+@click.option("--min", "minimum", default=1, show_default=True, help="Fewest processes a node.")
+@click.option("--max", "maximum", default=8, show_default=True, help="Most processes a node.")
+@click.option("--target-wait", default=5.0, show_default=True,
+              help="Seconds a message should wait at most.")
+@click.option("--interval", default=15.0, show_default=True, help="Seconds between rounds.")
+@click.option("--window", default=2.0, show_default=True, help="Seconds to measure drain over.")
+@click.option("--once", is_flag=True, help="Resize once and exit.")
+@click.option("--json", "as_json", is_flag=True, help="Print each round as JSON.")
+def autoscale(minimum: int, maximum: int, target_wait: float, interval: float, window: float,
+              once: bool, as_json: bool) -> None:
+    """Grow or shrink worker pools to the queues' depth (Celery pool_grow / pool_shrink)."""
+    import json
+    import threading
+
+    from smartroute import scaling
+
+    if not 1 <= minimum <= maximum:
+        raise click.UsageError("need 1 <= --min <= --max")
+    settings, services = _with_services(_settings())
+    app = _celery(settings)
+    stop = threading.Event()
+    try:
+        while True:
+            reports = scaling.measure(app, window_s=window, target_wait_s=target_wait)
+            sizes = scaling.pool_sizes(app.control.inspect(timeout=1).stats() or {})
+            resizes = scaling.plan(reports, sizes, minimum, maximum)
+            scaling.apply(app, resizes)
+            if as_json:
+                click.echo(json.dumps({"queues": scaling.as_dicts(reports),
+                                       "resizes": scaling.as_dicts(resizes)}))
+            else:
+                for r in resizes:
+                    log.info("worker %s: %d -> %d processes", r.node, r.current, r.target)
+            if once or stop.wait(interval):
+                break
+    except KeyboardInterrupt:
+        pass
+    finally:
+        services.stop()

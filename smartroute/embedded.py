@@ -50,12 +50,12 @@ class EmbeddedServices:
 
 def start_postgres(data_dir: Path, database: str = "smartroute") -> tuple[str, object]:
     """Start (or join) the embedded PostgreSQL and make sure ``database`` exists."""
-    import pgserver  # Imported here: production never needs the wheel's server.
-
     with warnings.catch_warnings():
         # platformdirs warns when XDG_RUNTIME_DIR is unset, as it is for root in a container;
         # pgserver only wants a folder for its lock file and falls back to /tmp correctly.
         warnings.simplefilter("ignore")
+        import pgserver  # Imported here: production never needs the wheel's server.
+
         server = pgserver.get_server(str((data_dir / "postgres").resolve()), cleanup_mode="stop")
     admin_uri = server.get_uri()
     ensure_database(admin_uri, database)
@@ -147,10 +147,10 @@ def ensure_services(
     services = EmbeddedServices(database_url=database_url, redis_url=redis_url)
     data_dir.mkdir(parents=True, exist_ok=True)
     if database_url is None:
-        log.info("DATABASE_URL unset: starting embedded PostgreSQL in %s", data_dir / "postgres")
+        log.info("DATABASE_URL unset: using embedded PostgreSQL in %s", data_dir / "postgres")
         services.database_url, services._postgres = start_postgres(data_dir)
     if redis_url is None:
-        log.info("REDIS_URL unset: starting embedded Redis in %s", data_dir / "redis")
+        log.info("REDIS_URL unset: using embedded Redis in %s", data_dir / "redis")
         services.redis_url, started = start_redis(data_dir)
         if started:
             socket_path = redis_socket_path(data_dir)

@@ -86,6 +86,13 @@ class Settings:
     log_format: str | None = None
     log_level: str = "INFO"
 
+    # Operations: a read replica, cached stats and health, the silent-driver sweep.
+    database_replica_url: str | None = None
+    stats_every_s: float = 30.0
+    stats_ttl_s: int = 300
+    health_every_s: float = 15.0
+    offline_every_s: float = 10.0
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Read every SmartRoute variable from ``env`` (default: the process environment)."""
@@ -116,6 +123,11 @@ class Settings:
             max_body_bytes=_int(env, "SMARTROUTE_MAX_BODY_BYTES", 64 * 1024, minimum=1024),
             log_format=log_format,
             log_level=(env.get("SMARTROUTE_LOG_LEVEL") or "INFO").upper(),
+            database_replica_url=_optional(env, "DATABASE_REPLICA_URL"),
+            stats_every_s=_float(env, "SMARTROUTE_STATS_EVERY_S", 30.0, 0.1),
+            stats_ttl_s=_int(env, "SMARTROUTE_STATS_TTL_S", 300, minimum=1),
+            health_every_s=_float(env, "SMARTROUTE_HEALTH_EVERY_S", 15.0, 0.1),
+            offline_every_s=_float(env, "SMARTROUTE_OFFLINE_EVERY_S", 10.0, 0.1),
         )
 
     @property
@@ -142,6 +154,7 @@ class Settings:
             ("REDIS_URL", self.redis_url),
             ("CELERY_BROKER_URL", self.broker_url),
             ("SMARTROUTE_ADMIN_TOKEN", self.admin_token),
+            ("DATABASE_REPLICA_URL", self.database_replica_url),
         ):
             if value:
                 env[name] = value

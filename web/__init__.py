@@ -5,7 +5,9 @@ from __future__ import annotations
 from flask import Flask
 
 from dispatch.db import make_engine, make_sessionmaker
+from smartroute.metrics import instrument_pool
 from smartroute.settings import Settings
+from smartroute.snapshots import redis_client
 from web.runtime import Runtime, close_db
 
 
@@ -14,6 +16,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from web.api import IdConverter, api
     from web.errors import register_error_handlers
     from web.health import health
+    from web.metrics import metrics, time_requests
     from workers.app import create_celery
 
     settings = settings or Settings.from_env()
@@ -25,23 +28,38 @@ def create_app(settings: Settings | None = None) -> Flask:
     app = Flask(__name__)
     app.config.update(MAX_CONTENT_LENGTH=settings.max_body_bytes, JSON_SORT_KEYS=False)
     app.json.sort_keys = False
-    engine = make_engine(
-        settings.database_url,
-        pool_size=settings.db_pool_size,
-        max_overflow=settings.db_max_overflow,
-        pool_timeout=settings.db_pool_timeout_s,
-        pool_recycle=settings.db_pool_recycle_s,
-        application_name="smartroute-api",
+    engine = _engine(settings, settings.database_url, "smartroute-api")
+    replica = (
+        _engine(settings, settings.database_replica_url, "smartroute-api-replica")
+        if settings.database_replica_url
+        else engine
     )
     app.extensions["smartroute"] = Runtime(
         settings=settings,
         engine=engine,
         sessions=make_sessionmaker(engine),
+        read_sessions=make_sessionmaker(replica),
         celery=create_celery(settings),
+        redis=redis_client(settings.redis_url),
     )
     app.url_map.converters["id"] = IdConverter
     app.teardown_appcontext(close_db)
     register_error_handlers(app)
     app.register_blueprint(api)
     app.register_blueprint(health)
+    app.register_blueprint(metrics)
+    time_requests(app)
     return app
+
+
+def _engine(settings: Settings, url: str, name: str):
+    engine = make_engine(
+        url,
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_max_overflow,
+        pool_timeout=settings.db_pool_timeout_s,
+        pool_recycle=settings.db_pool_recycle_s,
+        application_name=name,
+    )
+    instrument_pool(engine, name)
+    return engine

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import psutil
 import redis
 from flask import Blueprint
 from sqlalchemy import text
@@ -39,14 +40,33 @@ def _check_redis() -> dict:
     return {"status": "ok", "latency_ms": round((time.perf_counter() - started) * 1000, 2)}
 
 
+def _check_broker() -> dict:
+    started = time.perf_counter()
+    try:
+        with runtime().celery.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=0, timeout=2)
+    except Exception as exc:
+        return {"status": "down", "error": exc.__class__.__name__}
+    return {"status": "ok", "latency_ms": round((time.perf_counter() - started) * 1000, 2)}
+
+
+def _memory() -> dict:
+    process = psutil.Process()
+    return {
+        "rss_mb": round(process.memory_info().rss / 2**20, 1),
+        "system_available_mb": round(psutil.virtual_memory().available / 2**20, 1),
+    }
+
+
 @health.get("/health")
 def get_health():
-    checks = {"database": _check_database(), "redis": _check_redis()}
+    checks = {"database": _check_database(), "redis": _check_redis(), "broker": _check_broker()}
     failing = sorted(name for name, check in checks.items() if check["status"] != "ok")
     body = {
         "status": "ok" if not failing else "degraded",
         "timestamp": utcnow().isoformat(),
         "uptime_s": round(time.monotonic() - _STARTED, 1),
+        "memory": _memory(),
         **checks,
     }
     if failing:

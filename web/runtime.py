@@ -10,6 +10,7 @@ import datetime as dt
 import logging
 from dataclasses import dataclass
 
+import redis
 from celery import Celery
 from flask import current_app, g
 from sqlalchemy import Engine
@@ -31,7 +32,10 @@ class Runtime:
     settings: Settings
     engine: Engine
     sessions: sessionmaker[Session]
+    # The replica's sessions when DATABASE_REPLICA_URL is set, else the primary's.
+    read_sessions: sessionmaker[Session]
     celery: Celery
+    redis: redis.Redis
 
 
 def runtime() -> Runtime:
@@ -45,10 +49,18 @@ def db() -> Session:
     return g.db
 
 
+def read_db() -> Session:
+    """This request's read-only session: on the replica when there is one."""
+    if "read_db" not in g:
+        g.read_db = runtime().read_sessions()
+    return g.read_db
+
+
 def close_db(_exc: BaseException | None = None) -> None:
-    session = g.pop("db", None)
-    if session is not None:
-        session.close()
+    for name in ("db", "read_db"):
+        session = g.pop(name, None)
+        if session is not None:
+            session.close()
 
 
 def utcnow() -> dt.datetime:

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from dispatch.db import make_engine, make_sessionmaker
 from dispatch.matching import MatchPolicy
+from smartroute.metrics import instrument_pool
 from smartroute.settings import Settings
 
 
@@ -21,21 +22,34 @@ def settings() -> Settings:
     return Settings.from_env()
 
 
-@functools.cache
-def sessions() -> sessionmaker[Session]:
+def _sessionmaker(url: str, name: str) -> sessionmaker[Session]:
     s = settings()
-    if s.database_url is None:
-        raise RuntimeError("workers need DATABASE_URL (smartroute worker sets it)")
     engine = make_engine(
-        s.database_url,
+        url,
         # A prefork child runs one task at a time: a small pool is plenty.
         pool_size=2,
         max_overflow=2,
         pool_timeout=s.db_pool_timeout_s,
         pool_recycle=s.db_pool_recycle_s,
-        application_name="smartroute-worker",
+        application_name=name,
     )
+    instrument_pool(engine, name)
     return make_sessionmaker(engine)
+
+
+@functools.cache
+def sessions() -> sessionmaker[Session]:
+    """Sessions on the primary database."""
+    if settings().database_url is None:
+        raise RuntimeError("workers need DATABASE_URL (smartroute worker sets it)")
+    return _sessionmaker(settings().database_url, "smartroute-worker")
+
+
+@functools.cache
+def reader() -> sessionmaker[Session]:
+    """Sessions for read-only work (stats): the replica when DATABASE_REPLICA_URL is set."""
+    url = settings().database_replica_url
+    return _sessionmaker(url, "smartroute-worker-replica") if url else sessions()
 
 
 def match_policy() -> MatchPolicy:
@@ -52,6 +66,7 @@ def match_policy() -> MatchPolicy:
 
 @worker_process_init.connect
 def _fresh_pool_after_fork(**_kwargs) -> None:
-    if sessions.cache_info().currsize:
-        sessions().kw["bind"].dispose(close=False)
-    sessions.cache_clear()
+    for factory in (sessions, reader):
+        if factory.cache_info().currsize:
+            factory().kw["bind"].dispose(close=False)
+        factory.cache_clear()

@@ -10,11 +10,18 @@ import datetime as dt
 import logging
 
 from celery import shared_task
+from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
 from dispatch import sweeps
 from dispatch.matching import Outcome, dispatch_booking
-from workers.context import match_policy, sessions, settings
+from dispatch.models import Booking
+from dispatch.stats import booking_stats
+from smartroute import snapshots
+from smartroute.metrics import ASSIGN_LATENCY, MATCH_OUTCOMES
+from workers import telemetry  # noqa: F401 - connects the task metrics signals
+from workers.context import match_policy, reader, sessions, settings
+from workers.queues import queue_depths
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +45,11 @@ def match_booking(booking_id: int) -> str:
     """Offer a pending booking to the nearest available driver, once."""
     with sessions()() as session, session.begin():
         result = dispatch_booking(session, booking_id, match_policy(), _now())
+        assigned = result.outcome == Outcome.ASSIGNED
+        created_at = session.get(Booking, booking_id).created_at if assigned else None
+    MATCH_OUTCOMES.labels(result.outcome.value).inc()
     if result.outcome == Outcome.ASSIGNED:
+        ASSIGN_LATENCY.observe((_now() - created_at).total_seconds())
         log.info(
             "booking assigned",
             extra={"booking_id": booking_id, "driver_id": result.driver_id,
@@ -76,3 +87,45 @@ def expire_bookings() -> int:
     with sessions()() as session, session.begin():
         expired = sweeps.expire_overdue(session, now=_now())
     return len(expired)
+
+
+@shared_task(name="workers.tasks.mark_drivers_offline", acks_late=True, **RETRY)
+def mark_drivers_offline(stale_after_s: int) -> int:
+    """Available drivers with no location ping for ``stale_after_s`` go offline."""
+    with sessions()() as session, session.begin():
+        silent = sweeps.mark_silent_drivers_offline(
+            session, now=_now(), stale_after_s=stale_after_s
+        )
+    if silent:
+        log.info("drivers went offline after no ping", extra={"driver_ids": silent})
+    return len(silent)
+
+
+@shared_task(name="workers.tasks.refresh_stats", acks_late=True, **RETRY)
+def refresh_stats() -> dict:
+    """Recompute booking stats into Redis for GET /v1/stats and the metrics scrape."""
+    with reader()() as session:
+        stats = booking_stats(session, now=_now())
+    snapshots.save(snapshots.redis_client(settings().redis_url), snapshots.STATS_KEY, stats,
+                   settings().stats_ttl_s)
+    return stats["by_status"]
+
+
+@shared_task(name="workers.tasks.refresh_health", acks_late=True, **RETRY)
+def refresh_health() -> dict:
+    """Record pool use, queue depths and live workers in Redis for operators."""
+    app = refresh_health.app
+    with sessions()() as session:
+        connections = dict(session.execute(text(
+            "SELECT coalesce(nullif(application_name, ''), 'other'), count(*) "
+            "FROM pg_stat_activity WHERE datname = current_database() GROUP BY 1"
+        )).all())
+    snapshot = {
+        "computed_at": _now().isoformat(),
+        "database_connections": connections,
+        "queue_depths": queue_depths(app),
+        "workers_alive": sorted(node for reply in app.control.ping(timeout=1) for node in reply),
+    }
+    snapshots.save(snapshots.redis_client(settings().redis_url), snapshots.HEALTH_KEY, snapshot,
+                   settings().stats_ttl_s)
+    return snapshot

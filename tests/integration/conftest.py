@@ -4,44 +4,28 @@ with four prefork processes, on the test database and Redis."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
-import time
-from collections.abc import Callable
 
 import pytest
 import requests
 
 from dispatch.users import ensure_bootstrap_admin
 from smartroute.cli import api_argv, beat_argv, worker_argv
+from tests.support import free_port, wait_for
 from workers.app import create_celery
 
 WORKER_PROCESSES = 4
 START_TIMEOUT_S = 60
 # Retries come round quickly, so a test that waits on beat waits about a second.
-STACK_TUNING = {"SMARTROUTE_RETRY_INTERVAL_S": "1", "SMARTROUTE_REDISPATCH_EVERY_S": "0.5"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(predicate: Callable[[], object], timeout: float, what: str, every: float = 0.1):
-    """Poll ``predicate`` until it returns something truthy; fail the test after ``timeout``.
-
-    Used only where no event exists to wait on (a row reaching a status in another
-    process); each poll is a cheap query.
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(every)
+# Scheduled bookings are due at their pickup time, so a test waits seconds, not minutes.
+STACK_TUNING = {
+    "SMARTROUTE_RETRY_INTERVAL_S": "1",
+    "SMARTROUTE_REDISPATCH_EVERY_S": "0.5",
+    "SMARTROUTE_SWEEP_OFFERS_EVERY_S": "0.5",
+    "SMARTROUTE_OFFLINE_EVERY_S": "0.5",
+    "SMARTROUTE_STATS_EVERY_S": "0.5",
+    "SMARTROUTE_SCHEDULE_LEAD_S": "0",
+}
 
 
 class Stack:
@@ -50,8 +34,10 @@ class Stack:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.logs = tmp_path_factory.mktemp("stack-logs")
+        self.metrics_dir = tmp_path_factory.mktemp("prometheus-multiproc")
         self.env = {**os.environ, **settings.to_env(), **STACK_TUNING,
-                    "SMARTROUTE_LOG_FORMAT": "json"}
+                    "SMARTROUTE_LOG_FORMAT": "json",
+                    "PROMETHEUS_MULTIPROC_DIR": str(self.metrics_dir)}
         self.log_files = []
         self.api = self._spawn("api", api_argv("127.0.0.1", self.port, processes=2, threads=16))
         self.worker = self._spawn("worker", worker_argv(WORKER_PROCESSES, "dispatch,maintenance",
@@ -78,8 +64,13 @@ class Stack:
         wait_for(lambda: self.celery.control.ping(timeout=0.5), START_TIMEOUT_S,
                  "the worker to answer a ping")
 
-    def start_beat(self) -> subprocess.Popen:
-        return self._spawn("beat", beat_argv(self.logs))
+    def start_beat(self, name: str = "beat") -> subprocess.Popen:
+        schedule_dir = self.logs / name
+        schedule_dir.mkdir(exist_ok=True)
+        return self._spawn(name, beat_argv(schedule_dir))
+
+    def worker_node(self) -> str:
+        return next(iter(self.celery.control.ping(timeout=1)[0]))
 
     def worker_children(self) -> list[int]:
         import psutil
@@ -126,12 +117,24 @@ class Client:
 
 
 @pytest.fixture
-def beat(stack):
-    """Celery beat for one test, running the real schedule against the stack's worker."""
-    process = stack.start_beat()
-    yield process
-    process.terminate()
-    process.wait(timeout=20)
+def beats(stack):
+    """Start Celery beats (the real schedule, against the stack's worker) for one test."""
+    started = []
+
+    def start(name: str = "beat") -> subprocess.Popen:
+        started.append(stack.start_beat(f"{name}-{len(started)}"))
+        return started[-1]
+
+    yield start
+    for process in started:
+        process.terminate()
+    for process in started:
+        process.wait(timeout=20)
+
+
+@pytest.fixture
+def beat(beats):
+    return beats()
 
 
 @pytest.fixture

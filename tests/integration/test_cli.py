@@ -10,7 +10,7 @@ import sys
 import psutil
 import requests
 
-from tests.integration.conftest import free_port, wait_for
+from tests.support import free_port, wait_for
 
 SMARTROUTE = [sys.executable, "-m", "smartroute"]
 

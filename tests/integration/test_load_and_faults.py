@@ -10,7 +10,8 @@ import signal
 import pytest
 from sqlalchemy import text
 
-from tests.integration.conftest import new_user, online_driver, wait_for
+from tests.integration.conftest import new_user, online_driver
+from tests.support import wait_for
 
 CENTRE = (38.7223, -9.1393)
 ACTIVE = "('assigned', 'accepted', 'in_progress')"

@@ -6,7 +6,8 @@ import concurrent.futures as cf
 
 from sqlalchemy import text
 
-from tests.integration.conftest import new_user, online_driver, wait_for
+from tests.integration.conftest import new_user, online_driver
+from tests.support import wait_for
 
 CENTRE = (38.7223, -9.1393)
 TRIP = {"pickup": {"lat": CENTRE[0], "lng": CENTRE[1]},

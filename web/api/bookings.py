@@ -11,7 +11,7 @@ from dispatch.states import DRIVER_ACTIONS, Role, Status
 from web.api import api, parse_body, parse_query
 from web.auth import actor, requires
 from web.errors import ApiError
-from web.runtime import db, enqueue_match, runtime, utcnow
+from web.runtime import db, enqueue_match, read_db, runtime, utcnow
 from web.schemas import BookingQuery, NewBooking, decode_cursor, encode_cursor
 
 # Printable ASCII without spaces, as most payment APIs accept for their idempotency keys.
@@ -63,7 +63,7 @@ def get_booking(booking_id: int):
 def list_bookings():
     query = parse_query(BookingQuery)
     page = service.list_bookings(
-        db(),
+        read_db(),
         status=query.status,
         date=query.date,
         limit=query.limit,

@@ -1,0 +1,74 @@
+"""Prometheus metrics shared by the API and the workers.
+
+With several gunicorn workers or Celery prefork processes, prometheus-client's
+multiprocess mode is used: ``PROMETHEUS_MULTIPROC_DIR`` is set (and wiped) by
+``smartroute up`` before any process starts, each process writes its own files, and
+a scrape sums them. Gauges therefore name how they combine across processes.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+HTTP_REQUEST_DURATION = Histogram(
+    "http_request_duration_seconds",
+    "API request duration, by method, route pattern and status.",
+    ["method", "route", "status"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+DATABASE_CONNECTIONS_ACTIVE = Gauge(
+    "database_connections_active",
+    "Database connections checked out of the pools, summed over live processes.",
+    ["component"],
+    multiprocess_mode="livesum",
+)
+TASKS = Counter("smartroute_tasks_total", "Celery tasks finished, by task and outcome.",
+                ["task", "state"])
+TASK_FAILURES = Counter("smartroute_task_failures_total", "Celery tasks that raised.", ["task"])
+TASK_DURATION = Histogram(
+    "smartroute_task_duration_seconds", "Celery task run time.", ["task"],
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+ASSIGN_LATENCY = Histogram(
+    "smartroute_booking_assign_latency_seconds",
+    "From a booking's creation to its (latest) offer to a driver.",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300),
+)
+MATCH_OUTCOMES = Counter("smartroute_match_outcomes_total", "Matching attempts by outcome.",
+                         ["outcome"])
+
+
+def multiprocess_dir() -> str | None:
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+
+
+def exposition(*extra_collectors) -> bytes:
+    """The text exposition of every process's metrics plus ``extra_collectors``, for a scrape."""
+    extra = CollectorRegistry()
+    for collector in extra_collectors:
+        extra.register(collector)
+    if multiprocess_dir():
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+    else:
+        registry = REGISTRY
+    return generate_latest(registry) + generate_latest(extra)
+
+
+def instrument_pool(engine, component: str) -> None:
+    """Keep ``database_connections_active`` equal to the connections this pool has out."""
+    from sqlalchemy import event
+
+    gauge = DATABASE_CONNECTIONS_ACTIVE.labels(component)
+    event.listen(engine, "checkout", lambda *_: gauge.inc())
+    event.listen(engine, "checkin", lambda *_: gauge.dec())

@@ -1,0 +1,73 @@
+"""`smartroute queues` and `smartroute autoscale` against a live Celery worker pool."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import redis
+
+from smartroute.cli import worker_argv
+from tests.support import free_port, stop_consuming, wait_for
+from workers.app import create_celery
+
+SMARTROUTE = [sys.executable, "-m", "smartroute"]
+
+
+@pytest.fixture
+def worker(settings, tmp_path, clean_db):
+    name = f"scale-{free_port()}@localhost"
+    env = {**os.environ, **settings.to_env(), "SMARTROUTE_LOG_FORMAT": "json"}
+    with open(tmp_path / "worker.log", "wb") as log:
+        process = subprocess.Popen(worker_argv(1, "dispatch", name), env=env, stdout=log,
+                                   stderr=subprocess.STDOUT)
+        celery = create_celery(settings)
+        try:
+            wait_for(lambda: celery.control.ping(destination=[name], timeout=0.5), 60,
+                     "the worker to answer")
+            yield celery, name, env
+        finally:
+            process.terminate()
+            process.wait(timeout=20)
+
+
+def _processes(celery, name) -> int:
+    stats = celery.control.inspect(destination=[name], timeout=1).stats() or {}
+    return len(stats.get(name, {}).get("pool", {}).get("processes", []))
+
+
+def _cli(env, *args) -> dict | list:
+    out = subprocess.run([*SMARTROUTE, *args, "--json"], env=env, capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_queues_and_autoscale_follow_the_backlog(worker, settings):
+    celery, name, env = worker
+    broker = redis.Redis.from_url(settings.redis_url)
+    stop_consuming(celery, name, "dispatch", broker)
+    for _ in range(30):  # Work for bookings that cannot exist: quick to run once consumed.
+        celery.send_task("workers.tasks.match_booking", args=[2**62], queue="dispatch")
+
+    report = {q["queue"]: q for q in _cli(env, "queues", "--window", "0.5")}
+    assert report["dispatch"]["depth"] == 30
+    assert report["dispatch"]["consumers"] == []
+    assert report["dispatch"]["processes_needed"] >= 2
+
+    # Nothing drains (no consumer), so there is no rate to size from: it grows a step a
+    # round, and never past --max.
+    for current, target in ((1, 2), (2, 3), (3, 3)):
+        grown = _cli(env, "autoscale", "--once", "--window", "0.5", "--min", "1", "--max", "3")
+        assert grown["resizes"] == [{"node": name, "current": current, "target": target}]
+        wait_for(lambda t=target: _processes(celery, name) == t, 20, f"the pool to reach {target}")
+
+    celery.control.add_consumer("dispatch", destination=[name], reply=True)
+    wait_for(lambda: broker.llen("dispatch") == 0, 30, "the backlog to drain")
+    shrunk = _cli(env, "autoscale", "--once", "--window", "0.5", "--min", "1", "--max", "3")
+    assert shrunk["resizes"] == [{"node": name, "current": 3, "target": 1}]
+    wait_for(lambda: _processes(celery, name) == 1, 20, "the pool to shrink to 1")

@@ -1,0 +1,51 @@
+"""Helpers shared by tests that run real processes."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Callable
+
+import redis
+from celery import Celery
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(predicate: Callable[[], object], timeout: float, what: str, every: float = 0.1):
+    """Poll ``predicate`` until it returns something truthy; fail the test after ``timeout``.
+
+    Used only where no event exists to wait on (a row reaching a status in another
+    process); each poll is a cheap query.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(every)
+
+
+def stop_consuming(celery: Celery, node: str, queue_name: str, broker: redis.Redis) -> None:
+    """Cancel ``node``'s consumer of ``queue_name`` and prove it no longer pops from it."""
+    celery.control.cancel_consumer(queue_name, destination=[node], reply=True)
+    # A blocking pop already in flight may still take one message; kombu's BRPOP returns
+    # within 1 s, so a probe that survives 2 s shows the consumer is really gone. The probe
+    # names a booking that cannot exist, so running it is harmless.
+    def probe():
+        celery.send_task("workers.tasks.match_booking", args=[2**62], queue=queue_name)
+
+    probe()
+    deadline = time.monotonic() + 2
+    while time.monotonic() < deadline:
+        if broker.llen(queue_name) == 0:
+            probe()
+            deadline = time.monotonic() + 2
+        time.sleep(0.1)
+    broker.delete(queue_name)
