@@ -9,6 +9,7 @@ import redis
 from flask import Blueprint
 from sqlalchemy import text
 
+from smartroute import snapshots
 from web.runtime import runtime, utcnow
 
 health = Blueprint("health", __name__)
@@ -71,6 +72,10 @@ def get_health():
     }
     if failing:
         body["failing"] = failing
+    # Beat's latest look at the worker side (informational: it never fails the check).
+    workers = snapshots.load(runtime().redis, snapshots.HEALTH_KEY)
+    if workers is not None:
+        body["workers"] = workers
     return body, 200 if not failing else 503
 
 

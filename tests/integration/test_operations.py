@@ -129,6 +129,10 @@ def test_two_beats_at_once_do_no_double_work(admin, beats, engine):
     stats = wait_for(lambda: (s := admin.call("GET", "/v1/stats"))["source"] == "cache" and s,
                      10, "beat's stats snapshot")
     assert sum(stats["by_status"].values()) == len(ids)
+    # Beat's health snapshot shows the live worker and the queues on /health.
+    health = wait_for(lambda: (h := requests.get(f"{admin.base_url}/health", timeout=5).json())
+                      .get("workers") and h, 10, "beat's health snapshot")
+    assert health["workers"]["workers_alive"] and "dispatch" in health["workers"]["queue_depths"]
 
 
 @pytest.mark.skipif(PROMTOOL is None, reason="promtool is not installed (.ci/run fetches it)")
