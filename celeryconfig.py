@@ -3,8 +3,6 @@
 Each choice below answers a known trap of Celery on Redis (see shared PITFALLS).
 """
 
-from kombu import Queue
-
 # JSON only: a message is data, never code (no pickle anywhere).
 accept_content = ["json"]
 task_serializer = "json"
@@ -32,10 +30,10 @@ worker_cancel_long_running_tasks_on_connection_loss = True
 # Publishing from the API gives up quickly; the sweeper re-enqueues what was not sent.
 broker_connection_timeout = 2
 
-task_queues = (Queue("dispatch"), Queue("notify"), Queue("maintenance"))
-task_default_queue = "dispatch"
+# Matching goes to one queue per region, dispatch.<region>, named when each message is sent
+# (workers.dispatching); the rest is routed here.
+task_default_queue = "dispatch.default"
 task_routes = {
-    "workers.tasks.match_booking": {"queue": "dispatch"},
     "workers.tasks.lapse_offers": {"queue": "maintenance"},
     "workers.tasks.redispatch_pending": {"queue": "maintenance"},
     "workers.tasks.expire_bookings": {"queue": "maintenance"},

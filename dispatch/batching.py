@@ -74,28 +74,46 @@ def solve_batch(
     *,
     k: int | None = 10,
     max_eta_s: float = float("inf"),
+    allowed: np.ndarray | None = None,
 ) -> BatchResult:
     """Minimum total ETA matching of ``requests`` to ``drivers``.
 
     ``k`` limits each booking to its k nearest drivers (None: every driver, the batch's
-    true optimum); pairs slower than ``max_eta_s`` are never made.
+    true optimum); pairs slower than ``max_eta_s``, or False in ``allowed`` (bookings ×
+    drivers: beyond the radius, declined), are never made.
     """
     if not requests or not drivers:
         return BatchResult([], {r.id: [] for r in requests})
     eta = cost.eta_matrix(_points(requests), _points(drivers))
     eligible = eta <= max_eta_s
-    if k is not None and k < len(drivers):
-        nearest = np.argpartition(eta, k - 1, axis=1)[:, :k]
-        mask = np.zeros_like(eligible)
-        np.put_along_axis(mask, nearest, True, axis=1)
-        eligible &= mask
-    matrix = np.where(eligible, eta + _tie_break(drivers)[None, :], NOT_A_CANDIDATE)
-    rows, cols = linear_sum_assignment(matrix)
-    assignments = [
-        Assignment(requests[r].id, drivers[c].id, float(eta[r, c]))
-        for r, c in zip(rows, cols, strict=True)
-        if eligible[r, c]
-    ]
+    if allowed is not None:
+        eligible &= allowed
+    cost_matrix = eta + _tie_break(drivers)[None, :]
+    pairs: list[tuple[int, int]] = []
+    open_rows, open_cols = np.arange(len(requests)), np.arange(len(drivers))
+    # Bookings whose k nearest all went to others get another round over the drivers left,
+    # so k bounds the solver's work without stranding anyone a free driver could reach.
+    while open_rows.size and open_cols.size:
+        sub_eligible = eligible[np.ix_(open_rows, open_cols)]
+        if k is not None and k < open_cols.size:
+            ranked = np.where(sub_eligible, eta[np.ix_(open_rows, open_cols)], np.inf)
+            nearest = np.argpartition(ranked, k - 1, axis=1)[:, :k]
+            mask = np.zeros_like(sub_eligible)
+            np.put_along_axis(mask, nearest, True, axis=1)
+            sub_eligible &= mask
+        if not sub_eligible.any():
+            break
+        matrix = np.where(sub_eligible, cost_matrix[np.ix_(open_rows, open_cols)],
+                          NOT_A_CANDIDATE)
+        rows, cols = linear_sum_assignment(matrix)
+        made = [(open_rows[r], open_cols[c]) for r, c in zip(rows, cols, strict=True)
+                if sub_eligible[r, c]]
+        if not made:
+            break
+        pairs += made
+        open_rows = np.setdiff1d(open_rows, [r for r, _ in made])
+        open_cols = np.setdiff1d(open_cols, [c for _, c in made])
+    assignments = [Assignment(requests[r].id, drivers[c].id, float(eta[r, c])) for r, c in pairs]
     return BatchResult(assignments, _nearest_candidates(requests, drivers, eta, eligible))
 
 

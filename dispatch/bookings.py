@@ -25,6 +25,7 @@ from dispatch.errors import (
     NotOfferedToYou,
 )
 from dispatch.models import Booking, BookingEvent, Decline, Driver, IdempotencyKey
+from dispatch.regions import DEFAULT_REGION
 from dispatch.states import DriverStatus, Role, Status, next_status
 
 
@@ -80,6 +81,7 @@ def booking_payload(booking: Booking) -> dict:
         "dropoff": {"lat": booking.dropoff_lat, "lng": booking.dropoff_lng},
         "pickup_at": pickup_time(booking).isoformat(),
         "version": booking.version,
+        "region": booking.region,
         "offer_expires_at": _iso(booking.offer_expires_at),
         "expires_at": _iso(booking.expires_at),
         "assigned_at": _iso(booking.assigned_at),
@@ -118,6 +120,7 @@ def create_booking(
     deadline_s: int,
     first_retry_s: int,
     idempotency_key: str | None = None,
+    region: str = DEFAULT_REGION,
 ) -> tuple[Booking, bool]:
     """Create a pending booking; returns it and whether it is new (False: an idempotent replay)."""
     fingerprint = request.fingerprint()
@@ -138,6 +141,7 @@ def create_booking(
         time=pickup_at.astimezone(dt.UTC).time(),
         status=Status.PENDING.value,
         version=1,
+        region=region,
         # The caller enqueues the first attempt right after commit; the sweeper's retry is
         # the safety net for a message the broker lost, so it waits a little.
         next_attempt_at=now + dt.timedelta(seconds=first_retry_s),

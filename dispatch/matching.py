@@ -23,6 +23,7 @@ from dispatch.bookings import (
     lock_booking,
     pickup_time,
 )
+from dispatch.dispatch_log import CLAIM_LOST, OFFERED, DispatchLog
 from dispatch.geo import EARTH_RADIUS_KM, bounding_box
 from dispatch.models import Booking, Decline, Driver
 from dispatch.states import DriverStatus, Status
@@ -44,6 +45,12 @@ class MatchPolicy:
     retry_interval_s: int = 5
     schedule_lead_s: int = 600
     driver_stale_s: int = 120
+    # Each unsuccessful attempt widens the search by half the base radius, up to this.
+    max_radius_km: float = 15.0
+
+    def radius_for(self, attempts: int) -> float:
+        """The search radius for a booking that has been tried ``attempts`` times."""
+        return min(self.max_radius_km, self.radius_km * (1 + 0.5 * attempts))
 
 
 @dataclass(frozen=True)
@@ -85,14 +92,15 @@ def find_candidates(
         Driver.last_seen_at >= now - dt.timedelta(seconds=policy.driver_stale_s),
         ~declined,
     ]
-    box = bounding_box(booking.pickup_lat, booking.pickup_lng, policy.radius_km)
+    radius_km = policy.radius_for(booking.match_attempts)
+    box = bounding_box(booking.pickup_lat, booking.pickup_lng, radius_km)
     if box is not None:
         min_lat, max_lat, min_lng, max_lng = box
         conditions += [Driver.lat.between(min_lat, max_lat), Driver.lng.between(min_lng, max_lng)]
     inner = select(Driver.user_id, Driver.available_since, distance).where(*conditions).subquery()
     rows = session.execute(
         select(inner.c.user_id, inner.c.distance_km)
-        .where(inner.c.distance_km <= policy.radius_km)
+        .where(inner.c.distance_km <= radius_km)
         .order_by(inner.c.distance_km, inner.c.available_since.asc().nulls_last())
         .limit(policy.candidates)
     )
@@ -128,16 +136,47 @@ def dispatch_booking(
         booking.next_attempt_at = due_at
         return MatchResult(Outcome.NOT_DUE, booking_id)
 
-    for candidate in find_candidates(session, booking, policy, now):
+    candidates = find_candidates(session, booking, policy, now)
+    log = DispatchLog(session, "nearest", now)
+    radius_km = policy.radius_for(booking.match_attempts)
+    for candidate in candidates:
         if claim_driver(session, candidate.driver_id, now):
-            booking.driver_id = candidate.driver_id
-            booking.assigned_at = now
-            booking.offer_expires_at = now + dt.timedelta(seconds=policy.offer_window_s)
-            apply_transition(session, booking, "offer", now=now, actor=SYSTEM)
+            make_offer(session, booking, candidate.driver_id, policy, now)
+            log.record(booking, Outcome.ASSIGNED, radius_km, 1, [
+                log.candidate(c.driver_id, c.distance_km, chosen=c is candidate,
+                              reason=_nearest_reason(c, candidate, candidates))
+                for c in candidates
+            ])
             return MatchResult(
                 Outcome.ASSIGNED, booking_id, candidate.driver_id, candidate.distance_km
             )
 
+    no_driver(booking, policy, now)
+    log.record(booking, Outcome.NO_DRIVER, radius_km, 1, [
+        log.candidate(c.driver_id, c.distance_km, reason=CLAIM_LOST) for c in candidates
+    ])
+    return MatchResult(Outcome.NO_DRIVER, booking_id)
+
+
+def _nearest_reason(c: Candidate, chosen: Candidate, candidates: list[Candidate]) -> str:
+    if c is chosen:
+        return OFFERED
+    if candidates.index(c) < candidates.index(chosen):
+        return CLAIM_LOST
+    return "farther than the driver chosen"
+
+
+def make_offer(
+    session: Session, booking: Booking, driver_id: int, policy: MatchPolicy, now: dt.datetime
+) -> None:
+    """Offer a locked pending booking to a driver this transaction has claimed."""
+    booking.driver_id = driver_id
+    booking.assigned_at = now
+    booking.offer_expires_at = now + dt.timedelta(seconds=policy.offer_window_s)
+    apply_transition(session, booking, "offer", now=now, actor=SYSTEM)
+
+
+def no_driver(booking: Booking, policy: MatchPolicy, now: dt.datetime) -> None:
+    """Nobody in reach this time: try again later, a little wider."""
     booking.match_attempts += 1
     booking.next_attempt_at = now + dt.timedelta(seconds=policy.retry_interval_s)
-    return MatchResult(Outcome.NO_DRIVER, booking_id)

@@ -27,6 +27,7 @@ from sqlalchemy import (
     func,
     text,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from dispatch.states import ACTIVE_STATUSES, BOOKING_STATUSES, DRIVER_STATUSES, ROLES
@@ -109,6 +110,7 @@ class Booking(Base):
     time: Mapped[dt.time] = mapped_column(Time)
     status: Mapped[str] = mapped_column(String(16), server_default="pending")
     version: Mapped[int] = mapped_column(Integer, server_default="1")
+    region: Mapped[str] = mapped_column(String(32), server_default="default")
     # Timers live in rows, swept by beat: when the current offer lapses, when the booking
     # may next be tried, and when it expires if still unmatched.
     offer_expires_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)
@@ -150,6 +152,13 @@ class Booking(Base):
         Index(
             "ix_cab_bookings_pending_next_attempt",
             "next_attempt_at",
+            postgresql_where=text("status = 'pending'"),
+        ),
+        # A region's batch: its pending bookings, oldest first.
+        Index(
+            "ix_cab_bookings_pending_region",
+            "region",
+            "created_at",
             postgresql_where=text("status = 'pending'"),
         ),
         Index(
@@ -215,3 +224,28 @@ class IdempotencyKey(Base):
         BigInteger, ForeignKey("cab_bookings.id", ondelete="CASCADE")
     )
     created_at: Mapped[dt.datetime] = mapped_column(Timestamp, server_default=func.now())
+
+
+class DispatchLogEntry(Base):
+    """Why a booking went to the driver it did: one row per matching attempt."""
+
+    __tablename__ = "dispatch_log"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    booking_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("cab_bookings.id", ondelete="CASCADE")
+    )
+    # The batch this attempt was solved in (shared by every booking of that batch).
+    batch_id: Mapped[str] = mapped_column(String(36))
+    matcher: Mapped[str] = mapped_column(String(16))
+    outcome: Mapped[str] = mapped_column(String(16))
+    driver_id: Mapped[int | None] = mapped_column(BigInteger)
+    eta_s: Mapped[float | None] = mapped_column(Double)
+    radius_km: Mapped[float] = mapped_column(Double)
+    batch_size: Mapped[int] = mapped_column(Integer)
+    # [{driver_id, eta_s, distance_km, chosen, reason}], nearest first.
+    candidates: Mapped[list] = mapped_column(JSONB)
+    excluded: Mapped[dict] = mapped_column(JSONB)
+    created_at: Mapped[dt.datetime] = mapped_column(Timestamp, server_default=func.now())
+
+    __table_args__ = (Index("ix_dispatch_log_booking_id", "booking_id"),)

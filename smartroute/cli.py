@@ -188,7 +188,7 @@ def up(host: str, port: int, workers: int, demo: bool) -> None:
     metrics_env = {"PROMETHEUS_MULTIPROC_DIR": str(_fresh_metrics_dir(settings))}
     children = {
         "api": api_argv(host, port, processes=2, threads=8),
-        "worker": worker_argv(workers, "dispatch,notify,maintenance"),
+        "worker": worker_argv(workers, settings.worker_queues),
         "beat": beat_argv(settings.data_dir),
     }
     sys.exit(_run(settings, services, children, when_started, metrics_env))
@@ -224,11 +224,14 @@ def api(host: str, port: int, processes: int, threads: int) -> None:
 
 @main.command()
 @click.option("--concurrency", "-c", default=2, show_default=True, help="Worker processes.")
-@click.option("--queues", "-Q", default="dispatch,notify,maintenance", show_default=True)
+@click.option("--queues", "-Q", default=None,
+              help="Comma-separated queues [default: every region's dispatch.<region>, notify "
+                   "and maintenance].")
 @click.option("--name", "-n", default="worker@%h", show_default=True, help="Worker node name.")
-def worker(concurrency: int, queues: str, name: str) -> None:
+def worker(concurrency: int, queues: str | None, name: str) -> None:
     """Run a Celery worker (matching and sweeps)."""
     settings, services = _with_services(_settings())
+    queues = queues or settings.worker_queues
     sys.exit(_run(settings, services, {"worker": worker_argv(concurrency, queues, name)}))
 
 
@@ -302,7 +305,8 @@ def queues(window: float, target_wait: float, as_json: bool) -> None:
 
     settings, services = _with_services(_settings())
     try:
-        reports = scaling.measure(_celery(settings), window_s=window, target_wait_s=target_wait)
+        reports = scaling.measure(_celery(settings), settings.queues, window_s=window,
+                                  target_wait_s=target_wait)
     finally:
         services.stop()
     if as_json:
@@ -344,7 +348,8 @@ def autoscale(minimum: int, maximum: int, target_wait: float, interval: float, w
     stop = threading.Event()
     try:
         while True:
-            reports = scaling.measure(app, window_s=window, target_wait_s=target_wait)
+            reports = scaling.measure(app, settings.queues, window_s=window,
+                                      target_wait_s=target_wait)
             sizes = scaling.pool_sizes(app.control.inspect(timeout=1).stats() or {})
             resizes = scaling.plan(reports, sizes, minimum, maximum)
             scaling.apply(app, resizes)

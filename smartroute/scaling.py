@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 
 from celery import Celery
 
-from workers.queues import QUEUES, consumers, queue_depths
+from workers.queues import consumers, queue_depths
 
 
 @dataclass(frozen=True)
@@ -42,9 +42,11 @@ def processes_needed(depth: int, drain_per_s: float, busy_processes: int,
     return math.ceil(depth / (per_process * target_wait_s))
 
 
-def _processed_by_queue(app: Celery, stats: dict) -> dict[str, int]:
+def _processed_by_queue(app: Celery, stats: dict, queues: tuple[str, ...]) -> dict[str, int]:
+    # Celery counts finished tasks by name, not by queue: matching tasks are counted against
+    # the default region's queue (per-region drain needs per-region workers to tell apart).
     routes = app.conf.task_routes or {}
-    totals = dict.fromkeys(QUEUES, 0)
+    totals = dict.fromkeys(queues, 0)
     for node_stats in stats.values():
         for task, count in node_stats.get("total", {}).items():
             queue = routes.get(task, {}).get("queue", app.conf.task_default_queue)
@@ -57,21 +59,21 @@ def pool_sizes(stats: dict) -> dict[str, int]:
     return {node: len(s.get("pool", {}).get("processes", [])) for node, s in stats.items()}
 
 
-def measure(app: Celery, *, window_s: float = 2.0, target_wait_s: float = 5.0,
-            timeout: float = 1.0) -> list[QueueReport]:
+def measure(app: Celery, queues: tuple[str, ...], *, window_s: float = 2.0,
+            target_wait_s: float = 5.0, timeout: float = 1.0) -> list[QueueReport]:
     """Depth, consumers and drain rate of each queue, sampled over ``window_s``."""
     inspect = app.control.inspect(timeout=timeout)
     before_stats = inspect.stats() or {}
-    before, started = _processed_by_queue(app, before_stats), time.monotonic()
+    before, started = _processed_by_queue(app, before_stats, queues), time.monotonic()
     # A rate needs two samples; this pause is the measurement window, not a wait for an event.
     time.sleep(window_s)
     after_stats = inspect.stats() or {}
-    after, elapsed = _processed_by_queue(app, after_stats), time.monotonic() - started
-    depths = queue_depths(app)
+    after, elapsed = _processed_by_queue(app, after_stats, queues), time.monotonic() - started
+    depths = queue_depths(app, queues)
     by_queue = consumers(app, timeout)
     busy = sum(pool_sizes(after_stats).values())
     reports = []
-    for queue in QUEUES:
+    for queue in queues:
         drain = max(0, after.get(queue, 0) - before.get(queue, 0)) / elapsed
         reports.append(QueueReport(
             queue=queue,

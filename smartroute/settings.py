@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from dispatch.regions import Region, dispatch_queue, parse_regions, region_names
+
 
 class ConfigError(ValueError):
     """An environment variable holds a value SmartRoute cannot use."""
@@ -41,6 +43,13 @@ def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0
     if value < minimum:
         raise ConfigError(f"{name} must be at least {minimum}, got {value}")
     return value
+
+
+def _regions(env: Mapping[str, str]) -> tuple[Region, ...]:
+    try:
+        return parse_regions(env.get("SMARTROUTE_REGIONS", ""))
+    except ValueError as exc:
+        raise ConfigError(f"SMARTROUTE_REGIONS: {exc}") from None
 
 
 def _optional(env: Mapping[str, str], name: str) -> str | None:
@@ -93,6 +102,14 @@ class Settings:
     health_every_s: float = 15.0
     offline_every_s: float = 10.0
 
+    # Matching: batches, regions and the ETA model.
+    batch_window_s: float = 1.0
+    batch_limit: int = 500
+    max_radius_km: float = 15.0
+    speed_kmh: float = 25.0
+    road_factor: float = 1.35
+    regions: tuple[Region, ...] = ()
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Read every SmartRoute variable from ``env`` (default: the process environment)."""
@@ -128,6 +145,12 @@ class Settings:
             stats_ttl_s=_int(env, "SMARTROUTE_STATS_TTL_S", 300, minimum=1),
             health_every_s=_float(env, "SMARTROUTE_HEALTH_EVERY_S", 15.0, 0.1),
             offline_every_s=_float(env, "SMARTROUTE_OFFLINE_EVERY_S", 10.0, 0.1),
+            batch_window_s=_float(env, "SMARTROUTE_BATCH_WINDOW_S", 1.0),
+            batch_limit=_int(env, "SMARTROUTE_BATCH_LIMIT", 500, minimum=1),
+            max_radius_km=_float(env, "SMARTROUTE_MAX_RADIUS_KM", 15.0, minimum=0.1),
+            speed_kmh=_float(env, "SMARTROUTE_SPEED_KMH", 25.0, minimum=1.0),
+            road_factor=_float(env, "SMARTROUTE_ROAD_FACTOR", 1.35, minimum=1.0),
+            regions=_regions(env),
         )
 
     @property
@@ -139,6 +162,21 @@ class Settings:
         if url.startswith("unix://"):
             return "redis+socket://" + url.removeprefix("unix://")
         return url
+
+    @property
+    def dispatch_queues(self) -> tuple[str, ...]:
+        """One Celery queue per region, ``dispatch.<region>``."""
+        return tuple(dispatch_queue(name) for name in region_names(self.regions))
+
+    @property
+    def queues(self) -> tuple[str, ...]:
+        """Every Celery queue: each region's dispatch queue, notify and maintenance."""
+        return (*self.dispatch_queues, "notify", "maintenance")
+
+    @property
+    def worker_queues(self) -> str:
+        """The queues a worker serves unless told otherwise, as Celery's -Q wants them."""
+        return ",".join(self.queues)
 
     def with_services(self, database_url: str, redis_url: str) -> Settings:
         """A copy with the service URLs filled in (used once embedded services are up)."""

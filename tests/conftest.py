@@ -30,7 +30,7 @@ from smartroute.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_DATA_DIR = ROOT / ".smartroute" / "test"
-QUEUES = ("dispatch", "notify", "maintenance")
+QUEUES = ("dispatch.default", "notify", "maintenance")
 
 
 def _test_database_url(url: str) -> str:
@@ -110,7 +110,8 @@ def truncate_all(engine) -> None:
 def clean_db(engine, settings):
     """Empty tables and queues, for tests whose data is committed and seen by other processes."""
     truncate_all(engine)
-    redis.Redis.from_url(settings.redis_url).delete(*QUEUES)
+    cache = redis.Redis.from_url(settings.redis_url)
+    cache.delete(*QUEUES, *cache.keys("smartroute:*"))
     yield
     truncate_all(engine)
 

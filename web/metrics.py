@@ -67,7 +67,8 @@ class LiveCollector:
         depth = GaugeMetricFamily("smartroute_queue_depth", "Messages waiting per Celery queue.",
                                   labels=["queue"])
         try:
-            for queue, count in queue_depths(self.runtime.celery).items():
+            for queue, count in queue_depths(self.runtime.celery,
+                                             self.runtime.settings.queues).items():
                 depth.add_metric([queue], count)
         except Exception as exc:  # The broker being down must not break the scrape.
             log.warning("queue depth unavailable: %s", exc.__class__.__name__)

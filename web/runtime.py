@@ -7,7 +7,6 @@ session per request, closed (and rolled back if uncommitted) when it ends.
 from __future__ import annotations
 
 import datetime as dt
-import logging
 from dataclasses import dataclass
 
 import redis
@@ -17,14 +16,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from smartroute.settings import Settings
-
-log = logging.getLogger(__name__)
-
-MATCH_TASK = "workers.tasks.match_booking"
-
-# Publishing must not hold a request hostage when Redis is down: a booking is already
-# committed, and the sweeper re-enqueues any booking whose message never arrived.
-PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2}
+from workers.dispatching import request_dispatch
 
 
 @dataclass(frozen=True)
@@ -67,17 +59,7 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-def enqueue_match(booking_id: int) -> None:
-    """Ask a worker to match a committed booking. Call only after commit."""
-    try:
-        runtime().celery.send_task(
-            MATCH_TASK,
-            args=[booking_id],
-            queue="dispatch",
-            retry=True,
-            retry_policy=PUBLISH_RETRY_POLICY,
-        )
-    except Exception:
-        # The row is the record; the sweeper will find the booking pending and enqueue it.
-        log.warning("could not enqueue booking %s; the sweeper will retry it", booking_id,
-                    exc_info=True)
+def enqueue_dispatch(booking) -> None:
+    """Ask for a committed booking to be matched. Call only after commit."""
+    rt = runtime()
+    request_dispatch(rt.celery, rt.redis, booking.region, rt.settings.batch_window_s, booking.id)

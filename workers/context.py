@@ -12,6 +12,7 @@ from celery.signals import worker_process_init
 from sqlalchemy.orm import Session, sessionmaker
 
 from dispatch.db import make_engine, make_sessionmaker
+from dispatch.eta import GreatCircleEta
 from dispatch.matching import MatchPolicy
 from smartroute.metrics import instrument_pool
 from smartroute.settings import Settings
@@ -61,7 +62,13 @@ def match_policy() -> MatchPolicy:
         retry_interval_s=s.retry_interval_s,
         schedule_lead_s=s.schedule_lead_s,
         driver_stale_s=s.driver_stale_s,
+        max_radius_km=s.max_radius_km,
     )
+
+
+def cost_model() -> GreatCircleEta:
+    s = settings()
+    return GreatCircleEta(speed_kmh=s.speed_kmh, road_factor=s.road_factor)
 
 
 @worker_process_init.connect

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from celery import Celery
 
-QUEUES = ("dispatch", "notify", "maintenance")
 
-
-def queue_depths(app: Celery, queues: tuple[str, ...] = QUEUES) -> dict[str, int]:
+def queue_depths(app: Celery, queues: tuple[str, ...]) -> dict[str, int]:
     """Messages waiting in each queue (a passive declare: works on Redis and AMQP alike)."""
     depths = {}
     with app.connection_for_read() as conn:

@@ -10,17 +10,18 @@ import datetime as dt
 import logging
 
 from celery import shared_task
-from sqlalchemy import text
+from sqlalchemy import select, text
 from sqlalchemy.exc import OperationalError
 
-from dispatch import sweeps
+from dispatch import batches, sweeps
 from dispatch.matching import Outcome, dispatch_booking
 from dispatch.models import Booking
 from dispatch.stats import booking_stats
 from smartroute import snapshots
 from smartroute.metrics import ASSIGN_LATENCY, MATCH_OUTCOMES
 from workers import telemetry  # noqa: F401 - connects the task metrics signals
-from workers.context import match_policy, reader, sessions, settings
+from workers.context import cost_model, match_policy, reader, sessions, settings
+from workers.dispatching import request_dispatch
 from workers.queues import queue_depths
 
 log = logging.getLogger(__name__)
@@ -58,9 +59,50 @@ def match_booking(booking_id: int) -> str:
     return result.outcome.value
 
 
-def _enqueue_matches(booking_ids: list[int]) -> None:
-    for booking_id in booking_ids:
-        match_booking.apply_async(args=[booking_id], queue="dispatch")
+@shared_task(name="workers.tasks.dispatch_region", acks_late=True, **RETRY)
+def dispatch_region(region: str) -> dict:
+    """Match a batch of the region's waiting bookings as one assignment problem."""
+    started = _now()
+    with sessions()() as session, session.begin():
+        outcome = batches.dispatch_region(session, region, match_policy(), cost_model(),
+                                          now=started, limit=settings().batch_limit)
+    for waited_s in outcome.waited_s:
+        ASSIGN_LATENCY.observe(waited_s + (_now() - started).total_seconds())
+    MATCH_OUTCOMES.labels("assigned").inc(len(outcome.offered))
+    MATCH_OUTCOMES.labels("no_driver").inc(len(outcome.unmatched))
+    MATCH_OUTCOMES.labels("claim_lost").inc(len(outcome.lost))
+    MATCH_OUTCOMES.labels("expired").inc(len(outcome.expired))
+    if outcome.again:
+        _request(region, now=True)
+    elif outcome.held_elsewhere:
+        _request(region)  # After a window: whoever holds them may have let go by then.
+    if outcome.offered or outcome.lost:
+        log.info("batch dispatched", extra={
+            "region": region, "batch_id": outcome.batch_id, "offered": len(outcome.offered),
+            "lost": len(outcome.lost), "unmatched": len(outcome.unmatched)})
+    return {"offered": len(outcome.offered), "unmatched": len(outcome.unmatched),
+            "lost": len(outcome.lost), "expired": len(outcome.expired)}
+
+
+def _request(region: str, booking_id: int | None = None, *, now: bool = False) -> None:
+    request_dispatch(dispatch_region.app, snapshots.redis_client(settings().redis_url), region,
+                     settings().batch_window_s, booking_id, now=now)
+
+
+def _enqueue_matches(session_factory, booking_ids: list[int]) -> None:
+    """Ask for these (committed, pending) bookings to be matched: by booking or by region."""
+    if not booking_ids:
+        return
+    with session_factory() as session:
+        regions = session.execute(
+            select(Booking.id, Booking.region).where(Booking.id.in_(booking_ids))
+        ).all()
+    if settings().batch_window_s > 0:
+        for region in sorted({r for _, r in regions}):
+            _request(region, now=True)
+    else:
+        for booking_id, region in regions:
+            _request(region, booking_id)
 
 
 @shared_task(name="workers.tasks.lapse_offers", acks_late=True, **RETRY)
@@ -68,7 +110,7 @@ def lapse_offers() -> int:
     """Offers past their window go back to pending and on to another driver."""
     with sessions()() as session, session.begin():
         lapsed = sweeps.lapse_offers(session, now=_now())
-    _enqueue_matches(lapsed)
+    _enqueue_matches(sessions(), lapsed)
     return len(lapsed)
 
 
@@ -77,7 +119,7 @@ def redispatch_pending() -> int:
     """Pending bookings due another try are enqueued again (a lost message loses nothing)."""
     with sessions()() as session, session.begin():
         due = sweeps.claim_due(session, now=_now(), retry_interval_s=settings().retry_interval_s)
-    _enqueue_matches(due)
+    _enqueue_matches(sessions(), due)
     return len(due)
 
 
@@ -123,7 +165,7 @@ def refresh_health() -> dict:
     snapshot = {
         "computed_at": _now().isoformat(),
         "database_connections": connections,
-        "queue_depths": queue_depths(app),
+        "queue_depths": queue_depths(app, settings().queues),
         "workers_alive": sorted(node for reply in app.control.ping(timeout=1) for node in reply),
     }
     snapshots.save(snapshots.redis_client(settings().redis_url), snapshots.HEALTH_KEY, snapshot,

@@ -26,6 +26,8 @@ STACK_TUNING = {
     "SMARTROUTE_STATS_EVERY_S": "0.5",
     "SMARTROUTE_HEALTH_EVERY_S": "0.5",
     "SMARTROUTE_SCHEDULE_LEAD_S": "0",
+    # Batched matching, with a short window.
+    "SMARTROUTE_BATCH_WINDOW_S": "0.2",
 }
 
 
@@ -41,7 +43,8 @@ class Stack:
                     "PROMETHEUS_MULTIPROC_DIR": str(self.metrics_dir)}
         self.log_files = []
         self.api = self._spawn("api", api_argv("127.0.0.1", self.port, processes=2, threads=16))
-        self.worker = self._spawn("worker", worker_argv(WORKER_PROCESSES, "dispatch,maintenance",
+        queues = ",".join((*settings.dispatch_queues, "maintenance"))
+        self.worker = self._spawn("worker", worker_argv(WORKER_PROCESSES, queues,
                                                         f"test-{self.port}@%h"))
         self.celery = create_celery(settings)
 

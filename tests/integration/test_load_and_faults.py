@@ -66,15 +66,19 @@ def test_a_worker_killed_mid_match_loses_no_booking(admin, engine, stack):
         booking_id = rider.call("POST", "/v1/bookings", expect=202,
                                 json={"pickup": _near(random.Random(1), 0.1),
                                       "dropoff": _near(random.Random(2))})["id"]
-        with engine.connect() as probe:
-            wait_for(lambda: probe.scalar(text(
-                "SELECT count(*) FROM pg_stat_activity WHERE application_name = "
-                "'smartroute-worker' AND wait_event_type = 'Lock'")), 15,
-                "the matching task to block on the driver's row")
+
+        def blocked_on_the_driver() -> int:
+            # A fresh transaction each time: pg_stat_activity is a per-transaction snapshot.
+            with engine.connect() as probe:
+                return probe.scalar(text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = "
+                    "'smartroute-worker' AND wait_event_type = 'Lock'"))
+
+        wait_for(blocked_on_the_driver, 15, "the matching task to block on the driver's row")
 
         active = stack.celery.control.inspect(timeout=2).active() or {}
         pids = [t["worker_pid"] for tasks in active.values() for t in tasks
-                if t["name"] == "workers.tasks.match_booking" and t["args"] == [booking_id]]
+                if t["name"] == "workers.tasks.dispatch_region" and t["args"] == ["default"]]
         assert len(pids) == 1, active
         os.kill(pids[0], signal.SIGKILL)
         # The parent sees its child die and requeues the message (reject_on_worker_lost);

@@ -38,15 +38,15 @@ def _becomes(client, booking_id, predicate, what, timeout=20):
 def test_a_booking_whose_message_redis_lost_is_still_matched(admin, stack, beats):
     queue = redis.Redis.from_url(stack.settings.redis_url)
     node = stack.worker_node()
-    stop_consuming(stack.celery, node, "dispatch", queue)
+    stop_consuming(stack.celery, node, "dispatch.default", queue)
     try:
         online_driver(admin, CENTRE[0] + 0.003, CENTRE[1])
         rider = new_user(admin, "rider")
         booking_id = rider.call("POST", "/v1/bookings", expect=202, json=TRIP)["id"]
-        assert queue.llen("dispatch") == 1
-        queue.delete("dispatch")  # The broker loses the only message about this booking.
+        assert queue.llen("dispatch.default") == 1
+        queue.delete("dispatch.default")  # The broker loses the only message about this booking.
     finally:
-        stack.celery.control.add_consumer("dispatch", destination=[node], reply=True)
+        stack.celery.control.add_consumer("dispatch.default", destination=[node], reply=True)
     assert _booking(rider, booking_id)["status"] == "pending"
     beats()
     _becomes(rider, booking_id, lambda b: b["status"] == "assigned", "beat to recover it")
@@ -132,7 +132,8 @@ def test_two_beats_at_once_do_no_double_work(admin, beats, engine):
     # Beat's health snapshot shows the live worker and the queues on /health.
     health = wait_for(lambda: (h := requests.get(f"{admin.base_url}/health", timeout=5).json())
                       .get("workers") and h, 10, "beat's health snapshot")
-    assert health["workers"]["workers_alive"] and "dispatch" in health["workers"]["queue_depths"]
+    assert health["workers"]["workers_alive"]
+    assert "dispatch.default" in health["workers"]["queue_depths"]
 
 
 @pytest.mark.skipif(PROMTOOL is None, reason="promtool is not installed (.ci/run fetches it)")

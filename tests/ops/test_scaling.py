@@ -22,7 +22,7 @@ def worker(settings, tmp_path, clean_db):
     name = f"scale-{free_port()}@localhost"
     env = {**os.environ, **settings.to_env(), "SMARTROUTE_LOG_FORMAT": "json"}
     with open(tmp_path / "worker.log", "wb") as log:
-        process = subprocess.Popen(worker_argv(1, "dispatch", name), env=env, stdout=log,
+        process = subprocess.Popen(worker_argv(1, "dispatch.default", name), env=env, stdout=log,
                                    stderr=subprocess.STDOUT)
         celery = create_celery(settings)
         try:
@@ -50,14 +50,14 @@ def _cli(env, *args) -> dict | list:
 def test_queues_and_autoscale_follow_the_backlog(worker, settings):
     celery, name, env = worker
     broker = redis.Redis.from_url(settings.redis_url)
-    stop_consuming(celery, name, "dispatch", broker)
+    stop_consuming(celery, name, "dispatch.default", broker)
     for _ in range(30):  # Work for bookings that cannot exist: quick to run once consumed.
-        celery.send_task("workers.tasks.match_booking", args=[2**62], queue="dispatch")
+        celery.send_task("workers.tasks.match_booking", args=[2**62], queue="dispatch.default")
 
     report = {q["queue"]: q for q in _cli(env, "queues", "--window", "0.5")}
-    assert report["dispatch"]["depth"] == 30
-    assert report["dispatch"]["consumers"] == []
-    assert report["dispatch"]["processes_needed"] >= 2
+    assert report["dispatch.default"]["depth"] == 30
+    assert report["dispatch.default"]["consumers"] == []
+    assert report["dispatch.default"]["processes_needed"] >= 2
 
     # Nothing drains (no consumer), so there is no rate to size from: it grows a step a
     # round, and never past --max.
@@ -66,8 +66,8 @@ def test_queues_and_autoscale_follow_the_backlog(worker, settings):
         assert grown["resizes"] == [{"node": name, "current": current, "target": target}]
         wait_for(lambda t=target: _processes(celery, name) == t, 20, f"the pool to reach {target}")
 
-    celery.control.add_consumer("dispatch", destination=[name], reply=True)
-    wait_for(lambda: broker.llen("dispatch") == 0, 30, "the backlog to drain")
+    celery.control.add_consumer("dispatch.default", destination=[name], reply=True)
+    wait_for(lambda: broker.llen("dispatch.default") == 0, 30, "the backlog to drain")
     shrunk = _cli(env, "autoscale", "--once", "--window", "0.5", "--min", "1", "--max", "3")
     assert shrunk["resizes"] == [{"node": name, "current": 3, "target": 1}]
     wait_for(lambda: _processes(celery, name) == 1, 20, "the pool to shrink to 1")

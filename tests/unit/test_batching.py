@@ -53,10 +53,10 @@ def test_among_equals_the_longest_idle_driver_is_chosen():
     assert solved.assignments[0].driver_id == 2
 
 
-def test_candidates_are_the_k_nearest_in_order():
-    drivers = [FreeDriver(i, i * KM, 0.0) for i in range(1, 6)]
-    solved = solve_batch([Request(1, 0.0, 0.0)], drivers, COST, k=3)
-    assert [c.driver_id for c in solved.candidates[1]] == [1, 2, 3]
+def test_candidates_for_the_log_are_listed_nearest_first_and_only_if_eligible():
+    drivers = [FreeDriver(i, i * KM, 0.0) for i in (3, 1, 5, 2, 4)]
+    solved = solve_batch([Request(1, 0.0, 0.0)], drivers, COST, k=2, max_eta_s=450)
+    assert [c.driver_id for c in solved.candidates[1]] == [1, 2, 3, 4]
 
 
 def test_the_city_is_the_same_for_the_same_seed_and_batching_wins_there():
@@ -77,3 +77,12 @@ def test_bench_matching_prints_the_three_matchers_as_json():
         assert set(result[name]) >= {"mean_pickup_eta_s", "p95_pickup_eta_s", "match_rate",
                                      "solve_time_s"}
     assert result["solve_1000x1000_s"] > 0
+
+
+def test_bookings_beyond_k_are_not_stranded_while_drivers_are_free():
+    # Five riders at one spot, five drivers in a row: with k=2 every rider's nearest two
+    # are the same two drivers, yet all five are matched over successive rounds.
+    requests = [Request(i, 0.0, 0.0) for i in range(5)]
+    drivers = [FreeDriver(10 + i, (i + 1) * KM, 0.0) for i in range(5)]
+    solved = solve_batch(requests, drivers, COST, k=2)
+    assert sorted(a.driver_id for a in solved.assignments) == [10, 11, 12, 13, 14]

@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import pytest
 
 from dispatch.users import ensure_bootstrap_admin
@@ -6,7 +8,8 @@ from web import create_app
 
 @pytest.fixture(scope="session")
 def app(settings):
-    app = create_app(settings)
+    # No batch window: each booking is one message, which the tests can count.
+    app = create_app(replace(settings, batch_window_s=0))
     app.config["TESTING"] = True
     yield app
     app.extensions["smartroute"].engine.dispose()

@@ -1,6 +1,12 @@
 """The API's happy paths, in-process against real Postgres and the real broker."""
 
+import base64
+import json
+from dataclasses import replace
+
 import redis
+
+from web import create_app
 
 GOOD = {"pickup": {"lat": 38.72, "lng": -9.14}, "dropoff": {"lat": 38.74, "lng": -9.15}}
 
@@ -13,8 +19,12 @@ def test_a_booking_is_accepted_committed_and_enqueued(api, settings):
     assert body["status"] == "pending" and body["version"] == 1
     assert response.headers["Location"] == f"/v1/bookings/{body['id']}"
     assert rider.request("GET", response.headers["Location"]).get_json()["id"] == body["id"]
-    # The message is on the dispatch queue, as JSON naming the booking.
-    assert redis.Redis.from_url(settings.redis_url).llen("dispatch") == 1
+    # The message is on the region's dispatch queue, as JSON naming the booking.
+    queued = redis.Redis.from_url(settings.redis_url).lrange("dispatch.default", 0, -1)
+    assert len(queued) == 1
+    message = json.loads(queued[0])
+    assert message["headers"]["task"] == "workers.tasks.match_booking"
+    assert json.loads(base64.b64decode(message["body"]))[0] == [body["id"]]
 
 
 def test_a_retry_with_the_same_key_gets_the_same_booking_and_no_second_message(api, settings):
@@ -22,7 +32,7 @@ def test_a_retry_with_the_same_key_gets_the_same_booking_and_no_second_message(a
     first = rider.request("POST", "/v1/bookings", json=GOOD, headers={"Idempotency-Key": "abc"})
     again = rider.request("POST", "/v1/bookings", json=GOOD, headers={"Idempotency-Key": "abc"})
     assert first.get_json()["id"] == again.get_json()["id"]
-    assert redis.Redis.from_url(settings.redis_url).llen("dispatch") == 1
+    assert redis.Redis.from_url(settings.redis_url).llen("dispatch.default") == 1
     other = rider.request("POST", "/v1/bookings", json={**GOOD, "dropoff": GOOD["pickup"]},
                           headers={"Idempotency-Key": "abc"})
     assert other.status_code == 422
@@ -70,3 +80,45 @@ def test_health_reports_each_dependency(api):
     body = api.as_(None).request("GET", "/health").get_json()
     assert body["status"] == "ok"
     assert body["database"]["status"] == "ok" and body["redis"]["status"] == "ok"
+
+
+def test_with_a_batch_window_a_region_gets_one_batch_per_window(api, settings):
+    batching = create_app(replace(settings, batch_window_s=30))
+    try:
+        rider = api.as_(api.user("rider")["token"])
+        client = batching.test_client()
+        auth = {"Authorization": f"Bearer {rider.token}"}
+        for _ in range(3):
+            assert client.post("/v1/bookings", json=GOOD, headers=auth).status_code == 202
+        queued = redis.Redis.from_url(settings.redis_url).lrange("dispatch.default", 0, -1)
+        assert len(queued) == 1
+        message = json.loads(queued[0])
+        assert message["headers"]["task"] == "workers.tasks.dispatch_region"
+        assert message["headers"]["eta"] is not None  # Runs when the window closes.
+        assert json.loads(base64.b64decode(message["body"]))[0] == ["default"]
+    finally:
+        batching.extensions["smartroute"].engine.dispose()
+
+
+def test_admins_read_why_a_booking_got_its_driver(api, committed_sessions):
+    import datetime as dt
+
+    from dispatch.batches import dispatch_region
+    from dispatch.eta import GreatCircleEta
+    from dispatch.matching import MatchPolicy
+
+    rider = api.as_(api.user("rider")["token"])
+    driver = api.as_(api.user("driver")["token"])
+    driver.request("PUT", "/v1/drivers/me/location", json=GOOD["pickup"])
+    driver.request("PUT", "/v1/drivers/me/status", json={"status": "available"})
+    booking_id = rider.request("POST", "/v1/bookings", json=GOOD).get_json()["id"]
+    with committed_sessions.begin() as s:
+        dispatch_region(s, "default", MatchPolicy(), GreatCircleEta(), now=dt.datetime.now(dt.UTC))
+
+    log = api.request("GET", f"/v1/bookings/{booking_id}/dispatch-log").get_json()
+    assert log["status"] == "assigned"
+    [attempt] = log["attempts"]
+    assert attempt["outcome"] == "assigned" and attempt["matcher"] == "batched"
+    assert attempt["candidates"][0]["chosen"] and attempt["candidates"][0]["reason"] == "offered"
+    assert rider.request("GET", f"/v1/bookings/{booking_id}/dispatch-log").status_code == 403
+    assert api.request("GET", "/v1/bookings/999999/dispatch-log").status_code == 404

@@ -7,11 +7,13 @@ import re
 from flask import request, url_for
 
 from dispatch import bookings as service
+from dispatch.dispatch_log import entries_for
+from dispatch.regions import region_for
 from dispatch.states import DRIVER_ACTIONS, Role, Status
 from web.api import api, parse_body, parse_query
 from web.auth import actor, requires
 from web.errors import ApiError
-from web.runtime import db, enqueue_match, read_db, runtime, utcnow
+from web.runtime import db, enqueue_dispatch, read_db, runtime, utcnow
 from web.schemas import BookingQuery, NewBooking, decode_cursor, encode_cursor
 
 # Printable ASCII without spaces, as most payment APIs accept for their idempotency keys.
@@ -44,10 +46,11 @@ def create_booking():
         deadline_s=settings.dispatch_deadline_s,
         first_retry_s=settings.retry_interval_s,
         idempotency_key=key,
+        region=region_for(body.pickup.lat, body.pickup.lng, settings.regions),
     )
     session.commit()
     if created:
-        enqueue_match(booking.id)
+        enqueue_dispatch(booking)
     location = url_for("api.get_booking", booking_id=booking.id)
     return service.booking_payload(booking), 202, {"Location": location}
 
@@ -89,5 +92,14 @@ def driver_action(booking_id: int, action: str):
     booking = service.driver_action(session, booking_id, actor().id, action, now=utcnow())
     session.commit()
     if booking.status == Status.PENDING:
-        enqueue_match(booking.id)
+        enqueue_dispatch(booking)
     return service.booking_payload(booking)
+
+
+@api.get("/bookings/<id:booking_id>/dispatch-log")
+@requires(Role.ADMIN)
+def get_dispatch_log(booking_id: int):
+    session = read_db()
+    booking = service.get_booking_for(session, booking_id, actor())
+    return {"booking_id": booking.id, "status": booking.status,
+            "attempts": entries_for(session, booking.id)}

@@ -1,0 +1,182 @@
+"""Live batched matching: a region's waiting bookings solved together, claimed one by one.
+
+A batch takes the region's pending, due bookings (``FOR UPDATE SKIP LOCKED``, so two
+batches never share a booking), solves the assignment problem over the free drivers
+near them, then claims each chosen driver with the same compare-and-set as the
+single-booking path. A claim lost to a concurrent batch (or to a driver going offline)
+leaves every other offer committed and sends that booking round again at once.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+
+import numpy as np
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from dispatch.batching import FreeDriver, Request, solve_batch
+from dispatch.bookings import NO_DRIVER_FOUND, SYSTEM, apply_transition
+from dispatch.dispatch_log import CLAIM_LOST, OFFERED, DispatchLog
+from dispatch.eta import CostModel, haversine_matrix_km
+from dispatch.geo import bounding_box
+from dispatch.matching import MatchPolicy, claim_driver, make_offer, no_driver
+from dispatch.models import Booking, Decline, Driver
+from dispatch.states import DriverStatus, Status
+
+
+@dataclass
+class BatchOutcome:
+    batch_id: str | None = None
+    offered: dict[int, int] = field(default_factory=dict)  # booking id -> driver id
+    waited_s: list[float] = field(default_factory=list)  # created -> offered, per offer
+    unmatched: list[int] = field(default_factory=list)
+    lost: list[int] = field(default_factory=list)
+    expired: list[int] = field(default_factory=list)
+    full: bool = False  # The batch hit its limit: more bookings may be waiting.
+    # Waiting bookings another transaction held (a concurrent batch, or a killed worker's
+    # transaction not yet rolled back): skipped now, so a later batch must look again.
+    held_elsewhere: int = 0
+
+    @property
+    def again(self) -> bool:
+        """Whether another batch should run now (lost claims, or more waiting)."""
+        return bool(self.lost) or self.full
+
+
+def _waiting(region: str, policy: MatchPolicy, now: dt.datetime) -> tuple:
+    pickup_at = func.timezone("UTC", Booking.date + Booking.time)
+    return (
+        Booking.status == Status.PENDING.value,
+        Booking.region == region,
+        pickup_at <= now + dt.timedelta(seconds=policy.schedule_lead_s),
+    )
+
+
+def _claim_bookings(session, region: str, policy: MatchPolicy, now, limit) -> list[Booking]:
+    return list(session.execute(
+        select(Booking)
+        .where(*_waiting(region, policy, now))
+        .order_by(Booking.created_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    ).scalars())
+
+
+def _free_drivers(session, bookings: list[Booking], policy: MatchPolicy, now) -> list[Driver]:
+    conditions = [
+        Driver.status == DriverStatus.AVAILABLE.value,
+        Driver.lat.is_not(None),
+        Driver.last_seen_at >= now - dt.timedelta(seconds=policy.driver_stale_s),
+    ]
+    boxes = [bounding_box(b.pickup_lat, b.pickup_lng, policy.radius_for(b.match_attempts))
+             for b in bookings]
+    if all(box is not None for box in boxes):
+        conditions += [
+            Driver.lat.between(min(b[0] for b in boxes), max(b[1] for b in boxes)),
+            Driver.lng.between(min(b[2] for b in boxes), max(b[3] for b in boxes)),
+        ]
+    return list(session.execute(select(Driver).where(*conditions)).scalars())
+
+
+def dispatch_region(
+    session: Session,
+    region: str,
+    policy: MatchPolicy,
+    cost: CostModel,
+    *,
+    now: dt.datetime,
+    limit: int = 500,
+) -> BatchOutcome:
+    """Match one batch of a region's waiting bookings. Safe to run concurrently and twice."""
+    bookings = _claim_bookings(session, region, policy, now, limit)
+    outcome = BatchOutcome(full=len(bookings) == limit)
+    if not outcome.full:
+        waiting = session.scalar(select(func.count()).where(*_waiting(region, policy, now)))
+        outcome.held_elsewhere = max(0, waiting - len(bookings))
+    live = []
+    for booking in bookings:
+        if booking.expires_at <= now:
+            apply_transition(session, booking, "expire", now=now, actor=SYSTEM,
+                             reason=NO_DRIVER_FOUND)
+            outcome.expired.append(booking.id)
+        else:
+            live.append(booking)
+    if not live:
+        return outcome
+
+    drivers = _free_drivers(session, live, policy, now)
+    declined = set(session.execute(
+        select(Decline.booking_id, Decline.driver_id)
+        .where(Decline.booking_id.in_([b.id for b in live]))
+    ).all())
+    pickups = np.array([[b.pickup_lat, b.pickup_lng] for b in live]).reshape(-1, 2)
+    spots = np.array([[d.lat, d.lng] for d in drivers]).reshape(-1, 2)
+    distance = haversine_matrix_km(pickups, spots)
+    radii = np.array([policy.radius_for(b.match_attempts) for b in live])
+    allowed = distance <= radii[:, None]
+    row = {b.id: i for i, b in enumerate(live)}
+    column = {d.user_id: j for j, d in enumerate(drivers)}
+    for booking_id, driver_id in declined:
+        if driver_id in column:
+            allowed[row[booking_id], column[driver_id]] = False
+
+    result = solve_batch(
+        [Request(b.id, b.pickup_lat, b.pickup_lng) for b in live],
+        [FreeDriver(d.user_id, d.lat, d.lng, _idle_s(d, now)) for d in drivers],
+        cost, k=policy.candidates, allowed=allowed,
+    )
+    by_id = {b.id: b for b in live}
+    # Claims go in driver order, so two batches racing for drivers lock them in the same
+    # order and wait for each other instead of deadlocking.
+    for assignment in sorted(result.assignments, key=lambda a: a.driver_id):
+        booking = by_id[assignment.booking_id]
+        if claim_driver(session, assignment.driver_id, now):
+            make_offer(session, booking, assignment.driver_id, policy, now)
+            outcome.offered[booking.id] = assignment.driver_id
+            outcome.waited_s.append((now - booking.created_at).total_seconds())
+        else:
+            # Round again at once: the rest of this batch's offers stand.
+            booking.next_attempt_at = now
+            outcome.lost.append(booking.id)
+    for booking in live:
+        if booking.id not in outcome.offered and booking.id not in outcome.lost:
+            no_driver(booking, policy, now)
+            outcome.unmatched.append(booking.id)
+
+    log = DispatchLog(session, "batched", now)
+    outcome.batch_id = log.batch_id
+    chosen = {a.booking_id: a.driver_id for a in result.assignments}
+    taken_by = {a.driver_id: a.booking_id for a in result.assignments}
+    for i, booking in enumerate(live):
+        status = ("assigned" if booking.id in outcome.offered
+                  else "claim_lost" if booking.id in outcome.lost else "no_driver")
+        candidates = [
+            log.candidate(
+                c.driver_id, float(distance[i, column[c.driver_id]]), eta_s=c.eta_s,
+                chosen=chosen.get(booking.id) == c.driver_id and status == "assigned",
+                reason=_reason(booking.id, c.driver_id, chosen, taken_by, outcome),
+            )
+            for c in result.candidates.get(booking.id, [])
+        ]
+        log.record(booking, status, float(radii[i]), len(live), candidates, {
+            "declined": sorted(d for b, d in declined if b == booking.id),
+            "beyond_radius": int((distance[i] > radii[i]).sum()),
+            "free_drivers_seen": len(drivers),
+        })
+    return outcome
+
+
+def _idle_s(driver: Driver, now: dt.datetime) -> float:
+    return (now - driver.available_since).total_seconds() if driver.available_since else 0.0
+
+
+def _reason(booking_id: int, driver_id: int, chosen: dict[int, int],
+            taken_by: dict[int, int], outcome: BatchOutcome) -> str:
+    if chosen.get(booking_id) == driver_id:
+        return CLAIM_LOST if booking_id in outcome.lost else OFFERED
+    other = taken_by.get(driver_id)
+    if other is not None:
+        return f"offered to booking {other} in the same batch (lower total ETA)"
+    return "not needed: another driver gave the batch a lower total ETA"

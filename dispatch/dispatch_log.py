@@ -1,0 +1,62 @@
+"""The dispatch log: for each matching attempt, who was considered and why each was or was
+not chosen, so an operator can answer "why did this rider wait?"."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+
+from sqlalchemy import insert, select
+from sqlalchemy.orm import Session
+
+from dispatch.models import Booking, DispatchLogEntry
+
+OFFERED = "offered"
+CLAIM_LOST = "taken by another booking or offline when claimed"
+
+
+class DispatchLog:
+    """Collects one attempt's entries; written in the attempt's own transaction."""
+
+    def __init__(self, session: Session, matcher: str, now: dt.datetime) -> None:
+        self.session, self.matcher, self.now = session, matcher, now
+        self.batch_id = str(uuid.uuid4())
+
+    @staticmethod
+    def candidate(driver_id: int, distance_km: float, *, eta_s: float | None = None,
+                  chosen: bool = False, reason: str) -> dict:
+        return {"driver_id": driver_id, "distance_km": round(distance_km, 3),
+                "eta_s": None if eta_s is None else round(eta_s, 1), "chosen": chosen,
+                "reason": reason}
+
+    def record(self, booking: Booking, outcome: str, radius_km: float, batch_size: int,
+               candidates: list[dict], excluded: dict | None = None) -> None:
+        chosen = next((c for c in candidates if c["chosen"]), None)
+        self.session.execute(insert(DispatchLogEntry).values(
+            booking_id=booking.id,
+            batch_id=self.batch_id,
+            matcher=self.matcher,
+            outcome=str(outcome),
+            driver_id=chosen["driver_id"] if chosen else None,
+            eta_s=chosen["eta_s"] if chosen else None,
+            radius_km=radius_km,
+            batch_size=batch_size,
+            candidates=candidates,
+            excluded=excluded or {},
+            created_at=self.now,
+        ))
+
+
+def entries_for(session: Session, booking_id: int) -> list[dict]:
+    """A booking's dispatch log, oldest attempt first."""
+    rows = session.execute(
+        select(DispatchLogEntry).where(DispatchLogEntry.booking_id == booking_id)
+        .order_by(DispatchLogEntry.id)
+    ).scalars()
+    return [
+        {"batch_id": r.batch_id, "matcher": r.matcher, "outcome": r.outcome,
+         "driver_id": r.driver_id, "eta_s": r.eta_s, "radius_km": r.radius_km,
+         "batch_size": r.batch_size, "candidates": r.candidates, "excluded": r.excluded,
+         "at": r.created_at.isoformat()}
+        for r in rows
+    ]

@@ -1,0 +1,115 @@
+"""Live batched matching on real Postgres: claims, competition, exclusions, the log."""
+
+import datetime as dt
+import threading
+
+from sqlalchemy import select, text
+from sqlalchemy.orm import Session
+
+from dispatch.batches import dispatch_region
+from dispatch.dispatch_log import entries_for
+from dispatch.eta import GreatCircleEta
+from dispatch.matching import MatchPolicy
+from dispatch.models import Booking, Decline
+from dispatch.regions import parse_regions, region_for
+from tests import factories as make
+
+POLICY = MatchPolicy(radius_km=5, candidates=10)
+COST = GreatCircleEta()
+
+
+def test_a_batch_offers_each_booking_its_share_of_the_optimum(session, now):
+    # Nearest-first would give the first rider the middle driver and strand the second.
+    rider = make.rider(session)
+    a = make.booking(session, rider, make.LISBON, now=now)
+    b = make.booking(session, rider, make.offset(make.LISBON, north_km=2), now=now)
+    middle = make.driver(session, make.offset(make.LISBON, north_km=1), now=now, name="middle")
+    south = make.driver(session, make.offset(make.LISBON, north_km=-1.1), now=now, name="south")
+    outcome = dispatch_region(session, "default", POLICY, COST, now=now)
+    assert outcome.offered == {a.id: south.user_id, b.id: middle.user_id}
+    assert (a.status, b.status) == ("assigned", "assigned")
+    log = entries_for(session, a.id)[0]
+    assert log["matcher"] == "batched" and log["outcome"] == "assigned" and log["batch_size"] == 2
+    reasons = {c["driver_id"]: c["reason"] for c in log["candidates"]}
+    assert reasons[south.user_id] == "offered"
+    assert reasons[middle.user_id].startswith(f"offered to booking {b.id} in the same batch")
+
+
+def test_stale_and_declined_drivers_are_never_offered(session, now):
+    rider = make.rider(session)
+    booking = make.booking(session, rider, now=now)
+    stale = make.driver(session, now=now - dt.timedelta(seconds=POLICY.driver_stale_s + 1),
+                        name="stale")
+    declined = make.driver(session, make.offset(make.LISBON, east_km=0.2), now=now, name="no")
+    session.add(Decline(booking_id=booking.id, driver_id=declined.user_id, reason="declined"))
+    fresh = make.driver(session, make.offset(make.LISBON, east_km=3), now=now, name="fresh")
+    outcome = dispatch_region(session, "default", POLICY, COST, now=now)
+    assert outcome.offered == {booking.id: fresh.user_id}
+    log = entries_for(session, booking.id)[0]
+    assert log["excluded"]["declined"] == [declined.user_id]
+    assert stale.user_id not in {c["driver_id"] for c in log["candidates"]}
+
+
+def test_unmatched_bookings_wait_and_search_wider_next_time(session, now):
+    booking = make.booking(session, make.rider(session), now=now)
+    far = make.driver(session, make.offset(make.LISBON, north_km=6), now=now)
+    assert dispatch_region(session, "default", POLICY, COST, now=now).unmatched == [booking.id]
+    assert booking.match_attempts == 1
+    # The second attempt searches 7.5 km: the driver 6 km away is now in reach.
+    later = now + dt.timedelta(seconds=1)
+    assert dispatch_region(session, "default", POLICY, COST, now=later).offered == {
+        booking.id: far.user_id}
+    assert [e["radius_km"] for e in entries_for(session, booking.id)] == [5.0, 7.5]
+
+
+def test_a_batch_only_takes_its_own_region(session, now):
+    regions = parse_regions("porto:41.0,-8.8,41.3,-8.5")
+    assert region_for(41.15, -8.6, regions) == "porto"
+    assert region_for(make.LISBON.lat, make.LISBON.lng, regions) == "default"
+    rider = make.rider(session)
+    lisbon = make.booking(session, rider, now=now)
+    make.driver(session, now=now)
+    outcome = dispatch_region(session, "porto", POLICY, COST, now=now)
+    assert outcome.offered == {} and lisbon.status == "pending"
+    assert dispatch_region(session, "default", POLICY, COST, now=now).offered.keys() == {lisbon.id}
+
+
+def test_two_concurrent_batches_never_share_a_driver(engine, committed_sessions, now):
+    with committed_sessions.begin() as s:
+        rider = make.rider(s)
+        ids = [make.booking(s, rider, now=now).id for _ in range(6)]
+        drivers = [make.driver(s, make.offset(make.LISBON, east_km=0.1 * i), now=now,
+                               name=f"d{i}").user_id for i in range(3)]
+    # Hold the first batch open until the second has taken its bookings and tried to claim,
+    # so the two really compete for the same three drivers.
+    first, second = Session(engine), Session(engine)
+    results = {}
+    try:
+        results["first"] = dispatch_region(first, "default", POLICY, COST, now=now, limit=3)
+        racer = threading.Thread(target=lambda: results.__setitem__(
+            "second", dispatch_region(second, "default", POLICY, COST, now=now, limit=3)))
+        racer.start()
+        # The second batch skips the first's locked bookings and blocks on a driver claim.
+        with engine.connect() as probe:
+            for _ in range(100):
+                waiting = probe.scalar(text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"))
+                probe.rollback()
+                if waiting:
+                    break
+                racer.join(0.05)
+        first.commit()
+        racer.join(10)
+        second.commit()
+    finally:
+        first.close()
+        second.close()
+    offered = {**results["first"].offered, **results["second"].offered}
+    assert sorted(offered.values()) == sorted(drivers)  # Each driver once.
+    assert results["second"].lost, "the second batch should have lost claims"
+    assert set(results["first"].offered) | set(results["second"].lost) | set(
+        results["second"].offered) <= set(ids)
+    with committed_sessions() as s:
+        lost = s.execute(select(Booking).where(Booking.id.in_(results["second"].lost))).scalars()
+        # The losers wait to go round again at once; the winners' offers stand.
+        assert {(b.status, b.next_attempt_at == now) for b in lost} == {("pending", True)}

@@ -1,0 +1,61 @@
+"""Asking for a booking to be matched: one message per booking, or one batch per window.
+
+Used by the API after a commit and by tasks after theirs. With a batch window, the
+first booking of a window in a region schedules the region's batch ``window`` seconds
+ahead (a Redis ``SET NX PX`` makes it the only one); bookings arriving meanwhile ride
+along. The countdown is a second or two, far below the broker's visibility timeout;
+anything a lost message would have matched, the redispatch sweep finds in its row.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import redis
+from celery import Celery
+
+from dispatch.regions import dispatch_queue
+
+log = logging.getLogger(__name__)
+
+MATCH_BOOKING = "workers.tasks.match_booking"
+DISPATCH_REGION = "workers.tasks.dispatch_region"
+# Publishing must not hold a request hostage when Redis is down: the booking is committed,
+# and the sweeper re-enqueues any booking whose message never arrived.
+PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2}
+
+
+def _send(app: Celery, name: str, args: list, queue: str, countdown: float | None = None):
+    app.send_task(name, args=args, queue=queue, countdown=countdown, retry=True,
+                  retry_policy=PUBLISH_RETRY_POLICY)
+
+
+def request_dispatch(app: Celery, cache: redis.Redis | None, region: str, window_s: float,
+                     booking_id: int | None = None, *, now: bool = False) -> None:
+    """Have ``booking_id`` (or the region's waiting bookings) matched. Never raises."""
+    queue = dispatch_queue(region)
+    try:
+        if window_s <= 0:
+            if booking_id is not None:
+                _send(app, MATCH_BOOKING, [booking_id], queue)
+            else:
+                # Without a window, "later" still means a moment later, never a busy loop.
+                _send(app, DISPATCH_REGION, [region], queue, countdown=None if now else 1.0)
+        elif now:
+            _send(app, DISPATCH_REGION, [region], queue)
+        elif _first_of_window(cache, region, window_s):
+            _send(app, DISPATCH_REGION, [region], queue, countdown=window_s)
+    except Exception:
+        # The row is the record; the sweeper will find the booking pending and enqueue it.
+        log.warning("could not request dispatch for region %s; the sweeper will", region,
+                    exc_info=True)
+
+
+def _first_of_window(cache: redis.Redis | None, region: str, window_s: float) -> bool:
+    if cache is None:
+        return True
+    try:
+        return bool(cache.set(f"smartroute:batch-scheduled:{region}", 1, nx=True,
+                              px=max(1, int(window_s * 1000))))
+    except (redis.RedisError, OSError):
+        return True  # Better a duplicate batch (harmless) than none.
