@@ -9,39 +9,27 @@ from __future__ import annotations
 from smartroute.settings import Settings
 
 
+def _every(seconds: float, task: str, **kwargs) -> dict:
+    entry = {
+        "task": f"workers.tasks.{task}",
+        "schedule": seconds,
+        "options": {"queue": "maintenance", "expires": seconds},
+    }
+    if kwargs:
+        entry["kwargs"] = kwargs
+    return entry
+
+
 def beat_schedule(settings: Settings) -> dict:
     return {
-        "lapse-unanswered-offers": {
-            "task": "workers.tasks.lapse_offers",
-            "schedule": settings.sweep_offers_every_s,
-            "options": {"queue": "maintenance", "expires": settings.sweep_offers_every_s},
-        },
-        "redispatch-pending-bookings": {
-            "task": "workers.tasks.redispatch_pending",
-            "schedule": settings.redispatch_every_s,
-            "options": {"queue": "maintenance", "expires": settings.redispatch_every_s},
-        },
-        "expire-overdue-bookings": {
-            "task": "workers.tasks.expire_bookings",
-            "schedule": settings.expire_every_s,
-            "options": {"queue": "maintenance", "expires": settings.expire_every_s},
-        },
+        "lapse-unanswered-offers": _every(settings.sweep_offers_every_s, "lapse_offers"),
+        "redispatch-pending-bookings": _every(settings.redispatch_every_s, "redispatch_pending"),
+        "expire-overdue-bookings": _every(settings.expire_every_s, "expire_bookings"),
         # Beat's own settings decide how long silence lasts, so the threshold travels with
         # the message rather than depending on each worker's environment.
-        "mark-silent-drivers-offline": {
-            "task": "workers.tasks.mark_drivers_offline",
-            "schedule": settings.offline_every_s,
-            "kwargs": {"stale_after_s": settings.driver_stale_s},
-            "options": {"queue": "maintenance", "expires": settings.offline_every_s},
-        },
-        "refresh-booking-stats": {
-            "task": "workers.tasks.refresh_stats",
-            "schedule": settings.stats_every_s,
-            "options": {"queue": "maintenance", "expires": settings.stats_every_s},
-        },
-        "refresh-health-metrics": {
-            "task": "workers.tasks.refresh_health",
-            "schedule": settings.health_every_s,
-            "options": {"queue": "maintenance", "expires": settings.health_every_s},
-        },
+        "mark-silent-drivers-offline": _every(
+            settings.offline_every_s, "mark_drivers_offline", stale_after_s=settings.driver_stale_s
+        ),
+        "refresh-booking-stats": _every(settings.stats_every_s, "refresh_stats"),
+        "refresh-health-metrics": _every(settings.health_every_s, "refresh_health"),
     }

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 from sqlalchemy import func, select
@@ -24,6 +25,11 @@ from dispatch.geo import bounding_box
 from dispatch.matching import MatchPolicy, claim_driver, make_offer, no_driver
 from dispatch.models import Booking, Decline, Driver
 from dispatch.states import DriverStatus, Status
+
+
+class DriverLocator(Protocol):
+    def near_any(self, points: list[tuple[float, float, float]]) -> set[int] | None:
+        """Driver ids within radius of any (lat, lng, radius_km), or None if it cannot say."""
 
 
 @dataclass
@@ -64,12 +70,23 @@ def _claim_bookings(session, region: str, policy: MatchPolicy, now, limit) -> li
     ).scalars())
 
 
-def _free_drivers(session, bookings: list[Booking], policy: MatchPolicy, now) -> list[Driver]:
+def _free_drivers(session, bookings: list[Booking], policy: MatchPolicy, now,
+                  locator: DriverLocator | None) -> list[Driver]:
     conditions = [
         Driver.status == DriverStatus.AVAILABLE.value,
         Driver.lat.is_not(None),
         Driver.last_seen_at >= now - dt.timedelta(seconds=policy.driver_stale_s),
     ]
+    if locator is not None:
+        nearby = locator.near_any([(b.pickup_lat, b.pickup_lng,
+                                    policy.radius_for(b.match_attempts)) for b in bookings])
+        if nearby is not None:
+            # The index narrows the search; PostgreSQL still decides who is free and fresh.
+            if not nearby:
+                return []
+            return list(session.execute(
+                select(Driver).where(*conditions, Driver.user_id.in_(sorted(nearby)))
+            ).scalars())
     boxes = [bounding_box(b.pickup_lat, b.pickup_lng, policy.radius_for(b.match_attempts))
              for b in bookings]
     if all(box is not None for box in boxes):
@@ -88,6 +105,7 @@ def dispatch_region(
     *,
     now: dt.datetime,
     limit: int = 500,
+    locator: DriverLocator | None = None,
 ) -> BatchOutcome:
     """Match one batch of a region's waiting bookings. Safe to run concurrently and twice."""
     bookings = _claim_bookings(session, region, policy, now, limit)
@@ -106,7 +124,7 @@ def dispatch_region(
     if not live:
         return outcome
 
-    drivers = _free_drivers(session, live, policy, now)
+    drivers = _free_drivers(session, live, policy, now, locator)
     declined = set(session.execute(
         select(Decline.booking_id, Decline.driver_id)
         .where(Decline.booking_id.in_([b.id for b in live]))

@@ -14,8 +14,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from dispatch.db import make_engine, make_sessionmaker
 from dispatch.eta import GreatCircleEta
 from dispatch.matching import MatchPolicy
+from smartroute.driver_index import RedisDriverIndex
 from smartroute.metrics import instrument_pool
 from smartroute.settings import Settings
+from smartroute.snapshots import redis_client
 
 
 @functools.cache
@@ -77,3 +79,8 @@ def _fresh_pool_after_fork(**_kwargs) -> None:
         if factory.cache_info().currsize:
             factory().kw["bind"].dispose(close=False)
         factory.cache_clear()
+
+
+@functools.cache
+def driver_index() -> RedisDriverIndex:
+    return RedisDriverIndex(redis_client(settings().redis_url))

@@ -20,7 +20,14 @@ from dispatch.stats import booking_stats
 from smartroute import snapshots
 from smartroute.metrics import ASSIGN_LATENCY, MATCH_OUTCOMES
 from workers import telemetry  # noqa: F401 - connects the task metrics signals
-from workers.context import cost_model, match_policy, reader, sessions, settings
+from workers.context import (
+    cost_model,
+    driver_index,
+    match_policy,
+    reader,
+    sessions,
+    settings,
+)
 from workers.dispatching import request_dispatch
 from workers.queues import queue_depths
 
@@ -65,7 +72,8 @@ def dispatch_region(region: str) -> dict:
     started = _now()
     with sessions()() as session, session.begin():
         outcome = batches.dispatch_region(session, region, match_policy(), cost_model(),
-                                          now=started, limit=settings().batch_limit)
+                                          now=started, limit=settings().batch_limit,
+                                          locator=driver_index())
     for waited_s in outcome.waited_s:
         ASSIGN_LATENCY.observe(waited_s + (_now() - started).total_seconds())
     MATCH_OUTCOMES.labels("assigned").inc(len(outcome.offered))

@@ -122,3 +122,21 @@ def test_admins_read_why_a_booking_got_its_driver(api, committed_sessions):
     assert attempt["candidates"][0]["chosen"] and attempt["candidates"][0]["reason"] == "offered"
     assert rider.request("GET", f"/v1/bookings/{booking_id}/dispatch-log").status_code == 403
     assert api.request("GET", "/v1/bookings/999999/dispatch-log").status_code == 404
+
+
+def test_a_booking_goes_to_its_regions_queue(api, settings):
+    from dispatch.regions import parse_regions
+
+    regional = create_app(replace(settings, batch_window_s=0,
+                                  regions=parse_regions("porto:41.0,-8.8,41.3,-8.5")))
+    try:
+        rider = api.as_(api.user("rider")["token"])
+        auth = {"Authorization": f"Bearer {rider.token}"}
+        porto = {"pickup": {"lat": 41.15, "lng": -8.61}, "dropoff": {"lat": 41.16, "lng": -8.6}}
+        booked = regional.test_client().post("/v1/bookings", json=porto, headers=auth).get_json()
+        assert booked["region"] == "porto"
+        broker = redis.Redis.from_url(settings.redis_url)
+        assert broker.llen("dispatch.porto") == 1 and broker.llen("dispatch.default") == 0
+    finally:
+        redis.Redis.from_url(settings.redis_url).delete("dispatch.porto")
+        regional.extensions["smartroute"].engine.dispose()

@@ -5,10 +5,15 @@ from __future__ import annotations
 from dispatch import drivers as service
 from dispatch.bookings import booking_payload
 from dispatch.states import DriverStatus, Role
+from smartroute.driver_index import RedisDriverIndex, best_effort
 from web.api import api, parse_body
 from web.auth import actor, requires
-from web.runtime import db, utcnow
+from web.runtime import db, runtime, utcnow
 from web.schemas import DriverStatusChange, Location
+
+
+def driver_index() -> RedisDriverIndex:
+    return RedisDriverIndex(runtime().redis)
 
 
 def _me(driver) -> dict:
@@ -33,6 +38,7 @@ def put_location():
     session = db()
     driver = service.update_location(session, actor().id, body.lat, body.lng, now=utcnow())
     session.commit()
+    best_effort(driver_index().update, driver.user_id, body.lat, body.lng)
     return service.driver_payload(driver)
 
 
@@ -45,4 +51,6 @@ def put_status():
         session, actor().id, DriverStatus(body.status), now=utcnow()
     )
     session.commit()
+    if driver.status == DriverStatus.OFFLINE:
+        best_effort(driver_index().remove, driver.user_id)
     return _me(driver)
