@@ -58,15 +58,26 @@ class Stack:
         def api_up():
             for proc in (self.api, self.worker):
                 if proc.poll() is not None:
-                    raise AssertionError(f"a process exited early; see {self.logs}")
+                    raise AssertionError(f"a process exited early\n{self.log_tails()}")
             try:
                 return requests.get(f"{self.url}/health", timeout=2).status_code == 200
             except requests.ConnectionError:
                 return False
 
-        wait_for(api_up, START_TIMEOUT_S, "the API to answer /health", every=0.2)
-        wait_for(lambda: self.celery.control.ping(timeout=0.5), START_TIMEOUT_S,
-                 "the worker to answer a ping")
+        try:
+            wait_for(api_up, START_TIMEOUT_S, "the API to answer /health", every=0.2)
+            wait_for(lambda: self.celery.control.ping(timeout=0.5), START_TIMEOUT_S,
+                     "the worker to answer a ping")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{self.log_tails()}") from None
+
+    def log_tails(self, lines: int = 25) -> str:
+        """The end of each process's log, for a failure message CI can show."""
+        tails = []
+        for path in sorted(self.logs.glob("*.log")):
+            text = path.read_text(errors="replace").splitlines()[-lines:]
+            tails.append(f"--- {path.name}\n" + "\n".join(text))
+        return "\n".join(tails)
 
     def start_beat(self, name: str = "beat") -> subprocess.Popen:
         schedule_dir = self.logs / name
