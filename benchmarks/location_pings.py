@@ -41,7 +41,8 @@ def main() -> None:
             started = time.perf_counter()
             response = http.put(f"{args.api}/v1/drivers/me/location", timeout=10,
                                 headers={"Authorization": f"Bearer {token}"},
-                                json={"lat": 38.7 + rng.random() / 10, "lng": -9.1 - rng.random() / 10})
+                                json={"lat": 38.7 + rng.random() / 10,
+                                      "lng": -9.1 - rng.random() / 10})
             response.raise_for_status()
             latencies.append(time.perf_counter() - started)
         return latencies
