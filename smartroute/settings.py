@@ -52,6 +52,17 @@ def _regions(env: Mapping[str, str]) -> tuple[Region, ...]:
         raise ConfigError(f"SMARTROUTE_REGIONS: {exc}") from None
 
 
+def _limit(env: Mapping[str, str], name: str, default: str) -> str:
+    from limits import parse  # The same parser the API's limiter uses.
+
+    value = env.get(name) or default
+    try:
+        parse(value)
+    except ValueError:
+        raise ConfigError(f"{name} must look like '20/minute', got {value!r}") from None
+    return value
+
+
 def _optional(env: Mapping[str, str], name: str) -> str | None:
     value = env.get(name, "").strip()
     return value or None
@@ -110,6 +121,12 @@ class Settings:
     road_factor: float = 1.35
     regions: tuple[Region, ...] = ()
 
+    # Rate limits (``limits`` notation), per token and per client address.
+    booking_limit_per_token: str = "20/minute"
+    booking_limit_per_address: str = "600/minute"
+    location_limit_per_token: str = "120/minute"
+    location_limit_per_address: str = "6000/minute"
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Read every SmartRoute variable from ``env`` (default: the process environment)."""
@@ -151,6 +168,13 @@ class Settings:
             speed_kmh=_float(env, "SMARTROUTE_SPEED_KMH", 25.0, minimum=1.0),
             road_factor=_float(env, "SMARTROUTE_ROAD_FACTOR", 1.35, minimum=1.0),
             regions=_regions(env),
+            booking_limit_per_token=_limit(env, "SMARTROUTE_BOOKING_LIMIT_PER_TOKEN", "20/minute"),
+            booking_limit_per_address=_limit(env, "SMARTROUTE_BOOKING_LIMIT_PER_ADDRESS",
+                                             "600/minute"),
+            location_limit_per_token=_limit(env, "SMARTROUTE_LOCATION_LIMIT_PER_TOKEN",
+                                            "120/minute"),
+            location_limit_per_address=_limit(env, "SMARTROUTE_LOCATION_LIMIT_PER_ADDRESS",
+                                              "6000/minute"),
         )
 
     @property

@@ -16,6 +16,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from web.api import IdConverter, api
     from web.errors import register_error_handlers
     from web.health import health
+    from web.limits import RateLimits
     from web.metrics import metrics, time_requests
     from workers.app import create_celery
 
@@ -41,6 +42,10 @@ def create_app(settings: Settings | None = None) -> Flask:
         read_sessions=make_sessionmaker(replica),
         celery=create_celery(settings),
         redis=redis_client(settings.redis_url),
+        limits=RateLimits(settings.redis_url, {
+            "booking": (settings.booking_limit_per_token, settings.booking_limit_per_address),
+            "location": (settings.location_limit_per_token, settings.location_limit_per_address),
+        }),
     )
     app.url_map.converters["id"] = IdConverter
     app.teardown_appcontext(close_db)

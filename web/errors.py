@@ -40,11 +40,13 @@ class InvalidInput(Exception):
 class ApiError(Exception):
     """An error raised at the edge (bad input, bad token), already knowing its status."""
 
-    def __init__(self, status: int, code: str, message: str, field: str | None = None, **extra):
+    def __init__(self, status: int, code: str, message: str, field: str | None = None, *,
+                 headers: dict[str, str] | None = None, **extra):
         super().__init__(message)
         self.status, self.code, self.message, self.field, self.extra = (
             status, code, message, field, extra,
         )
+        self.headers = headers or {}
 
 
 def error_response(status: int, code: str, message: str, field: str | None = None, **extra):
@@ -88,6 +90,7 @@ def register_error_handlers(app: Flask) -> None:
         response = error_response(exc.status, exc.code, exc.message, exc.field, **exc.extra)
         if exc.status == 401:
             response[0].headers["WWW-Authenticate"] = 'Bearer realm="smartroute"'
+        response[0].headers.update(exc.headers)
         return response
 
     @app.errorhandler(InvalidInput)

@@ -16,6 +16,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from smartroute.settings import Settings
+from web.limits import RateLimits
 from workers.dispatching import request_dispatch
 
 
@@ -28,6 +29,7 @@ class Runtime:
     read_sessions: sessionmaker[Session]
     celery: Celery
     redis: redis.Redis
+    limits: RateLimits
 
 
 def runtime() -> Runtime:

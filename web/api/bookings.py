@@ -34,6 +34,7 @@ def _idempotency_key() -> str | None:
 @api.post("/bookings")
 @requires(Role.RIDER)
 def create_booking():
+    runtime().limits.enforce("booking", actor().id)
     body = parse_body(NewBooking)
     key = _idempotency_key()
     settings = runtime().settings

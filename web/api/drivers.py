@@ -34,6 +34,7 @@ def get_me():
 @api.put("/drivers/me/location")
 @requires(Role.DRIVER)
 def put_location():
+    runtime().limits.enforce("location", actor().id)
     body = parse_body(Location)
     session = db()
     driver = service.update_location(session, actor().id, body.lat, body.lng, now=utcnow())
