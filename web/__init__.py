@@ -18,6 +18,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from web.health import health
     from web.limits import RateLimits
     from web.metrics import metrics, time_requests
+    from web.openapi import openapi
     from workers.app import create_celery
 
     settings = settings or Settings.from_env()
@@ -53,6 +54,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(api)
     app.register_blueprint(health)
     app.register_blueprint(metrics)
+    app.register_blueprint(openapi)
     time_requests(app)
     return app
 

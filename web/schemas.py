@@ -9,12 +9,15 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
+import re
 from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from dispatch.bookings import BookingRequest, Point
 from dispatch.states import BOOKING_STATUSES
+
+ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 # How far back a pickup time may lie (clock skew) and how far ahead it may be booked.
 PICKUP_PAST_TOLERANCE = dt.timedelta(minutes=5)
@@ -79,6 +82,14 @@ class BookingQuery(BaseModel):
     date: dt.date | None = None
     limit: int = Field(default=50, ge=1, le=200)
     cursor: str | None = Field(default=None, max_length=64)
+
+    @field_validator("date", mode="before")
+    @classmethod
+    def _iso_date_only(cls, value: object) -> object:
+        # Lax parsing would read "0" as 1970-01-01 (a Unix timestamp): only YYYY-MM-DD.
+        if isinstance(value, str) and not ISO_DATE.fullmatch(value):
+            raise ValueError("date must be YYYY-MM-DD")
+        return value
 
     @field_validator("cursor")
     @classmethod

@@ -28,8 +28,11 @@ STACK_TUNING = {
     "SMARTROUTE_SCHEDULE_LEAD_S": "0",
     # Batched matching, with a short window.
     "SMARTROUTE_BATCH_WINDOW_S": "0.2",
-    # Every test client shares 127.0.0.1: the per-address limit would count them as one.
+    # Every test client shares 127.0.0.1, and the fuzzer books hard with one token: the rate
+    # limits have their own tests (tests/web/test_rate_limits.py).
     "SMARTROUTE_BOOKING_LIMIT_PER_ADDRESS": "100000/minute",
+    "SMARTROUTE_BOOKING_LIMIT_PER_TOKEN": "100000/minute",
+    "SMARTROUTE_LOCATION_LIMIT_PER_TOKEN": "100000/minute",
 }
 
 

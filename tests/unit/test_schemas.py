@@ -57,7 +57,8 @@ def test_cursor_round_trips_and_rejects_forgeries():
 
 @pytest.mark.parametrize("query,field", [({"limit": "0"}, "limit"), ({"limit": "x"}, "limit"),
                                          ({"status": "lost"}, "status"),
-                                         ({"date": "2026-13-01"}, "date"), ({"page": "2"}, "page"),
+                                         ({"date": "2026-13-01"}, "date"), ({"date": "0"}, "date"),
+                                         ({"date": "20261101"}, "date"), ({"page": "2"}, "page"),
                                          ({"cursor": "%%%"}, "cursor")])
 def test_bad_query_parameters_are_named(query, field):
     with pytest.raises(ValidationError) as info:

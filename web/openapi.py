@@ -1,0 +1,165 @@
+"""``GET /openapi.json``: the API described for clients and for fuzzing.
+
+Request bodies come from the same pydantic models that validate them; responses are
+described here, and the schemathesis run in the test suite checks every answer the
+live server gives against this document, so the two cannot drift apart unnoticed.
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint
+
+from dispatch.states import BOOKING_STATUSES, DRIVER_STATUSES, ROLES
+from web.schemas import DriverStatusChange, Location, NewBooking, NewUser
+
+openapi = Blueprint("openapi", __name__)
+
+NULLABLE_TIME = {"type": ["string", "null"], "format": "date-time"}
+POINT = {
+    "type": "object",
+    "required": ["lat", "lng"],
+    "properties": {"lat": {"type": "number"}, "lng": {"type": "number"}},
+}
+BOOKING = {
+    "type": "object",
+    "required": ["id", "status", "rider_id", "driver_id", "pickup", "dropoff", "version"],
+    "properties": {
+        "id": {"type": "integer"},
+        "status": {"enum": list(BOOKING_STATUSES)},
+        "rider_id": {"type": "integer"},
+        "driver_id": {"type": ["integer", "null"]},
+        "pickup": POINT,
+        "dropoff": POINT,
+        "pickup_at": {"type": "string", "format": "date-time"},
+        "version": {"type": "integer", "minimum": 1},
+        "region": {"type": "string"},
+        "offer_expires_at": NULLABLE_TIME,
+        "expires_at": NULLABLE_TIME,
+        "assigned_at": NULLABLE_TIME,
+        "created_at": NULLABLE_TIME,
+        "updated_at": NULLABLE_TIME,
+    },
+}
+ERROR = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["code", "message"],
+            "properties": {
+                "code": {"type": "string"},
+                "message": {"type": "string"},
+                "field": {"type": ["string", "null"]},
+            },
+        }
+    },
+}
+DRIVER = {
+    "type": "object",
+    "required": ["id", "status", "location"],
+    "properties": {
+        "id": {"type": "integer"},
+        "status": {"enum": list(DRIVER_STATUSES)},
+        "location": {"oneOf": [POINT, {"type": "null"}]},
+        "last_seen_at": NULLABLE_TIME,
+        "current_booking": {"oneOf": [BOOKING, {"type": "null"}]},
+    },
+}
+ID = {"name": "booking_id", "in": "path", "required": True,
+      "schema": {"type": "integer", "minimum": 1, "maximum": 2**63 - 1}}
+
+
+def _json(schema: dict, description: str) -> dict:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _errors(*statuses: int) -> dict:
+    return {str(s): _json(ERROR, "an error, naming the field where there is one")
+            for s in (400, 401, 403, 404, 413, 422, 429, 503, *statuses)}
+
+
+def _body(model) -> dict:
+    return {"required": True,
+            "content": {"application/json": {"schema": model.model_json_schema(
+                ref_template="#/components/schemas/{model}")}}}
+
+
+def _operation(summary: str, ok: int, schema: dict, *, body=None, params=(), errors=()) -> dict:
+    operation = {
+        "summary": summary,
+        "security": [{"bearer": []}],
+        "parameters": list(params),
+        "responses": {str(ok): _json(schema, "success"), **_errors(*errors)},
+    }
+    if body is not None:
+        operation["requestBody"] = _body(body)
+    return operation
+
+
+def document() -> dict:
+    components = {}
+    for model in (NewBooking, NewUser, Location, DriverStatusChange):
+        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        components.update(schema.pop("$defs", {}))
+    booking_action = _operation("Act on a booking", 200, BOOKING, params=[ID], errors=(409,))
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "SmartRoute", "version": "1"},
+        "components": {
+            "schemas": components,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+        "paths": {
+            "/v1/users": {"post": _operation(
+                "Create a user (admin)", 201, {
+                    "type": "object", "required": ["id", "name", "role", "token"],
+                    "properties": {"id": {"type": "integer"}, "name": {"type": "string"},
+                                   "role": {"enum": list(ROLES)}, "token": {"type": "string"},
+                                   "created_at": NULLABLE_TIME}},
+                body=NewUser)},
+            "/v1/bookings": {
+                "post": _operation("Book a ride (rider)", 202, BOOKING, body=NewBooking,
+                                   errors=(409,)),
+                "get": _operation(
+                    "List bookings, newest first (admin)", 200, {
+                        "type": "object", "required": ["bookings", "next_cursor"],
+                        "properties": {"bookings": {"type": "array", "items": BOOKING},
+                                       "next_cursor": {"type": ["string", "null"]}}},
+                    params=[
+                        {"name": "status", "in": "query",
+                         "schema": {"enum": list(BOOKING_STATUSES)}},
+                        {"name": "date", "in": "query",
+                         "schema": {"type": "string", "format": "date"}},
+                        {"name": "limit", "in": "query",
+                         "schema": {"type": "integer", "minimum": 1, "maximum": 200}},
+                        {"name": "cursor", "in": "query", "schema": {"type": "string"}},
+                    ]),
+            },
+            "/v1/bookings/{booking_id}": {"get": _operation("Read a booking", 200, BOOKING,
+                                                            params=[ID])},
+            "/v1/bookings/{booking_id}/cancel": {"post": booking_action},
+            **{f"/v1/bookings/{{booking_id}}/{action}": {"post": booking_action}
+               for action in ("accept", "decline", "start", "complete")},
+            "/v1/bookings/{booking_id}/dispatch-log": {"get": _operation(
+                "Why a booking got its driver (admin)", 200, {
+                    "type": "object", "required": ["booking_id", "status", "attempts"],
+                    "properties": {"booking_id": {"type": "integer"},
+                                   "status": {"enum": list(BOOKING_STATUSES)},
+                                   "attempts": {"type": "array"}}},
+                params=[ID])},
+            "/v1/drivers/me": {"get": _operation("The calling driver", 200, DRIVER)},
+            "/v1/drivers/me/location": {"put": _operation("Location ping (driver)", 200, DRIVER,
+                                                          body=Location)},
+            "/v1/drivers/me/status": {"put": _operation("Go available or offline (driver)", 200,
+                                                        DRIVER, body=DriverStatusChange,
+                                                        errors=(409,))},
+            "/v1/stats": {"get": _operation("Booking statistics (admin)", 200,
+                                            {"type": "object"})},
+        },
+    }
+
+
+@openapi.get("/openapi.json")
+def get_openapi():
+    return document()
