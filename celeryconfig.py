@@ -40,6 +40,8 @@ task_routes = {
     "workers.tasks.mark_drivers_offline": {"queue": "maintenance"},
     "workers.tasks.refresh_stats": {"queue": "maintenance"},
     "workers.tasks.refresh_health": {"queue": "maintenance"},
+    "workers.tasks.publish_outbox": {"queue": "notify"},
+    "workers.tasks.prune_outbox": {"queue": "maintenance"},
 }
 
 timezone = "UTC"

@@ -25,6 +25,7 @@ from dispatch.errors import (
     NotOfferedToYou,
 )
 from dispatch.models import Booking, BookingEvent, Decline, Driver, IdempotencyKey
+from dispatch.outbox import announce
 from dispatch.regions import DEFAULT_REGION
 from dispatch.states import DriverStatus, Role, Status, next_status
 
@@ -97,7 +98,9 @@ def _iso(value: dt.datetime | None) -> str | None:
 def record_event(
     session: Session, booking: Booking, from_status: str | None, actor: Actor, reason: str
 ) -> None:
-    """Append the booking's current status to its audit trail."""
+    """Append the booking's current status to its audit trail, and queue its pushes."""
+    session.flush()
+    announce(session, booking, booking_payload(booking))
     session.execute(
         insert(BookingEvent).values(
             booking_id=booking.id,

@@ -249,3 +249,29 @@ class DispatchLogEntry(Base):
     created_at: Mapped[dt.datetime] = mapped_column(Timestamp, server_default=func.now())
 
     __table_args__ = (Index("ix_dispatch_log_booking_id", "booking_id"),)
+
+
+class OutboxEvent(Base):
+    """A push to deliver, written in the transaction of the change it announces.
+
+    The publisher sends unsent rows in id order and marks them sent; the id is the
+    ``event_id`` clients see, so a reconnecting client can ask for what came after.
+    """
+
+    __tablename__ = "outbox_events"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    room: Mapped[str] = mapped_column(String(64))
+    event: Mapped[str] = mapped_column(String(32))
+    booking_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("cab_bookings.id", ondelete="CASCADE")
+    )
+    payload: Mapped[dict] = mapped_column(JSONB)
+    created_at: Mapped[dt.datetime] = mapped_column(Timestamp, server_default=func.now())
+    sent_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)
+
+    __table_args__ = (
+        Index("ix_outbox_events_unsent", "id", postgresql_where=text("sent_at IS NULL")),
+        Index("ix_outbox_events_sent_at", "sent_at"),
+        Index("ix_outbox_events_booking_id", "booking_id"),
+    )

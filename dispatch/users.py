@@ -43,13 +43,14 @@ def authenticate(session: Session, token: str) -> User | None:
     ).scalar_one_or_none()
 
 
-def ensure_bootstrap_admin(session: Session, token: str) -> None:
-    """Make ``token`` an admin's token; harmless to run at every start."""
+def ensure_bootstrap_admin(session: Session, token: str) -> int:
+    """Make ``token`` an admin's token; returns that admin's id. Harmless at every start."""
     session.execute(
         pg_insert(User)
         .values(name=BOOTSTRAP_ADMIN_NAME, role=Role.ADMIN.value, token_hash=hash_token(token))
         .on_conflict_do_nothing(index_elements=["token_hash"])
     )
+    return session.scalar(select(User.id).where(User.token_hash == hash_token(token)))
 
 
 def user_payload(user: User) -> dict:

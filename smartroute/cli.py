@@ -60,14 +60,17 @@ def _prepare_database(settings: Settings) -> None:
     from dispatch.db import make_engine, make_sessionmaker
     from dispatch.users import ensure_bootstrap_admin
     from smartroute import migrate
+    from smartroute.snapshots import redis_client
+    from smartroute.token_cache import remember
 
     migrate.upgrade(settings.database_url)
     engine = make_engine(settings.database_url, pool_size=1, max_overflow=0)
     try:
         with make_sessionmaker(engine)() as session, session.begin():
-            ensure_bootstrap_admin(session, settings.admin_token)
+            admin = ensure_bootstrap_admin(session, settings.admin_token)
     finally:
         engine.dispose()
+    remember(redis_client(settings.redis_url), settings.admin_token, admin, "admin")
 
 
 def api_argv(host: str, port: int, processes: int, threads: int) -> list[str]:
@@ -93,6 +96,10 @@ def worker_argv(concurrency: int, queues: str, name: str = "worker@%h") -> list[
         "--loglevel", "INFO",
         "--without-gossip", "--without-mingle",
     )
+
+
+def relay_argv(host: str, port: int) -> list[str]:
+    return python_module("web.relay", "--host", host, "--port", str(port))
 
 
 def beat_argv(data_dir: Path) -> list[str]:
@@ -179,7 +186,7 @@ def up(host: str, port: int, workers: int, demo: bool) -> None:
             log.error("the API did not become healthy within %ss", READY_TIMEOUT_S)
             supervisor.stopping.set()
             return
-        _announce(url, settings, generated)
+        _announce(url, f"http://{host}:{port + 1}", settings, generated)
         if demo:
             from smartroute.demo import start_demo
 
@@ -190,11 +197,12 @@ def up(host: str, port: int, workers: int, demo: bool) -> None:
         "api": api_argv(host, port, processes=2, threads=8),
         "worker": worker_argv(workers, settings.worker_queues),
         "beat": beat_argv(settings.data_dir),
+        "relay": relay_argv(host, port + 1),
     }
     sys.exit(_run(settings, services, children, when_started, metrics_env))
 
 
-def _announce(url: str, settings: Settings, generated: bool) -> None:
+def _announce(url: str, relay_url: str, settings: Settings, generated: bool) -> None:
     from rich.console import Console
     from rich.panel import Panel
 
@@ -204,7 +212,7 @@ def _announce(url: str, settings: Settings, generated: bool) -> None:
     )
     Console(stderr=True).print(
         Panel.fit(
-            f"API      {url}/v1\nHealth   {url}/health\n"
+            f"API      {url}/v1\nHealth   {url}/health\nRelay    {relay_url}\n"
             f"Admin token ({where}):\n  {settings.admin_token}\n\nCtrl-C stops everything.",
             title="SmartRoute is up",
         )
@@ -233,6 +241,15 @@ def worker(concurrency: int, queues: str | None, name: str) -> None:
     settings, services = _with_services(_settings())
     queues = queues or settings.worker_queues
     sys.exit(_run(settings, services, {"worker": worker_argv(concurrency, queues, name)}))
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8001, show_default=True)
+def relay(host: str, port: int) -> None:
+    """Run the Socket.IO relay (pushes to drivers, riders and admins)."""
+    settings, services = _with_services(_settings())
+    sys.exit(_run(settings, services, {"relay": relay_argv(host, port)}))
 
 
 @main.command()

@@ -44,6 +44,13 @@ ASSIGN_LATENCY = Histogram(
     "From a booking's creation to its (latest) offer to a driver.",
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300),
 )
+PUSHES = Counter("smartroute_pushes_total", "Outbox events delivered to the relays.")
+RELAY_CONNECTIONS = Gauge(
+    "smartroute_relay_connections", "Socket.IO clients connected, by room kind.", ["kind"],
+    multiprocess_mode="livesum",
+)
+RELAY_REPLAYED = Counter("smartroute_relay_replayed_total",
+                         "Events replayed to clients that reconnected.")
 MATCH_OUTCOMES = Counter("smartroute_match_outcomes_total", "Matching attempts by outcome.",
                          ["outcome"])
 

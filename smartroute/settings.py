@@ -127,6 +127,13 @@ class Settings:
     location_limit_per_token: str = "120/minute"
     location_limit_per_address: str = "6000/minute"
 
+    # Real-time push: the relay and the outbox.
+    relay_async_mode: str = "eventlet"
+    relay_cors_origins: tuple[str, ...] = ()
+    relay_max_message_bytes: int = 64 * 1024
+    publish_every_s: float = 1.0
+    outbox_retention_s: int = 86400
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Read every SmartRoute variable from ``env`` (default: the process environment)."""
@@ -175,6 +182,14 @@ class Settings:
                                             "120/minute"),
             location_limit_per_address=_limit(env, "SMARTROUTE_LOCATION_LIMIT_PER_ADDRESS",
                                               "6000/minute"),
+            relay_async_mode=env.get("SMARTROUTE_RELAY_ASYNC_MODE") or "eventlet",
+            relay_cors_origins=tuple(
+                o.strip() for o in env.get("SMARTROUTE_RELAY_CORS_ORIGINS", "").split(",")
+                if o.strip()),
+            relay_max_message_bytes=_int(env, "SMARTROUTE_RELAY_MAX_MESSAGE_BYTES", 64 * 1024,
+                                         minimum=1024),
+            publish_every_s=_float(env, "SMARTROUTE_PUBLISH_EVERY_S", 1.0, 0.1),
+            outbox_retention_s=_int(env, "SMARTROUTE_OUTBOX_RETENTION_S", 86400, minimum=60),
         )
 
     @property

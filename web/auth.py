@@ -10,8 +10,9 @@ from flask import g, request
 from dispatch.bookings import Actor
 from dispatch.states import Role
 from dispatch.users import authenticate
+from smartroute.token_cache import remember
 from web.errors import ApiError
-from web.runtime import db
+from web.runtime import db, runtime
 
 MAX_TOKEN_LENGTH = 256
 
@@ -35,9 +36,12 @@ def requires(*roles: Role) -> Callable:
     def decorate(view: Callable) -> Callable:
         @functools.wraps(view)
         def wrapper(*args, **kwargs):
-            user = authenticate(db(), _bearer_token())
+            token = _bearer_token()
+            user = authenticate(db(), token)
             if user is None:
                 raise ApiError(401, "unauthorized", "the token is not valid", "Authorization")
+            # The relay, which has no database, knows tokens through this cache.
+            remember(runtime().redis, token, user.id, user.role)
             if roles and user.role not in roles:
                 allowed = " or ".join(roles)
                 raise ApiError(403, "forbidden", f"this needs a {allowed} token")

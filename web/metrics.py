@@ -12,6 +12,7 @@ from prometheus_client.core import GaugeMetricFamily
 from sqlalchemy import func, select
 
 from dispatch.models import Booking
+from dispatch.outbox import oldest_unsent_age_s
 from dispatch.states import ACTIVE_STATUSES, Status
 from smartroute import snapshots
 from smartroute.metrics import HTTP_REQUEST_DURATION, exposition
@@ -55,11 +56,15 @@ class LiveCollector:
             oldest = session.scalar(
                 select(func.min(Booking.created_at)).where(Booking.status == Status.PENDING.value)
             )
+            lag = oldest_unsent_age_s(session, now)
         # The scaling guide calls this active_bookings_total, but `_total` is reserved for
         # counters in Prometheus' naming rules (promtool rejects it on a gauge).
         yield GaugeMetricFamily("smartroute_active_bookings",
                                 "Bookings a driver holds (assigned, accepted, in progress).",
                                 value=active)
+        yield GaugeMetricFamily("smartroute_outbox_lag_seconds",
+                                "Age of the oldest push not yet delivered to the relays.",
+                                value=lag)
         yield GaugeMetricFamily("smartroute_oldest_pending_booking_age_seconds",
                                 "Age of the oldest booking still waiting for a driver.",
                                 value=0 if oldest is None else (now - oldest).total_seconds())

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from smartroute.settings import Settings
 from web.limits import RateLimits
-from workers.dispatching import request_dispatch
+from workers.dispatching import request_dispatch, request_publish
 
 
 @dataclass(frozen=True)
@@ -65,3 +65,8 @@ def enqueue_dispatch(booking) -> None:
     """Ask for a committed booking to be matched. Call only after commit."""
     rt = runtime()
     request_dispatch(rt.celery, rt.redis, booking.region, rt.settings.batch_window_s, booking.id)
+
+
+def enqueue_publish() -> None:
+    """Push the events this request committed. Call only after commit."""
+    request_publish(runtime().celery)

@@ -16,6 +16,7 @@ from dispatch.eta import GreatCircleEta
 from dispatch.matching import MatchPolicy
 from smartroute.driver_index import RedisDriverIndex
 from smartroute.metrics import instrument_pool
+from smartroute.push import Publisher
 from smartroute.settings import Settings
 from smartroute.snapshots import redis_client
 
@@ -84,3 +85,8 @@ def _fresh_pool_after_fork(**_kwargs) -> None:
 @functools.cache
 def driver_index() -> RedisDriverIndex:
     return RedisDriverIndex(redis_client(settings().redis_url))
+
+
+@functools.cache
+def publisher() -> Publisher:
+    return Publisher(settings().redis_url)

@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 
 MATCH_BOOKING = "workers.tasks.match_booking"
 DISPATCH_REGION = "workers.tasks.dispatch_region"
+PUBLISH_OUTBOX = "workers.tasks.publish_outbox"
 # Publishing must not hold a request hostage when Redis is down: the booking is committed,
 # and the sweeper re-enqueues any booking whose message never arrived.
 PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2}
@@ -59,3 +60,11 @@ def _first_of_window(cache: redis.Redis | None, region: str, window_s: float) ->
                               px=max(1, int(window_s * 1000))))
     except (redis.RedisError, OSError):
         return True  # Better a duplicate batch (harmless) than none.
+
+
+def request_publish(app: Celery) -> None:
+    """Have committed outbox events pushed now. Never raises: beat's publish catches up."""
+    try:
+        _send(app, PUBLISH_OUTBOX, [], "notify")
+    except Exception:
+        log.warning("could not request a publish; beat's will send the events", exc_info=True)

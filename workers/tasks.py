@@ -13,25 +13,28 @@ from celery import shared_task
 from sqlalchemy import select, text
 from sqlalchemy.exc import OperationalError
 
-from dispatch import batches, sweeps
+from dispatch import batches, outbox, sweeps
 from dispatch.matching import Outcome, dispatch_booking
 from dispatch.models import Booking
 from dispatch.stats import booking_stats
 from smartroute import snapshots
-from smartroute.metrics import ASSIGN_LATENCY, MATCH_OUTCOMES
+from smartroute.metrics import ASSIGN_LATENCY, MATCH_OUTCOMES, PUSHES
 from workers import telemetry  # noqa: F401 - connects the task metrics signals
 from workers.context import (
     cost_model,
     driver_index,
     match_policy,
+    publisher,
     reader,
     sessions,
     settings,
 )
-from workers.dispatching import request_dispatch
+from workers.dispatching import request_dispatch, request_publish
 from workers.queues import queue_depths
 
 log = logging.getLogger(__name__)
+
+OUTBOX_BATCH = 500
 
 # A database restart or a full pool is worth retrying; anything else is a bug to see.
 TRANSIENT = (OperationalError,)
@@ -56,6 +59,8 @@ def match_booking(booking_id: int) -> str:
         assigned = result.outcome == Outcome.ASSIGNED
         created_at = session.get(Booking, booking_id).created_at if assigned else None
     MATCH_OUTCOMES.labels(result.outcome.value).inc()
+    if result.outcome in (Outcome.ASSIGNED, Outcome.EXPIRED):
+        request_publish(match_booking.app)
     if result.outcome == Outcome.ASSIGNED:
         ASSIGN_LATENCY.observe((_now() - created_at).total_seconds())
         log.info(
@@ -80,6 +85,8 @@ def dispatch_region(region: str) -> dict:
     MATCH_OUTCOMES.labels("no_driver").inc(len(outcome.unmatched))
     MATCH_OUTCOMES.labels("claim_lost").inc(len(outcome.lost))
     MATCH_OUTCOMES.labels("expired").inc(len(outcome.expired))
+    if outcome.offered or outcome.expired:
+        request_publish(dispatch_region.app)
     if outcome.again:
         _request(region, now=True)
     elif outcome.held_elsewhere:
@@ -118,6 +125,8 @@ def lapse_offers() -> int:
     """Offers past their window go back to pending and on to another driver."""
     with sessions()() as session, session.begin():
         lapsed = sweeps.lapse_offers(session, now=_now())
+    if lapsed:
+        request_publish(lapse_offers.app)
     _enqueue_matches(sessions(), lapsed)
     return len(lapsed)
 
@@ -136,6 +145,8 @@ def expire_bookings() -> int:
     """Pending bookings past their deadline become expired."""
     with sessions()() as session, session.begin():
         expired = sweeps.expire_overdue(session, now=_now())
+    if expired:
+        request_publish(expire_bookings.app)
     return len(expired)
 
 
@@ -179,3 +190,28 @@ def refresh_health() -> dict:
     snapshots.save(snapshots.redis_client(settings().redis_url), snapshots.HEALTH_KEY, snapshot,
                    settings().stats_ttl_s)
     return snapshot
+
+
+@shared_task(name="workers.tasks.publish_outbox", acks_late=True, **RETRY)
+def publish_outbox() -> int:
+    """Send unsent pushes in event_id order, and mark them sent. One publisher at a time."""
+    sent = 0
+    while True:
+        with sessions()() as session, session.begin():
+            rows = outbox.claim_unsent(session, limit=OUTBOX_BATCH)
+            if not rows:  # None: another publisher holds the lock and will send them.
+                return sent
+            publisher().deliver([(r.id, r.room, r.event, outbox.message(r)) for r in rows])
+            outbox.mark_sent(session, [r.id for r in rows], _now())
+        PUSHES.inc(len(rows))
+        sent += len(rows)
+        if len(rows) < OUTBOX_BATCH:
+            return sent
+
+
+@shared_task(name="workers.tasks.prune_outbox", acks_late=True, **RETRY)
+def prune_outbox() -> int:
+    """Forget delivered pushes older than the retention."""
+    cutoff = _now() - dt.timedelta(seconds=settings().outbox_retention_s)
+    with sessions()() as session, session.begin():
+        return outbox.prune(session, sent_before=cutoff)

@@ -7,10 +7,12 @@ import os
 import subprocess
 
 import pytest
+import redis
 import requests
 
 from dispatch.users import ensure_bootstrap_admin
-from smartroute.cli import api_argv, beat_argv, worker_argv
+from smartroute.cli import api_argv, beat_argv, relay_argv, worker_argv
+from smartroute.token_cache import remember
 from tests.support import free_port, wait_for
 from workers.app import create_celery
 
@@ -48,9 +50,12 @@ class Stack:
                     "PROMETHEUS_MULTIPROC_DIR": str(self.metrics_dir)}
         self.log_files = []
         self.api = self._spawn("api", api_argv("127.0.0.1", self.port, processes=2, threads=16))
-        queues = ",".join((*settings.dispatch_queues, "maintenance"))
+        queues = ",".join((*settings.dispatch_queues, "notify", "maintenance"))
         self.worker = self._spawn("worker", worker_argv(WORKER_PROCESSES, queues,
                                                         f"test-{self.port}@%h"))
+        self.relay_port = free_port()
+        self.relay_url = f"http://127.0.0.1:{self.relay_port}"
+        self.relay = self.start_relay()
         self.celery = create_celery(settings)
 
     def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen:
@@ -61,7 +66,7 @@ class Stack:
 
     def wait_ready(self) -> None:
         def api_up():
-            for proc in (self.api, self.worker):
+            for proc in (self.api, self.worker, self.relay):
                 if proc.poll() is not None:
                     raise AssertionError(f"a process exited early\n{self.log_tails()}")
             try:
@@ -73,8 +78,15 @@ class Stack:
             wait_for(api_up, START_TIMEOUT_S, "the API to answer /health", every=0.2)
             wait_for(lambda: self.celery.control.ping(timeout=0.5), START_TIMEOUT_S,
                      "the worker to answer a ping")
+            wait_for(self.relay_up, START_TIMEOUT_S, "the relay to answer /health", every=0.2)
         except AssertionError as exc:
             raise AssertionError(f"{exc}\n{self.log_tails()}") from None
+
+    def relay_up(self) -> bool:
+        try:
+            return requests.get(f"{self.relay_url}/health", timeout=2).status_code == 200
+        except requests.ConnectionError:
+            return False
 
     def log_tails(self, lines: int = 25) -> str:
         """The end of each process's log, for a failure message CI can show."""
@@ -83,6 +95,9 @@ class Stack:
             text = path.read_text(errors="replace").splitlines()[-lines:]
             tails.append(f"--- {path.name}\n" + "\n".join(text))
         return "\n".join(tails)
+
+    def start_relay(self) -> subprocess.Popen:
+        return self._spawn("relay", relay_argv("127.0.0.1", self.relay_port))
 
     def start_beat(self, name: str = "beat") -> subprocess.Popen:
         schedule_dir = self.logs / name
@@ -98,10 +113,10 @@ class Stack:
         return [c.pid for c in psutil.Process(self.worker.pid).children()]
 
     def stop(self) -> None:
-        for proc in (self.api, self.worker):
+        for proc in (self.api, self.worker, self.relay):
             if proc.poll() is None:
                 proc.terminate()
-        for proc in (self.api, self.worker):
+        for proc in (self.api, self.worker, self.relay):
             try:
                 proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
@@ -160,14 +175,18 @@ def beat(beats):
 @pytest.fixture
 def admin(stack, clean_db, committed_sessions) -> Client:
     with committed_sessions.begin() as s:
-        ensure_bootstrap_admin(s, stack.settings.admin_token)
-    return Client(stack.url, stack.settings.admin_token)
+        admin_id = ensure_bootstrap_admin(s, stack.settings.admin_token)
+    remember(redis.Redis.from_url(stack.settings.redis_url), stack.settings.admin_token, admin_id,
+             "admin")
+    client = Client(stack.url, stack.settings.admin_token)
+    client.id = admin_id
+    return client
 
 
 def new_user(admin: Client, role: str, name: str = "user") -> Client:
     created = admin.call("POST", "/v1/users", expect=201, json={"name": name, "role": role})
     client = Client(admin.base_url, created["token"])
-    client.id = created["id"]
+    client.id, client.token = created["id"], created["token"]
     return client
 
 

@@ -13,7 +13,7 @@ from dispatch.states import DRIVER_ACTIONS, Role, Status
 from web.api import api, parse_body, parse_query
 from web.auth import actor, requires
 from web.errors import ApiError
-from web.runtime import db, enqueue_dispatch, read_db, runtime, utcnow
+from web.runtime import db, enqueue_dispatch, enqueue_publish, read_db, runtime, utcnow
 from web.schemas import BookingQuery, NewBooking, decode_cursor, encode_cursor
 
 # Printable ASCII without spaces, as most payment APIs accept for their idempotency keys.
@@ -51,6 +51,7 @@ def create_booking():
     )
     session.commit()
     if created:
+        enqueue_publish()
         enqueue_dispatch(booking)
     location = url_for("api.get_booking", booking_id=booking.id)
     return service.booking_payload(booking), 202, {"Location": location}
@@ -83,6 +84,7 @@ def cancel_booking(booking_id: int):
     session = db()
     booking = service.cancel_booking(session, booking_id, actor(), now=utcnow())
     session.commit()
+    enqueue_publish()
     return service.booking_payload(booking)
 
 
@@ -92,6 +94,7 @@ def driver_action(booking_id: int, action: str):
     session = db()
     booking = service.driver_action(session, booking_id, actor().id, action, now=utcnow())
     session.commit()
+    enqueue_publish()
     if booking.status == Status.PENDING:
         enqueue_dispatch(booking)
     return service.booking_payload(booking)

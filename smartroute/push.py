@@ -1,0 +1,50 @@
+"""Delivering outbox events: to the relays through Redis, and to the replay log.
+
+Workers publish through a write-only ``socketio.RedisManager`` (no eventlet, no server
+here); every relay process subscribed to the same channel emits to its own clients.
+Each event is also appended to its room's capped Redis stream, keyed by ``event_id``,
+so a relay can replay what a reconnecting client missed without touching the database.
+"""
+
+from __future__ import annotations
+
+import json
+
+import redis
+import socketio
+
+CHANNEL = "smartroute-push"
+REPLAY_PREFIX = "smartroute:replay:"
+# Per room: enough for a driver who lost signal for a few minutes at a busy hour.
+REPLAY_LENGTH = 1000
+
+
+def replay_key(room: str) -> str:
+    return REPLAY_PREFIX + room
+
+
+class Publisher:
+    def __init__(self, redis_url: str) -> None:
+        self.emitter = socketio.RedisManager(redis_url, channel=CHANNEL, write_only=True)
+        self.redis = redis.Redis.from_url(redis_url, socket_timeout=5)
+
+    def deliver(self, events: list[tuple[int, str, str, dict]]) -> None:
+        """(event_id, room, event, data) in event_id order; raises if Redis refuses them."""
+        pipe = self.redis.pipeline(transaction=False)
+        for event_id, room, event, data in events:
+            pipe.xadd(replay_key(room), {"event": event, "data": json.dumps(data)},
+                      id=f"{event_id}-0", maxlen=REPLAY_LENGTH, approximate=True)
+        for result in pipe.execute(raise_on_error=False):
+            # An event already in the log (a retried batch) is refused as "ID too small":
+            # that is the copy we wanted. Anything else is a real failure.
+            if isinstance(result, redis.ResponseError) and "equal or smaller" not in str(result):
+                raise result
+        for _event_id, room, event, data in events:
+            self.emitter.emit(event, data, namespace="/", room=room)
+
+
+def missed(client: redis.Redis, room: str, after_event_id: int) -> list[tuple[int, str, dict]]:
+    """Events in ``room`` after ``after_event_id``, oldest first: (event_id, event, data)."""
+    entries = client.xrange(replay_key(room), min=f"({after_event_id}-0", max="+")
+    return [(int(entry_id.decode().split("-")[0]), fields[b"event"].decode(),
+             json.loads(fields[b"data"])) for entry_id, fields in entries]

@@ -1,0 +1,130 @@
+"""Real-time push through a real relay process, to real Socket.IO clients."""
+
+from __future__ import annotations
+
+import queue
+
+import pytest
+import socketio
+
+from tests.integration.conftest import new_user, online_driver
+
+# python-socketio's client leaves a websocket the server closed for the garbage collector,
+# which pytest reports as an unraisable ResourceWarning; it is the client's, not ours.
+pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+
+CENTRE = (38.7223, -9.1393)
+TRIP = {"pickup": {"lat": CENTRE[0], "lng": CENTRE[1]}, "dropoff": {"lat": 38.75, "lng": -9.15}}
+WAIT_S = 20
+
+
+class Listener:
+    """A python-socketio client that queues every event it receives."""
+
+    def __init__(self, url: str, token: str | None, last_event_id: int | None = None) -> None:
+        self.events: queue.Queue = queue.Queue()
+        self.client = socketio.Client(reconnection=False)
+        for name in ("new_assignment", "booking_updated", "error"):
+            self.client.on(name, lambda data, name=name: self.events.put((name, data)))
+        auth = {} if token is None else {"token": token}
+        if last_event_id is not None:
+            auth["last_event_id"] = last_event_id
+        self.client.connect(url, auth=auth, transports=["websocket"], wait_timeout=10)
+
+    def next(self, name: str | None = None, timeout: float = WAIT_S) -> tuple[str, dict]:
+        while True:
+            event = self.events.get(timeout=timeout)
+            if name is None or event[0] == name:
+                return event
+
+    def close(self) -> None:
+        self.client.disconnect()
+
+
+@pytest.fixture
+def listeners(stack):
+    opened = []
+
+    def open_(token, last_event_id=None):
+        opened.append(Listener(stack.relay_url, token, last_event_id))
+        return opened[-1]
+
+    yield open_
+    for listener in opened:
+        listener.close()
+
+
+def test_a_driver_gets_its_assignment_and_admins_see_every_change_in_order(admin, listeners):
+    driver = online_driver(admin, CENTRE[0] + 0.003, CENTRE[1])
+    rider = new_user(admin, "rider")
+    driver_feed, admin_feed = listeners(driver.token), listeners(admin.http.headers[
+        "Authorization"].removeprefix("Bearer "))
+    booking_id = rider.call("POST", "/v1/bookings", expect=202, json=TRIP)["id"]
+
+    name, offer = driver_feed.next("new_assignment")
+    assert (offer["id"], offer["status"], offer["driver_id"]) == (booking_id, "assigned", driver.id)
+    assert {"pickup", "dropoff", "version", "event_id"} <= set(offer)
+    for action in ("accept", "start", "complete"):
+        driver.call("POST", f"/v1/bookings/{booking_id}/{action}")
+
+    seen = [admin_feed.next("booking_updated") for _ in range(5)]
+    assert [d["status"] for _, d in seen] == ["pending", "assigned", "accepted", "in_progress",
+                                              "completed"]
+    assert [d["version"] for _, d in seen] == [1, 2, 3, 4, 5]
+    ids = [d["event_id"] for _, d in seen]
+    assert ids == sorted(ids) and len(set(ids)) == 5
+
+
+def test_without_a_valid_token_there_is_no_connection(stack):
+    for token in (None, "not-a-token"):
+        with pytest.raises(socketio.exceptions.ConnectionError):
+            Listener(stack.relay_url, token)
+
+
+def test_clients_cannot_choose_rooms_that_are_not_theirs(admin, listeners):
+    driver = online_driver(admin, *CENTRE)
+    feed = listeners(driver.token)
+    feed.client.emit("join_driver_room", {"driver_id": driver.id + 1})
+    assert feed.next("error")[1]["code"] == "forbidden"
+    feed.client.emit("join_admin_room", {})
+    assert feed.next("error")[1]["code"] == "forbidden"
+    rider = new_user(admin, "rider")
+    rider_feed = listeners(rider.token)
+    rider_feed.client.emit("join_admin_room")
+    assert rider_feed.next("error")[1]["code"] == "forbidden"
+
+
+def test_an_oversized_message_is_refused(admin, listeners, stack):
+    driver = online_driver(admin, *CENTRE)
+    feed = listeners(driver.token)
+    feed.client.emit("join_driver_room", {"driver_id": driver.id, "padding": "x" * 200_000})
+    # The relay closes a connection that sends more than its limit.
+    feed.client.sleep(0)
+    assert _disconnects(feed)
+
+
+def _disconnects(feed: Listener, timeout: float = 10) -> bool:
+    gone = queue.Queue()
+    feed.client.on("disconnect", lambda *_: gone.put(True))
+    if not feed.client.connected:
+        return True
+    try:
+        return gone.get(timeout=timeout)
+    except queue.Empty:
+        return not feed.client.connected
+
+
+def test_a_driver_who_was_away_catches_up_on_reconnect(admin, listeners):
+    driver = online_driver(admin, CENTRE[0] + 0.003, CENTRE[1])
+    rider = new_user(admin, "rider")
+    feed = listeners(driver.token)
+    first_id = rider.call("POST", "/v1/bookings", expect=202, json=TRIP)["id"]
+    _, first = feed.next("new_assignment")
+    assert first["id"] == first_id
+    feed.close()  # The phone goes into a tunnel.
+
+    driver.call("POST", f"/v1/bookings/{first_id}/decline")  # Declined just before, say.
+    second_id = rider.call("POST", "/v1/bookings", expect=202, json=TRIP)["id"]
+    back = listeners(driver.token, last_event_id=first["event_id"])
+    _, missed = back.next("new_assignment")
+    assert missed["id"] == second_id and missed["event_id"] > first["event_id"]
