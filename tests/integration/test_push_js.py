@@ -1,0 +1,63 @@
+"""The official JavaScript client (npm socket.io-client under node) as a driver's app."""
+
+from __future__ import annotations
+
+import json
+import queue
+import shutil
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+
+from tests.integration.conftest import new_user, online_driver
+
+JS = Path(__file__).resolve().parents[1] / "js"
+NODE = shutil.which("node")
+
+pytestmark = pytest.mark.skipif(
+    NODE is None or not (JS / "node_modules" / "socket.io-client").exists(),
+    reason="node and `npm ci --prefix tests/js` are needed (.ci/run installs them)",
+)
+
+
+def _lines(process: subprocess.Popen) -> queue.Queue:
+    lines: queue.Queue = queue.Queue()
+
+    def read():
+        for line in process.stdout:
+            lines.put(json.loads(line))
+
+    threading.Thread(target=read, daemon=True).start()
+    return lines
+
+
+def test_the_js_client_receives_its_assignment(admin, stack):
+    driver = online_driver(admin, 38.7253, -9.1393)
+    rider = new_user(admin, "rider")
+    app = subprocess.Popen([NODE, str(JS / "driver.js"), stack.relay_url, driver.token],
+                           stdout=subprocess.PIPE, text=True, cwd=JS)
+    try:
+        lines = _lines(app)
+        assert lines.get(timeout=20)["event"] == "connect"
+        booking_id = rider.call("POST", "/v1/bookings", expect=202, json={
+            "pickup": {"lat": 38.7223, "lng": -9.1393}, "dropoff": {"lat": 38.75, "lng": -9.15},
+        })["id"]
+        received = lines.get(timeout=30)
+        assert received["event"] == "new_assignment"
+        assert received["data"]["id"] == booking_id
+        assert received["data"]["driver_id"] == driver.id
+        assert app.wait(timeout=10) == 0
+    finally:
+        if app.poll() is None:
+            app.kill()
+        app.wait()
+        app.stdout.close()
+
+
+def test_the_js_client_is_refused_without_a_valid_token(stack):
+    app = subprocess.run([NODE, str(JS / "driver.js"), stack.relay_url, "forged"],
+                         capture_output=True, text=True, cwd=JS, timeout=30)
+    assert app.returncode == 3
+    assert json.loads(app.stdout.splitlines()[-1])["event"] == "connect_error"
