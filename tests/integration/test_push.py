@@ -128,3 +128,56 @@ def test_a_driver_who_was_away_catches_up_on_reconnect(admin, listeners):
     back = listeners(driver.token, last_event_id=first["event_id"])
     _, missed = back.next("new_assignment")
     assert missed["id"] == second_id and missed["event_id"] > first["event_id"]
+
+
+@pytest.mark.chaos
+def test_no_assignment_is_lost_when_the_relay_dies_mid_burst(admin, stack, engine, listeners):
+    import concurrent.futures as cf
+    import os
+    import signal
+
+    from sqlalchemy import text
+
+    from tests.support import wait_for
+
+    drivers = [online_driver(admin, CENTRE[0] + i * 0.0005, CENTRE[1], f"d{i}")
+               for i in range(8)]
+    feeds = {d.id: listeners(d.token) for d in drivers[1:]}
+    away = drivers[0]  # Disconnected the whole time its booking is offered.
+    rider = new_user(admin, "rider")
+
+    def book(_):
+        return rider.call("POST", "/v1/bookings", expect=202, json=TRIP)["id"]
+
+    with cf.ThreadPoolExecutor(4) as pool:
+        first = list(pool.map(book, range(3)))
+        os.kill(stack.relay.pid, signal.SIGKILL)  # Mid-burst: every live connection drops.
+        stack.relay.wait()
+        rest = list(pool.map(book, range(5)))
+        stack.relay = stack.start_relay()
+    wait_for(stack.relay_up, 30, "the relay to come back")
+
+    with engine.connect() as conn:
+        offers = dict(wait_for(lambda: (rows := conn.execute(text(
+            "SELECT id, driver_id FROM cab_bookings WHERE status = 'assigned'")).all())
+            and len(rows) == len(first + rest) and rows, 30, "every booking to be offered"))
+
+    received: dict[int, set[int]] = {}
+    for driver_id, feed in feeds.items():
+        # What arrived before the crash, then a reconnect asking for everything after it.
+        seen = []
+        while not feed.events.empty():
+            name, data = feed.events.get()
+            if name == "new_assignment":
+                seen.append(data)
+        last = max((d["event_id"] for d in seen), default=0)
+        received[driver_id] = {d["id"] for d in seen}
+        if driver_id in offers.values() and not received[driver_id] & set(offers):
+            back = listeners(next(d.token for d in drivers if d.id == driver_id), last)
+            received[driver_id].add(back.next("new_assignment")[1]["id"])
+    back = listeners(away.token, 0)
+    if away.id in offers.values():
+        received[away.id] = {back.next("new_assignment")[1]["id"]}
+
+    for booking_id, driver_id in offers.items():
+        assert booking_id in received.get(driver_id, set()), (booking_id, driver_id)
