@@ -21,7 +21,7 @@ def test_compose_file_is_valid_and_complete():
     assert out.returncode == 0, out.stderr
     listed = subprocess.run([*compose, "--services"], capture_output=True, text=True, env=env,
                             cwd=ROOT, check=True)
-    assert {"postgres", "redis", "api", "worker", "beat"} <= set(listed.stdout.split())
+    assert {"postgres", "redis", "api", "worker", "beat", "relay"} <= set(listed.stdout.split())
 
 
 @pytest.mark.skipif(COMPOSE is None, reason="docker-compose is not installed (.ci/run installs it)")

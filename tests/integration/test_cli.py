@@ -17,7 +17,7 @@ SMARTROUTE = [sys.executable, "-m", "smartroute"]
 
 def test_help_lists_every_part():
     out = subprocess.run([*SMARTROUTE, "--help"], capture_output=True, text=True, check=True)
-    for command in ("up", "api", "worker", "beat", "db"):
+    for command in ("up", "api", "worker", "beat", "relay", "db", "queues", "autoscale", "bench"):
         assert f"  {command} " in out.stdout
 
 
@@ -55,6 +55,7 @@ def test_up_starts_everything_and_sigterm_stops_it_all(settings, tmp_path, clean
         children = psutil.Process(up.pid).children(recursive=True)
         cmdlines = " ".join(" ".join(c.cmdline()) for c in children)
         assert "gunicorn" in cmdlines and " worker " in cmdlines and " beat " in cmdlines
+        assert "web.relay" in cmdlines
 
         up.send_signal(signal.SIGTERM)
         assert up.wait(timeout=30) == 0

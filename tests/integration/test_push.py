@@ -181,3 +181,21 @@ def test_no_assignment_is_lost_when_the_relay_dies_mid_burst(admin, stack, engin
 
     for booking_id, driver_id in offers.items():
         assert booking_id in received.get(driver_id, set()), (booking_id, driver_id)
+
+
+def test_relay_and_outbox_metrics_are_scraped_with_the_rest(admin, stack, listeners):
+    import requests
+
+    from tests.support import wait_for
+
+    driver = online_driver(admin, *CENTRE)
+    listeners(driver.token)
+
+    def connected_drivers() -> float:
+        text = requests.get(f"{stack.url}/metrics", timeout=10).text
+        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                   if line.startswith('smartroute_relay_connections{kind="driver"}'))
+
+    assert wait_for(connected_drivers, 10, "the relay's connection gauge") >= 1
+    scrape = requests.get(f"{stack.url}/metrics", timeout=10).text
+    assert "smartroute_outbox_lag_seconds" in scrape
