@@ -59,6 +59,7 @@ def test_a_driver_gets_its_assignment_and_admins_see_every_change_in_order(admin
     rider = new_user(admin, "rider")
     driver_feed, admin_feed = listeners(driver.token), listeners(admin.http.headers[
         "Authorization"].removeprefix("Bearer "))
+    rider_feed = listeners(rider.token)
     booking_id = rider.call("POST", "/v1/bookings", expect=202, json=TRIP)["id"]
 
     name, offer = driver_feed.next("new_assignment")
@@ -73,6 +74,9 @@ def test_a_driver_gets_its_assignment_and_admins_see_every_change_in_order(admin
     assert [d["version"] for _, d in seen] == [1, 2, 3, 4, 5]
     ids = [d["event_id"] for _, d in seen]
     assert ids == sorted(ids) and len(set(ids)) == 5
+    # The rider follows their own booking too (and only in their own room).
+    rider_seen = [rider_feed.next("booking_updated")[1]["status"] for _ in range(5)]
+    assert rider_seen == ["pending", "assigned", "accepted", "in_progress", "completed"]
 
 
 def test_without_a_valid_token_there_is_no_connection(stack):

@@ -1,0 +1,39 @@
+import datetime as dt
+
+import pytest
+from sqlalchemy import select
+
+from dispatch import outbox
+from dispatch.matching import MatchPolicy, dispatch_booking
+from dispatch.models import OutboxEvent
+from tests import factories as make
+
+
+def test_each_change_queues_its_pushes_in_the_same_transaction(session, now):
+    rider = make.rider(session)
+    driver = make.driver(session, now=now)
+    booking = make.booking(session, rider, now=now)
+    dispatch_booking(session, booking.id, MatchPolicy(), now)
+    rows = session.execute(select(OutboxEvent).order_by(OutboxEvent.id)).scalars().all()
+    assert [(r.room, r.event, r.payload["status"]) for r in rows] == [
+        ("admin_dashboard", "booking_updated", "pending"),
+        (f"rider_{rider.id}", "booking_updated", "pending"),
+        ("admin_dashboard", "booking_updated", "assigned"),
+        (f"rider_{rider.id}", "booking_updated", "assigned"),
+        (f"driver_{driver.user_id}", "new_assignment", "assigned"),
+    ]
+    assert outbox.message(rows[-1])["event_id"] == rows[-1].id
+
+
+def test_unsent_events_are_claimed_in_order_then_marked_and_pruned(session, now):
+    make.booking(session, make.rider(session), now=now)
+    claimed = outbox.claim_unsent(session)
+    assert [r.id for r in claimed] == sorted(r.id for r in claimed) and len(claimed) == 2
+    # created_at is the database's clock, a hair away from the test's.
+    assert outbox.oldest_unsent_age_s(session, now + dt.timedelta(seconds=3)) == \
+        pytest.approx(3, abs=0.5)
+    outbox.mark_sent(session, [r.id for r in claimed], now)
+    assert outbox.claim_unsent(session) == []
+    assert outbox.oldest_unsent_age_s(session, now) == 0
+    assert outbox.prune(session, sent_before=now) == 0  # Not yet past the retention.
+    assert outbox.prune(session, sent_before=now + dt.timedelta(seconds=1)) == 2
