@@ -1,0 +1,67 @@
+"""Every endpoint × every caller: no token is 401, the wrong role 403, the right one gets in.
+
+The table must name every route the app serves, so a new endpoint cannot slip in
+without deciding who may call it.
+"""
+
+import pytest
+
+GOOD = {"pickup": {"lat": 38.72, "lng": -9.14}, "dropoff": {"lat": 38.74, "lng": -9.15}}
+PUBLIC = "public"
+# (method, route pattern, concrete path, body, roles allowed past authentication)
+MATRIX = [
+    ("POST", "/v1/users", "/v1/users", {"name": "x", "role": "rider"}, {"admin"}),
+    ("POST", "/v1/bookings", "/v1/bookings", GOOD, {"rider"}),
+    ("GET", "/v1/bookings", "/v1/bookings", None, {"admin"}),
+    ("GET", "/v1/bookings/<id:booking_id>", "/v1/bookings/{b}", None,
+     {"rider", "driver", "admin"}),
+    ("POST", "/v1/bookings/<id:booking_id>/cancel", "/v1/bookings/{b}/cancel", None,
+     {"rider", "admin"}),
+    *[("POST", "/v1/bookings/<id:booking_id>/<any(accept, decline, start, complete):action>",
+       f"/v1/bookings/{{b}}/{action}", None, {"driver"})
+      for action in ("accept", "decline", "start", "complete")],
+    ("GET", "/v1/bookings/<id:booking_id>/dispatch-log", "/v1/bookings/{b}/dispatch-log", None,
+     {"admin"}),
+    ("GET", "/v1/drivers/me", "/v1/drivers/me", None, {"driver"}),
+    ("PUT", "/v1/drivers/me/location", "/v1/drivers/me/location", {"lat": 1, "lng": 1},
+     {"driver"}),
+    ("PUT", "/v1/drivers/me/status", "/v1/drivers/me/status", {"status": "offline"}, {"driver"}),
+    ("GET", "/v1/stats", "/v1/stats", None, {"admin"}),
+    ("GET", "/health", "/health", None, PUBLIC),
+    ("GET", "/health/live", "/health/live", None, PUBLIC),
+    ("GET", "/metrics", "/metrics", None, PUBLIC),
+    ("GET", "/openapi.json", "/openapi.json", None, PUBLIC),
+]
+CALLERS = ("nobody", "rider", "driver", "admin")
+
+
+def test_the_matrix_names_every_route(app):
+    served = {(method, rule.rule) for rule in app.url_map.iter_rules()
+              for method in rule.methods - {"HEAD", "OPTIONS"} if rule.endpoint != "static"}
+    assert served == {(method, pattern) for method, pattern, *_ in MATRIX}
+
+
+@pytest.fixture
+def callers(api):
+    tokens = {role: api.user(role, role)["token"] for role in ("rider", "driver")}
+    tokens["admin"] = api.token
+    booking = api.as_(tokens["rider"]).request("POST", "/v1/bookings", json=GOOD).get_json()
+    return {"nobody": None, **tokens}, booking["id"]
+
+
+@pytest.mark.parametrize("method,pattern,path,body,allowed", MATRIX,
+                         ids=[f"{m} {p}" for m, _, p, *_ in MATRIX])
+def test_who_may_call_what(api, callers, method, pattern, path, body, allowed):
+    tokens, booking_id = callers
+    for caller in CALLERS:
+        response = api.as_(tokens[caller]).request(method, path.format(b=booking_id), json=body)
+        status = response.status_code
+        if allowed == PUBLIC:
+            assert status < 400, (caller, status)
+        elif caller == "nobody":
+            assert status == 401, (caller, status)
+        elif caller in allowed:
+            assert status not in (401, 403), (caller, status, response.get_data(as_text=True))
+        else:
+            assert status == 403, (caller, status)
+        assert response.status_code != 500
