@@ -28,7 +28,10 @@ def create_app(settings: Settings | None = None) -> Flask:
             "with embedded services when they are unset"
         )
     app = Flask(__name__)
-    app.config.update(MAX_CONTENT_LENGTH=settings.max_body_bytes, JSON_SORT_KEYS=False)
+    # Never the interactive debugger, whatever FLASK_DEBUG says: it runs code on request.
+    app.config.update(MAX_CONTENT_LENGTH=settings.max_body_bytes, DEBUG=False,
+                      PROPAGATE_EXCEPTIONS=False)
+    app.debug = False
     app.json.sort_keys = False
     engine = _engine(settings, settings.database_url, "smartroute-api")
     replica = (

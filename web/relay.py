@@ -129,7 +129,9 @@ def main() -> None:
         raise SystemExit("the relay needs REDIS_URL (smartroute relay fills it in)")
     app, socketio = create_relay(settings)
     log.info("relay listening on %s:%s (%s)", args.host, args.port, settings.relay_async_mode)
-    socketio.run(app, host=args.host, port=args.port, log_output=False)
+    # debug=False always: the relay never serves Werkzeug's interactive debugger.
+    socketio.run(app, host=args.host, port=args.port, log_output=False, debug=False,
+                 use_reloader=False)
 
 
 if __name__ == "__main__":

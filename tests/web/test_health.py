@@ -33,3 +33,18 @@ def test_health_reports_memory_uptime_and_the_broker(api):
     body = api.as_(None).request("GET", "/health").get_json()
     assert body["memory"]["rss_mb"] > 0 and body["uptime_s"] >= 0
     assert body["broker"]["status"] == "ok"
+
+
+def test_debug_mode_cannot_be_switched_on_from_the_environment(settings, monkeypatch):
+    monkeypatch.setenv("FLASK_DEBUG", "1")
+    app = create_app(settings)
+    try:
+        assert app.debug is False
+        # An unexpected error is a JSON 500 that leaks nothing, not a debugger page.
+        app.add_url_rule("/boom", "boom", lambda: 1 / 0)
+        response = app.test_client().get("/boom")
+        assert response.status_code == 500
+        assert response.get_json()["error"] == {"code": "internal_error",
+                                                "message": "something went wrong on our side"}
+    finally:
+        app.extensions["smartroute"].engine.dispose()
