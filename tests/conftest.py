@@ -20,6 +20,7 @@ import psycopg2
 import pytest
 import redis
 from sqlalchemy import make_url, text
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from dispatch.db import make_engine, make_sessionmaker
@@ -100,10 +101,18 @@ def session(engine) -> Session:
         outer.rollback()
 
 
-def truncate_all(engine) -> None:
+def truncate_all(engine, attempts: int = 5) -> None:
+    """Empty every table. A worker still finishing an earlier test's task can deadlock with
+    TRUNCATE's table locks; PostgreSQL then aborts one side, and if it is us we go again."""
     tables = ", ".join(t.name for t in Base.metadata.sorted_tables)
-    with engine.begin() as conn:
-        conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+    for attempt in range(attempts):
+        try:
+            with engine.begin() as conn:
+                conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+            return
+        except OperationalError:
+            if attempt == attempts - 1:
+                raise
 
 
 @pytest.fixture

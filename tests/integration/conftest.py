@@ -13,6 +13,7 @@ import requests
 from dispatch.users import ensure_bootstrap_admin
 from smartroute.cli import api_argv, beat_argv, relay_argv, worker_argv
 from smartroute.token_cache import remember
+from tests.conftest import QUEUES
 from tests.support import free_port, wait_for
 from workers.app import create_celery
 
@@ -41,6 +42,9 @@ STACK_TUNING = {
 class Stack:
     def __init__(self, settings, tmp_path_factory):
         self.settings = settings
+        # Messages an earlier test's processes left behind (its beat's sweeps) must not run
+        # against the next test's data.
+        redis.Redis.from_url(settings.redis_url).delete(*QUEUES)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.logs = tmp_path_factory.mktemp("stack-logs")
