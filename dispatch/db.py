@@ -26,8 +26,15 @@ def make_engine(
     pool_timeout: float = 30.0,
     pool_recycle: int = 1800,
     application_name: str = "smartroute",
+    idle_in_transaction_timeout_s: float = 10.0,
 ) -> Engine:
-    """An engine with the scaling guide's pool: 5 kept, 20 at most, 30 s to acquire."""
+    """An engine with the scaling guide's pool: 5 kept, 20 at most, 30 s to acquire.
+
+    A process that stalls inside a transaction (SIGSTOP, a GC pause, a hung client) would
+    hold its row locks and keep bookings and drivers from everyone else. PostgreSQL ends
+    such a session after ``idle_in_transaction_timeout_s`` (0: never), rolling it back, so
+    the stalled process's late write fails instead of landing on state it no longer knows.
+    """
     return create_engine(
         sqlalchemy_url(url),
         pool_size=pool_size,
@@ -36,7 +43,12 @@ def make_engine(
         pool_recycle=pool_recycle,
         # A connection dropped by a database restart is replaced, not handed to a request.
         pool_pre_ping=True,
-        connect_args={"application_name": application_name, "connect_timeout": 10},
+        connect_args={
+            "application_name": application_name,
+            "connect_timeout": 10,
+            "options": "-c idle_in_transaction_session_timeout="
+                       f"{int(idle_in_transaction_timeout_s * 1000)}",
+        },
     )
 
 

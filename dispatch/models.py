@@ -60,13 +60,37 @@ class User(Base):
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     name: Mapped[str] = mapped_column(String(100))
     role: Mapped[str] = mapped_column(String(16))
-    # SHA-256 of the bearer token: a stolen database dump holds no usable token.
-    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[dt.datetime] = mapped_column(Timestamp, server_default=func.now())
 
     __table_args__ = (
         CheckConstraint(_in("role", ROLES), name="role"),
         Index("ix_users_role", "role"),
+    )
+
+
+class AccessToken(Base):
+    """One bearer token a user holds. The row is what makes a token revocable.
+
+    Issued tokens are signed and carry their expiry (``dispatch/tokens.py``); the only
+    token without an expiry is the operator's bootstrap admin token.
+    """
+
+    __tablename__ = "access_tokens"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    user_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    # SHA-256 of the token: a stolen database dump holds no usable token.
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    issued_at: Mapped[dt.datetime] = mapped_column(Timestamp, server_default=func.now())
+    expires_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)
+
+    __table_args__ = (
+        CheckConstraint("expires_at IS NULL OR expires_at > issued_at", name="expires_after_issue"),
+        CheckConstraint("revoked_at IS NULL OR revoked_at >= issued_at",
+                        name="revoked_after_issue"),
     )
 
 

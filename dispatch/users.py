@@ -1,56 +1,62 @@
-"""Users and their bearer tokens. Only a token's SHA-256 is stored."""
+"""Users: riders, drivers and admins. Their tokens live in ``dispatch/tokens.py``."""
 
 from __future__ import annotations
-
-import hashlib
-import secrets
 
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
-from dispatch.models import Driver, User
+from dispatch.errors import NotFound
+from dispatch.models import AccessToken, Driver, User
 from dispatch.states import Role
+from dispatch.tokens import hash_token
 
 BOOTSTRAP_ADMIN_NAME = "bootstrap-admin"
 
 
-def hash_token(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
-def new_token() -> str:
-    """A fresh bearer token: 256 random bits, URL-safe."""
-    return secrets.token_urlsafe(32)
-
-
-def create_user(session: Session, name: str, role: Role) -> tuple[User, str]:
-    """Create a user (and a driver row for a driver); returns the user and their token."""
-    token = new_token()
-    user = User(name=name, role=role.value, token_hash=hash_token(token))
+def create_user(session: Session, name: str, role: Role) -> User:
+    """Create a user (and a driver row for a driver). The caller issues their token."""
+    user = User(name=name, role=role.value)
     session.add(user)
     session.flush()
     if role == Role.DRIVER:
         session.add(Driver(user_id=user.id, status="offline"))
         session.flush()
-    return user, token
-
-
-def authenticate(session: Session, token: str) -> User | None:
-    """The user a bearer token belongs to, or None."""
-    return session.execute(
-        select(User).where(User.token_hash == hash_token(token))
-    ).scalar_one_or_none()
+    return user
 
 
 def ensure_bootstrap_admin(session: Session, token: str) -> int:
-    """Make ``token`` an admin's token; returns that admin's id. Harmless at every start."""
+    """Make ``token`` an admin's token; returns that admin's id. Harmless at every start.
+
+    A bootstrap token that was revoked stays revoked: the operator sets a new one.
+    """
+    token_hash = hash_token(token)
+    existing = session.scalar(
+        select(AccessToken.user_id).where(AccessToken.token_hash == token_hash))
+    if existing is not None:
+        return existing
+    admin_id = session.scalar(
+        select(User.id).where(User.name == BOOTSTRAP_ADMIN_NAME, User.role == Role.ADMIN.value)
+        .order_by(User.id).limit(1)
+    )
+    if admin_id is None:
+        admin = User(name=BOOTSTRAP_ADMIN_NAME, role=Role.ADMIN.value)
+        session.add(admin)
+        session.flush()
+        admin_id = admin.id
     session.execute(
-        pg_insert(User)
-        .values(name=BOOTSTRAP_ADMIN_NAME, role=Role.ADMIN.value, token_hash=hash_token(token))
+        pg_insert(AccessToken)
+        .values(user_id=admin_id, token_hash=token_hash, expires_at=None)
         .on_conflict_do_nothing(index_elements=["token_hash"])
     )
-    return session.scalar(select(User.id).where(User.token_hash == hash_token(token)))
+    return session.scalar(select(AccessToken.user_id).where(AccessToken.token_hash == token_hash))
+
+
+def get_user(session: Session, user_id: int) -> User:
+    user = session.get(User, user_id)
+    if user is None:
+        raise NotFound(f"user {user_id} not found", user_id=user_id)
+    return user
 
 
 def user_payload(user: User) -> dict:

@@ -33,26 +33,28 @@ def _settings() -> Settings:
 
 def _with_services(settings: Settings) -> tuple[Settings, EmbeddedServices]:
     """Settings whose service URLs are filled in, starting embedded services where unset."""
+    settings, _ = _kept_secret(settings, "secret_key")
     services = ensure_services(settings.database_url, settings.redis_url, settings.data_dir)
     return settings.with_services(services.database_url, services.redis_url), services
 
 
-def _admin_token(settings: Settings) -> tuple[Settings, bool]:
-    """SMARTROUTE_ADMIN_TOKEN, or one generated once and kept (mode 600) in the data folder."""
-    if settings.admin_token:
+def _kept_secret(settings: Settings, name: str) -> tuple[Settings, bool]:
+    """The secret setting ``name``, or one generated once and kept (mode 600) in the data
+    folder, so every process on this machine shares it. Returns whether it was generated."""
+    if getattr(settings, name):
         return settings, False
     from dataclasses import replace
 
-    from dispatch.users import new_token
+    from dispatch.tokens import new_secret
 
-    path = settings.data_dir / "admin_token"
+    path = settings.data_dir / name
     if path.exists():
-        return replace(settings, admin_token=path.read_text().strip()), False
-    token = new_token()
+        return replace(settings, **{name: path.read_text().strip()}), False
+    secret = new_secret()
     path.parent.mkdir(parents=True, exist_ok=True)
     path.touch(mode=0o600)
-    path.write_text(token + "\n")
-    return replace(settings, admin_token=token), True
+    path.write_text(secret + "\n")
+    return replace(settings, **{name: secret}), True
 
 
 def _prepare_database(settings: Settings) -> None:
@@ -174,7 +176,7 @@ def up(host: str, port: int, workers: int, demo: bool) -> None:
     """Start everything: migrations, API, workers and beat, supervised."""
     settings, services = _with_services(_settings())
     try:
-        settings, generated = _admin_token(settings)
+        settings, generated = _kept_secret(settings, "admin_token")
         _prepare_database(settings)
     except BaseException:
         services.stop()

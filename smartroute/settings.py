@@ -2,7 +2,8 @@
 
 Every entry point (API, worker, beat, CLI, tests) builds its settings here, so a
 variable means the same thing everywhere. Secrets have no default: when
-``SMARTROUTE_ADMIN_TOKEN`` is unset, ``smartroute up`` generates one and prints it.
+``SMARTROUTE_ADMIN_TOKEN`` or ``SMARTROUTE_SECRET_KEY`` is unset, the CLI generates one once
+and keeps it in the data folder (mode 600); Compose requires both.
 """
 
 from __future__ import annotations
@@ -63,6 +64,18 @@ def _limit(env: Mapping[str, str], name: str, default: str) -> str:
     return value
 
 
+MIN_SECRET_KEY_LENGTH = 32
+
+
+def _secret_key(env: Mapping[str, str]) -> str | None:
+    key = _optional(env, "SMARTROUTE_SECRET_KEY")
+    if key is not None and len(key) < MIN_SECRET_KEY_LENGTH:
+        raise ConfigError(
+            f"SMARTROUTE_SECRET_KEY must be at least {MIN_SECRET_KEY_LENGTH} characters; "
+            "`python -c 'import secrets; print(secrets.token_urlsafe(32))'` makes one")
+    return key
+
+
 def _optional(env: Mapping[str, str], name: str) -> str | None:
     value = env.get(name, "").strip()
     return value or None
@@ -76,14 +89,18 @@ class Settings:
     broker_url: str | None = None
     data_dir: Path = Path(".smartroute")
 
-    # The bootstrap admin's token; never logged.
+    # The bootstrap admin's token and the key that signs issued tokens; never logged.
     admin_token: str | None = None
+    secret_key: str | None = None
+    token_ttl_s: int = 7 * 24 * 3600
 
     # Connection pool (the scaling guide: at most 20 connections, 5 kept).
     db_pool_size: int = 5
     db_max_overflow: int = 15
     db_pool_timeout_s: float = 30.0
     db_pool_recycle_s: int = 1800
+    # A session idle inside a transaction this long is ended by PostgreSQL (see dispatch/db.py).
+    db_idle_in_transaction_timeout_s: float = 10.0
 
     # Dispatch tunables.
     offer_window_s: int = 25
@@ -131,6 +148,7 @@ class Settings:
     relay_async_mode: str = "eventlet"
     relay_cors_origins: tuple[str, ...] = ()
     relay_max_message_bytes: int = 64 * 1024
+    relay_revalidate_every_s: float = 5.0
     publish_every_s: float = 1.0
     outbox_retention_s: int = 86400
 
@@ -147,10 +165,14 @@ class Settings:
             broker_url=_optional(env, "CELERY_BROKER_URL"),
             data_dir=Path(env.get("SMARTROUTE_DATA_DIR") or ".smartroute"),
             admin_token=_optional(env, "SMARTROUTE_ADMIN_TOKEN"),
+            secret_key=_secret_key(env),
+            token_ttl_s=_int(env, "SMARTROUTE_TOKEN_TTL_S", 7 * 24 * 3600, minimum=60),
             db_pool_size=_int(env, "SMARTROUTE_DB_POOL_SIZE", 5, minimum=1),
             db_max_overflow=_int(env, "SMARTROUTE_DB_MAX_OVERFLOW", 15),
             db_pool_timeout_s=_float(env, "SMARTROUTE_DB_POOL_TIMEOUT_S", 30.0),
             db_pool_recycle_s=_int(env, "SMARTROUTE_DB_POOL_RECYCLE_S", 1800, minimum=1),
+            db_idle_in_transaction_timeout_s=_float(
+                env, "SMARTROUTE_DB_IDLE_IN_TRANSACTION_TIMEOUT_S", 10.0),
             offer_window_s=_int(env, "SMARTROUTE_OFFER_WINDOW_S", 25, minimum=1),
             dispatch_deadline_s=_int(env, "SMARTROUTE_DISPATCH_DEADLINE_S", 300, minimum=1),
             match_radius_km=_float(env, "SMARTROUTE_MATCH_RADIUS_KM", 5.0, minimum=0.1),
@@ -188,6 +210,7 @@ class Settings:
                 if o.strip()),
             relay_max_message_bytes=_int(env, "SMARTROUTE_RELAY_MAX_MESSAGE_BYTES", 64 * 1024,
                                          minimum=1024),
+            relay_revalidate_every_s=_float(env, "SMARTROUTE_RELAY_REVALIDATE_EVERY_S", 5.0, 0.1),
             publish_every_s=_float(env, "SMARTROUTE_PUBLISH_EVERY_S", 1.0, 0.1),
             outbox_retention_s=_int(env, "SMARTROUTE_OUTBOX_RETENTION_S", 86400, minimum=60),
         )
@@ -231,6 +254,7 @@ class Settings:
             ("REDIS_URL", self.redis_url),
             ("CELERY_BROKER_URL", self.broker_url),
             ("SMARTROUTE_ADMIN_TOKEN", self.admin_token),
+            ("SMARTROUTE_SECRET_KEY", self.secret_key),
             ("DATABASE_REPLICA_URL", self.database_replica_url),
         ):
             if value:

@@ -1,29 +1,63 @@
-"""Who a bearer token belongs to, cached in Redis for processes with no database (the relay).
+"""Which tokens are live, cached in Redis for processes with no database (the relay).
 
-The API writes an entry when it creates a user and when a token authenticates; the relay
-only reads. Keys are the token's SHA-256, never the token.
+The API writes an entry when it issues a token and when a token authenticates, and
+removes it when the token is revoked; the relay only reads. Keys are the token's SHA-256,
+never the token. A revocation also leaves a marker, so the relay drops connections that
+were opened with the token before it was revoked.
+
+After Redis restarts empty, a token reaches the relay again as soon as its holder makes
+one API call (a driver's app pings its location every few seconds): the cache fails closed.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
+from collections.abc import Iterable
 
 import redis
 
-from dispatch.users import hash_token
+from dispatch.tokens import hash_token
 
 log = logging.getLogger(__name__)
 
 PREFIX = "smartroute:token:"
-TTL_S = 7 * 24 * 3600
+REVOKED_PREFIX = "smartroute:token-revoked:"
+MAX_TTL_S = 7 * 24 * 3600
 
 
-def remember(client: redis.Redis, token: str, user_id: int, role: str) -> None:
+def _ttl(expires_at: dt.datetime | None) -> int | None:
+    if expires_at is None:
+        return MAX_TTL_S
+    left = int((expires_at - dt.datetime.now(dt.UTC)).total_seconds())
+    return min(left, MAX_TTL_S) if left > 0 else None
+
+
+def remember(client: redis.Redis, token: str, user_id: int, role: str,
+             expires_at: dt.datetime | None = None) -> None:
     """Best effort: a cache that cannot be written only delays a relay connection."""
+    ttl = _ttl(expires_at)
+    if ttl is None:
+        return
     try:
-        client.set(PREFIX + hash_token(token), f"{user_id}:{role}", ex=TTL_S)
+        client.set(PREFIX + hash_token(token), f"{user_id}:{role}", ex=ttl)
     except (redis.RedisError, OSError) as exc:
         log.warning("token cache not updated: %s", exc.__class__.__name__)
+
+
+def forget(client: redis.Redis, token_hashes: Iterable[str]) -> None:
+    """Revoked: remove the entries and leave markers for the relay's open connections.
+
+    Raises if Redis is unreachable, so the caller can say the relay may not know yet.
+    """
+    hashes = list(token_hashes)
+    if not hashes:
+        return
+    with client.pipeline() as pipe:
+        pipe.delete(*(PREFIX + h for h in hashes))
+        for token_hash in hashes:
+            pipe.set(REVOKED_PREFIX + token_hash, 1, ex=MAX_TTL_S)
+        pipe.execute()
 
 
 def lookup(client: redis.Redis, token: str) -> tuple[int, str] | None:
@@ -32,3 +66,11 @@ def lookup(client: redis.Redis, token: str) -> tuple[int, str] | None:
         return None
     user_id, _, role = raw.decode().partition(":")
     return int(user_id), role
+
+
+def revoked(client: redis.Redis, token_hashes: list[str]) -> set[str]:
+    """Which of these tokens have been revoked (one round trip)."""
+    if not token_hashes:
+        return set()
+    flags = client.mget([REVOKED_PREFIX + h for h in token_hashes])
+    return {h for h, flag in zip(token_hashes, flags, strict=True) if flag is not None}

@@ -64,6 +64,7 @@ def settings() -> Settings:
         base.with_services(database_url, redis_url),
         data_dir=TEST_DATA_DIR,
         admin_token="test-admin-token",
+        secret_key="test-secret-key-that-signs-tokens-0123456789",
     )
     _reset_schema(database_url)
     migrate.upgrade(database_url)

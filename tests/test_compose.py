@@ -15,7 +15,8 @@ COMPOSE = shutil.which("docker-compose")
 
 @pytest.mark.skipif(COMPOSE is None, reason="docker-compose is not installed (.ci/run installs it)")
 def test_compose_file_is_valid_and_complete():
-    env = {**os.environ, "POSTGRES_PASSWORD": "pw", "SMARTROUTE_ADMIN_TOKEN": "token"}
+    env = {**os.environ, "POSTGRES_PASSWORD": "pw", "SMARTROUTE_ADMIN_TOKEN": "token",
+           "SMARTROUTE_SECRET_KEY": "k" * 32}
     compose = [COMPOSE, "-f", str(ROOT / "docker-compose.yml"), "config"]
     out = subprocess.run(compose, capture_output=True, text=True, env=env, cwd=ROOT)
     assert out.returncode == 0, out.stderr
@@ -27,7 +28,7 @@ def test_compose_file_is_valid_and_complete():
 @pytest.mark.skipif(COMPOSE is None, reason="docker-compose is not installed (.ci/run installs it)")
 def test_compose_refuses_to_run_without_secrets():
     env = {k: v for k, v in os.environ.items()
-           if k not in ("POSTGRES_PASSWORD", "SMARTROUTE_ADMIN_TOKEN")}
+           if k not in ("POSTGRES_PASSWORD", "SMARTROUTE_ADMIN_TOKEN", "SMARTROUTE_SECRET_KEY")}
     out = subprocess.run([COMPOSE, "-f", str(ROOT / "docker-compose.yml"), "config", "-q"],
                          capture_output=True, text=True, env=env, cwd=ROOT)
     assert out.returncode != 0 and "POSTGRES_PASSWORD" in out.stderr

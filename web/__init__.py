@@ -27,6 +27,9 @@ def create_app(settings: Settings | None = None) -> Flask:
             "the API needs DATABASE_URL and REDIS_URL; `smartroute api` fills them in "
             "with embedded services when they are unset"
         )
+    if settings.secret_key is None:
+        raise RuntimeError("the API needs SMARTROUTE_SECRET_KEY to sign tokens; `smartroute api` "
+                           "generates one in the data folder when it is unset")
     app = Flask(__name__)
     # Never the interactive debugger, whatever FLASK_DEBUG says: it runs code on request.
     app.config.update(MAX_CONTENT_LENGTH=settings.max_body_bytes, DEBUG=False,
@@ -70,6 +73,7 @@ def _engine(settings: Settings, url: str, name: str):
         pool_timeout=settings.db_pool_timeout_s,
         pool_recycle=settings.db_pool_recycle_s,
         application_name=name,
+        idle_in_transaction_timeout_s=settings.db_idle_in_transaction_timeout_s,
     )
     instrument_pool(engine, name)
     return engine

@@ -1,4 +1,4 @@
-"""Bearer-token authentication and role checks for the API."""
+"""Bearer-token authentication and role checks for the API (tokens: ``dispatch/tokens.py``)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from flask import g, request
 
 from dispatch.bookings import Actor
 from dispatch.states import Role
-from dispatch.users import authenticate
+from dispatch.tokens import authenticate
 from smartroute.token_cache import remember
 from web.errors import ApiError
 from web.runtime import db, runtime
@@ -37,15 +37,19 @@ def requires(*roles: Role) -> Callable:
         @functools.wraps(view)
         def wrapper(*args, **kwargs):
             token = _bearer_token()
-            user = authenticate(db(), token)
-            if user is None:
-                raise ApiError(401, "unauthorized", "the token is not valid", "Authorization")
-            # The relay, which has no database, knows tokens through this cache.
-            remember(runtime().redis, token, user.id, user.role)
+            holder = authenticate(db(), runtime().settings.secret_key, token)
+            if holder is None:
+                raise ApiError(401, "unauthorized",
+                               "the token is not valid: unknown, expired or revoked",
+                               "Authorization")
+            user = holder.user
+            # The relay, which has no database, knows live tokens through this cache.
+            remember(runtime().redis, token, user.id, user.role, holder.expires_at)
             if roles and user.role not in roles:
                 allowed = " or ".join(roles)
                 raise ApiError(403, "forbidden", f"this needs a {allowed} token")
             g.actor = Actor(user.id, Role(user.role))
+            g.token_id = holder.token_id
             return view(*args, **kwargs)
 
         return wrapper
@@ -55,3 +59,7 @@ def requires(*roles: Role) -> Callable:
 
 def actor() -> Actor:
     return g.actor
+
+
+def current_token_id() -> int:
+    return g.token_id

@@ -66,6 +66,14 @@ DRIVER = {
         "current_booking": {"oneOf": [BOOKING, {"type": "null"}]},
     },
 }
+TOKEN = {
+    "type": "object",
+    "required": ["token", "token_id", "expires_at"],
+    "properties": {"token": {"type": "string"}, "token_id": {"type": "integer"},
+                   "expires_at": NULLABLE_TIME},
+}
+USER_ID = {"name": "user_id", "in": "path", "required": True,
+           "schema": {"type": "integer", "minimum": 1, "maximum": 2**63 - 1}}
 ID = {"name": "booking_id", "in": "path", "required": True,
       "schema": {"type": "integer", "minimum": 1, "maximum": 2**63 - 1}}
 
@@ -113,11 +121,27 @@ def document() -> dict:
         "paths": {
             "/v1/users": {"post": _operation(
                 "Create a user (admin)", 201, {
-                    "type": "object", "required": ["id", "name", "role", "token"],
+                    "type": "object",
+                    "required": ["id", "name", "role", "token", "token_id", "expires_at"],
                     "properties": {"id": {"type": "integer"}, "name": {"type": "string"},
-                                   "role": {"enum": list(ROLES)}, "token": {"type": "string"},
-                                   "created_at": NULLABLE_TIME}},
+                                   "role": {"enum": list(ROLES)}, "created_at": NULLABLE_TIME,
+                                   **TOKEN["properties"]}},
                 body=NewUser)},
+            "/v1/tokens": {"post": _operation("A fresh token for the caller", 201, TOKEN)},
+            "/v1/tokens/current": {"delete": {
+                "summary": "Sign out: revoke the token this request carries",
+                "security": [{"bearer": []}], "parameters": [],
+                "responses": {"204": {"description": "revoked"}, **_errors()}}},
+            "/v1/users/{user_id}/tokens": {
+                "post": _operation("Issue a token for a user (admin)", 201, TOKEN,
+                                   params=[USER_ID]),
+                "delete": _operation(
+                    "Revoke every token of a user (admin)", 200, {
+                        "type": "object", "required": ["user_id", "revoked"],
+                        "properties": {"user_id": {"type": "integer"},
+                                       "revoked": {"type": "integer", "minimum": 0}}},
+                    params=[USER_ID]),
+            },
             "/v1/bookings": {
                 "post": _operation("Book a ride (rider)", 202, BOOKING, body=NewBooking,
                                    errors=(409,)),

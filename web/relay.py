@@ -4,8 +4,10 @@ Run as its own process (``smartroute relay`` starts ``python -m web.relay``). ev
 must patch the standard library before anything else is imported, or Redis calls hang
 (Flask-SocketIO #235), so the patch is the first thing this module does. The async mode
 is configuration (``SMARTROUTE_RELAY_ASYNC_MODE``): moving to gevent or threading is a
-change of that variable. The relay touches no database: it learns who a token belongs
-to from the API's token cache in Redis, and replays missed events from Redis streams.
+change of that variable. The relay touches no database: it checks a signed token's
+signature and expiry itself, learns whether a token is live (not revoked) from the API's
+token cache in Redis, and replays missed events from Redis streams. Every few seconds it
+drops connections whose token has since expired or been revoked.
 """
 
 import os
@@ -18,7 +20,9 @@ if ASYNC_MODE == "eventlet":
 
 # ruff: noqa: E402 - everything below must come after the monkey patch.
 import argparse
+import datetime as dt
 import logging
+from dataclasses import dataclass
 
 import redis
 import socketio as socketio_lib
@@ -26,6 +30,7 @@ from flask import Flask, Response, request
 from flask_socketio import SocketIO, emit, join_room
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from dispatch import tokens
 from dispatch.outbox import ADMIN_ROOM, driver_room, rider_room
 from smartroute import token_cache
 from smartroute.logs import configure_logging
@@ -34,6 +39,33 @@ from smartroute.push import CHANNEL, missed
 from smartroute.settings import Settings
 
 log = logging.getLogger("smartroute.relay")
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who a connection belongs to, and by which token, for its whole life."""
+
+    user_id: int
+    role: str
+    token_hash: str
+    expires_at: dt.datetime | None
+
+
+def identify(settings: Settings, cache: redis.Redis, token: object) -> Identity | None:
+    """The identity behind a token the relay should accept, or None."""
+    if not isinstance(token, str) or not token or len(token) > 4096:
+        return None
+    claims = None
+    if tokens.looks_signed(token):
+        claims = tokens.verify(settings.secret_key, token)
+        if claims is None:
+            return None  # Forged or expired: no Redis round trip.
+    live = token_cache.lookup(cache, token)
+    if live is None:
+        return None  # Unknown to the API, or revoked.
+    user_id, role = live
+    return Identity(user_id, role, tokens.hash_token(token),
+                    claims.expires_at if claims else None)
 
 
 def rooms_for(user_id: int, role: str) -> list[str]:
@@ -59,20 +91,19 @@ def create_relay(settings: Settings) -> tuple[Flask, SocketIO]:
         ping_timeout=60,
         max_http_buffer_size=settings.relay_max_message_bytes,
     )
-    identities: dict[str, tuple[int, str]] = {}
+    identities: dict[str, Identity] = {}
 
     @socketio.on("connect")
     def connect(auth):
         token = auth.get("token") if isinstance(auth, dict) else None
-        identity = token_cache.lookup(cache, token) if isinstance(token, str) else None
+        identity = identify(settings, cache, token)
         if identity is None:
             raise ConnectionRefusedError("unauthorized: a valid token is required in auth")
-        user_id, role = identity
         identities[request.sid] = identity
-        rooms = rooms_for(user_id, role)
+        rooms = rooms_for(identity.user_id, identity.role)
         for room in rooms:
             join_room(room)
-        RELAY_CONNECTIONS.labels(role).inc()
+        RELAY_CONNECTIONS.labels(identity.role).inc()
         last = auth.get("last_event_id")
         if isinstance(last, int) and not isinstance(last, bool) and last >= 0:
             backlog = sorted(e for room in rooms for e in missed(cache, room, last))
@@ -84,11 +115,12 @@ def create_relay(settings: Settings) -> tuple[Flask, SocketIO]:
     def disconnect(*_args):
         identity = identities.pop(request.sid, None)
         if identity is not None:
-            RELAY_CONNECTIONS.labels(identity[1]).dec()
+            RELAY_CONNECTIONS.labels(identity.role).dec()
 
     @socketio.on("join_driver_room")
     def join_driver(data=None):
-        user_id, role = identities[request.sid]
+        identity = identities[request.sid]
+        user_id, role = identity.user_id, identity.role
         wanted = data.get("driver_id") if isinstance(data, dict) else None
         if role != "driver" or wanted != user_id:
             emit("error", {"code": "forbidden", "message": "a driver may join only its own room"})
@@ -97,10 +129,21 @@ def create_relay(settings: Settings) -> tuple[Flask, SocketIO]:
 
     @socketio.on("join_admin_room")
     def join_admin(_data=None):
-        if identities[request.sid][1] != "admin":
+        if identities[request.sid].role != "admin":
             emit("error", {"code": "forbidden", "message": "only admins join the admin room"})
             return
         join_room(ADMIN_ROOM)
+
+    def revalidate_forever():
+        while True:
+            socketio.sleep(settings.relay_revalidate_every_s)
+            try:
+                for sid in ended_sessions(cache, identities):
+                    socketio.server.disconnect(sid, namespace="/")
+            except (redis.RedisError, OSError) as exc:
+                log.warning("token revalidation skipped: %s", exc.__class__.__name__)
+
+    socketio.start_background_task(revalidate_forever)
 
     @app.get("/health")
     def health():
@@ -118,6 +161,16 @@ def create_relay(settings: Settings) -> tuple[Flask, SocketIO]:
     return app, socketio
 
 
+def ended_sessions(cache: redis.Redis, identities: dict[str, Identity]) -> list[str]:
+    """Connections whose token has expired or been revoked since they connected."""
+    now = dt.datetime.now(dt.UTC)
+    current = list(identities.items())
+    revoked = token_cache.revoked(cache, sorted({i.token_hash for _, i in current}))
+    return [sid for sid, identity in current
+            if identity.token_hash in revoked
+            or (identity.expires_at is not None and identity.expires_at <= now)]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="SmartRoute's Socket.IO relay")
     parser.add_argument("--host", default="127.0.0.1")
@@ -125,8 +178,9 @@ def main() -> None:
     args = parser.parse_args()
     settings = Settings.from_env()
     configure_logging(settings)
-    if settings.redis_url is None:
-        raise SystemExit("the relay needs REDIS_URL (smartroute relay fills it in)")
+    if settings.redis_url is None or settings.secret_key is None:
+        raise SystemExit("the relay needs REDIS_URL and SMARTROUTE_SECRET_KEY "
+                         "(smartroute relay fills them in)")
     app, socketio = create_relay(settings)
     log.info("relay listening on %s:%s (%s)", args.host, args.port, settings.relay_async_mode)
     # debug=False always: the relay never serves Werkzeug's interactive debugger.

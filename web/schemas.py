@@ -61,7 +61,10 @@ class NewBooking(Strict):
         return BookingRequest(self.pickup.to_point(), self.dropoff.to_point(), self.pickup_at)
 
 
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+# Printable text only: PostgreSQL cannot store NUL, and control characters in a name only
+# ever mean a broken or hostile client.
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100,
+                                        pattern=r"^[^\x00-\x1f\x7f]+$")]
 
 
 class NewUser(Strict):

@@ -36,6 +36,7 @@ def _sessionmaker(url: str, name: str) -> sessionmaker[Session]:
         pool_timeout=s.db_pool_timeout_s,
         pool_recycle=s.db_pool_recycle_s,
         application_name=name,
+        idle_in_transaction_timeout_s=s.db_idle_in_transaction_timeout_s,
     )
     instrument_pool(engine, name)
     return make_sessionmaker(engine)

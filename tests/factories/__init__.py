@@ -25,7 +25,7 @@ def offset(point: Point, north_km: float = 0.0, east_km: float = 0.0) -> Point:
 
 
 def rider(session: Session, name: str = "rider") -> User:
-    user, _token = create_user(session, name, Role.RIDER)
+    user = create_user(session, name, Role.RIDER)
     return user
 
 
@@ -37,7 +37,7 @@ def driver(
     available: bool = True,
     name: str = "driver",
 ) -> Driver:
-    user, _token = create_user(session, name, Role.DRIVER)
+    user = create_user(session, name, Role.DRIVER)
     if at is not None:
         update_location(session, user.id, at.lat, at.lng, now=now)
     if available:

@@ -31,6 +31,7 @@ STACK_TUNING = {
     "SMARTROUTE_SCHEDULE_LEAD_S": "0",
     # Batched matching, with a short window.
     "SMARTROUTE_BATCH_WINDOW_S": "0.2",
+    "SMARTROUTE_RELAY_REVALIDATE_EVERY_S": "0.5",
     # Every test client shares 127.0.0.1, and the fuzzer books hard with one token: the rate
     # limits have their own tests (tests/web/test_rate_limits.py).
     "SMARTROUTE_BOOKING_LIMIT_PER_ADDRESS": "100000/minute",
@@ -40,7 +41,8 @@ STACK_TUNING = {
 
 
 class Stack:
-    def __init__(self, settings, tmp_path_factory):
+    def __init__(self, settings, tmp_path_factory, tuning=STACK_TUNING,
+                 worker_processes=WORKER_PROCESSES, worker_name="test"):
         self.settings = settings
         # Messages an earlier test's processes left behind (its beat's sweeps) must not run
         # against the next test's data.
@@ -49,14 +51,14 @@ class Stack:
         self.url = f"http://127.0.0.1:{self.port}"
         self.logs = tmp_path_factory.mktemp("stack-logs")
         self.metrics_dir = tmp_path_factory.mktemp("prometheus-multiproc")
-        self.env = {**os.environ, **settings.to_env(), **STACK_TUNING,
+        self.env = {**os.environ, **settings.to_env(), **tuning,
                     "SMARTROUTE_LOG_FORMAT": "json",
                     "PROMETHEUS_MULTIPROC_DIR": str(self.metrics_dir)}
         self.log_files = []
         self.api = self._spawn("api", api_argv("127.0.0.1", self.port, processes=2, threads=16))
         queues = ",".join((*settings.dispatch_queues, "notify", "maintenance"))
-        self.worker = self._spawn("worker", worker_argv(WORKER_PROCESSES, queues,
-                                                        f"test-{self.port}@%h"))
+        self.worker = self._spawn(f"worker-{worker_name}", worker_argv(
+            worker_processes, queues, f"{worker_name}-{self.port}@%h"))
         self.relay_port = free_port()
         self.relay_url = f"http://127.0.0.1:{self.relay_port}"
         self.relay = self.start_relay()

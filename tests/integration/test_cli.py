@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -35,13 +36,13 @@ def test_up_starts_everything_and_sigterm_stops_it_all(settings, tmp_path, clean
     env.pop("SMARTROUTE_ADMIN_TOKEN")
     log = open(tmp_path / "up.log", "wb")  # noqa: SIM115 - closed below
     up = subprocess.Popen([*SMARTROUTE, "up", "--port", str(port), "--workers", "1"],
-                          env=env, stdout=log, stderr=subprocess.STDOUT)
+                          env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         def healthy():
             assert up.poll() is None, (tmp_path / "up.log").read_text()
             try:
                 return requests.get(f"http://127.0.0.1:{port}/health", timeout=2).ok
-            except requests.ConnectionError:
+            except requests.RequestException:  # Refused, or too busy starting to answer.
                 return False
 
         wait_for(healthy, 60, "smartroute up to be healthy", every=0.2)
@@ -61,6 +62,8 @@ def test_up_starts_everything_and_sigterm_stops_it_all(settings, tmp_path, clean
         assert up.wait(timeout=30) == 0
         assert not [c for c in children if c.is_running() and c.status() != "zombie"]
     finally:
-        if up.poll() is None:
-            up.kill()
+        # On a failure, nothing it started may outlive the test and eat the next tests' tasks.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(up.pid, signal.SIGKILL)
+        up.wait()
         log.close()

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import queue
 
+import jwt
 import pytest
+import redis
 import socketio
 
+from dispatch import tokens
+from dispatch.users import get_user
+from smartroute import token_cache
 from tests.integration.conftest import new_user, online_driver
 
 # python-socketio's client leaves a websocket the server closed for the garbage collector,
@@ -26,6 +32,7 @@ class Listener:
         self.client = socketio.Client(reconnection=False)
         for name in ("new_assignment", "booking_updated", "error"):
             self.client.on(name, lambda data, name=name: self.events.put((name, data)))
+        self.client.on("disconnect", lambda *reason: self.events.put(("disconnect", reason)))
         auth = {} if token is None else {"token": token}
         if last_event_id is not None:
             auth["last_event_id"] = last_event_id
@@ -81,6 +88,35 @@ def test_a_driver_gets_its_assignment_and_admins_see_every_change_in_order(admin
 
 def test_without_a_valid_token_there_is_no_connection(stack):
     for token in (None, "not-a-token"):
+        with pytest.raises(socketio.exceptions.ConnectionError):
+            Listener(stack.relay_url, token)
+
+
+def test_a_revoked_token_loses_its_connection_and_cannot_reconnect(admin, listeners, stack):
+    driver = online_driver(admin, *CENTRE)
+    other = online_driver(admin, *CENTRE)
+    feed, bystander = listeners(driver.token), listeners(other.token)
+
+    admin.call("DELETE", f"/v1/users/{driver.id}/tokens")
+    feed.next("disconnect")  # Dropped by the relay's revalidation, not by the client.
+    with pytest.raises(socketio.exceptions.ConnectionError):
+        Listener(stack.relay_url, driver.token)
+    assert bystander.client.connected
+
+
+def test_the_relay_checks_signature_and_expiry_itself(admin, stack, committed_sessions):
+    """Even a token the cache knows is refused when its signature or expiry is wrong."""
+    driver = online_driver(admin, *CENTRE)
+    cache = redis.Redis.from_url(stack.settings.redis_url)
+    with committed_sessions.begin() as s:
+        user = get_user(s, driver.id)
+        long_ago = dt.datetime.now(dt.UTC) - dt.timedelta(hours=2)
+        expired, _ = tokens.issue(s, user, stack.settings.secret_key, 60, now=long_ago)
+    claims = jwt.decode(driver.token, options={"verify_signature": False})
+    forged = jwt.encode(claims, "not-the-key-" * 4, algorithm="HS256")
+    for token in (expired, forged):
+        # As if the API had vouched for it: only the relay's own checks stand in the way.
+        cache.set(token_cache.PREFIX + tokens.hash_token(token), f"{driver.id}:driver")
         with pytest.raises(socketio.exceptions.ConnectionError):
             Listener(stack.relay_url, token)
 

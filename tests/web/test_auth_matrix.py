@@ -27,6 +27,10 @@ MATRIX = [
      {"driver"}),
     ("PUT", "/v1/drivers/me/status", "/v1/drivers/me/status", {"status": "offline"}, {"driver"}),
     ("GET", "/v1/stats", "/v1/stats", None, {"admin"}),
+    ("POST", "/v1/tokens", "/v1/tokens", None, {"rider", "driver", "admin"}),
+    ("DELETE", "/v1/tokens/current", "/v1/tokens/current", None, {"rider", "driver", "admin"}),
+    ("POST", "/v1/users/<id:user_id>/tokens", "/v1/users/{u}/tokens", None, {"admin"}),
+    ("DELETE", "/v1/users/<id:user_id>/tokens", "/v1/users/{u}/tokens", None, {"admin"}),
     ("GET", "/health", "/health", None, PUBLIC),
     ("GET", "/health/live", "/health/live", None, PUBLIC),
     ("GET", "/metrics", "/metrics", None, PUBLIC),
@@ -43,18 +47,22 @@ def test_the_matrix_names_every_route(app):
 
 @pytest.fixture
 def callers(api):
-    tokens = {role: api.user(role, role)["token"] for role in ("rider", "driver")}
+    users = {role: api.user(role, role) for role in ("rider", "driver")}
+    tokens = {role: user["token"] for role, user in users.items()}
     tokens["admin"] = api.token
     booking = api.as_(tokens["rider"]).request("POST", "/v1/bookings", json=GOOD).get_json()
-    return {"nobody": None, **tokens}, booking["id"]
+    # The user whose tokens admins issue and revoke: someone not in the matrix's callers.
+    bystander = api.user("rider", "bystander")
+    return {"nobody": None, **tokens}, booking["id"], bystander["id"]
 
 
 @pytest.mark.parametrize("method,pattern,path,body,allowed", MATRIX,
                          ids=[f"{m} {p}" for m, _, p, *_ in MATRIX])
 def test_who_may_call_what(api, callers, method, pattern, path, body, allowed):
-    tokens, booking_id = callers
+    tokens, booking_id, user_id = callers
     for caller in CALLERS:
-        response = api.as_(tokens[caller]).request(method, path.format(b=booking_id), json=body)
+        response = api.as_(tokens[caller]).request(method, path.format(b=booking_id, u=user_id),
+                                                   json=body)
         status = response.status_code
         if allowed == PUBLIC:
             assert status < 400, (caller, status)

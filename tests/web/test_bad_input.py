@@ -107,6 +107,8 @@ def test_bad_query_parameters_are_named(api, query, field):
 
 @pytest.mark.parametrize("body,field", [({"name": "", "role": "rider"}, "name"),
                                         ({"name": "x" * 101, "role": "rider"}, "name"),
+                                        ({"name": "\u0000b", "role": "admin"}, "name"),
+                                        ({"name": "a\nb", "role": "rider"}, "name"),
                                         ({"name": "x", "role": "root"}, "role"),
                                         ({"name": "x"}, "role")])
 def test_bad_users_are_named(api, body, field):

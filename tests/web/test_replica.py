@@ -25,8 +25,8 @@ def replica_url(settings):
     engine = create_engine(sqlalchemy_url(replica))
     with engine.begin() as conn:
         conn.execute(text("TRUNCATE users, cab_bookings RESTART IDENTITY CASCADE"))
-        conn.execute(text("INSERT INTO users (id, name, role, token_hash) "
-                          "VALUES (900, 'replica-rider', 'rider', 'x')"))
+        conn.execute(text("INSERT INTO users (id, name, role) "
+                          "VALUES (900, 'replica-rider', 'rider')"))
         conn.execute(text(
             "INSERT INTO cab_bookings (id, user_id, pickup_lat, pickup_lng, dropoff_lat, "
             "dropoff_lng, date, time, status, expires_at) VALUES (4242, 900, 1, 1, 2, 2, "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dispatch.states import Role
+from dispatch.tokens import issue, token_payload
 from dispatch.users import create_user, user_payload
 from smartroute.token_cache import remember
 from web.api import api, parse_body
@@ -16,8 +17,9 @@ from web.schemas import NewUser
 def post_user():
     body = parse_body(NewUser)
     session = db()
-    user, token = create_user(session, body.name, Role(body.role))
+    settings = runtime().settings
+    user = create_user(session, body.name, Role(body.role))
+    token, row = issue(session, user, settings.secret_key, settings.token_ttl_s)
     session.commit()
-    remember(runtime().redis, token, user.id, user.role)
-    # The token is shown once, here; only its hash is kept.
-    return user_payload(user) | {"token": token}, 201
+    remember(runtime().redis, token, user.id, user.role, row.expires_at)
+    return user_payload(user) | token_payload(token, row), 201

@@ -1,0 +1,136 @@
+"""Bearer tokens: signed, expiring, and revocable.
+
+An issued token is a JWT (HS256, signed with ``SMARTROUTE_SECRET_KEY``) naming its user, role,
+row and expiry, so any process holding the key — the relay too, which has no database — can
+reject a forged or expired token without a lookup. Its ``access_tokens`` row is what makes it
+revocable: the API accepts a token only while its row is neither revoked nor expired. Only the
+row's SHA-256 of the token is stored.
+
+The one token that is not signed is the operator's bootstrap admin token
+(``SMARTROUTE_ADMIN_TOKEN``): a secret they chose, valid until they change it or revoke it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import secrets
+from dataclasses import dataclass
+
+import jwt
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from dispatch.models import AccessToken, User
+
+ALGORITHM = "HS256"
+ISSUER = "smartroute"
+
+
+@dataclass(frozen=True)
+class Claims:
+    """What a verified signed token says about itself."""
+
+    user_id: int
+    role: str
+    token_id: int
+    expires_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class Holder:
+    """Who presented a token that the database accepted, and which token it was."""
+
+    user: User
+    token_id: int
+    expires_at: dt.datetime | None
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def looks_signed(token: str) -> bool:
+    """A JWT has three dot-separated parts; a bootstrap token is one opaque string."""
+    return token.count(".") == 2
+
+
+def new_secret() -> str:
+    """256 random bits, URL-safe: a fresh bootstrap token or signing key."""
+    return secrets.token_urlsafe(32)
+
+
+def sign(secret: str, user_id: int, role: str, token_id: int, issued_at: dt.datetime,
+         expires_at: dt.datetime) -> str:
+    claims = {"iss": ISSUER, "sub": str(user_id), "role": role, "jti": str(token_id),
+              "iat": issued_at, "exp": expires_at}
+    return jwt.encode(claims, secret, algorithm=ALGORITHM)
+
+
+def verify(secret: str, token: str) -> Claims | None:
+    """The claims of a token signed with ``secret`` and not yet expired; None otherwise."""
+    try:
+        claims = jwt.decode(token, secret, algorithms=[ALGORITHM], issuer=ISSUER,
+                            options={"require": ["exp", "iat", "sub", "jti", "iss"]})
+        return Claims(user_id=int(claims["sub"]), role=str(claims["role"]),
+                      token_id=int(claims["jti"]),
+                      expires_at=dt.datetime.fromtimestamp(claims["exp"], dt.UTC))
+    except (jwt.PyJWTError, KeyError, TypeError, ValueError):
+        return None
+
+
+def issue(session: Session, user: User, secret: str, ttl_s: int,
+          now: dt.datetime | None = None) -> tuple[str, AccessToken]:
+    """A new signed token for ``user``, valid for ``ttl_s`` seconds. The caller commits."""
+    now = (now or dt.datetime.now(dt.UTC)).replace(microsecond=0)
+    expires_at = now + dt.timedelta(seconds=ttl_s)
+    # The row id goes into the token, so the row exists first; its hash follows.
+    row = AccessToken(user_id=user.id, token_hash=new_secret(), issued_at=now,
+                      expires_at=expires_at)
+    session.add(row)
+    session.flush()
+    token = sign(secret, user.id, user.role, row.id, now, expires_at)
+    row.token_hash = hash_token(token)
+    session.flush()
+    return token, row
+
+
+def authenticate(session: Session, secret: str, token: str) -> Holder | None:
+    """The holder of a live token: signature and expiry first, then its row's revocation."""
+    claims = None
+    if looks_signed(token):
+        claims = verify(secret, token)
+        if claims is None:
+            return None
+    row = session.execute(
+        select(AccessToken, User)
+        .join(User, User.id == AccessToken.user_id)
+        .where(AccessToken.token_hash == hash_token(token),
+               AccessToken.revoked_at.is_(None),
+               (AccessToken.expires_at.is_(None)) | (AccessToken.expires_at > func.now()))
+    ).one_or_none()
+    if row is None:
+        return None
+    access, user = row
+    if claims is not None and (claims.token_id != access.id or claims.user_id != user.id):
+        return None
+    return Holder(user=user, token_id=access.id, expires_at=access.expires_at)
+
+
+def revoke(session: Session, user_id: int, token_id: int | None = None) -> list[str]:
+    """Revoke one token of a user, or all of them; returns the revoked tokens' hashes."""
+    statement = (
+        update(AccessToken)
+        .where(AccessToken.user_id == user_id, AccessToken.revoked_at.is_(None))
+        .values(revoked_at=func.greatest(func.now(), AccessToken.issued_at))
+        .returning(AccessToken.token_hash)
+    )
+    if token_id is not None:
+        statement = statement.where(AccessToken.id == token_id)
+    return list(session.scalars(statement))
+
+
+def token_payload(token: str, row: AccessToken) -> dict:
+    """How a newly issued token is shown: once, here; only its hash is kept."""
+    return {"token": token, "token_id": row.id,
+            "expires_at": row.expires_at.isoformat() if row.expires_at else None}
