@@ -1,0 +1,152 @@
+"""A whole engine on PostgreSQL and Redis of its own, so faults hurt nothing else.
+
+The chaos stack runs the API (gunicorn), two worker nodes, the relay and beat, like
+`smartroute up` does, and can kill, stop, restart or wipe any of them, services included.
+Timers are short (a 3 s offer window, sweeps every half second), so a fault that would
+take minutes in production plays out in seconds.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from dataclasses import replace
+
+import psutil
+import pytest
+import redis
+from sqlalchemy import text
+
+from dispatch.db import make_engine
+from dispatch.users import ensure_bootstrap_admin
+from smartroute import migrate
+from smartroute.cli import worker_argv
+from smartroute.embedded import redis_socket_path, start_postgres, start_redis
+from smartroute.token_cache import remember
+from tests.integration.conftest import STACK_TUNING, Client, Stack
+from tests.support import wait_for
+
+CHAOS_TUNING = {
+    **STACK_TUNING,
+    "SMARTROUTE_OFFER_WINDOW_S": "3",
+    "SMARTROUTE_DISPATCH_DEADLINE_S": "180",
+    # A stalled process's transaction is ended quickly (dispatch/db.py).
+    "SMARTROUTE_DB_IDLE_IN_TRANSACTION_TIMEOUT_S": "2",
+    "SMARTROUTE_RELAY_REVALIDATE_EVERY_S": "0.5",
+    "SMARTROUTE_PUBLISH_EVERY_S": "0.5",
+}
+WORKER_NODES = ("alpha", "beta")
+
+
+class ChaosStack(Stack):
+    def __init__(self, settings, tmp_path_factory, data_dir):
+        self.data_dir = data_dir
+        database_url, self.postgres = start_postgres(data_dir)
+        redis_url, _ = start_redis(data_dir)
+        migrate.upgrade(database_url)
+        super().__init__(settings.with_services(database_url, redis_url), tmp_path_factory,
+                         tuning=CHAOS_TUNING, worker_processes=1, worker_name="alpha")
+        self.workers = {"alpha": self.worker, "beta": self.start_worker("beta")}
+        self.beat = self.start_beat()
+
+    # Processes ------------------------------------------------------------------------
+
+    def start_worker(self, node: str) -> subprocess.Popen:
+        return self._spawn(f"worker-{node}", worker_argv(
+            1, ",".join((*self.settings.dispatch_queues, "notify", "maintenance")),
+            f"{node}-{self.port}@%h"))
+
+    def restart_worker(self, node: str) -> None:
+        self.workers[node] = self.start_worker(node)
+
+    def worker_pids(self, node: str) -> tuple[int, list[int]]:
+        parent = self.workers[node]
+        return parent.pid, [c.pid for c in psutil.Process(parent.pid).children()]
+
+    def restart_beat(self) -> None:
+        self.beat = self.start_beat(f"beat-{len(self.log_files)}")
+
+    # Services -------------------------------------------------------------------------
+
+    def kill_redis(self) -> None:
+        """SIGKILL: no shutdown, no save (it keeps nothing on disk anyway)."""
+        pid = int((self.data_dir / "redis" / "redis.pid").read_text())
+        os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: not psutil.pid_exists(pid), 10, "Redis to die")
+        redis_socket_path(self.data_dir).unlink(missing_ok=True)
+
+    def start_redis(self) -> None:
+        start_redis(self.data_dir)
+
+    def stop_postgres(self) -> None:
+        self.postgres.cleanup()  # pg_ctl stop: every connection is cut.
+
+    def start_postgres(self) -> None:
+        _, self.postgres = start_postgres(self.data_dir)
+
+    def stop(self) -> None:
+        for process in (self.beat, *self.workers.values()):
+            if process.poll() is None:
+                process.terminate()
+        super().stop()
+        for process in (self.beat, *self.workers.values()):
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        redis.Redis.from_url(self.settings.redis_url).shutdown(nosave=True)
+        self.postgres.cleanup()
+
+
+@pytest.fixture(scope="package")
+def chaos(settings, tmp_path_factory):
+    data_dir = tmp_path_factory.mktemp("chaos-services")
+    stack = ChaosStack(replace(settings, database_url=None, redis_url=None), tmp_path_factory,
+                       data_dir)
+    try:
+        stack.wait_ready()
+        yield stack
+    finally:
+        stack.stop()
+
+
+@pytest.fixture(scope="package")
+def chaos_engine(chaos):
+    engine = make_engine(chaos.settings.database_url, pool_size=2,
+                         idle_in_transaction_timeout_s=0)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def chaos_admin(chaos, chaos_engine) -> Client:
+    """A clean slate for each fault: no bookings, users or drivers left from the last."""
+    wait_for(lambda: chaos.relay_up() and _api_up(chaos), 60, "the stack to be healthy")
+    with chaos_engine.begin() as conn:
+        conn.execute(text("TRUNCATE users, cab_bookings, outbox_events RESTART IDENTITY CASCADE"))
+        admin_id = ensure_bootstrap_admin_sql(conn, chaos.settings.admin_token)
+    cache = redis.Redis.from_url(chaos.settings.redis_url)
+    # Ids restart with the tables, so the replay streams, token cache and driver index of
+    # the last fault's run would name other events and other drivers.
+    stale = cache.keys("smartroute:*")
+    if stale:
+        cache.delete(*stale)
+    remember(cache, chaos.settings.admin_token, admin_id, "admin")
+    return Client(chaos.url, chaos.settings.admin_token)
+
+
+def ensure_bootstrap_admin_sql(conn, token: str) -> int:
+    from sqlalchemy.orm import Session
+
+    with Session(bind=conn) as session:
+        return ensure_bootstrap_admin(session, token)
+
+
+def _api_up(stack: Stack) -> bool:
+    import requests
+
+    try:
+        return requests.get(f"{stack.url}/health", timeout=2).status_code == 200
+    except requests.RequestException:
+        return False

@@ -1,0 +1,191 @@
+"""Steady load for the chaos suite: riders who book, drivers who take every ride.
+
+Both behave as real apps do under faults. A rider retries a failed booking with the same
+Idempotency-Key; a driver's Socket.IO client reconnects by itself and asks for what it
+missed (``last_event_id``), pings its location every second, and works each offer
+through accept, start and complete, giving up on an offer only when the engine says it
+is no longer theirs (409). Every answer is recorded for the invariant checks.
+"""
+
+from __future__ import annotations
+
+import queue
+import random
+import threading
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+
+import requests
+import socketio
+
+from tests.integration.conftest import Client, new_user
+
+CENTRE = (38.7223, -9.1393)
+RETRYABLE = {429, 500, 502, 503, 504}
+
+
+def _near(rng: random.Random, km: float = 2.0) -> dict:
+    return {"lat": CENTRE[0] + rng.uniform(-km, km) / 111,
+            "lng": CENTRE[1] + rng.uniform(-km, km) / 87}
+
+
+@dataclass
+class Answer:
+    """One HTTP answer (or failure to answer) and how long it took."""
+
+    path: str
+    status: int | None  # None: no answer at all (refused, reset or timed out).
+    started: float  # time.monotonic() when the request was sent.
+    seconds: float
+    code: str | None = None
+
+
+@dataclass
+class Record:
+    accepted: set[int] = field(default_factory=set)  # Bookings that got a 202.
+    answers: list[Answer] = field(default_factory=list)
+    # (booking, driver, version) of every new_assignment a driver's client received.
+    offers_received: set[tuple[int, int, int]] = field(default_factory=set)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def answered(self, answer: Answer) -> None:
+        with self.lock:
+            self.answers.append(answer)
+
+    def statuses(self, path_prefix: str = "") -> Counter:
+        with self.lock:
+            return Counter(a.status for a in self.answers if a.path.startswith(path_prefix))
+
+
+def _call(http: requests.Session, record: Record, method: str, url: str, path: str,
+          **kwargs) -> requests.Response | None:
+    started = time.monotonic()
+    try:
+        response = http.request(method, url + path, timeout=10, **kwargs)
+    except requests.RequestException:
+        record.answered(Answer(path, None, started, time.monotonic() - started))
+        return None
+    code = None
+    if response.status_code >= 400 and response.headers.get("content-type", "").startswith(
+            "application/json"):
+        code = response.json().get("error", {}).get("code")
+    record.answered(Answer(path, response.status_code, started, time.monotonic() - started,
+                           code))
+    return response
+
+
+class Driver:
+    def __init__(self, client: Client, relay_url: str, record: Record, stop: threading.Event,
+                 seed: int) -> None:
+        self.client, self.record, self.stop = client, record, stop
+        self.rng = random.Random(seed)
+        self.position = _near(self.rng, 1.0)
+        self.last_event_id = 0
+        self.offers: queue.Queue = queue.Queue()
+        self.sio = socketio.Client(reconnection=True, reconnection_delay=0.2,
+                                   reconnection_delay_max=1)
+        self.sio.on("new_assignment", self._offered)
+        self.sio.connect(relay_url, transports=["websocket"], wait_timeout=10,
+                         auth=lambda: {"token": client.token, "last_event_id": self.last_event_id})
+        self.threads = [threading.Thread(target=self._work, daemon=True),
+                        threading.Thread(target=self._ping, daemon=True)]
+        for thread in self.threads:
+            thread.start()
+
+    def _offered(self, data: dict) -> None:
+        self.last_event_id = max(self.last_event_id, data.get("event_id", 0))
+        with self.record.lock:
+            self.record.offers_received.add((data["id"], self.client.id, data["version"]))
+        self.offers.put(data["id"])
+
+    def _act(self, booking_id: int, action: str) -> bool:
+        """Keep trying one step until it lands (200) or the ride is no longer ours (409)."""
+        while not self.stop.is_set():
+            response = _call(self.client.http, self.record, "POST", self.client.base_url,
+                             f"/v1/bookings/{booking_id}/{action}")
+            if response is not None and response.status_code == 200:
+                return True
+            if response is not None and response.status_code not in RETRYABLE:
+                return False  # 409: lapsed, or offered to someone else meanwhile.
+            time.sleep(0.2)
+        return False
+
+    def _work(self) -> None:
+        while not self.stop.is_set():
+            try:
+                booking_id = self.offers.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            for action in ("accept", "start", "complete"):
+                if not self._act(booking_id, action):
+                    break
+
+    def _ping(self) -> None:
+        while not self.stop.wait(1.0):
+            _call(self.client.http, self.record, "PUT", self.client.base_url,
+                  "/v1/drivers/me/location", json=self.position)
+
+    def close(self) -> None:
+        for thread in self.threads:
+            thread.join(timeout=15)
+        self.sio.disconnect()
+
+
+class Load:
+    """``riders`` book ``rate`` rides a second in all; ``drivers`` take them."""
+
+    def __init__(self, admin: Client, relay_url: str, drivers: int = 8, rate: float = 4.0):
+        self.record = Record()
+        self.stop = threading.Event()
+        self.booking = threading.Event()
+        self.drivers = []
+        for i in range(drivers):
+            client = new_user(admin, "driver", f"driver-{i}")
+            client.call("PUT", "/v1/drivers/me/location", json=_near(random.Random(i), 1.0))
+            client.call("PUT", "/v1/drivers/me/status", json={"status": "available"})
+            self.drivers.append(Driver(client, relay_url, self.record, self.stop, seed=i))
+        self.rider = new_user(admin, "rider", "rider")
+        self.rate = rate
+        self.rng = random.Random(42)
+        self.thread = threading.Thread(target=self._book, daemon=True)
+
+    def __enter__(self) -> Load:
+        self.booking.set()
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self.stop.set()
+        self.thread.join(timeout=30)
+        for driver in self.drivers:
+            driver.close()
+
+    def stop_booking(self) -> None:
+        self.booking.clear()
+
+    def _book(self) -> None:
+        period = 1.0 / self.rate
+        while not self.stop.is_set():
+            if not self.booking.is_set():
+                time.sleep(0.1)
+                continue
+            started = time.monotonic()
+            self._one_booking()
+            self.stop.wait(max(0.0, period - (time.monotonic() - started)))
+
+    def _one_booking(self) -> None:
+        body = {"pickup": _near(self.rng, 1.5), "dropoff": _near(self.rng, 3.0)}
+        key = str(uuid.uuid4())
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not self.stop.is_set():
+            response = _call(self.rider.http, self.record, "POST", self.rider.base_url,
+                             "/v1/bookings", json=body, headers={"Idempotency-Key": key})
+            if response is not None and response.status_code in (200, 202):
+                with self.record.lock:
+                    self.record.accepted.add(response.json()["id"])
+                return
+            if response is not None and response.status_code not in RETRYABLE:
+                raise AssertionError(f"booking refused: {response.status_code} {response.text}")
+            time.sleep(0.3)  # The same key again: a retry can never book twice.
