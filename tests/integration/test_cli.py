@@ -34,6 +34,7 @@ def test_up_starts_everything_and_sigterm_stops_it_all(settings, tmp_path, clean
     env = {**os.environ, **settings.to_env(), "SMARTROUTE_DATA_DIR": str(tmp_path),
            "SMARTROUTE_LOG_FORMAT": "json"}
     env.pop("SMARTROUTE_ADMIN_TOKEN")
+    env.pop("SMARTROUTE_SECRET_KEY")
     log = open(tmp_path / "up.log", "wb")  # noqa: SIM115 - closed below
     up = subprocess.Popen([*SMARTROUTE, "up", "--port", str(port), "--workers", "1"],
                           env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -60,6 +61,9 @@ def test_up_starts_everything_and_sigterm_stops_it_all(settings, tmp_path, clean
 
         up.send_signal(signal.SIGTERM)
         assert up.wait(timeout=30) == 0
+        # The signing key was generated and kept for every process, and never logged.
+        secret_key = (tmp_path / "secret_key").read_text().strip()
+        assert len(secret_key) >= 32 and secret_key not in (tmp_path / "up.log").read_text()
         assert not [c for c in children if c.is_running() and c.status() != "zombie"]
     finally:
         # On a failure, nothing it started may outlive the test and eat the next tests' tasks.
