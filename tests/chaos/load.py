@@ -4,7 +4,9 @@ Both behave as real apps do under faults. A rider retries a failed booking with 
 Idempotency-Key; a driver's Socket.IO client reconnects by itself and asks for what it
 missed (``last_event_id``), pings its location every second, and works each offer
 through accept, start and complete, giving up on an offer only when the engine says it
-is no longer theirs (409). Every answer is recorded for the invariant checks.
+is no longer theirs (409). When a ping's answer says the driver is busy with nothing in
+hand, the app asks the API what it holds: an offer whose push was lost still arrives.
+Every answer is recorded for the invariant checks, with the way each offer arrived.
 """
 
 from __future__ import annotations
@@ -46,8 +48,10 @@ class Answer:
 class Record:
     accepted: set[int] = field(default_factory=set)  # Bookings that got a 202.
     answers: list[Answer] = field(default_factory=list)
-    # (booking, driver, version) of every new_assignment a driver's client received.
+    # (booking, driver, version) of every new_assignment a driver's client received...
     offers_received: set[tuple[int, int, int]] = field(default_factory=set)
+    # ...and of every offer a driver found only by asking the API (GET /v1/drivers/me).
+    offers_fetched: set[tuple[int, int, int]] = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def answered(self, answer: Answer) -> None:
@@ -84,6 +88,7 @@ class Driver:
         self.position = _near(self.rng, 1.0)
         self.last_event_id = 0
         self.offers: queue.Queue = queue.Queue()
+        self.in_hand: int | None = None  # The booking the work loop is on.
         self.sio = socketio.Client(reconnection=True, reconnection_delay=0.2,
                                    reconnection_delay_max=1)
         self.sio.on("new_assignment", self._offered)
@@ -118,14 +123,33 @@ class Driver:
                 booking_id = self.offers.get(timeout=0.2)
             except queue.Empty:
                 continue
+            if booking_id == self.in_hand:
+                continue  # Offered by push and by fetch: one ride.
+            self.in_hand = booking_id
             for action in ("accept", "start", "complete"):
                 if not self._act(booking_id, action):
                     break
+            self.in_hand = None
 
     def _ping(self) -> None:
         while not self.stop.wait(1.0):
-            _call(self.client.http, self.record, "PUT", self.client.base_url,
-                  "/v1/drivers/me/location", json=self.position)
+            response = _call(self.client.http, self.record, "PUT", self.client.base_url,
+                             "/v1/drivers/me/location", json=self.position)
+            if (response is not None and response.status_code == 200
+                    and response.json()["status"] == "busy" and self.in_hand is None
+                    and self.offers.empty()):
+                self._fetch_offer()
+
+    def _fetch_offer(self) -> None:
+        response = _call(self.client.http, self.record, "GET", self.client.base_url,
+                         "/v1/drivers/me")
+        current = response.json().get("current_booking") if (
+            response is not None and response.status_code == 200) else None
+        if current and current["status"] == "assigned" and self.in_hand is None:
+            with self.record.lock:
+                self.record.offers_fetched.add((current["id"], self.client.id,
+                                                current["version"]))
+            self.offers.put(current["id"])
 
     def close(self) -> None:
         for thread in self.threads:
