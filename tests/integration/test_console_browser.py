@@ -88,6 +88,9 @@ def test_an_admin_sees_a_new_booking_appear_and_change_status(admin, stack, page
     page = pages()
     sign_in(page, stack.url, "/admin", stack.settings.admin_token)
     driver = online_driver(admin, CENTRE[0] + 0.004, CENTRE[1] + 0.003)
+    # Two more drivers, farther out, so the map has a spread to fit.
+    online_driver(admin, CENTRE[0] - 0.012, CENTRE[1] - 0.018, "west")
+    online_driver(admin, CENTRE[0] + 0.015, CENTRE[1] + 0.02, "east")
     rider = new_user(admin, "rider")
     booking_id = rider.call("POST", "/v1/bookings", expect=202, json=TRIP)["id"]
 
@@ -97,9 +100,10 @@ def test_an_admin_sees_a_new_booking_appear_and_change_status(admin, stack, page
     expect(booking_row(page, booking_id)).to_have_text("accepted")
     expect(page.locator("#feed li").first).to_contain_text(f"#{booking_id}")
     expect(page.locator("#feed li").first).to_contain_text("accepted")
-    # The map drew the open booking, and the driver once the poll brought them in.
-    page.wait_for_function("document.querySelector('#map').hits?.length >= 1")
+    # The counts and the map follow the pushes: the booking and its driver are drawn.
     expect(page.locator("#count-accepted")).to_have_text("1")
+    expect(page.locator("#map")).to_have_attribute("data-bookings", "1")
+    expect(page.locator("#map")).to_have_attribute("data-drivers", "3")
 
     booking_row(page, booking_id).click()
     expect(page.locator("#dispatch-log")).to_be_visible()
@@ -129,7 +133,8 @@ def test_a_driver_accepts_an_offer_in_the_console_and_the_admin_sees_it(admin, s
     console.get_by_role("button", name="Accept").click()
     expect(card).to_have_attribute("data-status", "accepted")
     expect(booking_row(dashboard, booking_id)).to_have_text("accepted")
-    dashboard.wait_for_function("document.querySelector('#map').hits?.length >= 1")
+    expect(dashboard.locator("#count-accepted")).to_have_text("1")
+    expect(dashboard.locator("#map")).to_have_attribute("data-drivers", "1")
     screenshot(dashboard, "admin-dashboard-accepted")
 
     console.get_by_role("button", name="Start ride").click()
@@ -183,6 +188,9 @@ def test_the_driver_console_catches_up_by_itself_after_the_relay_comes_back(admi
     assert handshakes[-1] == {"token": driver.token, "last_event_id": first_event}
     console.get_by_role("button", name="Accept").click()
     expect(console.locator("#ride")).to_have_attribute("data-status", "accepted")
+    # The console kept the driver where SmartRoute last saw them.
+    assert admin.call("GET", "/v1/admin/drivers")["drivers"][0]["location"]["lat"] == \
+        pytest.approx(CENTRE[0] + 0.002)
     screenshot(console, "driver-console-after-reconnect")
     assert console.errors == [] or all("WebSocket" in e or "ERR_CONNECTION" in e
                                        for e in console.errors), console.errors

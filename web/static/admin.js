@@ -11,10 +11,12 @@ const POLL_MS = 5000;
 const FEED_LENGTH = 50;
 const TABLE_LENGTH = 100;
 const OPEN = new Set(["pending", "assigned", "accepted", "in_progress"]);
+const SETTLE_MS = 400;  // After a burst of pushes, refresh the counts and the map once.
 
 const signIn = new SignIn("admin");
 const bookings = new Map();  // id -> the newest version of each booking seen
 let drivers = [];
+let settling = null;
 
 async function start() {
   const config = await loadConfig();
@@ -83,6 +85,9 @@ function onBookingUpdated(booking) {
   feed.prepend(item);
   while (feed.children.length > FEED_LENGTH) feed.lastElementChild.remove();
   drawAll();
+  // The counts and the drivers come from the API: ask again once the burst has passed.
+  clearTimeout(settling);
+  settling = setTimeout(() => refresh().catch(() => {}), SETTLE_MS);
 }
 
 // Keep the newest version of each booking: pushes and polls may arrive in either order.

@@ -22,6 +22,7 @@ let ride = null;  // The booking this driver holds, as last seen.
 let lastPing = 0;
 let lastPushAt = 0;
 let simulation = null;
+let formFilled = false;
 
 async function start() {
   const config = await loadConfig();
@@ -89,6 +90,15 @@ function showMe(state) {
   toggle.textContent = state.status === "offline" ? "Go online" : "Go offline";
   toggle.disabled = state.status === "busy";
   toggle.title = state.status === "busy" ? "Finish the current ride first" : "";
+  if (!formFilled && state.location) {
+    // Start from where SmartRoute last saw this driver, not from the form's example.
+    formFilled = true;
+    $("#lat").value = state.location.lat.toFixed(5);
+    $("#lng").value = state.location.lng.toFixed(5);
+    $("#location-note").textContent =
+      `Last shared ${place(state.location)} at ${clock(state.last_seen_at)}`;
+    lastPing = Date.parse(state.last_seen_at) || 0;
+  }
   $("#idle-note").textContent = state.status === "offline"
     ? "Go online and share a location to receive offers."
     : "You are online: offers appear here as they come.";
@@ -149,6 +159,7 @@ async function shareLocation() {
   const lat = Number($("#lat").value), lng = Number($("#lng").value);
   const state = await call(signIn.token, "PUT", "/v1/drivers/me/location", { lat, lng });
   lastPing = Date.now();
+  formFilled = true;
   me = { ...me, ...state };
   $("#location-note").textContent = `Shared ${lat.toFixed(4)}, ${lng.toFixed(4)} at ` +
     clock(new Date().toISOString());

@@ -39,6 +39,11 @@ export function drawMap(canvas, drivers, bookings) {
   ctx.fillRect(0, 0, width, height);
 
   const located = drivers.filter((d) => d.location);
+  // What is drawn, for people using assistive technology and for the browser tests.
+  canvas.dataset.drivers = located.length;
+  canvas.dataset.bookings = bookings.length;
+  canvas.setAttribute("aria-label",
+    `Map of ${located.length} drivers and ${bookings.length} open bookings`);
   const points = [...located.map((d) => d.location), ...bookings.map((b) => b.pickup)];
   if (!points.length) {
     ctx.fillStyle = "#5f6368";
