@@ -119,6 +119,7 @@ def test_a_driver_accepts_an_offer_in_the_console_and_the_admin_sees_it(admin, s
     driver = new_user(admin, "driver", "Dora")
     console = pages((480, 900))
     sign_in(console, stack.url, "/driver", driver.token)
+    console.fill("#lat", str(CENTRE[0] + 0.003))
     console.click("#toggle-online")  # Shares the location in the form first.
     expect(console.locator("#driver-status")).to_have_text("available")
 

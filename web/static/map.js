@@ -70,14 +70,6 @@ export function drawMap(canvas, drivers, bookings) {
   }
   ctx.setLineDash([]);
 
-  for (const d of located) {
-    ctx.fillStyle = DRIVER_COLOURS[d.status] || "#555";
-    ctx.beginPath();
-    ctx.arc(view.x(d.location), view.y(d.location), 6, 0, 2 * Math.PI);
-    ctx.fill();
-    ctx.strokeStyle = "#fff";
-    ctx.stroke();
-  }
   ctx.font = "11px system-ui, sans-serif";
   ctx.textAlign = "left";
   canvas.hits = [];
@@ -88,6 +80,15 @@ export function drawMap(canvas, drivers, bookings) {
     ctx.fillStyle = "#202124";
     ctx.fillText(`#${b.id}`, x + 9, y + 4);
     canvas.hits.push({ x, y, id: b.id });
+  }
+  // Drivers last: a driver waiting at a pickup shows on top of its square.
+  for (const d of located) {
+    ctx.fillStyle = DRIVER_COLOURS[d.status] || "#555";
+    ctx.beginPath();
+    ctx.arc(view.x(d.location), view.y(d.location), 6, 0, 2 * Math.PI);
+    ctx.fill();
+    ctx.strokeStyle = "#fff";
+    ctx.stroke();
   }
 }
 
