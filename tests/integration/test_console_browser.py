@@ -147,6 +147,19 @@ def test_a_driver_accepts_an_offer_in_the_console_and_the_admin_sees_it(admin, s
     assert dashboard.errors == [] and console.errors == []
 
 
+def test_the_relay_lets_in_the_console_s_origin_and_no_other(stack):
+    import requests
+
+    handshake = f"{stack.relay_url}/socket.io/?EIO=4&transport=polling"
+    ours = requests.get(handshake, headers={"Origin": stack.url}, timeout=10)
+    assert ours.status_code == 200
+    assert ours.headers["Access-Control-Allow-Origin"] == stack.url
+    theirs = requests.get(handshake, headers={"Origin": "http://elsewhere.example"}, timeout=10)
+    assert theirs.status_code == 400
+    config = requests.get(f"{stack.url}/console/config.json", timeout=10).json()
+    assert config["relay_url"] == stack.relay_url
+
+
 LAST_EVENT = "Number(sessionStorage.getItem('smartroute.driver.last_event_id'))"
 
 
