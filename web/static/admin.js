@@ -154,16 +154,27 @@ function drawMinutes(minutes) {
     ctx.fillStyle = "#1a9850";
     ctx.fillRect(x + bar + 1, height - 14 - h2, bar, h2);
   });
+  // Mean time to assign, on its own scale: a line through the minutes that have one.
+  const waits = minutes.map((m) => m.mean_time_to_assign_s);
+  const slowest = Math.max(0.1, ...waits.filter((w) => w !== null));
+  ctx.strokeStyle = ctx.fillStyle = "#f08c00";
+  ctx.lineWidth = 2;
+  ctx.beginPath();
+  waits.forEach((w, i) => {
+    if (w === null) return;
+    const x = i * slot + slot / 2, y = height - 14 - ((height - 18) * w) / slowest;
+    ctx.lineTo(x, y);
+    ctx.fillRect(x - 2, y - 2, 4, 4);
+  });
+  ctx.stroke();
   ctx.fillStyle = "#5f6368";
   ctx.font = "11px system-ui, sans-serif";
   ctx.fillText(clock(minutes[0].minute).slice(0, 5), 0, height - 2);
   ctx.textAlign = "right";
   ctx.fillText("now", width, height - 2);
-  const last = minutes.filter((m) => m.created).at(-1);
-  $("#minutes-caption").textContent =
-    `booked (blue) and given a driver (green) per minute, up to ${top}/min` +
-    (last?.mean_time_to_assign_s != null
-      ? `; latest mean time to assign ${last.mean_time_to_assign_s.toFixed(1)} s` : "");
+  $("#minutes-caption").textContent = `Bookings made each minute (blue, up to ${top}), those ` +
+    `given a driver (green), and their mean time to assign (orange, up to ` +
+    `${slowest.toFixed(1)} s).`;
 }
 
 function drawLegend() {
