@@ -194,7 +194,7 @@ def up(host: str, port: int, workers: int, demo: bool) -> None:
 
     metrics_env = {"PROMETHEUS_MULTIPROC_DIR": str(_fresh_metrics_dir(settings)),
                    "SMARTROUTE_RELAY_CORS_ORIGINS": ",".join(
-                       console_origins(host, port, settings.relay_cors_origins))}
+                       relay_origins(host, port, settings.relay_cors_origins))}
     children = {
         "api": api_argv(host, port, processes=2, threads=8),
         "worker": worker_argv(workers, settings.worker_queues),
@@ -204,14 +204,18 @@ def up(host: str, port: int, workers: int, demo: bool) -> None:
     sys.exit(_run(settings, services, children, when_started, metrics_env))
 
 
-def console_origins(host: str, port: int, configured: tuple[str, ...] = ()) -> list[str]:
-    """The origins the relay lets in under ``smartroute up``: those configured, and the
-    API's own, where the console's pages come from. Never "*"."""
+def relay_origins(host: str, port: int, configured: tuple[str, ...] = ()) -> list[str]:
+    """The origins the relay lets in under ``smartroute up``: those configured, the API's,
+    where the console's pages come from, and the relay's own (port + 1), which non-browser
+    clients such as python-socketio send. Never "*".
+
+    A configured list replaces engine.io's same-origin default, so the relay's own origin
+    must be named too."""
     hosts = [host]
     if host in ("127.0.0.1", "localhost", "0.0.0.0", "::", "::1"):
         # A page opened as localhost or as 127.0.0.1 is a different origin to a browser.
         hosts = ["127.0.0.1", "localhost"]
-    ours = [f"http://{name}:{port}" for name in hosts]
+    ours = [f"http://{name}:{p}" for p in (port, port + 1) for name in hosts]
     return list(dict.fromkeys([*configured, *ours]))
 
 

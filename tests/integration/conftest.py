@@ -54,9 +54,10 @@ class Stack:
         self.env = {**os.environ, **settings.to_env(), **STACK_TUNING,
                     "SMARTROUTE_LOG_FORMAT": "json",
                     "PROMETHEUS_MULTIPROC_DIR": str(self.metrics_dir),
-                    # The console's pages come from the API: the relay lets that origin in,
-                    # and the pages learn where the relay is (not at API port + 1 here).
-                    "SMARTROUTE_RELAY_CORS_ORIGINS": self.url,
+                    # The console's pages come from the API: the relay lets that origin in
+                    # (and its own, which python-socketio clients send), and the pages learn
+                    # where the relay is (not at API port + 1 here).
+                    "SMARTROUTE_RELAY_CORS_ORIGINS": f"{self.url},{self.relay_url}",
                     "SMARTROUTE_RELAY_PUBLIC_URL": self.relay_url}
         self.log_files = []
         self.api = self._spawn("api", api_argv("127.0.0.1", self.port, processes=2, threads=16))

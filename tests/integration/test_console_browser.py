@@ -154,6 +154,8 @@ def test_the_relay_lets_in_the_console_s_origin_and_no_other(stack):
     ours = requests.get(handshake, headers={"Origin": stack.url}, timeout=10)
     assert ours.status_code == 200
     assert ours.headers["Access-Control-Allow-Origin"] == stack.url
+    # python-socketio clients send the relay's own origin: still welcome.
+    assert requests.get(handshake, headers={"Origin": stack.relay_url}, timeout=10).ok
     theirs = requests.get(handshake, headers={"Origin": "http://elsewhere.example"}, timeout=10)
     assert theirs.status_code == 400
     config = requests.get(f"{stack.url}/console/config.json", timeout=10).json()
