@@ -194,7 +194,9 @@ def up(host: str, port: int, workers: int, demo: bool) -> None:
 
             start_demo(url, settings.admin_token, supervisor.stopping)
 
-    metrics_env = {"PROMETHEUS_MULTIPROC_DIR": str(_fresh_metrics_dir(settings))}
+    metrics_env = {"PROMETHEUS_MULTIPROC_DIR": str(_fresh_metrics_dir(settings)),
+                   "SMARTROUTE_RELAY_CORS_ORIGINS": ",".join(
+                       relay_origins(host, port, settings.relay_cors_origins))}
     children = {
         "api": api_argv(host, port, processes=2, threads=8),
         "worker": worker_argv(workers, settings.worker_queues),
@@ -202,6 +204,21 @@ def up(host: str, port: int, workers: int, demo: bool) -> None:
         "relay": relay_argv(host, port + 1),
     }
     sys.exit(_run(settings, services, children, when_started, metrics_env))
+
+
+def relay_origins(host: str, port: int, configured: tuple[str, ...] = ()) -> list[str]:
+    """The origins the relay lets in under ``smartroute up``: those configured, the API's,
+    where the console's pages come from, and the relay's own (port + 1), which non-browser
+    clients such as python-socketio send. Never "*".
+
+    A configured list replaces engine.io's same-origin default, so the relay's own origin
+    must be named too."""
+    hosts = [host]
+    if host in ("127.0.0.1", "localhost", "0.0.0.0", "::", "::1"):
+        # A page opened as localhost or as 127.0.0.1 is a different origin to a browser.
+        hosts = ["127.0.0.1", "localhost"]
+    ours = [f"http://{name}:{p}" for p in (port, port + 1) for name in hosts]
+    return list(dict.fromkeys([*configured, *ours]))
 
 
 def _announce(url: str, relay_url: str, settings: Settings, generated: bool) -> None:
@@ -215,6 +232,7 @@ def _announce(url: str, relay_url: str, settings: Settings, generated: bool) -> 
     Console(stderr=True).print(
         Panel.fit(
             f"API      {url}/v1\nHealth   {url}/health\nRelay    {relay_url}\n"
+            f"Console  {url}/admin (admin), {url}/driver (drivers)\n"
             f"Admin token ({where}):\n  {settings.admin_token}\n\nCtrl-C stops everything.",
             title="SmartRoute is up",
         )

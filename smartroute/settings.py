@@ -81,6 +81,14 @@ def _optional(env: Mapping[str, str], name: str) -> str | None:
     return value or None
 
 
+def _relay_public_url(env: Mapping[str, str]) -> str | None:
+    url = _optional(env, "SMARTROUTE_RELAY_PUBLIC_URL")
+    if url is not None and not url.startswith(("http://", "https://")):
+        raise ConfigError(f"SMARTROUTE_RELAY_PUBLIC_URL must start with http:// or https://, "
+                          f"got {url!r}")
+    return url.rstrip("/") if url else None
+
+
 @dataclass(frozen=True)
 class Settings:
     # Services. None means "start the embedded one in data_dir".
@@ -147,6 +155,9 @@ class Settings:
     # Real-time push: the relay and the outbox.
     relay_async_mode: str = "eventlet"
     relay_cors_origins: tuple[str, ...] = ()
+    # Where browsers reach the relay; None means the page's own host, API port + 1 (as
+    # ``smartroute up`` runs it). Set it when a proxy puts the relay elsewhere.
+    relay_public_url: str | None = None
     relay_max_message_bytes: int = 64 * 1024
     relay_revalidate_every_s: float = 5.0
     publish_every_s: float = 1.0
@@ -208,6 +219,7 @@ class Settings:
             relay_cors_origins=tuple(
                 o.strip() for o in env.get("SMARTROUTE_RELAY_CORS_ORIGINS", "").split(",")
                 if o.strip()),
+            relay_public_url=_relay_public_url(env),
             relay_max_message_bytes=_int(env, "SMARTROUTE_RELAY_MAX_MESSAGE_BYTES", 64 * 1024,
                                          minimum=1024),
             relay_revalidate_every_s=_float(env, "SMARTROUTE_RELAY_REVALIDATE_EVERY_S", 5.0, 0.1),

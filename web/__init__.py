@@ -14,6 +14,7 @@ from web.runtime import Runtime, close_db
 def create_app(settings: Settings | None = None) -> Flask:
     """Build the API app. Settings default to the environment; services must be reachable."""
     from web.api import IdConverter, api
+    from web.console import console
     from web.errors import register_error_handlers
     from web.health import health
     from web.limits import RateLimits
@@ -30,7 +31,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     if settings.secret_key is None:
         raise RuntimeError("the API needs SMARTROUTE_SECRET_KEY to sign tokens; `smartroute api` "
                            "generates one in the data folder when it is unset")
-    app = Flask(__name__)
+    # No app-wide /static: the console's blueprint serves its own files.
+    app = Flask(__name__, static_folder=None)
     # Never the interactive debugger, whatever FLASK_DEBUG says: it runs code on request.
     app.config.update(MAX_CONTENT_LENGTH=settings.max_body_bytes, DEBUG=False,
                       PROPAGATE_EXCEPTIONS=False)
@@ -61,6 +63,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(health)
     app.register_blueprint(metrics)
     app.register_blueprint(openapi)
+    app.register_blueprint(console)
     time_requests(app)
     return app
 

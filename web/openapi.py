@@ -74,12 +74,42 @@ TOKEN = {
 }
 USER_ID = {"name": "user_id", "in": "path", "required": True,
            "schema": {"type": "integer", "minimum": 1, "maximum": 2**63 - 1}}
+NULLABLE_SECONDS = {"type": ["number", "null"]}
+COUNTS = {"type": "object", "additionalProperties": {"type": "integer", "minimum": 0}}
+OVERVIEW = {
+    "type": "object",
+    "required": ["computed_at", "open_by_status", "today", "time_to_assign_last_hour",
+                 "queue_depths", "minutes"],
+    "properties": {
+        "computed_at": {"type": "string", "format": "date-time"},
+        "open_by_status": COUNTS,
+        "today": {"type": "object", "required": ["total", "by_status"],
+                  "properties": {"total": {"type": "integer"}, "by_status": COUNTS}},
+        "time_to_assign_last_hour": {
+            "type": "object", "required": ["mean_s", "p95_s", "sample"],
+            "properties": {"mean_s": NULLABLE_SECONDS, "p95_s": NULLABLE_SECONDS,
+                           "sample": {"type": "integer"}}},
+        "queue_depths": COUNTS,
+        "minutes": {"type": "array", "items": {
+            "type": "object",
+            "required": ["minute", "created", "assigned", "completed",
+                         "mean_time_to_assign_s"],
+            "properties": {"minute": {"type": "string", "format": "date-time"},
+                           "created": {"type": "integer"}, "assigned": {"type": "integer"},
+                           "completed": {"type": "integer"},
+                           "mean_time_to_assign_s": NULLABLE_SECONDS}}},
+    },
+}
 ID = {"name": "booking_id", "in": "path", "required": True,
       "schema": {"type": "integer", "minimum": 1, "maximum": 2**63 - 1}}
 
 
 def _json(schema: dict, description: str) -> dict:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _query(name: str, schema: dict) -> dict:
+    return {"name": name, "in": "query", "schema": schema}
 
 
 def _errors(*statuses: int) -> dict:
@@ -178,6 +208,21 @@ def document() -> dict:
             "/v1/drivers/me/status": {"put": _operation("Go available or offline (driver)", 200,
                                                         DRIVER, body=DriverStatusChange,
                                                         errors=(409,))},
+            "/v1/admin/drivers": {"get": _operation(
+                "Drivers with their status and location, for the map (admin)", 200, {
+                    "type": "object", "required": ["drivers"],
+                    "properties": {"drivers": {"type": "array", "items": DRIVER}}},
+                params=[_query("status", {"enum": list(DRIVER_STATUSES)}),
+                        _query("limit", {"type": "integer", "minimum": 1, "maximum": 5000})])},
+            "/v1/admin/bookings/open": {"get": _operation(
+                "Bookings waiting for or holding a driver, newest first (admin)", 200, {
+                    "type": "object", "required": ["bookings"],
+                    "properties": {"bookings": {"type": "array", "items": BOOKING}}},
+                params=[_query("limit", {"type": "integer", "minimum": 1, "maximum": 1000})])},
+            "/v1/admin/overview": {"get": _operation(
+                "Open bookings by status, queue depths and the last minutes (admin)", 200,
+                OVERVIEW,
+                params=[_query("minutes", {"type": "integer", "minimum": 1, "maximum": 60})])},
             "/v1/stats": {"get": _operation("Booking statistics (admin)", 200,
                                             {"type": "object"})},
         },

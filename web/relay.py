@@ -85,8 +85,9 @@ def create_relay(settings: Settings) -> tuple[Flask, SocketIO]:
         async_mode=settings.relay_async_mode,
         # Named explicitly: Flask-SocketIO would pick kombu for a unix:// Redis URL.
         client_manager=socketio_lib.RedisManager(settings.redis_url, channel=CHANNEL),
-        # Same-origin only unless origins are configured: never "*" (cross-site hijacking).
-        cors_allowed_origins=list(settings.relay_cors_origins),
+        # Same origin only unless origins are configured; never "*" (cross-site hijacking).
+        # None is engine.io's "same origin only"; an empty list would switch the check off.
+        cors_allowed_origins=list(settings.relay_cors_origins) or None,
         ping_interval=25,
         ping_timeout=60,
         max_http_buffer_size=settings.relay_max_message_bytes,

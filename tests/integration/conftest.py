@@ -49,18 +49,23 @@ class Stack:
         redis.Redis.from_url(settings.redis_url).delete(*QUEUES)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.relay_port = free_port()
+        self.relay_url = f"http://127.0.0.1:{self.relay_port}"
         self.logs = tmp_path_factory.mktemp("stack-logs")
         self.metrics_dir = tmp_path_factory.mktemp("prometheus-multiproc")
         self.env = {**os.environ, **settings.to_env(), **tuning,
                     "SMARTROUTE_LOG_FORMAT": "json",
-                    "PROMETHEUS_MULTIPROC_DIR": str(self.metrics_dir)}
+                    "PROMETHEUS_MULTIPROC_DIR": str(self.metrics_dir),
+                    # The console's pages come from the API: the relay lets that origin in
+                    # (and its own, which python-socketio clients send), and the pages learn
+                    # where the relay is (not at API port + 1 here).
+                    "SMARTROUTE_RELAY_CORS_ORIGINS": f"{self.url},{self.relay_url}",
+                    "SMARTROUTE_RELAY_PUBLIC_URL": self.relay_url}
         self.log_files = []
         self.api = self._spawn("api", api_argv("127.0.0.1", self.port, processes=2, threads=16))
         queues = ",".join((*settings.dispatch_queues, "notify", "maintenance"))
         self.worker = self._spawn(f"worker-{worker_name}", worker_argv(
             worker_processes, queues, f"{worker_name}-{self.port}@%h"))
-        self.relay_port = free_port()
-        self.relay_url = f"http://127.0.0.1:{self.relay_port}"
         self.relay = self.start_relay()
         self.celery = create_celery(settings)
 

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import datetime as dt
 import queue
+import subprocess
 
 import jwt
 import pytest
 import redis
+import requests
 import socketio
 
 from dispatch import tokens
 from dispatch.users import get_user
 from smartroute import token_cache
+from smartroute.cli import relay_argv
 from tests.integration.conftest import new_user, online_driver
+from tests.support import free_port, wait_for
 
 # python-socketio's client leaves a websocket the server closed for the garbage collector,
 # which pytest reports as an unraisable ResourceWarning; it is the client's, not ours.
@@ -239,3 +243,28 @@ def test_relay_and_outbox_metrics_are_scraped_with_the_rest(admin, stack, listen
     assert wait_for(connected_drivers, 10, "the relay's connection gauge") >= 1
     scrape = requests.get(f"{stack.url}/metrics", timeout=10).text
     assert "smartroute_outbox_lag_seconds" in scrape
+
+
+@pytest.mark.parametrize("origin,allowed", [("{relay}", True), ("http://evil.example", False)])
+def test_a_relay_with_no_origins_configured_admits_only_its_own(stack, origin, allowed):
+    """Nothing configured means same origin only, not anyone (engine.io reads [] as 'off')."""
+    env = {k: v for k, v in stack.env.items() if k != "SMARTROUTE_RELAY_CORS_ORIGINS"}
+    port = free_port()
+    relay_url = f"http://127.0.0.1:{port}"
+    relay = subprocess.Popen(relay_argv("127.0.0.1", port), env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: _answers(f"{relay_url}/health"), 30, "the second relay to start")
+        handshake = requests.get(f"{relay_url}/socket.io/?EIO=4&transport=polling", timeout=5,
+                                 headers={"Origin": origin.format(relay=relay_url)})
+        assert (handshake.status_code == 200) is allowed, handshake.status_code
+    finally:
+        relay.terminate()
+        relay.wait(timeout=20)
+
+
+def _answers(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=2).ok
+    except requests.RequestException:
+        return False

@@ -1,0 +1,212 @@
+"""The admin dashboard and the driver console in a real headless Chromium, against the
+real stack: gunicorn serving the pages, a Celery worker matching, the relay pushing.
+
+Playwright drives Debian's Chromium (``/usr/bin/chromium``); it downloads no browser.
+Every wait is on a DOM condition (Playwright's ``expect``), never a sleep. Screenshots
+of both pages go to ``test-artifacts/screenshots/`` for people to look at.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.integration.conftest import new_user, online_driver
+from tests.support import wait_for
+
+CHROMIUM = Path("/usr/bin/chromium")
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
+CENTRE = (38.7223, -9.1393)
+TRIP = {"pickup": {"lat": CENTRE[0], "lng": CENTRE[1]}, "dropoff": {"lat": 38.75, "lng": -9.15}}
+WAIT_MS = 20_000
+
+playwright_api = pytest.importorskip(
+    "playwright.sync_api", reason="playwright is not installed (requirements-dev.txt)")
+expect = playwright_api.expect
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not CHROMIUM.exists() and not shutil.which("chromium"),
+                       reason="Chromium is not installed (apt-get install chromium; .ci/run "
+                              "does it)"),
+]
+expect.set_options(timeout=WAIT_MS)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with playwright_api.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path=str(CHROMIUM if CHROMIUM.exists() else shutil.which("chromium")),
+            headless=True)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def pages(browser):
+    """New pages in one browser context; each records the script errors it sees."""
+    context = browser.new_context(viewport={"width": 1440, "height": 1000})
+    opened = []
+
+    def open_(size: tuple[int, int] | None = None):
+        page = context.new_page()
+        if size:
+            page.set_viewport_size({"width": size[0], "height": size[1]})
+        page.errors = []
+        page.on("pageerror", lambda error: page.errors.append(str(error)))
+        page.on("console", lambda m: m.type == "error" and page.errors.append(m.text))
+        opened.append(page)
+        return page
+
+    yield open_
+    context.close()
+
+
+def sign_in(page, url: str, path: str, token: str) -> None:
+    page.goto(f"{url}{path}")
+    page.fill("#token", token)
+    page.click("#sign-in button[type=submit]")
+    expect(page.locator("#relay-status")).to_have_text("Live")
+
+
+def screenshot(page, name: str) -> Path:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    path = SCREENSHOTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path
+
+
+def booking_row(page, booking_id: int):
+    return page.locator(f'#bookings tr[data-booking-id="{booking_id}"] .status')
+
+
+def test_an_admin_sees_a_new_booking_appear_and_change_status(admin, stack, pages):
+    page = pages()
+    sign_in(page, stack.url, "/admin", stack.settings.admin_token)
+    driver = online_driver(admin, CENTRE[0] + 0.004, CENTRE[1] + 0.003)
+    # Two more drivers, farther out, so the map has a spread to fit.
+    online_driver(admin, CENTRE[0] - 0.012, CENTRE[1] - 0.018, "west")
+    online_driver(admin, CENTRE[0] + 0.015, CENTRE[1] + 0.02, "east")
+    rider = new_user(admin, "rider")
+    booking_id = rider.call("POST", "/v1/bookings", expect=202, json=TRIP)["id"]
+
+    expect(booking_row(page, booking_id)).to_have_text("assigned")
+    expect(page.locator(f'#feed li[data-booking-id="{booking_id}"]').first).to_be_visible()
+    driver.call("POST", f"/v1/bookings/{booking_id}/accept")
+    expect(booking_row(page, booking_id)).to_have_text("accepted")
+    expect(page.locator("#feed li").first).to_contain_text(f"#{booking_id}")
+    expect(page.locator("#feed li").first).to_contain_text("accepted")
+    # The counts and the map follow the pushes: the booking and its driver are drawn.
+    expect(page.locator("#count-accepted")).to_have_text("1")
+    expect(page.locator("#map")).to_have_attribute("data-bookings", "1")
+    expect(page.locator("#map")).to_have_attribute("data-drivers", "3")
+
+    booking_row(page, booking_id).click()
+    expect(page.locator("#dispatch-log")).to_be_visible()
+    expect(page.locator("#log-body")).to_contain_text("offered")
+    expect(page.locator("#log-body tr.chosen")).to_contain_text(str(driver.id))
+    screenshot(page, "admin-dashboard")
+    assert page.errors == []
+
+
+def test_a_driver_accepts_an_offer_in_the_console_and_the_admin_sees_it(admin, stack, pages):
+    dashboard = pages()
+    sign_in(dashboard, stack.url, "/admin", stack.settings.admin_token)
+    driver = new_user(admin, "driver", "Dora")
+    console = pages((480, 900))
+    sign_in(console, stack.url, "/driver", driver.token)
+    console.fill("#lat", str(CENTRE[0] + 0.003))
+    console.click("#toggle-online")  # Shares the location in the form first.
+    expect(console.locator("#driver-status")).to_have_text("available")
+
+    rider = new_user(admin, "rider")
+    booking_id = rider.call("POST", "/v1/bookings", expect=202, json=TRIP)["id"]
+    card = console.locator("#ride")
+    expect(card).to_have_attribute("data-booking-id", str(booking_id))
+    expect(card).to_have_attribute("data-status", "assigned")
+    expect(console.locator("#countdown")).to_have_text(re.compile(r"Offer ends in \d+ s"))
+    screenshot(console, "driver-console-offer")
+
+    console.get_by_role("button", name="Accept").click()
+    expect(card).to_have_attribute("data-status", "accepted")
+    expect(booking_row(dashboard, booking_id)).to_have_text("accepted")
+    expect(dashboard.locator("#count-accepted")).to_have_text("1")
+    expect(dashboard.locator("#map")).to_have_attribute("data-drivers", "1")
+    screenshot(dashboard, "admin-dashboard-accepted")
+
+    console.get_by_role("button", name="Start ride").click()
+    expect(card).to_have_attribute("data-status", "in_progress")
+    console.get_by_role("button", name="Complete ride").click()
+    expect(card).to_be_hidden()
+    expect(console.locator("#driver-status")).to_have_text("available")
+    expect(booking_row(dashboard, booking_id)).to_have_text("completed")
+    assert dashboard.errors == [] and console.errors == []
+
+
+def test_the_relay_lets_in_the_console_s_origin_and_no_other(stack):
+    import requests
+
+    handshake = f"{stack.relay_url}/socket.io/?EIO=4&transport=polling"
+    ours = requests.get(handshake, headers={"Origin": stack.url}, timeout=10)
+    assert ours.status_code == 200
+    assert ours.headers["Access-Control-Allow-Origin"] == stack.url
+    # python-socketio clients send the relay's own origin: still welcome.
+    assert requests.get(handshake, headers={"Origin": stack.relay_url}, timeout=10).ok
+    theirs = requests.get(handshake, headers={"Origin": "http://elsewhere.example"}, timeout=10)
+    assert theirs.status_code == 400
+    config = requests.get(f"{stack.url}/console/config.json", timeout=10).json()
+    assert config["relay_url"] == stack.relay_url
+
+
+LAST_EVENT = "Number(sessionStorage.getItem('smartroute.driver.last_event_id'))"
+
+
+@pytest.mark.chaos
+def test_the_driver_console_catches_up_by_itself_after_the_relay_comes_back(admin, stack,
+                                                                            pages):
+    console = pages((480, 900))
+    handshakes = []  # The auth payload of each Socket.IO CONNECT the page sends.
+
+    def watch(socket):
+        socket.on("framesent", lambda frame: isinstance(frame, str) and frame.startswith("40{")
+                  and handshakes.append(json.loads(frame[2:])))
+
+    console.on("websocket", watch)
+    driver = online_driver(admin, CENTRE[0] + 0.002, CENTRE[1])
+    sign_in(console, stack.url, "/driver", driver.token)
+    rider = new_user(admin, "rider")
+    first_id = rider.call("POST", "/v1/bookings", expect=202, json=TRIP)["id"]
+    expect(console.locator("#ride")).to_have_attribute("data-booking-id", str(first_id))
+    console.wait_for_function(f"{LAST_EVENT} > 0")  # The offer came as a push.
+    first_event = console.evaluate(LAST_EVENT)
+    console.get_by_role("button", name="Decline").click()
+    expect(console.locator("#ride")).to_be_hidden()
+
+    stack.relay.terminate()  # The relay goes away (a deploy, a crash): the page notices.
+    stack.relay.wait(timeout=20)
+    expect(console.locator("#relay-status")).not_to_have_text("Live")
+    second_id = rider.call("POST", "/v1/bookings", expect=202, json=TRIP)["id"]
+    wait_for(lambda: admin.call("GET", f"/v1/bookings/{second_id}")["status"] == "assigned",
+             20, "the second booking to be offered while the relay is down")
+    stack.relay = stack.start_relay()
+    wait_for(stack.relay_up, 30, "the relay to come back")
+
+    expect(console.locator("#relay-status")).to_have_text("Live")
+    expect(console.locator("#ride")).to_have_attribute("data-booking-id", str(second_id))
+    # The reconnect asked for what came after the last event the page saw, and the relay
+    # sent the offer it had missed (the page's poll would show the ride too, but would not
+    # move last_event_id on).
+    console.wait_for_function(f"{LAST_EVENT} > {first_event}")
+    assert handshakes[-1] == {"token": driver.token, "last_event_id": first_event}
+    console.get_by_role("button", name="Accept").click()
+    expect(console.locator("#ride")).to_have_attribute("data-status", "accepted")
+    # The console kept the driver where SmartRoute last saw them.
+    assert admin.call("GET", "/v1/admin/drivers")["drivers"][0]["location"]["lat"] == \
+        pytest.approx(CENTRE[0] + 0.002)
+    screenshot(console, "driver-console-after-reconnect")
+    assert console.errors == [] or all("WebSocket" in e or "ERR_CONNECTION" in e
+                                       for e in console.errors), console.errors

@@ -1,0 +1,227 @@
+// The admin dashboard: counts, queues and the last minutes polled from /v1/admin/overview,
+// drivers and open bookings on a tile-free map, and every booking change pushed live by
+// the relay to the admin_dashboard room.
+import {
+  $, ApiError, SignIn, call, clock, connectRelay, element, loadConfig, place, showRelayStatus,
+  statusLabel,
+} from "./console.js";
+import { BOOKING_COLOURS, DRIVER_COLOURS, bookingAt, drawMap } from "./map.js";
+
+const POLL_MS = 5000;
+const FEED_LENGTH = 50;
+const TABLE_LENGTH = 100;
+const OPEN = new Set(["pending", "assigned", "accepted", "in_progress"]);
+const SETTLE_MS = 400;  // After a burst of pushes, refresh the counts and the map once.
+
+const signIn = new SignIn("admin");
+const bookings = new Map();  // id -> the newest version of each booking seen
+let drivers = [];
+let settling = null;
+
+async function start() {
+  const config = await loadConfig();
+  $("#sign-in").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    signIn.token = $("#token").value.trim();
+    await open(config);
+  });
+  $("#sign-out").addEventListener("click", () => { signIn.clear(); location.reload(); });
+  $("#close-log").addEventListener("click", () => { $("#dispatch-log").hidden = true; });
+  $("#map").addEventListener("click", (event) => {
+    const id = bookingAt($("#map"), event);
+    if (id !== null) showDispatchLog(id);
+  });
+  window.addEventListener("resize", drawAll);
+  drawLegend();
+  if (signIn.token) await open(config);
+}
+
+async function open(config) {
+  try {
+    await refresh();
+  } catch (error) {
+    const message = error instanceof ApiError && error.status === 403
+      ? "That token is not an admin's." : error.message;
+    $("#sign-in-error").textContent = message;
+    signIn.clear();
+    return;
+  }
+  $("#sign-in").hidden = true;
+  $("#dashboard").hidden = $("#relay-status").hidden = $("#sign-out").hidden = false;
+  connectRelay(config.relay_url, signIn, {
+    events: { booking_updated: onBookingUpdated },
+    onStatus: (status, detail) => {
+      showRelayStatus($("#relay-status"), status, detail);
+      // Back after a gap: the relay replays what was missed; the snapshot fills the rest.
+      if (status === "live") refresh().catch(() => {});
+    },
+  });
+  setInterval(() => refresh().catch(() => {}), POLL_MS);
+}
+
+async function refresh() {
+  const token = signIn.token;
+  const [overview, driverList, open] = await Promise.all([
+    call(token, "GET", "/v1/admin/overview"),
+    call(token, "GET", "/v1/admin/drivers"),
+    call(token, "GET", "/v1/admin/bookings/open"),
+  ]);
+  drivers = driverList.drivers;
+  // Closed bookings leave this list; their booking_updated push (live, or replayed on
+  // reconnect) is what moves them on in the table.
+  for (const booking of open.bookings) remember(booking);
+  showOverview(overview);
+  drawAll();
+}
+
+function onBookingUpdated(booking) {
+  remember(booking);
+  const item = element("li", { "data-event-id": booking.event_id, "data-booking-id": booking.id },
+    element("time", {}, clock(booking.updated_at)), " ",
+    element("b", {}, `#${booking.id}`), " ",
+    statusPill(booking.status),
+    booking.driver_id ? ` driver ${booking.driver_id}` : "");
+  const feed = $("#feed");
+  feed.prepend(item);
+  while (feed.children.length > FEED_LENGTH) feed.lastElementChild.remove();
+  drawAll();
+  // The counts and the drivers come from the API: ask again once the burst has passed.
+  clearTimeout(settling);
+  settling = setTimeout(() => refresh().catch(() => {}), SETTLE_MS);
+}
+
+// Keep the newest version of each booking: pushes and polls may arrive in either order.
+function remember(booking) {
+  const known = bookings.get(booking.id);
+  if (!known || booking.version >= known.version) bookings.set(booking.id, booking);
+}
+
+function showOverview(overview) {
+  for (const [status, count] of Object.entries(overview.open_by_status)) {
+    $(`#count-${status}`).textContent = count;
+  }
+  $("#count-today").textContent = overview.today.total;
+  const assign = overview.time_to_assign_last_hour;
+  $("#assign-mean").textContent = seconds(assign.mean_s);
+  $("#assign-p95").textContent = seconds(assign.p95_s);
+  const queues = $("#queues");
+  queues.replaceChildren(...Object.entries(overview.queue_depths).map(([name, depth]) =>
+    element("tr", {}, element("td", {}, name), element("td", { class: "number" }, depth))));
+  drawMinutes(overview.minutes);
+}
+
+function seconds(value) {
+  return value === null ? "–" : `${value.toFixed(1)} s`;
+}
+
+function statusPill(status) {
+  return element("span", { class: `pill ${status}` }, statusLabel(status));
+}
+
+function drawAll() {
+  const rows = [...bookings.values()].sort((a, b) => b.id - a.id).slice(0, TABLE_LENGTH);
+  $("#bookings").replaceChildren(...rows.map((b) => {
+    const row = element("tr", { "data-booking-id": b.id, tabIndex: 0 },
+      element("td", {}, `#${b.id}`),
+      element("td", { class: "status" }, statusPill(b.status)),
+      element("td", {}, b.driver_id ?? "–"),
+      element("td", {}, place(b.pickup)),
+      element("td", {}, clock(b.updated_at)));
+    row.addEventListener("click", () => showDispatchLog(b.id));
+    row.addEventListener("keydown", (e) => { if (e.key === "Enter") showDispatchLog(b.id); });
+    return row;
+  }));
+  const open = [...bookings.values()].filter((b) => OPEN.has(b.status));
+  drawMap($("#map"), drivers, open);
+}
+
+function drawMinutes(minutes) {
+  const canvas = $("#minutes");
+  const ratio = window.devicePixelRatio || 1;
+  const width = canvas.clientWidth, height = canvas.clientHeight;
+  canvas.width = width * ratio;
+  canvas.height = height * ratio;
+  const ctx = canvas.getContext("2d");
+  ctx.scale(ratio, ratio);
+  ctx.clearRect(0, 0, width, height);
+  const top = Math.max(1, ...minutes.map((m) => m.created));
+  const slot = width / minutes.length, bar = Math.max(2, slot / 2 - 2);
+  minutes.forEach((m, i) => {
+    const x = i * slot + 2;
+    const h1 = ((height - 18) * m.created) / top, h2 = ((height - 18) * m.assigned) / top;
+    ctx.fillStyle = "#9ecae1";
+    ctx.fillRect(x, height - 14 - h1, bar, h1);
+    ctx.fillStyle = "#1a9850";
+    ctx.fillRect(x + bar + 1, height - 14 - h2, bar, h2);
+  });
+  // Mean time to assign, on its own scale: a line through the minutes that have one.
+  const waits = minutes.map((m) => m.mean_time_to_assign_s);
+  const slowest = Math.max(0.1, ...waits.filter((w) => w !== null));
+  ctx.strokeStyle = ctx.fillStyle = "#f08c00";
+  ctx.lineWidth = 2;
+  ctx.beginPath();
+  waits.forEach((w, i) => {
+    if (w === null) return;
+    const x = i * slot + slot / 2, y = height - 14 - ((height - 18) * w) / slowest;
+    ctx.lineTo(x, y);
+    ctx.fillRect(x - 2, y - 2, 4, 4);
+  });
+  ctx.stroke();
+  ctx.fillStyle = "#5f6368";
+  ctx.font = "11px system-ui, sans-serif";
+  ctx.fillText(clock(minutes[0].minute).slice(0, 5), 0, height - 2);
+  ctx.textAlign = "right";
+  ctx.fillText("now", width, height - 2);
+  $("#minutes-caption").textContent = `Bookings made each minute (blue, up to ${top}), those ` +
+    `given a driver (green), and their mean time to assign (orange, up to ` +
+    `${slowest.toFixed(1)} s).`;
+}
+
+function drawLegend() {
+  const entries = [
+    ...Object.entries(DRIVER_COLOURS).map(([s, c]) => ["dot", c, `driver ${s}`]),
+    ...Object.entries(BOOKING_COLOURS).map(([s, c]) => ["square", c, statusLabel(s)]),
+  ];
+  $("#legend").replaceChildren(...entries.map(([shape, colour, label]) => {
+    const mark = element("i", { class: shape });
+    mark.style.background = colour;
+    return element("li", {}, mark, label);
+  }));
+}
+
+async function showDispatchLog(bookingId) {
+  const panel = $("#dispatch-log");
+  panel.hidden = false;
+  $("#log-booking").textContent = `#${bookingId}`;
+  const body = $("#log-body");
+  body.replaceChildren(element("p", {}, "Loading…"));
+  let log;
+  try {
+    log = await call(signIn.token, "GET", `/v1/bookings/${bookingId}/dispatch-log`);
+  } catch (error) {
+    body.replaceChildren(element("p", { class: "error" }, error.message));
+    return;
+  }
+  if (!log.attempts.length) {
+    body.replaceChildren(element("p", {}, `No matching attempt yet (status ${log.status}).`));
+    return;
+  }
+  body.replaceChildren(...log.attempts.map((attempt) => element("div", { class: "attempt" },
+    element("p", {}, element("b", {}, clock(attempt.at)),
+      ` ${attempt.matcher} matcher, batch of ${attempt.batch_size}, radius ` +
+      `${attempt.radius_km} km: ${attempt.outcome}`),
+    candidatesTable(attempt.candidates))));
+  panel.scrollIntoView({ behavior: "smooth", block: "nearest" });
+}
+
+function candidatesTable(candidates) {
+  if (!candidates.length) return element("p", { class: "quiet" }, "No candidate in range.");
+  return element("table", { class: "compact" },
+    element("thead", {}, element("tr", {}, ...["Driver", "km", "ETA s", "Why"].map(
+      (h) => element("th", {}, h)))),
+    element("tbody", {}, ...candidates.map((c) => element("tr", { class: c.chosen ? "chosen" : "" },
+      element("td", {}, c.driver_id), element("td", {}, c.distance_km),
+      element("td", {}, c.eta_s ?? "–"), element("td", {}, c.reason)))));
+}
+
+start();

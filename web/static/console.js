@@ -1,0 +1,113 @@
+// Shared by the admin dashboard and the driver console: the page's configuration, the
+// signed-in token, calls to the /v1 API, and a relay connection that catches up by itself.
+
+export async function loadConfig() {
+  const response = await fetch("/console/config.json");
+  return response.json();
+}
+
+// The token lives in sessionStorage: it is gone when the tab closes and never enters a URL.
+// It is opaque here: whatever POST /v1/users returned, sent back as a bearer token.
+export class SignIn {
+  constructor(kind) {
+    this.key = `smartroute.${kind}`;
+  }
+  get token() { return sessionStorage.getItem(`${this.key}.token`); }
+  set token(value) {
+    sessionStorage.setItem(`${this.key}.token`, value);
+    sessionStorage.removeItem(`${this.key}.last_event_id`);
+  }
+  get lastEventId() {
+    const raw = sessionStorage.getItem(`${this.key}.last_event_id`);
+    return raw === null ? null : Number(raw);
+  }
+  set lastEventId(value) { sessionStorage.setItem(`${this.key}.last_event_id`, String(value)); }
+  clear() {
+    sessionStorage.removeItem(`${this.key}.token`);
+    sessionStorage.removeItem(`${this.key}.last_event_id`);
+  }
+}
+
+export class ApiError extends Error {
+  constructor(status, body) {
+    super(body?.error?.message || `HTTP ${status}`);
+    this.status = status;
+    this.code = body?.error?.code;
+  }
+}
+
+export async function call(token, method, path, body) {
+  const headers = { Authorization: `Bearer ${token}` };
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  const response = await fetch(path, {
+    method, headers, body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const data = await response.json().catch(() => null);
+  if (!response.ok) throw new ApiError(response.status, data);
+  return data;
+}
+
+// A Socket.IO connection to the relay. On every (re)connection the auth payload carries
+// the last event_id seen, and the relay replays what came after it: a dropped connection
+// or a reloaded page misses nothing. Delivery is at least once, so copies are dropped by
+// event_id (a set, not "greater than the last", since commits may publish out of id order).
+export function connectRelay(url, signIn, handlers) {
+  const seen = new Set();
+  const socket = window.io(url, {
+    // WebSocket only: no long-polling, so several relays need no sticky sessions.
+    transports: ["websocket"],
+    reconnectionDelayMax: 5000,
+    auth: (send) => {
+      const last = signIn.lastEventId;
+      send(last === null ? { token: signIn.token } : { token: signIn.token, last_event_id: last });
+    },
+  });
+  const fresh = (data) => {
+    const id = data?.event_id;
+    if (typeof id !== "number") return true;
+    if (seen.has(id)) return false;
+    seen.add(id);
+    if (seen.size > 2000) seen.delete(seen.values().next().value);
+    if (id > (signIn.lastEventId ?? -1)) signIn.lastEventId = id;
+    return true;
+  };
+  for (const [event, handler] of Object.entries(handlers.events || {})) {
+    socket.on(event, (data) => { if (fresh(data)) handler(data); });
+  }
+  socket.on("connect", () => handlers.onStatus?.("live"));
+  socket.on("disconnect", () => handlers.onStatus?.("reconnecting"));
+  socket.on("connect_error", (error) => handlers.onStatus?.("offline", error.message));
+  return socket;
+}
+
+export function showRelayStatus(element, status, detail) {
+  const labels = { live: "Live", reconnecting: "Reconnecting…", offline: "Relay unreachable" };
+  element.textContent = labels[status] || status;
+  element.dataset.status = status;
+  element.title = detail || "";
+}
+
+export function $(selector) { return document.querySelector(selector); }
+
+export function element(tag, attributes = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [name, value] of Object.entries(attributes)) {
+    if (name === "class") node.className = value;
+    else if (name.startsWith("data-")) node.setAttribute(name, value);
+    else node[name] = value;
+  }
+  for (const child of children) node.append(child);
+  return node;
+}
+
+export function clock(iso) {
+  return iso ? new Date(iso).toLocaleTimeString([], { hour12: false }) : "–";
+}
+
+export function place(point) {
+  return `${point.lat.toFixed(4)}, ${point.lng.toFixed(4)}`;
+}
+
+export function statusLabel(status) {
+  return status.replace("_", " ");
+}

@@ -1,0 +1,200 @@
+// The driver console: go online, share a location, get offers pushed by the relay to the
+// driver's own room, and accept, decline, start and complete the ride through /v1.
+import {
+  $, ApiError, SignIn, call, clock, connectRelay, element, loadConfig, place, showRelayStatus,
+  statusLabel,
+} from "./console.js";
+
+const POLL_MS = 5000;        // Picks up what no push tells a driver: a rider's cancel, say.
+const KEEP_ALIVE_MS = 30000; // Under SMARTROUTE_DRIVER_STALE_S, so an idle driver stays on.
+const SIMULATE_MS = 3000;
+const NEXT_ACTION = {
+  assigned: [["accept", "Accept"], ["decline", "Decline"]],
+  accepted: [["start", "Start ride"]],
+  in_progress: [["complete", "Complete ride"]],
+};
+const TITLES = { assigned: "New ride offer", accepted: "Go to the pickup",
+                 in_progress: "Ride under way" };
+
+const signIn = new SignIn("driver");
+let me = null;
+let ride = null;  // The booking this driver holds, as last seen.
+let lastPing = 0;
+let lastPushAt = 0;
+let simulation = null;
+let formFilled = false;
+
+async function start() {
+  const config = await loadConfig();
+  $("#sign-in").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    signIn.token = $("#token").value.trim();
+    await open(config);
+  });
+  $("#sign-out").addEventListener("click", () => { signIn.clear(); location.reload(); });
+  $("#toggle-online").addEventListener("click", () => attempt(toggleOnline));
+  $("#share-location").addEventListener("click", () => attempt(shareLocation));
+  $("#use-device").addEventListener("click", useDeviceLocation);
+  $("#simulate").addEventListener("change", (e) => simulate(e.target.checked));
+  if (signIn.token) await open(config);
+}
+
+async function open(config) {
+  try {
+    await refresh();
+  } catch (error) {
+    $("#sign-in-error").textContent = error instanceof ApiError && error.status === 403
+      ? "That token is not a driver's." : error.message;
+    signIn.clear();
+    return;
+  }
+  $("#sign-in").hidden = true;
+  $("#console").hidden = $("#relay-status").hidden = $("#sign-out").hidden = false;
+  connectRelay(config.relay_url, signIn, {
+    events: { new_assignment: onOffer },
+    onStatus: (status, detail) => {
+      showRelayStatus($("#relay-status"), status, detail);
+      // Back after a gap: missed offers are replayed; the API says where things stand now.
+      if (status === "live") refresh().catch(() => {});
+    },
+  });
+  setInterval(() => refresh().catch(() => {}), POLL_MS);
+  setInterval(tick, 250);
+}
+
+function onOffer(booking) {
+  // A replayed offer that has already lapsed is history, not something to answer.
+  if (new Date(booking.offer_expires_at) <= Date.now()) return;
+  lastPushAt = Date.now();
+  showRide(booking);
+}
+
+async function refresh() {
+  const asked = Date.now();
+  const state = await call(signIn.token, "GET", "/v1/drivers/me");
+  showMe(state);
+  // An answer to a question asked before the latest push may not clear what it brought.
+  showRide(state.current_booking, { authoritative: asked > lastPushAt });
+  if (me.status !== "offline" && Date.now() - lastPing > KEEP_ALIVE_MS && me.location) {
+    await shareLocation();
+  }
+}
+
+function showMe(state) {
+  me = state;
+  $("#driver-id").textContent = `driver ${state.id}`;
+  const status = $("#driver-status");
+  status.textContent = state.status;
+  status.className = `pill driver-${state.status}`;
+  const toggle = $("#toggle-online");
+  toggle.textContent = state.status === "offline" ? "Go online" : "Go offline";
+  toggle.disabled = state.status === "busy";
+  toggle.title = state.status === "busy" ? "Finish the current ride first" : "";
+  if (!formFilled && state.location) {
+    // Start from where SmartRoute last saw this driver, not from the form's example.
+    formFilled = true;
+    $("#lat").value = state.location.lat.toFixed(5);
+    $("#lng").value = state.location.lng.toFixed(5);
+    $("#location-note").textContent =
+      `Last shared ${place(state.location)} at ${clock(state.last_seen_at)}`;
+    lastPing = Date.parse(state.last_seen_at) || 0;
+  }
+  $("#idle-note").textContent = state.status === "offline"
+    ? "Go online and share a location to receive offers."
+    : "You are online: offers appear here as they come.";
+}
+
+// A booking from a push, an action's answer or GET /v1/drivers/me. A push may be older than
+// what we know (it was replayed): the version decides. Only the API's own answer may clear it.
+function showRide(booking, { authoritative = false } = {}) {
+  if (!booking) {
+    if (authoritative) ride = null;
+  } else if (!ride || ride.id !== booking.id || booking.version >= ride.version) {
+    ride = booking;
+  }
+  if (ride && !(ride.status in NEXT_ACTION)) ride = null;
+  $("#ride").hidden = !ride;
+  $("#idle").hidden = !!ride;
+  if (!ride) return;
+  $("#ride").dataset.bookingId = ride.id;
+  $("#ride").dataset.status = ride.status;
+  $("#ride-title").textContent = TITLES[ride.status];
+  $("#ride-booking").textContent = `Booking #${ride.id} · ${statusLabel(ride.status)}`;
+  $("#ride-pickup").textContent = `${place(ride.pickup)} at ${clock(ride.pickup_at)}`;
+  $("#ride-dropoff").textContent = place(ride.dropoff);
+  const actions = NEXT_ACTION[ride.status].map(([action, label]) => element("button",
+    { class: action, onclick: () => attempt(() => act(ride.id, action)) }, label));
+  $("#ride-actions").replaceChildren(...actions);
+  tick();
+}
+
+async function act(bookingId, action) {
+  try {
+    const booking = await call(signIn.token, "POST", `/v1/bookings/${bookingId}/${action}`);
+    showRide(booking, { authoritative: true });
+  } finally {
+    await refresh();
+  }
+}
+
+function tick() {
+  const countdown = $("#countdown");
+  if (!ride || ride.status !== "assigned" || !ride.offer_expires_at) {
+    countdown.textContent = "";
+    return;
+  }
+  const left = Math.max(0, Math.ceil((new Date(ride.offer_expires_at) - Date.now()) / 1000));
+  countdown.textContent = left ? `Offer ends in ${left} s` : "Offer lapsed";
+  countdown.classList.toggle("urgent", left <= 5);
+  for (const button of $("#ride-actions").children) button.disabled = left === 0;
+}
+
+async function toggleOnline() {
+  const going = me.status === "offline" ? "available" : "offline";
+  if (going === "available" && !me.location) await shareLocation();
+  showMe(await call(signIn.token, "PUT", "/v1/drivers/me/status", { status: going }));
+}
+
+async function shareLocation() {
+  const lat = Number($("#lat").value), lng = Number($("#lng").value);
+  const state = await call(signIn.token, "PUT", "/v1/drivers/me/location", { lat, lng });
+  lastPing = Date.now();
+  formFilled = true;
+  me = { ...me, ...state };
+  $("#location-note").textContent = `Shared ${lat.toFixed(4)}, ${lng.toFixed(4)} at ` +
+    clock(new Date().toISOString());
+}
+
+function useDeviceLocation() {
+  if (!navigator.geolocation) {
+    $("#driver-error").textContent = "This browser cannot tell where it is.";
+    return;
+  }
+  navigator.geolocation.getCurrentPosition((position) => {
+    $("#lat").value = position.coords.latitude.toFixed(5);
+    $("#lng").value = position.coords.longitude.toFixed(5);
+    attempt(shareLocation);
+  }, (error) => { $("#driver-error").textContent = error.message; });
+}
+
+// A short random walk, a few tens of metres a step, shared as it goes.
+function simulate(on) {
+  clearInterval(simulation);
+  if (!on) return;
+  simulation = setInterval(() => {
+    $("#lat").value = (Number($("#lat").value) + (Math.random() - 0.5) * 0.0008).toFixed(5);
+    $("#lng").value = (Number($("#lng").value) + (Math.random() - 0.5) * 0.0008).toFixed(5);
+    attempt(shareLocation);
+  }, SIMULATE_MS);
+}
+
+async function attempt(work) {
+  $("#driver-error").textContent = "";
+  try {
+    await work();
+  } catch (error) {
+    $("#driver-error").textContent = error.message;
+  }
+}
+
+start();
