@@ -183,6 +183,7 @@ def dispatch_region(
             "beyond_radius": int((distance[i] > radii[i]).sum()),
             "free_drivers_seen": len(drivers),
         })
+    log.flush()
     return outcome
 
 

@@ -16,11 +16,13 @@ CLAIM_LOST = "taken by another booking or offline when claimed"
 
 
 class DispatchLog:
-    """Collects one attempt's entries; written in the attempt's own transaction."""
+    """Collects one attempt's entries; ``flush`` writes them all in the attempt's own
+    transaction, one INSERT for the whole batch."""
 
     def __init__(self, session: Session, matcher: str, now: dt.datetime) -> None:
         self.session, self.matcher, self.now = session, matcher, now
         self.batch_id = str(uuid.uuid4())
+        self.rows: list[dict] = []
 
     @staticmethod
     def candidate(driver_id: int, distance_km: float, *, eta_s: float | None = None,
@@ -32,7 +34,7 @@ class DispatchLog:
     def record(self, booking: Booking, outcome: str, radius_km: float, batch_size: int,
                candidates: list[dict], excluded: dict | None = None) -> None:
         chosen = next((c for c in candidates if c["chosen"]), None)
-        self.session.execute(insert(DispatchLogEntry).values(
+        self.rows.append(dict(
             booking_id=booking.id,
             batch_id=self.batch_id,
             matcher=self.matcher,
@@ -45,6 +47,11 @@ class DispatchLog:
             excluded=excluded or {},
             created_at=self.now,
         ))
+
+    def flush(self) -> None:
+        if self.rows:
+            self.session.execute(insert(DispatchLogEntry), self.rows)
+            self.rows = []
 
 
 def entries_for(session: Session, booking_id: int) -> list[dict]:

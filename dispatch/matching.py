@@ -147,6 +147,7 @@ def dispatch_booking(
                               reason=_nearest_reason(c, candidate, candidates))
                 for c in candidates
             ])
+            log.flush()
             return MatchResult(
                 Outcome.ASSIGNED, booking_id, candidate.driver_id, candidate.distance_km
             )
@@ -155,6 +156,7 @@ def dispatch_booking(
     log.record(booking, Outcome.NO_DRIVER, radius_km, 1, [
         log.candidate(c.driver_id, c.distance_km, reason=CLAIM_LOST) for c in candidates
     ])
+    log.flush()
     return MatchResult(Outcome.NO_DRIVER, booking_id)
 
 

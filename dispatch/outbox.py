@@ -42,10 +42,15 @@ def announce(session: Session, booking: Booking, payload: dict) -> None:
     ])
 
 
-def claim_unsent(session: Session, limit: int = 500) -> list[OutboxEvent] | None:
-    """The oldest unsent events, or None if another publisher is at work right now."""
-    if not session.scalar(select(func.pg_try_advisory_xact_lock(PUBLISHER_LOCK))):
-        return None
+def claim_unsent(session: Session, limit: int = 500) -> list[OutboxEvent]:
+    """The oldest unsent events, for this transaction's publisher alone.
+
+    Waits for a publisher already at work rather than leaving to it: that one read its
+    rows before events committed since, and publish requests are coalesced, so nobody
+    else may be coming for those. A publisher stalled inside its transaction is ended by
+    PostgreSQL (``idle_in_transaction_session_timeout``), so the wait is bounded.
+    """
+    session.execute(select(func.pg_advisory_xact_lock(PUBLISHER_LOCK)))
     return list(session.execute(
         select(OutboxEvent).where(OutboxEvent.sent_at.is_(None)).order_by(OutboxEvent.id)
         .limit(limit)

@@ -69,4 +69,4 @@ def enqueue_dispatch(booking) -> None:
 
 def enqueue_publish() -> None:
     """Push the events this request committed. Call only after commit."""
-    request_publish(runtime().celery)
+    request_publish(runtime().celery, runtime().redis)

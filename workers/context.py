@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 
+import redis
 from celery.signals import worker_process_init
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -84,8 +85,14 @@ def _fresh_pool_after_fork(**_kwargs) -> None:
 
 
 @functools.cache
+def cache() -> redis.Redis:
+    """This process's Redis client for SmartRoute's own keys (not the broker's)."""
+    return redis_client(settings().redis_url)
+
+
+@functools.cache
 def driver_index() -> RedisDriverIndex:
-    return RedisDriverIndex(redis_client(settings().redis_url))
+    return RedisDriverIndex(cache())
 
 
 @functools.cache

@@ -9,6 +9,7 @@ anything a lost message would have matched, the redispatch sweep finds in its ro
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 import redis
@@ -62,9 +63,36 @@ def _first_of_window(cache: redis.Redis | None, region: str, window_s: float) ->
         return True  # Better a duplicate batch (harmless) than none.
 
 
-def request_publish(app: Celery) -> None:
-    """Have committed outbox events pushed now. Never raises: beat's publish catches up."""
+PUBLISH_SCHEDULED = "smartroute:publish-scheduled"
+# How long one publish request stands for every commit after it. The publisher clears it
+# as it starts, so this only bounds the wait if its message is lost (beat catches up too).
+PUBLISH_PENDING_MS = 2000
+
+
+def request_publish(app: Celery, cache: redis.Redis | None = None) -> None:
+    """Have committed outbox events pushed soon. Never raises: beat's publish catches up.
+
+    Coalesced: while one publish is asked for and has not started, later commits ride
+    along with it (a Redis ``SET NX``), so a busy engine sends one publish message per
+    publisher run instead of one per commit.
+    """
     try:
+        if cache is not None and not _first_request(cache):
+            return
         _send(app, PUBLISH_OUTBOX, [], "notify")
     except Exception:
         log.warning("could not request a publish; beat's will send the events", exc_info=True)
+
+
+def publish_started(cache: redis.Redis) -> None:
+    """The publisher is about to read unsent events: commits from now on need a new run."""
+    # If Redis refuses, the key expires by itself; until then beat's publish covers the gap.
+    with contextlib.suppress(redis.RedisError, OSError):
+        cache.delete(PUBLISH_SCHEDULED)
+
+
+def _first_request(cache: redis.Redis) -> bool:
+    try:
+        return bool(cache.set(PUBLISH_SCHEDULED, 1, nx=True, px=PUBLISH_PENDING_MS))
+    except (redis.RedisError, OSError):
+        return True  # Better a duplicate publish (harmless) than none.

@@ -21,6 +21,7 @@ from smartroute import snapshots
 from smartroute.metrics import ASSIGN_LATENCY, MATCH_OUTCOMES, PUSHES
 from workers import telemetry  # noqa: F401 - connects the task metrics signals
 from workers.context import (
+    cache,
     cost_model,
     driver_index,
     match_policy,
@@ -29,7 +30,7 @@ from workers.context import (
     sessions,
     settings,
 )
-from workers.dispatching import request_dispatch, request_publish
+from workers.dispatching import publish_started, request_dispatch, request_publish
 from workers.queues import queue_depths
 
 log = logging.getLogger(__name__)
@@ -60,7 +61,7 @@ def match_booking(booking_id: int) -> str:
         created_at = session.get(Booking, booking_id).created_at if assigned else None
     MATCH_OUTCOMES.labels(result.outcome.value).inc()
     if result.outcome in (Outcome.ASSIGNED, Outcome.EXPIRED):
-        request_publish(match_booking.app)
+        request_publish(match_booking.app, cache())
     if result.outcome == Outcome.ASSIGNED:
         ASSIGN_LATENCY.observe((_now() - created_at).total_seconds())
         log.info(
@@ -86,7 +87,7 @@ def dispatch_region(region: str) -> dict:
     MATCH_OUTCOMES.labels("claim_lost").inc(len(outcome.lost))
     MATCH_OUTCOMES.labels("expired").inc(len(outcome.expired))
     if outcome.offered or outcome.expired:
-        request_publish(dispatch_region.app)
+        request_publish(dispatch_region.app, cache())
     if outcome.again:
         _request(region, now=True)
     elif outcome.held_elsewhere:
@@ -100,7 +101,7 @@ def dispatch_region(region: str) -> dict:
 
 
 def _request(region: str, booking_id: int | None = None, *, now: bool = False) -> None:
-    request_dispatch(dispatch_region.app, snapshots.redis_client(settings().redis_url), region,
+    request_dispatch(dispatch_region.app, cache(), region,
                      settings().batch_window_s, booking_id, now=now)
 
 
@@ -126,7 +127,7 @@ def lapse_offers() -> int:
     with sessions()() as session, session.begin():
         lapsed = sweeps.lapse_offers(session, now=_now())
     if lapsed:
-        request_publish(lapse_offers.app)
+        request_publish(lapse_offers.app, cache())
     _enqueue_matches(sessions(), lapsed)
     return len(lapsed)
 
@@ -146,7 +147,7 @@ def expire_bookings() -> int:
     with sessions()() as session, session.begin():
         expired = sweeps.expire_overdue(session, now=_now())
     if expired:
-        request_publish(expire_bookings.app)
+        request_publish(expire_bookings.app, cache())
     return len(expired)
 
 
@@ -167,7 +168,7 @@ def refresh_stats() -> dict:
     """Recompute booking stats into Redis for GET /v1/stats and the metrics scrape."""
     with reader()() as session:
         stats = booking_stats(session, now=_now())
-    snapshots.save(snapshots.redis_client(settings().redis_url), snapshots.STATS_KEY, stats,
+    snapshots.save(cache(), snapshots.STATS_KEY, stats,
                    settings().stats_ttl_s)
     return stats["by_status"]
 
@@ -187,7 +188,7 @@ def refresh_health() -> dict:
         "queue_depths": queue_depths(app, settings().queues),
         "workers_alive": sorted(node for reply in app.control.ping(timeout=1) for node in reply),
     }
-    snapshots.save(snapshots.redis_client(settings().redis_url), snapshots.HEALTH_KEY, snapshot,
+    snapshots.save(cache(), snapshots.HEALTH_KEY, snapshot,
                    settings().stats_ttl_s)
     return snapshot
 
@@ -195,11 +196,12 @@ def refresh_health() -> dict:
 @shared_task(name="workers.tasks.publish_outbox", acks_late=True, **RETRY)
 def publish_outbox() -> int:
     """Send unsent pushes in event_id order, and mark them sent. One publisher at a time."""
+    publish_started(cache())
     sent = 0
     while True:
         with sessions()() as session, session.begin():
             rows = outbox.claim_unsent(session, limit=OUTBOX_BATCH)
-            if not rows:  # None: another publisher holds the lock and will send them.
+            if not rows:
                 return sent
             publisher().deliver([(r.id, r.room, r.event, outbox.message(r)) for r in rows])
             outbox.mark_sent(session, [r.id for r in rows], _now())

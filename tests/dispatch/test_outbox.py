@@ -37,3 +37,40 @@ def test_unsent_events_are_claimed_in_order_then_marked_and_pruned(session, now)
     assert outbox.oldest_unsent_age_s(session, now) == 0
     assert outbox.prune(session, sent_before=now) == 0  # Not yet past the retention.
     assert outbox.prune(session, sent_before=now + dt.timedelta(seconds=1)) == 2
+
+
+def test_a_second_publisher_waits_and_then_sees_what_committed_meanwhile(
+        committed_sessions, clean_db, engine, now):
+    """Publish requests are coalesced, so a publisher that finds another at work must not
+    leave to it: that one read its rows before the newer events committed."""
+    import threading
+
+    from tests.support import wait_for
+
+    with committed_sessions() as first, first.begin():
+        assert outbox.claim_unsent(first) == []
+        with committed_sessions.begin() as s:
+            make.booking(s, make.rider(s), now=now)  # Commits two events meanwhile.
+        second: list = []
+        waiter = threading.Thread(target=lambda: _claim_in_new_transaction(
+            committed_sessions, second))
+        waiter.start()
+        wait_for(lambda: _waiting_on_advisory_locks(engine) == 1, 10,
+                 "the second publisher to wait for the lock")
+        assert not second
+    waiter.join(timeout=10)
+    assert [r.event for r in second[0]] == ["booking_updated", "booking_updated"]
+
+
+def _waiting_on_advisory_locks(engine) -> int:
+    from sqlalchemy import text
+
+    # A fresh connection each time: pg_stat_activity is a per-transaction snapshot.
+    with engine.connect() as probe:
+        return probe.scalar(text(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'advisory'"))
+
+
+def _claim_in_new_transaction(sessions, out: list) -> None:
+    with sessions() as session, session.begin():
+        out.append(outbox.claim_unsent(session))
