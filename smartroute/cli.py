@@ -530,9 +530,11 @@ def bench_e2e(api, relay, token, workers, data_dir, rate, duration, drivers, see
 @click.option("--drain", default=None, type=float,
               help="Seconds to let rides finish after the last booking "
                    "[default: the offer window + 30].")
+@click.option("--speedup", default=60.0, show_default=True,
+              help="Simulated seconds of driving per real second.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def simulate(api, relay, token, workers, data_dir, drivers, rate, duration, seed, chart, drain,
-             as_json) -> None:
+             speedup, as_json) -> None:
     """A seeded synthetic city of real clients: drivers ping, accept, drive and complete;
     riders book. Live progress, then a summary table and a PNG chart."""
     import json
@@ -541,11 +543,11 @@ def simulate(api, relay, token, workers, data_dir, drivers, rate, duration, seed
 
     from smartroute.loadgen.simulate import run_simulation, summary_table
 
-    if rate <= 0 or duration <= 0 or drivers <= 0:
-        raise click.UsageError("--drivers, --rate and --duration must be positive")
+    if rate <= 0 or duration <= 0 or drivers <= 0 or speedup <= 0:
+        raise click.UsageError("--drivers, --rate, --duration and --speedup must be positive")
     with _load_target(api, relay, token, workers, data_dir) as target:
         result = run_simulation(target, drivers, rate, duration, seed, Path(chart), drain,
-                                live=not as_json)
+                                live=not as_json, speedup=speedup)
     if as_json:
         click.echo(json.dumps(result))
     else:

@@ -198,6 +198,7 @@ class Fleet:
         self.recorder = recorder
         self.drivers: list[Driver] = []
         self.riders: list[Rider] = []
+        self.closing = threading.Event()
 
     def bring_up(self, drivers: int, riders: int, on_offer: OfferHandler,
                  run_id: str, threads: int = 16) -> None:
@@ -234,12 +235,18 @@ class Fleet:
             on_offer(driver, data, received)
 
         client.on("new_assignment", new_assignment)
-        client.on("disconnect", lambda *_: self.recorder.count("socket_disconnects"))
+        def disconnect(*_):
+            if not self.closing.is_set():  # Only the drops the run did not ask for.
+                self.recorder.count("socket_disconnects")
+
+        client.on("disconnect", disconnect)
         client.connect(self.relay_url, auth=driver.auth, transports=["websocket"],
                        wait_timeout=10)
         driver.client = client
 
     def close(self) -> None:
+        self.closing.set()
+
         def disconnect(driver: Driver) -> None:
             if driver.client is not None:
                 driver.client.disconnect()

@@ -157,14 +157,44 @@ def running_engine(api: str, relay: str, admin_token: str | None, data_dir: Path
     if token is None:
         raise ValueError("an admin token is needed: --token, SMARTROUTE_ADMIN_TOKEN, or "
                          f"{data_dir / 'admin_token'}")
-    processes = engine_processes(None)
-    concurrency = _worker_concurrency(processes) or 2
-    return Target(api.rstrip("/"), relay.rstrip("/"), token, settings, concurrency)
+    root = engine_root(api)
+    concurrency = _worker_concurrency(engine_processes(root)) or 2
+    return Target(api.rstrip("/"), relay.rstrip("/"), token, settings, concurrency, root)
 
 
+def engine_root(api: str) -> int | None:
+    """The process whose tree holds the engine serving ``api``: the ``smartroute up`` above
+    the process listening on its port, or else that listener's parent (whatever started the
+    parts one by one). Other engines on the machine, in their own trees, are left out."""
+    from urllib.parse import urlsplit
+
+    port = urlsplit(api).port
+    try:
+        listeners = [c.pid for c in psutil.net_connections(kind="tcp")
+                     if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port
+                     and c.pid]
+    except psutil.AccessDenied:
+        return None
+    if not listeners:
+        return None
+    try:
+        process = psutil.Process(listeners[0])
+        for ancestor in process.parents():
+            if role_of(ancestor.cmdline()) == "supervisor":
+                return ancestor.pid
+        # gunicorn's master: its parent started the API and, presumably, the rest.
+        master = next((p for p in [process, *process.parents()]
+                       if role_of(p.cmdline()) != "api"), None)
+        return master.pid if master is not None else None
+    except psutil.Error:
+        return None
+
+
+# A role's needles must all appear: a dotted or punctuated needle anywhere in an argument,
+# a plain word only as a whole argument (so "--duration" is not "up").
 ROLES = (
     ("ceiling", ("smartroute.loadgen.noop",)),
-    ("api", ("gunicorn", "web:create_app")),
+    ("api", ("gunicorn", "web:create_app()")),
     ("relay", ("web.relay",)),
     ("beat", ("workers.main", "beat")),
     ("worker", ("workers.main", "worker")),
@@ -173,9 +203,13 @@ ROLES = (
 
 
 def role_of(cmdline: list[str]) -> str | None:
-    joined = " ".join(cmdline)
+    def has(needle: str) -> bool:
+        if needle.isalpha():
+            return any(arg == needle or arg.endswith("/" + needle) for arg in cmdline)
+        return any(needle in arg for arg in cmdline)
+
     for role, needles in ROLES:
-        if all(n in joined for n in needles):
+        if all(has(n) for n in needles):
             return role
     return None
 

@@ -9,6 +9,7 @@ shows the city as it runs; at the end a summary table and a PNG chart.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 
 from rich.console import Console
@@ -39,8 +40,10 @@ def live_table(row: dict, drivers: int) -> Table:
 
 def run_simulation(target: Target, drivers: int, rate: float, duration_s: float, seed: int,
                    chart: Path, drain_s: float | None = None, console: Console | None = None,
-                   live: bool = True) -> dict:
+                   live: bool = True, speedup: float | None = None) -> dict:
     console = console or Console(stderr=True)
+    policy = SIMULATED_DRIVERS if speedup is None else replace(SIMULATED_DRIVERS,
+                                                               time_compression=speedup)
     city = CityMap(seed=seed)
     plan = LoadPlan(rate=rate, duration_s=duration_s, drivers=drivers,
                     riders=max(5, min(100, math.ceil(rate * 4))), seed=seed,
@@ -53,7 +56,7 @@ def run_simulation(target: Target, drivers: int, rate: float, duration_s: float,
             if live:
                 display.update(live_table(row, drivers), refresh=True)
 
-        run = LoadRun(target, plan, SIMULATED_DRIVERS, city=city, on_sample=show)
+        run = LoadRun(target, plan, policy, city=city, on_sample=show)
         checked = run.execute()
     rec = run.recorder
     write_chart(chart, rec,
