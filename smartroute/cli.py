@@ -439,6 +439,14 @@ def _load_target(api: str | None, relay: str | None, token: str | None, workers:
                  data_dir: str | None):
     """An engine to load: the one at --api, or one started here (context manager)."""
     import contextlib
+    import signal
+
+    def interrupted(signum, _frame):
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    # SIGTERM stops a run the way Ctrl-C does: through the finally blocks that stop the
+    # engine this command started.
+    signal.signal(signal.SIGTERM, interrupted)
 
     from smartroute.loadgen.engine import running_engine, started_engine
 
@@ -484,9 +492,11 @@ def _with_load_options(command):
               help="Seconds to wait, after the last booking, for every ride to complete.")
 @click.option("--ceiling-tasks", default=3000, show_default=True,
               help="No-op tasks drained to measure Celery's ceiling.")
+@click.option("--chart", default=None, type=click.Path(dir_okay=False),
+              help="Also write a PNG chart of latencies, throughput and queue depth here.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def bench_e2e(api, relay, token, workers, data_dir, rate, duration, drivers, seed, drain,
-              ceiling_tasks, as_json) -> None:
+              ceiling_tasks, chart, as_json) -> None:
     """Open-loop bookings at a fixed rate through API, workers and relay; latency, losses,
     memory, and the ratio to Celery's own no-op ceiling."""
     import json
@@ -507,7 +517,8 @@ def bench_e2e(api, relay, token, workers, data_dir, rate, duration, drivers, see
                           f" waiting {row.get('waiting', 0):5} queue {row.get('queue_depth')}")
 
     with _load_target(api, relay, token, workers, data_dir) as target:
-        result = run_e2e(target, rate, duration, drivers, seed, drain, ceiling_tasks, progress)
+        result = run_e2e(target, rate, duration, drivers, seed, drain, ceiling_tasks, progress,
+                         Path(chart) if chart else None)
     if as_json:
         click.echo(json.dumps(result))
         return

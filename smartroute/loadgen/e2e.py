@@ -14,6 +14,7 @@ from pathlib import Path
 
 from smartroute.loadgen import ceiling
 from smartroute.loadgen.engine import Target
+from smartroute.loadgen.report import write_chart
 from smartroute.loadgen.run import DriverPolicy, LoadPlan, LoadRun
 
 # The targets of issue 6, checked in every result.
@@ -30,14 +31,32 @@ def default_drivers(rate: float, batch_window_s: float) -> int:
 
 def run_e2e(target: Target, rate: float, duration_s: float, drivers: int | None = None,
             seed: int = 1, drain_s: float = 30.0, ceiling_tasks: int = 3000,
-            on_sample=None) -> dict:
+            on_sample=None, chart: Path | None = None) -> dict:
     window = target.settings.batch_window_s
     plan = LoadPlan(rate=rate, duration_s=duration_s,
                     drivers=drivers or default_drivers(rate, window),
-                    riders=max(10, min(200, math.ceil(rate))), seed=seed, drain_s=drain_s)
+                    riders=max(10, min(200, math.ceil(rate))), seed=seed, drain_s=drain_s,
+                    # Open loop: enough senders that a slow answer never delays the next send.
+                    send_threads=min(512, max(64, math.ceil(rate))))
+    # Celery's ceiling first, while the engine is idle: measured after the load, it would
+    # share the cores with whatever backlog an overloaded engine is still working off.
+    measured = None
+    if target.broker_url:
+        log_path = target.log_path.with_name("ceiling.log") if target.log_path else None
+        measured = ceiling.measure(target.broker_url, target.worker_concurrency, ceiling_tasks,
+                                   log_path=log_path)
     run = LoadRun(target, plan, DriverPolicy(), on_sample=on_sample)
     checked = run.execute()
     rec = run.recorder
+    if chart is not None:
+        write_chart(chart, rec, f"smartroute bench e2e: {rate:g} bookings/s for {duration_s:g} s",
+                    latencies={"accept": "booking accepted (HTTP 202)",
+                               "assign": "committed → assigned",
+                               "push": "assigned → driver's client"},
+                    throughput={"booked": "booked (202)", "pushed": "assigned (pushed)",
+                                "completed": "completed"},
+                    gauges={**{f"depth:{q}": f"queue {q}" for q in target.settings.queues},
+                            "waiting": "bookings waiting"})
     result = {
         "rate_offered": rate,
         "rate_sustained": checked["rate_pushed_in_window"],
@@ -53,14 +72,12 @@ def run_e2e(target: Target, rate: float, duration_s: float, drivers: int | None 
         result[f"{name}_p99_ms"] = summary["p99_ms"]
     result.update({key: checked[key] for key in (
         "bookings", "lost", "missing", "unfinished", "by_status", "double_assigned",
-        "double_assigned_seen_by_drivers", "checked_by", "max_rss_mb", "max_rss_mb_by_role")})
+        "double_assigned_seen_by_drivers", "checked_by", "max_rss_mb", "max_rss_mb_by_role",
+        "loadgen_cpu_percent", "max_queue_depth")})
     result["errors"] = {k: v for k, v in checked["counts"].items()
                         if k.endswith(("_errors", "_refused")) or k in (
                             "rate_limited", "socket_disconnects", "duplicate_pushes")}
-    if target.broker_url:
-        log_path = target.log_path.with_name("ceiling.log") if target.log_path else None
-        measured = ceiling.measure(target.broker_url, target.worker_concurrency, ceiling_tasks,
-                                   log_path=log_path)
+    if measured is not None:
         result["celery_noop_ceiling"] = round(measured.per_s, 1)
         result["ratio"] = round(result["rate_sustained"] / measured.per_s, 3)
     else:

@@ -315,14 +315,14 @@ def broker_client(broker_url: str | None) -> redis.Redis | None:
     return redis.Redis.from_url(broker_url, socket_timeout=2)
 
 
-def queue_depth(client: redis.Redis | None, queues: tuple[str, ...]) -> int | None:
-    """Messages waiting in these Celery queues (kombu keeps each in a Redis list)."""
+def queue_depths(client: redis.Redis | None, queues: tuple[str, ...]) -> dict[str, int] | None:
+    """Messages waiting in each Celery queue (kombu keeps each in a Redis list)."""
     if client is None:
         return None
     try:
         with client.pipeline(transaction=False) as pipe:
             for queue in queues:
                 pipe.llen(queue)
-            return int(sum(pipe.execute()))
+            return {q: int(n) for q, n in zip(queues, pipe.execute(), strict=True)}
     except (redis.RedisError, OSError):
         return None

@@ -16,12 +16,14 @@ from __future__ import annotations
 import concurrent.futures as cf
 import logging
 import random
+import signal
 import threading
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import psutil
 import requests
 from sqlalchemy import text
 
@@ -36,7 +38,7 @@ from smartroute.loadgen.city import (
     first_offer,
     parse_time,
 )
-from smartroute.loadgen.engine import MemoryWatch, Target, broker_client, queue_depth
+from smartroute.loadgen.engine import MemoryWatch, Target, broker_client, queue_depths
 from smartroute.loadgen.report import Recorder
 
 log = logging.getLogger(__name__)
@@ -96,6 +98,7 @@ class LoadRun:
         self.sending_window: tuple[float, float] = (0.0, 0.0)
         self.broker = broker_client(target.broker_url)
         self.memory = MemoryWatch(target.root_pid)
+        self.loadgen_cpu_percent: float | None = None
 
     # --- The run -------------------------------------------------------------------------
 
@@ -107,13 +110,20 @@ class LoadRun:
         sampler.start()
         try:
             self.fleet.bring_up(self.plan.drivers, self.plan.riders, self.on_offer, run_id)
+            if threading.current_thread() is threading.main_thread():
+                # python-socketio chains its own SIGINT handler, which disconnects every
+                # client one by one first; Ctrl-C should stop the run (and the engine) now.
+                signal.signal(signal.SIGINT, signal.default_int_handler)
             self.recorder.count("drivers_online", len(self.fleet.drivers))
             for i, driver in enumerate(self.fleet.drivers):
                 # Spread the pings evenly over the interval rather than all at once.
                 delay = self.policy.ping_every_s * i / max(1, len(self.fleet.drivers))
                 self.timers.after(delay, self._ping_loop, driver)
+            cpu_before, wall_before = _cpu_s(), time.monotonic()
             self._send_bookings()
             self._drain()
+            self.loadgen_cpu_percent = round(
+                100 * (_cpu_s() - cpu_before) / max(1e-9, time.monotonic() - wall_before), 1)
         finally:
             self.running.clear()
             sampler.join()
@@ -293,8 +303,11 @@ class LoadRun:
             with self.lock:
                 waiting = len(set(self.booked) - set(self.pushed))
             busy = sum(1 for d in self.fleet.drivers if d.holding is not None)
-            row = self.recorder.sample(queue_depth=queue_depth(self.broker, queues),
-                                       waiting=waiting, busy_drivers=busy)
+            depths = queue_depths(self.broker, queues)
+            per_queue = {f"depth:{q}": n for q, n in (depths or {}).items()}
+            row = self.recorder.sample(
+                queue_depth=sum(depths.values()) if depths is not None else None,
+                waiting=waiting, busy_drivers=busy, **per_queue)
             if self.on_sample is not None:
                 self.on_sample(row)
             time.sleep(1.0)
@@ -334,6 +347,12 @@ class LoadRun:
             "rate_pushed_in_window": round(len(in_window) / span, 2),
             "rate_accepted": round(self.recorder.counts["booked"] / span, 2),
             "counts": dict(self.recorder.counts),
+            "max_queue_depth": {
+                key.removeprefix("depth:"): max(row.get(key) or 0 for row in self.recorder.samples)
+                for key in {k for row in self.recorder.samples for k in row
+                            if k.startswith("depth:")}},
+            # The generator shares the machine's cores with the engine: what it used of them.
+            "loadgen_cpu_percent": self.loadgen_cpu_percent,
             **memory,
         }
 
@@ -344,6 +363,12 @@ class LoadRun:
 
         with cf.ThreadPoolExecutor(16) as pool:
             return {i: s for i, s in pool.map(status, ids) if s is not None}
+
+
+def _cpu_s() -> float:
+    """CPU seconds this process (the load generator, every thread) has used."""
+    times = psutil.Process().cpu_times()
+    return times.user + times.system
 
 
 # A driver holds a booking from its offer (to 'assigned') until the booking next leaves the
