@@ -96,6 +96,13 @@ def started_engine(workers: int, data_dir: Path, extra_env: dict[str, str] | Non
     base = Settings.from_env()
     services = ensure_services(base.database_url, base.redis_url, data_dir)
     try:
+        # A run must not inherit an earlier run's backlog (an overloaded run leaves hundreds
+        # of pending bookings, which would be offered to this run's drivers). The embedded
+        # services in the benchmark's own folder are emptied; services named by URL never are.
+        if base.database_url is None:
+            _empty_database(services.database_url)
+        if base.redis_url is None:
+            redis.Redis.from_url(services.redis_url).flushdb()
         settings = Settings.from_env({
             **os.environ, **BENCH_LIMITS, **(extra_env or {}),
             "DATABASE_URL": services.database_url, "REDIS_URL": services.redis_url,
@@ -135,6 +142,21 @@ def started_engine(workers: int, data_dir: Path, extra_env: dict[str, str] | Non
                     process.wait()
     finally:
         services.stop()
+
+
+def _empty_database(database_url: str) -> None:
+    """Drop every table of the benchmark's embedded database; ``up`` migrates it again."""
+    from sqlalchemy import text
+
+    from dispatch.db import make_engine
+
+    engine = make_engine(database_url, pool_size=1, max_overflow=0,
+                         application_name="smartroute-bench")
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
+    finally:
+        engine.dispose()
 
 
 def running_engine(api: str, relay: str, admin_token: str | None, data_dir: Path) -> Target:

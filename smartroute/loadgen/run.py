@@ -99,6 +99,7 @@ class LoadRun:
         self.broker = broker_client(target.broker_url)
         self.memory = MemoryWatch(target.root_pid)
         self.loadgen_cpu_percent: float | None = None
+        self.rider_ids: set[int] = set()
 
     # --- The run -------------------------------------------------------------------------
 
@@ -115,6 +116,7 @@ class LoadRun:
                 # client one by one first; Ctrl-C should stop the run (and the engine) now.
                 signal.signal(signal.SIGINT, signal.default_int_handler)
             self.recorder.count("drivers_online", len(self.fleet.drivers))
+            self.rider_ids = {r.id for r in self.fleet.riders}
             for i, driver in enumerate(self.fleet.drivers):
                 # Spread the pings evenly over the interval rather than all at once.
                 delay = self.policy.ping_every_s * i / max(1, len(self.fleet.drivers))
@@ -189,6 +191,14 @@ class LoadRun:
             self.recorder.count("duplicate_pushes")
             return
         booking_id = data["id"]
+        if data.get("rider_id") not in self.rider_ids:
+            # A booking this run did not make (an engine shared with others): serve it, so
+            # the driver is free again, but keep it out of this run's numbers.
+            self.recorder.count("foreign_offers")
+            with driver.lock:
+                driver.holding = booking_id
+            self.timers.submit(self._answer, driver, data)
+            return
         assigned, created = parse_time(data.get("assigned_at")), parse_time(data.get("created_at"))
         self.recorder.count("pushed")
         if assigned is not None:
