@@ -93,11 +93,21 @@ class Api:
             self._local.session = session
         return session
 
-    def call(self, method: str, path: str, token: str, json: dict | None = None
-             ) -> requests.Response:
-        return self._session().request(method, f"{self.base_url}/v1{path}", json=json,
-                                       headers={"Authorization": f"Bearer {token}"},
-                                       timeout=self.timeout_s)
+    def call(self, method: str, path: str, token: str, json: dict | None = None,
+             headers: dict | None = None, retry: bool = False) -> requests.Response:
+        """One request; with ``retry``, once more if the connection broke (gunicorn closes
+        idle keep-alive connections, and a request can race that close). Retry only what is
+        safe to send twice: location pings, driver actions, bookings with an Idempotency-Key.
+        """
+        headers = {"Authorization": f"Bearer {token}", **(headers or {})}
+        for attempt in (1, 2):
+            try:
+                return self._session().request(method, f"{self.base_url}/v1{path}", json=json,
+                                               headers=headers, timeout=self.timeout_s)
+            except requests.ConnectionError:
+                if not retry or attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
 
     def create_user(self, admin_token: str, role: str, name: str) -> tuple[int, str]:
         response = self.call("POST", "/users", admin_token, {"name": name, "role": role})

@@ -44,6 +44,7 @@ from smartroute.loadgen.report import Recorder
 log = logging.getLogger(__name__)
 
 FINAL_OK = "completed"
+AFTER = {"accept": "accepted", "start": "in_progress", "complete": "completed"}
 ROAD_FACTOR = 1.35
 
 
@@ -156,7 +157,8 @@ class LoadRun:
     def _book(self, rider, trip: dict, due: float, due_epoch: float) -> None:
         self.recorder.latency("send_lag", (time.monotonic() - due) * 1000)
         try:
-            response = self.api.call("POST", "/bookings", rider.token, trip)
+            response = self.api.call("POST", "/bookings", rider.token, trip, retry=True,
+                                     headers={"Idempotency-Key": uuid.uuid4().hex})
         except requests.RequestException:
             self.recorder.count("booking_errors")
             return
@@ -279,12 +281,19 @@ class LoadRun:
         return hours * 3600 / self.policy.time_compression
 
     def _act(self, driver: Driver, booking_id: int, action: str) -> bool:
-        response = self.api.call("POST", f"/bookings/{booking_id}/{action}", driver.token)
+        response = self.api.call("POST", f"/bookings/{booking_id}/{action}", driver.token,
+                                 retry=True)
+        if response.status_code == 409 and self._already(driver, booking_id, action):
+            return True  # A retry of an action whose first attempt went through.
         if response.status_code != 200:
             self.recorder.count(f"{action}_refused")
             log.info("%s of booking %s answered %s", action, booking_id, response.status_code)
             return False
         return True
+
+    def _already(self, driver: Driver, booking_id: int, action: str) -> bool:
+        response = self.api.call("GET", f"/bookings/{booking_id}", driver.token, retry=True)
+        return response.status_code == 200 and response.json()["status"] == AFTER.get(action)
 
     def _let_go(self, driver: Driver, booking_id: int) -> None:
         with driver.lock:
@@ -292,7 +301,8 @@ class LoadRun:
                 driver.holding = None
 
     def _ping(self, driver: Driver) -> None:
-        response = self.api.call("PUT", "/drivers/me/location", driver.token, driver.position)
+        response = self.api.call("PUT", "/drivers/me/location", driver.token, driver.position,
+                                 retry=True)
         self.recorder.count("pings" if response.status_code == 200 else "ping_errors")
 
     def _ping_loop(self, driver: Driver) -> None:
