@@ -82,7 +82,7 @@ class Stack:
                     raise AssertionError(f"a process exited early\n{self.log_tails()}")
             try:
                 return requests.get(f"{self.url}/health", timeout=2).status_code == 200
-            except requests.RequestException:  # Refused, or too busy starting to answer.
+            except requests.RequestException:  # Refused, or too slow on a busy machine.
                 return False
 
         try:
@@ -96,7 +96,7 @@ class Stack:
     def relay_up(self) -> bool:
         try:
             return requests.get(f"{self.relay_url}/health", timeout=2).status_code == 200
-        except requests.RequestException:
+        except requests.RequestException:  # Refused, or too slow on a busy machine.
             return False
 
     def log_tails(self, lines: int = 25) -> str:

@@ -1,0 +1,85 @@
+"""Celery's own ceiling on this machine: no-op tasks drained per second.
+
+Same broker, same ``celeryconfig`` (late acks, prefetch 1), same worker flags and log level
+and the same number of prefork processes as the engine's worker; only the task body
+differs. The queue is filled first and the worker started after, so the number is the drain
+rate alone: from the first message taken to an empty queue.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from smartroute.loadgen.engine import broker_client
+from smartroute.loadgen.noop import NOOP_QUEUE, NOOP_TASK
+
+START_TIMEOUT_S = 60.0
+POLL_S = 0.01
+
+
+@dataclass(frozen=True)
+class Ceiling:
+    tasks: int
+    drained: int
+    seconds: float
+    concurrency: int
+
+    @property
+    def per_s(self) -> float:
+        return self.drained / self.seconds if self.seconds > 0 else 0.0
+
+
+def worker_argv(concurrency: int) -> list[str]:
+    """The engine's worker command (smartroute.cli.worker_argv) with the no-op app."""
+    return [sys.executable, "-m", "celery", "-A", "smartroute.loadgen.noop", "worker",
+            "--queues", NOOP_QUEUE, "--concurrency", str(concurrency),
+            "--hostname", f"bench-noop-{os.getpid()}@%h", "--loglevel", "INFO",
+            "--without-gossip", "--without-mingle"]
+
+
+def measure(broker_url: str, concurrency: int, tasks: int = 3000,
+            log_path: Path | None = None, timeout_s: float = 120.0) -> Ceiling:
+    """Fill the no-op queue with ``tasks`` messages, start a worker, time the drain."""
+    from smartroute.loadgen.noop import app
+
+    client = broker_client(broker_url)
+    if client is None:
+        raise ValueError(f"the ceiling needs a Redis broker, not {broker_url!r}")
+    client.delete(NOOP_QUEUE)
+    app.conf.broker_url = broker_url
+    with app.producer_pool.acquire(block=True) as producer:
+        for _ in range(tasks):
+            app.send_task(NOOP_TASK, queue=NOOP_QUEUE, producer=producer)
+    env = {**os.environ, "CELERY_BROKER_URL": broker_url}
+    log = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
+    worker = subprocess.Popen(worker_argv(concurrency), env=env, stdout=log,
+                              stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        # The worker's startup is not Celery's per-message cost: start timing at the first
+        # message taken. The queue length is the only signal the broker gives; poll it.
+        while (waiting := client.llen(NOOP_QUEUE)) >= tasks:
+            if worker.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the no-op worker did not start consuming")
+            time.sleep(POLL_S)
+        first, at_first = waiting, time.monotonic()
+        deadline = at_first + timeout_s
+        while (waiting := client.llen(NOOP_QUEUE)) > 0 and time.monotonic() < deadline:
+            time.sleep(POLL_S)
+        seconds = time.monotonic() - at_first
+        return Ceiling(tasks, first - waiting, seconds, concurrency)
+    finally:
+        worker.terminate()
+        try:
+            worker.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait()
+        client.delete(NOOP_QUEUE)
+        if log_path:
+            log.close()
