@@ -27,6 +27,7 @@ def make_engine(
     pool_recycle: int = 1800,
     application_name: str = "smartroute",
     idle_in_transaction_timeout_s: float = 10.0,
+    pre_ping: bool = True,
 ) -> Engine:
     """An engine with the scaling guide's pool: 5 kept, 20 at most, 30 s to acquire.
 
@@ -34,6 +35,10 @@ def make_engine(
     hold its row locks and keep bookings and drivers from everyone else. PostgreSQL ends
     such a session after ``idle_in_transaction_timeout_s`` (0: never), rolling it back, so
     the stalled process's late write fails instead of landing on state it no longer knows.
+
+    ``pre_ping`` tests each connection as it is checked out, a round trip every time. The
+    API turns it off: a connection a database restart left dead fails its request with a
+    503 (which clients retry) and the pool is emptied at once, so only that request pays.
     """
     return create_engine(
         sqlalchemy_url(url),
@@ -41,8 +46,7 @@ def make_engine(
         max_overflow=max_overflow,
         pool_timeout=pool_timeout,
         pool_recycle=pool_recycle,
-        # A connection dropped by a database restart is replaced, not handed to a request.
-        pool_pre_ping=True,
+        pool_pre_ping=pre_ping,
         connect_args={
             "application_name": application_name,
             "connect_timeout": 10,
