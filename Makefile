@@ -16,8 +16,8 @@ up: $(VENV) ## Start the whole engine with the demo (embedded PostgreSQL and Red
 test: $(VENV) ## Run every test, as CI does.
 	$(PY) -m pytest
 
-test-fast: $(VENV) ## Skip the slow load and chaos tests.
-	$(PY) -m pytest -m "not slow and not chaos"
+test-fast: $(VENV) ## Skip the slow load, chaos and browser tests.
+	$(PY) -m pytest -m "not slow and not chaos and not browser"
 
 lint: $(VENV) ## Lint with ruff.
 	$(VENV)/bin/ruff check .
