@@ -12,7 +12,7 @@ from typing import Protocol
 
 import numpy as np
 
-from dispatch.geo import EARTH_RADIUS_KM
+from dispatch.geo import EARTH_RADIUS_KM, haversine_km
 
 
 class CostModel(Protocol):
@@ -39,3 +39,7 @@ class GreatCircleEta:
     def eta_matrix(self, origins: np.ndarray, destinations: np.ndarray) -> np.ndarray:
         km = haversine_matrix_km(origins, destinations) * self.road_factor
         return km / self.speed_kmh * 3600.0
+
+    def eta_s(self, lat1: float, lng1: float, lat2: float, lng2: float) -> float:
+        """One trip's ETA, as ``eta_matrix`` would give it."""
+        return haversine_km(lat1, lng1, lat2, lng2) * self.road_factor / self.speed_kmh * 3600.0

@@ -65,12 +65,6 @@ class CityMap:
         return {"pickup": pickup, "dropoff": self.anywhere(rng)}
 
 
-def distance_km(a: dict, b: dict) -> float:
-    dlat = (a["lat"] - b["lat"]) * KM_PER_DEG_LAT
-    dlng = (a["lng"] - b["lng"]) * KM_PER_DEG_LAT * math.cos(math.radians(a["lat"]))
-    return math.hypot(dlat, dlng)
-
-
 def parse_time(value: str | None) -> float | None:
     """An ISO timestamp from the API as seconds since the epoch."""
     return dt.datetime.fromisoformat(value).timestamp() if value else None

@@ -28,13 +28,13 @@ import requests
 from sqlalchemy import text
 
 from dispatch.db import make_engine
+from dispatch.eta import GreatCircleEta
 from smartroute.loadgen.city import (
     Api,
     CityMap,
     Driver,
     Fleet,
     Timers,
-    distance_km,
     first_offer,
     parse_time,
 )
@@ -45,7 +45,6 @@ log = logging.getLogger(__name__)
 
 FINAL_OK = "completed"
 AFTER = {"accept": "accepted", "start": "in_progress", "complete": "completed"}
-ROAD_FACTOR = 1.35
 
 
 @dataclass(frozen=True)
@@ -277,8 +276,10 @@ class LoadRun:
                 self.all_done.notify_all()
 
     def _drive_s(self, a: dict, b: dict) -> float:
-        hours = distance_km(a, b) * ROAD_FACTOR / self.policy.speed_kmh
-        return hours * 3600 / self.policy.time_compression
+        # The engine's own cost model: a driver takes as long as the matcher expected.
+        eta_s = GreatCircleEta(speed_kmh=self.policy.speed_kmh).eta_s(
+            a["lat"], a["lng"], b["lat"], b["lng"])
+        return eta_s / self.policy.time_compression
 
     def _act(self, driver: Driver, booking_id: int, action: str) -> bool:
         response = self.api.call("POST", f"/bookings/{booking_id}/{action}", driver.token,

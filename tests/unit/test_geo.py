@@ -28,3 +28,14 @@ def test_box_contains_every_point_on_the_circle(lat, lng):
 def test_no_box_where_it_would_wrap():
     assert bounding_box(89.99, 0, 5) is None
     assert bounding_box(0, 179.99, 5) is None
+
+
+def test_one_trips_eta_is_the_matrixs():
+    import numpy as np
+
+    from dispatch.eta import GreatCircleEta
+
+    eta = GreatCircleEta(speed_kmh=30.0)
+    a, b = (38.72, -9.14), (38.75, -9.15)
+    assert eta.eta_s(*a, *b) == pytest.approx(eta.eta_matrix(np.array([a]), np.array([b]))[0, 0])
+    assert eta.eta_s(*a, *a) == 0
