@@ -116,13 +116,18 @@ def truncate_all(engine, attempts: int = 5) -> None:
                 raise
 
 
+def empty_redis(redis_url: str) -> None:
+    """Queues, SmartRoute's own keys (replay streams, token cache, driver index) and
+    rate-limit counters: ids restart with the tables, so these would name others."""
+    cache = redis.Redis.from_url(redis_url)
+    cache.delete(*QUEUES, *cache.keys("smartroute:*"), *cache.keys("LIMITS*"))
+
+
 @pytest.fixture
 def clean_db(engine, settings):
     """Empty tables and queues, for tests whose data is committed and seen by other processes."""
     truncate_all(engine)
-    cache = redis.Redis.from_url(settings.redis_url)
-    # Queues, SmartRoute's own keys, and rate-limit counters (ids restart with the tables).
-    cache.delete(*QUEUES, *cache.keys("smartroute:*"), *cache.keys("LIMITS*"))
+    empty_redis(settings.redis_url)
     yield
     truncate_all(engine)
 

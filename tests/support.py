@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 
 import redis
+import requests
 from celery import Celery
 
 
@@ -30,6 +31,29 @@ def wait_for(predicate: Callable[[], object], timeout: float, what: str, every: 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(every)
+
+
+def healthy(base_url: str) -> bool:
+    """``base_url``'s /health answers 200. Refused, or too slow to answer on a busy
+    machine, is "not yet", for ``wait_for``."""
+    try:
+        return requests.get(f"{base_url}/health", timeout=2).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def waiting_on_locks(engine, application_name: str, wait_event: str | None = None) -> int:
+    """How many of ``application_name``'s sessions wait on a lock (of kind ``wait_event``,
+    e.g. "advisory", if given): how a test sees another process block inside its
+    transaction, there being no event to wait on."""
+    from sqlalchemy import text
+
+    # A fresh connection each time: pg_stat_activity is a per-transaction snapshot.
+    with engine.connect() as probe:
+        return probe.scalar(text(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = :name "
+            "AND wait_event_type = 'Lock' AND (:event IS NULL OR wait_event = :event)"),
+            {"name": application_name, "event": wait_event})
 
 
 def stop_consuming(celery: Celery, node: str, queue_name: str, broker: redis.Redis) -> None:

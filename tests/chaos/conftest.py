@@ -16,16 +16,16 @@ from dataclasses import replace
 import psutil
 import pytest
 import redis
-from sqlalchemy import text
 
-from dispatch.db import make_engine
+from dispatch.db import make_engine, make_sessionmaker
 from dispatch.users import ensure_bootstrap_admin
 from smartroute import migrate
 from smartroute.cli import worker_argv
 from smartroute.embedded import redis_socket_path, start_postgres, start_redis
 from smartroute.token_cache import remember
+from tests.conftest import empty_redis, truncate_all
 from tests.integration.conftest import STACK_TUNING, Client, Stack
-from tests.support import wait_for
+from tests.support import healthy, wait_for
 
 CHAOS_TUNING = {
     **STACK_TUNING,
@@ -122,31 +122,11 @@ def chaos_engine(chaos):
 @pytest.fixture
 def chaos_admin(chaos, chaos_engine) -> Client:
     """A clean slate for each fault: no bookings, users or drivers left from the last."""
-    wait_for(lambda: chaos.relay_up() and _api_up(chaos), 60, "the stack to be healthy")
-    with chaos_engine.begin() as conn:
-        conn.execute(text("TRUNCATE users, cab_bookings, outbox_events RESTART IDENTITY CASCADE"))
-        admin_id = ensure_bootstrap_admin_sql(conn, chaos.settings.admin_token)
-    cache = redis.Redis.from_url(chaos.settings.redis_url)
-    # Ids restart with the tables, so the replay streams, token cache and driver index of
-    # the last fault's run would name other events and other drivers.
-    stale = cache.keys("smartroute:*")
-    if stale:
-        cache.delete(*stale)
-    remember(cache, chaos.settings.admin_token, admin_id, "admin")
+    wait_for(lambda: chaos.relay_up() and healthy(chaos.url), 60, "the stack to be healthy")
+    truncate_all(chaos_engine)
+    empty_redis(chaos.settings.redis_url)
+    with make_sessionmaker(chaos_engine).begin() as session:
+        admin_id = ensure_bootstrap_admin(session, chaos.settings.admin_token)
+    remember(redis.Redis.from_url(chaos.settings.redis_url), chaos.settings.admin_token,
+             admin_id, "admin")
     return Client(chaos.url, chaos.settings.admin_token)
-
-
-def ensure_bootstrap_admin_sql(conn, token: str) -> int:
-    from sqlalchemy.orm import Session
-
-    with Session(bind=conn) as session:
-        return ensure_bootstrap_admin(session, token)
-
-
-def _api_up(stack: Stack) -> bool:
-    import requests
-
-    try:
-        return requests.get(f"{stack.url}/health", timeout=2).status_code == 200
-    except requests.RequestException:
-        return False

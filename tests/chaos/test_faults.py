@@ -18,7 +18,7 @@ from sqlalchemy import text
 from tests.chaos import invariants
 from tests.chaos.load import Load
 from tests.integration.conftest import new_user
-from tests.support import wait_for
+from tests.support import wait_for, waiting_on_locks
 
 pytestmark = [pytest.mark.chaos, pytest.mark.slow,
               pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")]
@@ -179,13 +179,8 @@ def _trail(engine, booking_id: int) -> list[tuple]:
 
 def _worker_blocked_on_a_lock(chaos, engine) -> int:
     """The pid of the worker child whose matching transaction waits on our row lock."""
-    def blocked() -> int:
-        with engine.connect() as probe:
-            return probe.scalar(text(
-                "SELECT count(*) FROM pg_stat_activity WHERE application_name = "
-                "'smartroute-worker' AND wait_event_type = 'Lock'"))
-
-    wait_for(blocked, 20, "a matching task to block on the held driver row")
+    wait_for(lambda: waiting_on_locks(engine, "smartroute-worker"), 20,
+             "a matching task to block on the held driver row")
     # Other batches finish in milliseconds; the one still running since before is ours.
     active = chaos.celery.control.inspect(timeout=2).active() or {}
     matching = [t for tasks in active.values() for t in tasks

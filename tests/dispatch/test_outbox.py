@@ -45,7 +45,7 @@ def test_a_second_publisher_waits_and_then_sees_what_committed_meanwhile(
     leave to it: that one read its rows before the newer events committed."""
     import threading
 
-    from tests.support import wait_for
+    from tests.support import wait_for, waiting_on_locks
 
     with committed_sessions() as first, first.begin():
         assert outbox.claim_unsent(first) == []
@@ -55,20 +55,11 @@ def test_a_second_publisher_waits_and_then_sees_what_committed_meanwhile(
         waiter = threading.Thread(target=lambda: _claim_in_new_transaction(
             committed_sessions, second))
         waiter.start()
-        wait_for(lambda: _waiting_on_advisory_locks(engine) == 1, 10,
+        wait_for(lambda: waiting_on_locks(engine, "smartroute-tests", "advisory") == 1, 10,
                  "the second publisher to wait for the lock")
         assert not second
     waiter.join(timeout=10)
     assert [r.event for r in second[0]] == ["booking_updated", "booking_updated"]
-
-
-def _waiting_on_advisory_locks(engine) -> int:
-    from sqlalchemy import text
-
-    # A fresh connection each time: pg_stat_activity is a per-transaction snapshot.
-    with engine.connect() as probe:
-        return probe.scalar(text(
-            "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'advisory'"))
 
 
 def _claim_in_new_transaction(sessions, out: list) -> None:

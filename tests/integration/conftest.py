@@ -14,7 +14,7 @@ from dispatch.users import ensure_bootstrap_admin
 from smartroute.cli import api_argv, beat_argv, relay_argv, worker_argv
 from smartroute.token_cache import remember
 from tests.conftest import QUEUES
-from tests.support import free_port, wait_for
+from tests.support import free_port, healthy, wait_for
 from workers.app import create_celery
 
 WORKER_PROCESSES = 4
@@ -80,10 +80,7 @@ class Stack:
             for proc in (self.api, self.worker, self.relay):
                 if proc.poll() is not None:
                     raise AssertionError(f"a process exited early\n{self.log_tails()}")
-            try:
-                return requests.get(f"{self.url}/health", timeout=2).status_code == 200
-            except requests.RequestException:  # Refused, or too slow on a busy machine.
-                return False
+            return healthy(self.url)
 
         try:
             wait_for(api_up, START_TIMEOUT_S, "the API to answer /health", every=0.2)
@@ -94,10 +91,7 @@ class Stack:
             raise AssertionError(f"{exc}\n{self.log_tails()}") from None
 
     def relay_up(self) -> bool:
-        try:
-            return requests.get(f"{self.relay_url}/health", timeout=2).status_code == 200
-        except requests.RequestException:  # Refused, or too slow on a busy machine.
-            return False
+        return healthy(self.relay_url)
 
     def log_tails(self, lines: int = 25) -> str:
         """The end of each process's log, for a failure message CI can show."""

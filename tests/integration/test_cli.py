@@ -41,10 +41,7 @@ def test_up_starts_everything_and_sigterm_stops_it_all(settings, tmp_path, clean
     try:
         def healthy():
             assert up.poll() is None, (tmp_path / "up.log").read_text()
-            try:
-                return requests.get(f"http://127.0.0.1:{port}/health", timeout=2).ok
-            except requests.RequestException:  # Refused, or too busy starting to answer.
-                return False
+            return healthy(f"http://127.0.0.1:{port}")
 
         wait_for(healthy, 60, "smartroute up to be healthy", every=0.2)
         token = wait_for(lambda: (tmp_path / "admin_token").exists()

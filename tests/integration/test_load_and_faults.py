@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import text
 
 from tests.integration.conftest import new_user, online_driver
-from tests.support import wait_for
+from tests.support import wait_for, waiting_on_locks
 
 CENTRE = (38.7223, -9.1393)
 ACTIVE = "('assigned', 'accepted', 'in_progress')"
@@ -67,14 +67,8 @@ def test_a_worker_killed_mid_match_loses_no_booking(admin, engine, stack):
                                 json={"pickup": _near(random.Random(1), 0.1),
                                       "dropoff": _near(random.Random(2))})["id"]
 
-        def blocked_on_the_driver() -> int:
-            # A fresh transaction each time: pg_stat_activity is a per-transaction snapshot.
-            with engine.connect() as probe:
-                return probe.scalar(text(
-                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = "
-                    "'smartroute-worker' AND wait_event_type = 'Lock'"))
-
-        wait_for(blocked_on_the_driver, 15, "the matching task to block on the driver's row")
+        wait_for(lambda: waiting_on_locks(engine, "smartroute-worker"), 15,
+                 "the matching task to block on the driver's row")
 
         active = stack.celery.control.inspect(timeout=2).active() or {}
         pids = [t["worker_pid"] for tasks in active.values() for t in tasks

@@ -17,7 +17,7 @@ from dispatch.users import get_user
 from smartroute import token_cache
 from smartroute.cli import relay_argv
 from tests.integration.conftest import new_user, online_driver
-from tests.support import free_port, wait_for
+from tests.support import free_port, healthy, wait_for
 
 # python-socketio's client leaves a websocket the server closed for the garbage collector,
 # which pytest reports as an unraisable ResourceWarning; it is the client's, not ours.
@@ -254,7 +254,7 @@ def test_a_relay_with_no_origins_configured_admits_only_its_own(stack, origin, a
     relay = subprocess.Popen(relay_argv("127.0.0.1", port), env=env,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wait_for(lambda: _answers(f"{relay_url}/health"), 30, "the second relay to start")
+        wait_for(lambda: healthy(relay_url), 30, "the second relay to start")
         handshake = requests.get(f"{relay_url}/socket.io/?EIO=4&transport=polling", timeout=5,
                                  headers={"Origin": origin.format(relay=relay_url)})
         assert (handshake.status_code == 200) is allowed, handshake.status_code
@@ -262,9 +262,3 @@ def test_a_relay_with_no_origins_configured_admits_only_its_own(stack, origin, a
         relay.terminate()
         relay.wait(timeout=20)
 
-
-def _answers(url: str) -> bool:
-    try:
-        return requests.get(url, timeout=2).ok
-    except requests.RequestException:
-        return False
