@@ -2,10 +2,9 @@
 // drivers and open bookings on a tile-free map, and every booking change pushed live by
 // the relay to the admin_dashboard room.
 import {
-  $, ApiError, SignIn, call, clock, connectRelay, element, loadConfig, place, showRelayStatus,
-  statusLabel,
+  $, SignIn, call, clock, element, enterConsole, place, statusLabel,
 } from "./console.js";
-import { BOOKING_COLOURS, DRIVER_COLOURS, bookingAt, drawMap } from "./map.js";
+import { BOOKING_COLOURS, DRIVER_COLOURS, bookingAt, drawMap, prepareCanvas } from "./map.js";
 
 const POLL_MS = 5000;
 const FEED_LENGTH = 50;
@@ -19,13 +18,6 @@ let drivers = [];
 let settling = null;
 
 async function start() {
-  const config = await loadConfig();
-  $("#sign-in").addEventListener("submit", async (event) => {
-    event.preventDefault();
-    signIn.token = $("#token").value.trim();
-    await open(config);
-  });
-  $("#sign-out").addEventListener("click", () => { signIn.clear(); location.reload(); });
   $("#close-log").addEventListener("click", () => { $("#dispatch-log").hidden = true; });
   $("#map").addEventListener("click", (event) => {
     const id = bookingAt($("#map"), event);
@@ -33,30 +25,10 @@ async function start() {
   });
   window.addEventListener("resize", drawAll);
   drawLegend();
-  if (signIn.token) await open(config);
-}
-
-async function open(config) {
-  try {
-    await refresh();
-  } catch (error) {
-    const message = error instanceof ApiError && error.status === 403
-      ? "That token is not an admin's." : error.message;
-    $("#sign-in-error").textContent = message;
-    signIn.clear();
-    return;
-  }
-  $("#sign-in").hidden = true;
-  $("#dashboard").hidden = $("#relay-status").hidden = $("#sign-out").hidden = false;
-  connectRelay(config.relay_url, signIn, {
+  await enterConsole(signIn, {
+    panel: "#dashboard", refresh, pollMs: POLL_MS, notYours: "That token is not an admin's.",
     events: { booking_updated: onBookingUpdated },
-    onStatus: (status, detail) => {
-      showRelayStatus($("#relay-status"), status, detail);
-      // Back after a gap: the relay replays what was missed; the snapshot fills the rest.
-      if (status === "live") refresh().catch(() => {});
-    },
   });
-  setInterval(() => refresh().catch(() => {}), POLL_MS);
 }
 
 async function refresh() {
@@ -136,13 +108,7 @@ function drawAll() {
 }
 
 function drawMinutes(minutes) {
-  const canvas = $("#minutes");
-  const ratio = window.devicePixelRatio || 1;
-  const width = canvas.clientWidth, height = canvas.clientHeight;
-  canvas.width = width * ratio;
-  canvas.height = height * ratio;
-  const ctx = canvas.getContext("2d");
-  ctx.scale(ratio, ratio);
+  const { ctx, width, height } = prepareCanvas($("#minutes"));
   ctx.clearRect(0, 0, width, height);
   const top = Math.max(1, ...minutes.map((m) => m.created));
   const slot = width / minutes.length, bar = Math.max(2, slot / 2 - 2);

@@ -80,6 +80,42 @@ export function connectRelay(url, signIn, handlers) {
   return socket;
 }
 
+// Signing in and going live, the same on every page. The token comes from the form, or is
+// the one kept from the last visit; the page's first refresh tries it. Then the page goes
+// live: pushes through the relay, and a refresh every pollMs for what no push says (and
+// after every reconnection, since the relay replays only what its streams still hold).
+export async function enterConsole(signIn, { panel, refresh, events, notYours, pollMs, onLive }) {
+  const config = await loadConfig();
+  const open = async () => {
+    try {
+      await refresh();
+    } catch (error) {
+      $("#sign-in-error").textContent = error instanceof ApiError && error.status === 403
+        ? notYours : error.message;
+      signIn.clear();
+      return;
+    }
+    $("#sign-in").hidden = true;
+    $(panel).hidden = $("#relay-status").hidden = $("#sign-out").hidden = false;
+    connectRelay(config.relay_url, signIn, {
+      events,
+      onStatus: (status, detail) => {
+        showRelayStatus($("#relay-status"), status, detail);
+        if (status === "live") refresh().catch(() => {});
+      },
+    });
+    setInterval(() => refresh().catch(() => {}), pollMs);
+    onLive?.();
+  };
+  $("#sign-in").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    signIn.token = $("#token").value.trim();
+    await open();
+  });
+  $("#sign-out").addEventListener("click", () => { signIn.clear(); location.reload(); });
+  if (signIn.token) await open();
+}
+
 export function showRelayStatus(element, status, detail) {
   const labels = { live: "Live", reconnecting: "Reconnecting…", offline: "Relay unreachable" };
   element.textContent = labels[status] || status;

@@ -1,8 +1,7 @@
 // The driver console: go online, share a location, get offers pushed by the relay to the
 // driver's own room, and accept, decline, start and complete the ride through /v1.
 import {
-  $, ApiError, SignIn, call, clock, connectRelay, element, loadConfig, place, showRelayStatus,
-  statusLabel,
+  $, SignIn, call, clock, element, enterConsole, place, statusLabel,
 } from "./console.js";
 
 const POLL_MS = 5000;        // Picks up what no push tells a driver: a rider's cancel, say.
@@ -25,41 +24,14 @@ let simulation = null;
 let formFilled = false;
 
 async function start() {
-  const config = await loadConfig();
-  $("#sign-in").addEventListener("submit", async (event) => {
-    event.preventDefault();
-    signIn.token = $("#token").value.trim();
-    await open(config);
-  });
-  $("#sign-out").addEventListener("click", () => { signIn.clear(); location.reload(); });
   $("#toggle-online").addEventListener("click", () => attempt(toggleOnline));
   $("#share-location").addEventListener("click", () => attempt(shareLocation));
   $("#use-device").addEventListener("click", useDeviceLocation);
   $("#simulate").addEventListener("change", (e) => simulate(e.target.checked));
-  if (signIn.token) await open(config);
-}
-
-async function open(config) {
-  try {
-    await refresh();
-  } catch (error) {
-    $("#sign-in-error").textContent = error instanceof ApiError && error.status === 403
-      ? "That token is not a driver's." : error.message;
-    signIn.clear();
-    return;
-  }
-  $("#sign-in").hidden = true;
-  $("#console").hidden = $("#relay-status").hidden = $("#sign-out").hidden = false;
-  connectRelay(config.relay_url, signIn, {
-    events: { new_assignment: onOffer },
-    onStatus: (status, detail) => {
-      showRelayStatus($("#relay-status"), status, detail);
-      // Back after a gap: missed offers are replayed; the API says where things stand now.
-      if (status === "live") refresh().catch(() => {});
-    },
+  await enterConsole(signIn, {
+    panel: "#console", refresh, pollMs: POLL_MS, notYours: "That token is not a driver's.",
+    events: { new_assignment: onOffer }, onLive: () => setInterval(tick, 250),
   });
-  setInterval(() => refresh().catch(() => {}), POLL_MS);
-  setInterval(tick, 250);
 }
 
 function onOffer(booking) {

@@ -28,13 +28,19 @@ export function fit(points, width, height) {
   };
 }
 
-export function drawMap(canvas, drivers, bookings) {
+// A canvas sized to its box on screen, sharp on high-density displays: draw in CSS pixels.
+export function prepareCanvas(canvas) {
   const ratio = window.devicePixelRatio || 1;
   const width = canvas.clientWidth, height = canvas.clientHeight;
   canvas.width = width * ratio;
   canvas.height = height * ratio;
   const ctx = canvas.getContext("2d");
   ctx.scale(ratio, ratio);
+  return { ctx, width, height };
+}
+
+export function drawMap(canvas, drivers, bookings) {
+  const { ctx, width, height } = prepareCanvas(canvas);
   ctx.fillStyle = "#f4f6f8";
   ctx.fillRect(0, 0, width, height);
 
