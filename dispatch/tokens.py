@@ -25,6 +25,8 @@ from dispatch.models import AccessToken, User
 
 ALGORITHM = "HS256"
 ISSUER = "smartroute"
+# The longest token worth reading: an issued one, with the largest ids, is under 250.
+MAX_TOKEN_LENGTH = 256
 
 
 @dataclass(frozen=True)

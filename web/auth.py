@@ -9,12 +9,10 @@ from flask import g, request
 
 from dispatch.bookings import Actor
 from dispatch.states import Role
-from dispatch.tokens import authenticate
+from dispatch.tokens import MAX_TOKEN_LENGTH, authenticate
 from smartroute.token_cache import remember
 from web.errors import ApiError
 from web.runtime import db, runtime
-
-MAX_TOKEN_LENGTH = 256
 
 
 def _bearer_token() -> str:

@@ -53,7 +53,7 @@ class Identity:
 
 def identify(settings: Settings, cache: redis.Redis, token: object) -> Identity | None:
     """The identity behind a token the relay should accept, or None."""
-    if not isinstance(token, str) or not token or len(token) > 4096:
+    if not isinstance(token, str) or not token or len(token) > tokens.MAX_TOKEN_LENGTH:
         return None
     claims = None
     if tokens.looks_signed(token):

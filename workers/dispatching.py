@@ -54,13 +54,21 @@ def request_dispatch(app: Celery, cache: redis.Redis | None, region: str, window
 
 
 def _first_of_window(cache: redis.Redis | None, region: str, window_s: float) -> bool:
+    return _first(cache, f"smartroute:batch-scheduled:{region}", max(1, int(window_s * 1000)))
+
+
+def _first(cache: redis.Redis | None, key: str, ttl_ms: int) -> bool:
+    """Whether this caller is the first to ask within ``ttl_ms`` (a Redis ``SET NX PX``).
+
+    Without Redis, everyone is first: a duplicate batch or publish is harmless, a missing
+    one is not.
+    """
     if cache is None:
         return True
     try:
-        return bool(cache.set(f"smartroute:batch-scheduled:{region}", 1, nx=True,
-                              px=max(1, int(window_s * 1000))))
+        return bool(cache.set(key, 1, nx=True, px=ttl_ms))
     except (redis.RedisError, OSError):
-        return True  # Better a duplicate batch (harmless) than none.
+        return True
 
 
 PUBLISH_SCHEDULED = "smartroute:publish-scheduled"
@@ -77,7 +85,7 @@ def request_publish(app: Celery, cache: redis.Redis | None = None) -> None:
     publisher run instead of one per commit.
     """
     try:
-        if cache is not None and not _first_request(cache):
+        if not _first(cache, PUBLISH_SCHEDULED, PUBLISH_PENDING_MS):
             return
         _send(app, PUBLISH_OUTBOX, [], "notify")
     except Exception:
@@ -90,9 +98,3 @@ def publish_started(cache: redis.Redis) -> None:
     with contextlib.suppress(redis.RedisError, OSError):
         cache.delete(PUBLISH_SCHEDULED)
 
-
-def _first_request(cache: redis.Redis) -> bool:
-    try:
-        return bool(cache.set(PUBLISH_SCHEDULED, 1, nx=True, px=PUBLISH_PENDING_MS))
-    except (redis.RedisError, OSError):
-        return True  # Better a duplicate publish (harmless) than none.
