@@ -11,7 +11,7 @@ import sys
 import psutil
 import requests
 
-from tests.support import free_port, wait_for
+from tests.support import free_port, healthy, wait_for
 
 SMARTROUTE = [sys.executable, "-m", "smartroute"]
 
@@ -39,11 +39,11 @@ def test_up_starts_everything_and_sigterm_stops_it_all(settings, tmp_path, clean
     up = subprocess.Popen([*SMARTROUTE, "up", "--port", str(port), "--workers", "1"],
                           env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        def healthy():
+        def up_and_healthy():
             assert up.poll() is None, (tmp_path / "up.log").read_text()
             return healthy(f"http://127.0.0.1:{port}")
 
-        wait_for(healthy, 60, "smartroute up to be healthy", every=0.2)
+        wait_for(up_and_healthy, 60, "smartroute up to be healthy", every=0.2)
         token = wait_for(lambda: (tmp_path / "admin_token").exists()
                          and (tmp_path / "admin_token").read_text().strip(), 10, "admin token")
         # The generated admin token works, and the API, workers and beat all run.
