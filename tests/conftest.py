@@ -28,6 +28,7 @@ from dispatch.models import Base
 from smartroute import migrate
 from smartroute.embedded import ensure_database, ensure_services
 from smartroute.settings import Settings
+from workers import heartbeat
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_DATA_DIR = ROOT / ".smartroute" / "test"
@@ -118,9 +119,11 @@ def truncate_all(engine, attempts: int = 5) -> None:
 
 def empty_redis(redis_url: str) -> None:
     """Queues, SmartRoute's own keys (replay streams, token cache, driver index) and
-    rate-limit counters: ids restart with the tables, so these would name others."""
+    rate-limit counters: ids restart with the tables, so these would name others.
+    The live workers' heartbeats stay: they name processes, which live on."""
     cache = redis.Redis.from_url(redis_url)
-    cache.delete(*QUEUES, *cache.keys("smartroute:*"), *cache.keys("LIMITS*"))
+    keys = [k for k in cache.keys("smartroute:*") if k.decode() != heartbeat.KEY]
+    cache.delete(*QUEUES, *keys, *cache.keys("LIMITS*"))
 
 
 @pytest.fixture

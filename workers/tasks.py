@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 
 from celery import shared_task
 from sqlalchemy import select, text
@@ -19,7 +20,7 @@ from dispatch.models import Booking
 from dispatch.stats import booking_stats
 from smartroute import snapshots
 from smartroute.metrics import ASSIGN_LATENCY, MATCH_OUTCOMES, PUSHES
-from workers import telemetry  # noqa: F401 - connects the task metrics signals
+from workers import heartbeat, telemetry  # noqa: F401 - connects the task metrics signals
 from workers.context import (
     cache,
     cost_model,
@@ -175,7 +176,7 @@ def refresh_stats() -> dict:
 
 @shared_task(name="workers.tasks.refresh_health", acks_late=True, **RETRY)
 def refresh_health() -> dict:
-    """Record pool use, queue depths and live workers in Redis for operators."""
+    """Record pool use, queue depths and live workers (workers.heartbeat) for operators."""
     app = refresh_health.app
     with sessions()() as session:
         connections = dict(session.execute(text(
@@ -186,7 +187,7 @@ def refresh_health() -> dict:
         "computed_at": _now().isoformat(),
         "database_connections": connections,
         "queue_depths": queue_depths(app, settings().queues),
-        "workers_alive": sorted(node for reply in app.control.ping(timeout=1) for node in reply),
+        "workers_alive": heartbeat.alive(cache(), time.time()),
     }
     snapshots.save(cache(), snapshots.HEALTH_KEY, snapshot,
                    settings().stats_ttl_s)

@@ -74,7 +74,8 @@ def test_a_stalled_worker_wakes_past_the_offer_window_and_its_write_changes_noth
                         {"d": near.id})
         trip = {"pickup": spot, "dropoff": {"lat": 38.47, "lng": -9.15}}
         booking_id = rider.call("POST", "/v1/bookings", expect=202, json=trip)["id"]
-        stalled_pid = _worker_blocked_on_a_lock(chaos, chaos_engine)
+        stalled = _task_blocked_on_a_lock(chaos, chaos_engine)
+        stalled_pid = stalled["worker_pid"]
         os.kill(stalled_pid, signal.SIGSTOP)
         try:
             held.rollback()  # The stalled worker's claim on `near` now succeeds, uncommitted.
@@ -91,7 +92,7 @@ def test_a_stalled_worker_wakes_past_the_offer_window_and_its_write_changes_noth
         finally:
             os.kill(stalled_pid, signal.SIGCONT)
         # The woken worker finds its session gone; its task fails or retries and re-reads.
-        wait_for(lambda: not _active_tasks(chaos, stalled_pid), 60,
+        wait_for(lambda: not _running(chaos, stalled["id"]), 60,
                  "the woken worker to finish its stale task")
         assert _trail(chaos_engine, booking_id) == before, "the stale write changed the booking"
         assert near.call("GET", "/v1/drivers/me")["current_booking"] is None
@@ -177,8 +178,8 @@ def _trail(engine, booking_id: int) -> list[tuple]:
             "WHERE booking_id = :b ORDER BY version"), {"b": booking_id}).all()
 
 
-def _worker_blocked_on_a_lock(chaos, engine) -> int:
-    """The pid of the worker child whose matching transaction waits on our row lock."""
+def _task_blocked_on_a_lock(chaos, engine) -> dict:
+    """The matching task (id, worker_pid) whose transaction waits on our row lock."""
     wait_for(lambda: waiting_on_locks(engine, "smartroute-worker"), 20,
              "a matching task to block on the held driver row")
     # Other batches finish in milliseconds; the one still running since before is ours.
@@ -186,9 +187,12 @@ def _worker_blocked_on_a_lock(chaos, engine) -> int:
     matching = [t for tasks in active.values() for t in tasks
                 if t["name"] in ("workers.tasks.dispatch_region", "workers.tasks.match_booking")]
     assert matching, active
-    return min(matching, key=lambda t: t["time_start"])["worker_pid"]
+    return min(matching, key=lambda t: t["time_start"])
 
 
-def _active_tasks(chaos, pid: int) -> list:
-    active = chaos.celery.control.inspect(timeout=2).active() or {}
-    return [t for tasks in active.values() for t in tasks if t["worker_pid"] == pid]
+def _running(chaos, task_id: str) -> bool:
+    """Whether the task is still being run; only a reply from every node settles it."""
+    active = chaos.celery.control.inspect(timeout=2).active()
+    if active is None or len(active) < len(chaos.workers):
+        return True
+    return any(t["id"] == task_id for tasks in active.values() for t in tasks)

@@ -3,35 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
 import pytest
 import redis
 
-from smartroute.cli import worker_argv
-from tests.support import free_port, stop_consuming, wait_for
-from workers.app import create_celery
+from tests.support import stop_consuming, wait_for
 
 SMARTROUTE = [sys.executable, "-m", "smartroute"]
-
-
-@pytest.fixture
-def worker(settings, tmp_path, clean_db):
-    name = f"scale-{free_port()}@localhost"
-    env = {**os.environ, **settings.to_env(), "SMARTROUTE_LOG_FORMAT": "json"}
-    with open(tmp_path / "worker.log", "wb") as log:
-        process = subprocess.Popen(worker_argv(1, "dispatch.default", name), env=env, stdout=log,
-                                   stderr=subprocess.STDOUT)
-        celery = create_celery(settings)
-        try:
-            wait_for(lambda: celery.control.ping(destination=[name], timeout=0.5), 60,
-                     "the worker to answer")
-            yield celery, name, env
-        finally:
-            process.terminate()
-            process.wait(timeout=20)
 
 
 def _processes(celery, name) -> int:
@@ -48,7 +28,7 @@ def _cli(env, *args) -> dict | list:
 
 @pytest.mark.slow
 def test_queues_and_autoscale_follow_the_backlog(worker, settings):
-    celery, name, env = worker
+    celery, name, env, _ = worker
     broker = redis.Redis.from_url(settings.redis_url)
     stop_consuming(celery, name, "dispatch.default", broker)
     for _ in range(30):  # Work for bookings that cannot exist: quick to run once consumed.
