@@ -101,6 +101,8 @@ class Settings:
     admin_token: str | None = None
     secret_key: str | None = None
     token_ttl_s: int = 7 * 24 * 3600
+    # How long the API takes a token on the database's word before asking it again.
+    token_recheck_s: int = 60
 
     # Connection pool (the scaling guide: at most 20 connections, 5 kept).
     db_pool_size: int = 5
@@ -178,6 +180,7 @@ class Settings:
             admin_token=_optional(env, "SMARTROUTE_ADMIN_TOKEN"),
             secret_key=_secret_key(env),
             token_ttl_s=_int(env, "SMARTROUTE_TOKEN_TTL_S", 7 * 24 * 3600, minimum=60),
+            token_recheck_s=_int(env, "SMARTROUTE_TOKEN_RECHECK_S", 60, minimum=0),
             db_pool_size=_int(env, "SMARTROUTE_DB_POOL_SIZE", 5, minimum=1),
             db_max_overflow=_int(env, "SMARTROUTE_DB_MAX_OVERFLOW", 15),
             db_pool_timeout_s=_float(env, "SMARTROUTE_DB_POOL_TIMEOUT_S", 30.0),

@@ -5,6 +5,12 @@ removes it when the token is revoked; the relay only reads. Keys are the token's
 never the token. A revocation also leaves a marker, so the relay drops connections that
 were opened with the token before it was revoked.
 
+The API keeps a second, short-lived note for itself: that the database accepted the token
+moments ago (``accepted``). While it stands, and no revocation marker is set, the API takes
+the token without asking the database again. A revocation deletes the note and sets the
+marker in one round trip; only if Redis cannot be reached at that moment does a revoked
+token stay usable, until the note lapses (``SMARTROUTE_TOKEN_RECHECK_S``).
+
 After Redis restarts empty, a token reaches the relay again as soon as its holder makes
 one API call (a driver's app pings its location every few seconds): the cache fails closed.
 """
@@ -22,6 +28,7 @@ from dispatch.tokens import hash_token
 log = logging.getLogger(__name__)
 
 PREFIX = "smartroute:token:"
+ACCEPTED_PREFIX = "smartroute:token-accepted:"
 REVOKED_PREFIX = "smartroute:token-revoked:"
 MAX_TTL_S = 7 * 24 * 3600
 
@@ -34,15 +41,39 @@ def _ttl(expires_at: dt.datetime | None) -> int | None:
 
 
 def remember(client: redis.Redis, token: str, user_id: int, role: str,
-             expires_at: dt.datetime | None = None) -> None:
-    """Best effort: a cache that cannot be written only delays a relay connection."""
+             expires_at: dt.datetime | None = None, *, accepted: tuple[int, int] | None = None
+             ) -> None:
+    """Best effort: a cache that cannot be written only delays a relay connection.
+
+    ``accepted`` (token id, seconds): the database has just accepted this token; the API
+    may take it on trust for that many seconds (same round trip).
+    """
     ttl = _ttl(expires_at)
     if ttl is None:
         return
+    token_hash = hash_token(token)
     try:
-        client.set(PREFIX + hash_token(token), f"{user_id}:{role}", ex=ttl)
+        with client.pipeline(transaction=False) as pipe:
+            pipe.set(PREFIX + token_hash, f"{user_id}:{role}", ex=ttl)
+            if accepted is not None:
+                token_id, trust_s = accepted
+                pipe.set(ACCEPTED_PREFIX + token_hash, f"{user_id}:{role}:{token_id}",
+                         ex=max(1, min(ttl, trust_s)))
+            pipe.execute()
     except (redis.RedisError, OSError) as exc:
         log.warning("token cache not updated: %s", exc.__class__.__name__)
+
+
+def recently_accepted(client: redis.Redis, token: str) -> tuple[int, str, int] | None:
+    """(user id, role, token id) if the database accepted the token moments ago and it has
+    not been revoked since; None if it must be asked. Raises if Redis is unreachable."""
+    token_hash = hash_token(token)
+    accepted, revoked_marker = client.mget(ACCEPTED_PREFIX + token_hash,
+                                           REVOKED_PREFIX + token_hash)
+    if accepted is None or revoked_marker is not None:
+        return None
+    user_id, role, token_id = accepted.decode().split(":")
+    return int(user_id), role, int(token_id)
 
 
 def forget(client: redis.Redis, token_hashes: Iterable[str]) -> None:
@@ -54,7 +85,7 @@ def forget(client: redis.Redis, token_hashes: Iterable[str]) -> None:
     if not hashes:
         return
     with client.pipeline() as pipe:
-        pipe.delete(*(PREFIX + h for h in hashes))
+        pipe.delete(*(prefix + h for h in hashes for prefix in (PREFIX, ACCEPTED_PREFIX)))
         for token_hash in hashes:
             pipe.set(REVOKED_PREFIX + token_hash, 1, ex=MAX_TTL_S)
         pipe.execute()

@@ -73,7 +73,7 @@ def run_e2e(target: Target, rate: float, duration_s: float, drivers: int | None 
     result.update({key: checked[key] for key in (
         "bookings", "lost", "missing", "unfinished", "by_status", "double_assigned",
         "double_assigned_seen_by_drivers", "checked_by", "max_rss_mb", "max_rss_mb_by_role",
-        "loadgen_cpu_percent", "max_queue_depth")})
+        "loadgen_cpu_percent", "max_queue_depth", "cpu_ms_per_booking_by_role")})
     result["errors"] = {k: v for k, v in checked["counts"].items()
                         if k.endswith(("_errors", "_refused")) or k in (
                             "rate_limited", "socket_disconnects", "duplicate_pushes")}

@@ -277,55 +277,99 @@ def peak_rss_bytes(process: psutil.Process) -> int:
     return process.memory_info().rss
 
 
+def service_processes(data_dir: Path | None) -> list[tuple[str, psutil.Process]]:
+    """The embedded PostgreSQL (with its backends) and Redis living in ``data_dir``."""
+    if data_dir is None:
+        return []
+    found = []
+    for process in psutil.process_iter():
+        try:
+            cmdline = process.cmdline()
+            if not cmdline or not any(str(data_dir) in arg for arg in cmdline):
+                continue
+            name = Path(cmdline[0].split()[0]).name  # redis-server rewrites its argv
+            if name == "postgres":
+                found += [("postgres", p) for p in [process, *process.children(recursive=True)]]
+            elif name == "redis-server":
+                found.append(("redis", process))
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return found
+
+
 @dataclass
-class MemoryWatch:
-    """Samples every engine process's resident memory until stopped; keeps each one's peak."""
+class EngineWatch:
+    """Samples every engine process until stopped: each one's peak resident memory, and the
+    CPU time each used meanwhile (with the embedded services', given their ``data_dir``)."""
 
     root_pid: int | None
+    data_dir: Path | None = None
     every_s: float = 0.5
     peaks: dict[int, tuple[str, int]] = field(default_factory=dict)
+    # pid -> (role, CPU seconds at first sight, CPU seconds at last sight)
+    cpu: dict[int, tuple[str, float, float]] = field(default_factory=dict)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
-    def start(self) -> MemoryWatch:
-        self._thread = threading.Thread(target=self._run, name="memory-watch", daemon=True)
+    def start(self) -> EngineWatch:
+        self._thread = threading.Thread(target=self._run, name="engine-watch", daemon=True)
         self._thread.start()
         return self
 
+    def _find(self) -> tuple[list, list]:
+        return engine_processes(self.root_pid), service_processes(self.data_dir)
+
     def _run(self) -> None:
-        processes: list[tuple[str, psutil.Process]] = []
+        engine, services = [], []
         rounds = 0
         while True:
-            if rounds % 10 == 0:  # gunicorn and Celery may replace children: look again.
-                processes = engine_processes(self.root_pid)
+            if rounds % 10 == 0:  # gunicorn, Celery and PostgreSQL may start new processes.
+                engine, services = self._find()
             rounds += 1
-            self._measure(processes)
+            self._measure(engine, services)
             if self._stop.wait(self.every_s):
                 return
 
-    def _measure(self, processes) -> None:
-        for role, process in processes:
+    def _measure(self, engine, services) -> None:
+        for role, process in engine:
             try:
                 rss = max(process.memory_info().rss, peak_rss_bytes(process))
             except psutil.Error:
                 continue
             _, before = self.peaks.get(process.pid, (role, 0))
             self.peaks[process.pid] = (role, max(before, rss))
+        for role, process in (*engine, *services):
+            try:
+                times = process.cpu_times()
+            except psutil.Error:
+                continue
+            used = times.user + times.system
+            _, first, _ = self.cpu.get(process.pid, (role, used, used))
+            self.cpu[process.pid] = (role, first, used)
+
+    def count_cpu_from_now(self) -> None:
+        """Start the CPU count here (processes seen later count from when they are seen)."""
+        self._measure(*self._find())
+        self.cpu = {pid: (role, last, last) for pid, (role, _, last) in self.cpu.items()}
 
     def stop(self) -> dict:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
-        self._measure(engine_processes(self.root_pid))
+        self._measure(*self._find())
         return self.report()
 
     def report(self) -> dict:
         by_role: dict[str, float] = {}
         for role, rss in self.peaks.values():
             by_role[role] = max(by_role.get(role, 0.0), rss / 2**20)
+        cpu_by_role: dict[str, float] = {}
+        for role, first, last in self.cpu.values():
+            cpu_by_role[role] = cpu_by_role.get(role, 0.0) + last - first
         return {"max_rss_mb": round(max(by_role.values(), default=0.0), 1),
                 "max_rss_mb_by_role": {k: round(v, 1) for k, v in sorted(by_role.items())},
-                "processes": len(self.peaks)}
+                "processes": len(self.peaks),
+                "cpu_s_by_role": {k: round(v, 2) for k, v in sorted(cpu_by_role.items())}}
 
 
 def broker_client(broker_url: str | None) -> redis.Redis | None:

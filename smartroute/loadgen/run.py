@@ -38,7 +38,7 @@ from smartroute.loadgen.city import (
     first_offer,
     parse_time,
 )
-from smartroute.loadgen.engine import MemoryWatch, Target, broker_client, queue_depths
+from smartroute.loadgen.engine import EngineWatch, Target, broker_client, queue_depths
 from smartroute.loadgen.report import Recorder
 
 log = logging.getLogger(__name__)
@@ -97,7 +97,7 @@ class LoadRun:
         self.running = threading.Event()
         self.sending_window: tuple[float, float] = (0.0, 0.0)
         self.broker = broker_client(target.broker_url)
-        self.memory = MemoryWatch(target.root_pid)
+        self.memory = EngineWatch(target.root_pid, target.settings.data_dir.resolve())
         self.loadgen_cpu_percent: float | None = None
         self.rider_ids: set[int] = set()
 
@@ -122,6 +122,7 @@ class LoadRun:
                 delay = self.policy.ping_every_s * i / max(1, len(self.fleet.drivers))
                 self.timers.after(delay, self._ping_loop, driver)
             cpu_before, wall_before = _cpu_s(), time.monotonic()
+            self.memory.count_cpu_from_now()
             self._send_bookings()
             self._drain()
             self.loadgen_cpu_percent = round(
@@ -374,6 +375,11 @@ class LoadRun:
                             if k.startswith("depth:")}},
             # The generator shares the machine's cores with the engine: what it used of them.
             "loadgen_cpu_percent": self.loadgen_cpu_percent,
+            # What one booking's whole life (book, match, push, accept, start, complete,
+            # the drivers' pings meanwhile) cost each part of the engine, in CPU.
+            "cpu_ms_per_booking_by_role": {
+                role: round(1000 * seconds / max(1, len(ids)), 2)
+                for role, seconds in memory.get("cpu_s_by_role", {}).items()},
             **memory,
         }
 

@@ -1,14 +1,19 @@
 """Tokens over HTTP: issued signed and expiring, refreshed, revoked, and refused after."""
 
 import datetime as dt
+from dataclasses import replace
 
 import jwt
 import pytest
+from sqlalchemy import func, update
 
 from dispatch import tokens
 from dispatch.models import AccessToken
-from dispatch.users import get_user
+from dispatch.users import ensure_bootstrap_admin, get_user
 from smartroute import token_cache
+from tests.support import wait_for
+from tests.web.conftest import Api
+from web import create_app
 
 GOOD = {"pickup": {"lat": 38.72, "lng": -9.14}, "dropoff": {"lat": 38.74, "lng": -9.15}}
 
@@ -92,3 +97,24 @@ def test_only_a_hash_of_a_token_is_stored(api, driver, committed_sessions):
     with committed_sessions() as s:
         stored = s.query(AccessToken.token_hash).filter_by(user_id=driver["id"]).scalar()
     assert stored == tokens.hash_token(driver["token"]) and driver["token"] not in stored
+
+
+def test_the_database_is_asked_again_once_its_word_on_a_token_lapses(
+        settings, clean_db, committed_sessions):
+    # Revoked behind the API's back (in SQL, so Redis hears nothing, as if it had been
+    # unreachable): the API goes on trusting the database's earlier yes, for a second here.
+    app = create_app(replace(settings, token_recheck_s=1))
+    try:
+        api = Api(app.test_client(), settings.admin_token)
+        with committed_sessions.begin() as s:
+            ensure_bootstrap_admin(s, settings.admin_token)
+        driver = api.user("driver", "d")
+        assert _status(api, driver["token"]) == 200
+        with committed_sessions.begin() as s:
+            s.execute(update(AccessToken).where(AccessToken.user_id == driver["id"])
+                      .values(revoked_at=func.now()))
+        assert _status(api, driver["token"]) == 200, "the database was asked at once"
+        wait_for(lambda: _status(api, driver["token"]) == 401, 5,
+                 "the API to ask the database again")
+    finally:
+        app.extensions["smartroute"].engine.dispose()
