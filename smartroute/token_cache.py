@@ -41,12 +41,12 @@ def _ttl(expires_at: dt.datetime | None) -> int | None:
 
 
 def remember(client: redis.Redis, token: str, user_id: int, role: str,
-             expires_at: dt.datetime | None = None, *, accepted: tuple[int, int] | None = None
-             ) -> None:
+             expires_at: dt.datetime | None = None, *, token_id: int | None = None,
+             trust_s: int = 0) -> None:
     """Best effort: a cache that cannot be written only delays a relay connection.
 
-    ``accepted`` (token id, seconds): the database has just accepted this token; the API
-    may take it on trust for that many seconds (same round trip).
+    With ``trust_s``, the database has just accepted this token (row ``token_id``): the API
+    may take it on trust for that many seconds (noted in the same round trip).
     """
     ttl = _ttl(expires_at)
     if ttl is None:
@@ -55,8 +55,7 @@ def remember(client: redis.Redis, token: str, user_id: int, role: str,
     try:
         with client.pipeline(transaction=False) as pipe:
             pipe.set(PREFIX + token_hash, f"{user_id}:{role}", ex=ttl)
-            if accepted is not None:
-                token_id, trust_s = accepted
+            if trust_s > 0:
                 pipe.set(ACCEPTED_PREFIX + token_hash, f"{user_id}:{role}:{token_id}",
                          ex=max(1, min(ttl, trust_s)))
             pipe.execute()

@@ -52,8 +52,9 @@ def _holder(token: str) -> tuple[int, str, int]:
     """(user id, role, token id) of a live token: signature and expiry checked here, then
     revocation by the database, or by Redis if the database said yes moments ago."""
     settings, cache = runtime().settings, runtime().redis
-    claims = verify(settings.secret_key, token) if looks_signed(token) else None
-    if looks_signed(token) and claims is None:
+    signed = looks_signed(token)
+    claims = verify(settings.secret_key, token) if signed else None
+    if signed and claims is None:
         raise _invalid()
     if settings.token_recheck_s > 0:
         try:
@@ -62,14 +63,13 @@ def _holder(token: str) -> tuple[int, str, int]:
             accepted = None  # The database decides, as it always may.
         if accepted is not None:
             return accepted
-    holder = authenticate(db(), settings.secret_key, token)
+    holder = authenticate(db(), token, claims)
     if holder is None:
         raise _invalid()
     user = holder.user
     # The relay, which has no database, knows live tokens through this cache.
     remember(cache, token, user.id, user.role, holder.expires_at,
-             accepted=(holder.token_id, settings.token_recheck_s)
-             if settings.token_recheck_s > 0 else None)
+             token_id=holder.token_id, trust_s=settings.token_recheck_s)
     return user.id, user.role, holder.token_id
 
 

@@ -6,12 +6,10 @@ from celery import Celery
 
 from beat_schedule import beat_schedule
 from smartroute.settings import Settings
-from workers.heartbeat import Heartbeat
 
 
 def create_celery(settings: Settings) -> Celery:
     app = Celery("smartroute", broker=settings.celery_broker_url, include=["workers.tasks"])
     app.config_from_object("celeryconfig")
     app.conf.beat_schedule = beat_schedule(settings)
-    app.steps["worker"].add(Heartbeat)
     return app

@@ -3,7 +3,10 @@
 from smartroute.logs import configure_logging
 from smartroute.settings import Settings
 from workers.app import create_celery
+from workers.heartbeat import Heartbeat
 
 settings = Settings.from_env()
 configure_logging(settings)
 app = create_celery(settings)
+# Worker nodes only: the API builds its app with create_celery too, and needs none of this.
+app.steps["worker"].add(Heartbeat)
