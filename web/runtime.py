@@ -69,4 +69,5 @@ def enqueue_dispatch(booking) -> None:
 
 def enqueue_publish() -> None:
     """Push the events this request committed. Call only after commit."""
-    request_publish(runtime().celery, runtime().redis)
+    rt = runtime()
+    request_publish(rt.celery, rt.redis, rt.settings.publish_delay_s)
