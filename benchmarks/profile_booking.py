@@ -16,6 +16,7 @@ import argparse
 import cProfile
 import io
 import pstats
+import re
 import sys
 import time
 from collections import defaultdict
@@ -41,20 +42,22 @@ LIMIT = "10000000/minute"
 class Steps:
     """CPU seconds per named step, and a profiler that only runs inside steps."""
 
-    def __init__(self, profile: bool) -> None:
+    def __init__(self, profile: bool, steps: str | None = None) -> None:
         self.cpu = defaultdict(float)
         self.calls = defaultdict(int)
         # Timed in CPU, not wall: waiting on PostgreSQL costs this process nothing.
         self.profiler = cProfile.Profile(time.process_time) if profile else None
+        self.profiled = re.compile(steps or ".")
 
     def run(self, name: str, fn, *args, **kwargs):
+        profiling = self.profiler is not None and self.profiled.search(name)
         start = time.process_time()
-        if self.profiler:
+        if profiling:
             self.profiler.enable()
         try:
             return fn(*args, **kwargs)
         finally:
-            if self.profiler:
+            if profiling:
                 self.profiler.disable()
             self.cpu[name] += time.process_time() - start
             self.calls[name] += 1
@@ -66,6 +69,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=20, help="bookings per batch")
     parser.add_argument("--top", type=int, default=25,
                         help="functions to list (0: no profiler, so the CPU times are exact)")
+    parser.add_argument("--steps", help="profile only the steps whose name matches this regex")
     parser.add_argument("--match", help="only functions whose file:line(name) matches this regex")
     parser.add_argument("--sort", default="cumulative", choices=("cumulative", "tottime"))
     args = parser.parse_args()
@@ -107,7 +111,7 @@ def main() -> None:
         call("PUT", "/v1/drivers/me/location", token, {"lat": 12.97 + i * 1e-4, "lng": 77.59})
         call("PUT", "/v1/drivers/me/status", token, {"status": "available"})
 
-    steps = Steps(profile=args.top > 0)
+    steps = Steps(profile=args.top > 0, steps=args.steps)
     publisher = Publisher(settings.redis_url)
     policy, cost = match_policy(), cost_model()
     body = {"pickup": {"lat": 12.97, "lng": 77.59}, "dropoff": {"lat": 12.93, "lng": 77.62}}

@@ -10,13 +10,15 @@ rather than applied twice.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import json
 from dataclasses import asdict, dataclass
 
-from sqlalchemy import insert, select
+from sqlalchemy import Row, Update, bindparam, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.util import identity_key
 
 from dispatch.errors import (
     IdempotencyConflict,
@@ -27,7 +29,7 @@ from dispatch.errors import (
 from dispatch.models import Booking, BookingEvent, Decline, Driver, IdempotencyKey
 from dispatch.outbox import announce
 from dispatch.regions import DEFAULT_REGION
-from dispatch.states import DriverStatus, Role, Status, next_status
+from dispatch.states import TRANSITIONS, DriverStatus, Role, Status, next_status
 
 
 @dataclass(frozen=True)
@@ -101,17 +103,17 @@ def record_event(
     """Append the booking's current status to its audit trail, and queue its pushes."""
     session.flush()
     announce(session, booking, booking_payload(booking))
-    session.execute(
-        insert(BookingEvent).values(
-            booking_id=booking.id,
-            from_status=from_status,
-            to_status=booking.status,
-            driver_id=booking.driver_id,
-            actor_id=actor.id,
-            reason=reason,
-            version=booking.version,
-        )
-    )
+    # Core, not the ORM: nothing reads these rows back in this transaction, and this runs
+    # in every transition, where the ORM's bookkeeping would cost more than the INSERT.
+    session.connection().execute(insert(BookingEvent.__table__), {
+        "booking_id": booking.id,
+        "from_status": from_status,
+        "to_status": booking.status,
+        "driver_id": booking.driver_id,
+        "actor_id": actor.id,
+        "reason": reason,
+        "version": booking.version,
+    })
 
 
 def create_booking(
@@ -248,11 +250,7 @@ def apply_transition(
     """
     target = next_status(action, booking.status)
     if target is None:
-        raise InvalidTransition(
-            f"cannot {action} a booking that is {booking.status}",
-            current_status=booking.status,
-            version=booking.version,
-        )
+        raise _cannot(action, booking)
     previous = booking.status
     booking.status = target.value
     booking.version += 1
@@ -265,12 +263,28 @@ def apply_transition(
 
 
 def release_driver(session: Session, driver_id: int, now: dt.datetime) -> None:
-    """A driver whose booking ended or was handed back is available again."""
-    driver = session.get(Driver, driver_id, with_for_update=True, populate_existing=True)
-    if driver is not None and driver.status == DriverStatus.BUSY:
-        driver.status = DriverStatus.AVAILABLE.value
-        driver.available_since = now
-        driver.updated_at = now
+    """A driver whose booking ended or was handed back is available again (if still busy)."""
+    session.connection().execute(_RELEASE_DRIVER, {"released_id": driver_id, "released_at": now})
+    _expire_loaded(session, Driver, driver_id)
+
+
+def _expire_loaded(session: Session, model: type, key: int) -> None:
+    """After a Core UPDATE: an object of that row this session holds is out of date, so it
+    reloads when next read."""
+    loaded = session.identity_map.get(identity_key(model, key))
+    if loaded is not None:
+        session.expire(loaded)
+
+
+_drivers = Driver.__table__.c
+# Built once: constructing a statement costs more than running it.
+_RELEASE_DRIVER = (
+    update(Driver.__table__)
+    .where(_drivers.user_id == bindparam("released_id"),
+           _drivers.status == DriverStatus.BUSY.value)
+    .values(status=DriverStatus.AVAILABLE.value, available_since=bindparam("released_at"),
+            updated_at=bindparam("released_at"))
+)
 
 
 def return_to_pending(
@@ -294,9 +308,69 @@ def return_to_pending(
 
 def driver_action(
     session: Session, booking_id: int, driver_id: int, action: str, *, now: dt.datetime
-) -> Booking:
-    """accept, decline, start or complete, by the booking's driver."""
-    booking = lock_booking(session, booking_id)
+) -> Booking | Row:
+    """accept, decline, start or complete, by the booking's driver; returns the booking as
+    it now is (accept, start and complete: its row, with the model's attribute names)."""
+    actor = Actor(driver_id, Role.DRIVER)
+    if action == "decline":
+        booking = _offered_to(session, lock_booking(session, booking_id), booking_id, driver_id,
+                              action, now)
+        return_to_pending(session, booking, "decline", now=now, actor=actor)
+        return booking
+    booking = _move_if_holder(session, booking_id, driver_id, action, now)
+    if booking is None:
+        # Nothing moved: say why, from the row as it is now.
+        _offered_to(session, session.get(Booking, booking_id, populate_existing=True),
+                    booking_id, driver_id, action, now)
+        raise _cannot(action, session.get(Booking, booking_id))
+    record_event(session, booking, _source(action).value, actor, action)
+    if action == "complete":
+        release_driver(session, driver_id, now)
+    return booking
+
+
+def _move_if_holder(session: Session, booking_id: int, driver_id: int, action: str,
+                    now: dt.datetime) -> Row | None:
+    """One compare-and-set UPDATE: the booking moves along ``action`` only if this driver
+    holds it in the status the action starts from (and, to accept, before the offer
+    lapses). A concurrent writer's lock is waited for and its result re-checked, as a
+    ``SELECT … FOR UPDATE`` would; the row stays locked until the caller's commit.
+
+    Core, not the ORM: the booking is only read back to answer and announce it."""
+    moved = session.connection().execute(_move_statement(action), {
+        "moved_id": booking_id, "holder_id": driver_id, "moved_at": now,
+    }).first()
+    _expire_loaded(session, Booking, booking_id)
+    return moved
+
+
+@functools.cache
+def _move_statement(action: str) -> Update:
+    """Built once per action, like ``_RELEASE_DRIVER``."""
+    bookings = Booking.__table__.c
+    conditions = [bookings.id == bindparam("moved_id"),
+                  bookings.driver_id == bindparam("holder_id"),
+                  bookings.status == _source(action).value]
+    if action == "accept":
+        conditions.append(bookings.offer_expires_at.is_(None)
+                          | (bookings.offer_expires_at > bindparam("moved_at")))
+    return (
+        update(Booking.__table__).where(*conditions)
+        .values(status=TRANSITIONS[action][1].value, version=bookings.version + 1,
+                updated_at=bindparam("moved_at"), offer_expires_at=None)
+        .returning(*Booking.__table__.c)
+    )
+
+
+def _source(action: str) -> Status:
+    """The one status accept, start and complete each start from."""
+    (source,) = TRANSITIONS[action][0]
+    return source
+
+
+def _offered_to(session: Session, booking: Booking | None, booking_id: int, driver_id: int,
+                action: str, now: dt.datetime) -> Booking:
+    """The booking, if ``driver_id`` holds it and may still ``action`` it; raises if not."""
     if booking is None:
         raise NotFound("no such booking", booking_id=booking_id)
     if booking.driver_id != driver_id:
@@ -305,18 +379,19 @@ def driver_action(
             current_status=booking.status,
             version=booking.version,
         )
-    actor = Actor(driver_id, Role.DRIVER)
     if action == "accept" and booking.offer_expires_at and booking.offer_expires_at <= now:
         raise InvalidTransition(
             "the offer window has closed", current_status=booking.status, version=booking.version
         )
-    if action == "decline":
-        return_to_pending(session, booking, "decline", now=now, actor=actor)
-        return booking
-    apply_transition(session, booking, action, now=now, actor=actor)
-    if action == "complete":
-        release_driver(session, driver_id, now)
     return booking
+
+
+def _cannot(action: str, booking: Booking) -> InvalidTransition:
+    return InvalidTransition(
+        f"cannot {action} a booking that is {booking.status}",
+        current_status=booking.status,
+        version=booking.version,
+    )
 
 
 def cancel_booking(session: Session, booking_id: int, actor: Actor, *, now: dt.datetime) -> Booking:

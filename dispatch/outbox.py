@@ -36,7 +36,7 @@ def announce(session: Session, booking: Booking, payload: dict) -> None:
     rows = [(ADMIN_ROOM, BOOKING_UPDATED), (rider_room(booking.user_id), BOOKING_UPDATED)]
     if booking.status == Status.ASSIGNED and booking.driver_id is not None:
         rows.append((driver_room(booking.driver_id), NEW_ASSIGNMENT))
-    session.execute(insert(OutboxEvent), [
+    session.connection().execute(insert(OutboxEvent.__table__), [
         {"room": room, "event": event, "booking_id": booking.id, "payload": payload}
         for room, event in rows
     ])
