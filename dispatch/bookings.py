@@ -18,8 +18,8 @@ from dataclasses import asdict, dataclass
 from sqlalchemy import Row, Update, bindparam, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
-from sqlalchemy.orm.util import identity_key
 
+from dispatch.db import expire_loaded
 from dispatch.errors import (
     IdempotencyConflict,
     InvalidTransition,
@@ -126,8 +126,9 @@ def create_booking(
     first_retry_s: int,
     idempotency_key: str | None = None,
     region: str = DEFAULT_REGION,
-) -> tuple[Booking, bool]:
-    """Create a pending booking; returns it and whether it is new (False: an idempotent replay)."""
+) -> tuple[Booking | Row, bool]:
+    """Create a pending booking; returns it and whether it is new (False: an idempotent
+    replay). A new booking comes back as its row, with the model's attribute names."""
     fingerprint = request.fingerprint()
     if idempotency_key is not None:
         existing = _replay(session, rider_id, idempotency_key, fingerprint)
@@ -136,43 +137,42 @@ def create_booking(
 
     pickup_at = request.pickup_at or now
     start = max(now, pickup_at)
-    booking = Booking(
-        user_id=rider_id,
-        pickup_lat=request.pickup.lat,
-        pickup_lng=request.pickup.lng,
-        dropoff_lat=request.dropoff.lat,
-        dropoff_lng=request.dropoff.lng,
-        date=pickup_at.astimezone(dt.UTC).date(),
-        time=pickup_at.astimezone(dt.UTC).time(),
-        status=Status.PENDING.value,
-        version=1,
-        region=region,
+    values = {
+        "user_id": rider_id,
+        "pickup_lat": request.pickup.lat,
+        "pickup_lng": request.pickup.lng,
+        "dropoff_lat": request.dropoff.lat,
+        "dropoff_lng": request.dropoff.lng,
+        "date": pickup_at.astimezone(dt.UTC).date(),
+        "time": pickup_at.astimezone(dt.UTC).time(),
+        "status": Status.PENDING.value,
+        "version": 1,
+        "region": region,
         # The caller enqueues the first attempt right after commit; the sweeper's retry is
         # the safety net for a message the broker lost, so it waits a little.
-        next_attempt_at=now + dt.timedelta(seconds=first_retry_s),
-        expires_at=start + dt.timedelta(seconds=deadline_s),
-        created_at=now,
-        updated_at=now,
-    )
+        "next_attempt_at": now + dt.timedelta(seconds=first_retry_s),
+        "expires_at": start + dt.timedelta(seconds=deadline_s),
+        "created_at": now,
+        "updated_at": now,
+    }
+    if idempotency_key is None:
+        return _insert_booking(session, values), True
     try:
         with session.begin_nested():
-            session.add(booking)
-            session.flush()
-            record_event(session, booking, None, Actor(rider_id, Role.RIDER), "booked")
-            if idempotency_key is not None:
-                claimed = session.execute(
-                    pg_insert(IdempotencyKey)
-                    .values(
-                        user_id=rider_id,
-                        key=idempotency_key,
-                        request_hash=fingerprint,
-                        booking_id=booking.id,
-                    )
-                    .on_conflict_do_nothing()
-                    .returning(IdempotencyKey.key)
-                ).first()
-                if claimed is None:
-                    raise _KeyTaken
+            booking = _insert_booking(session, values)
+            claimed = session.execute(
+                pg_insert(IdempotencyKey)
+                .values(
+                    user_id=rider_id,
+                    key=idempotency_key,
+                    request_hash=fingerprint,
+                    booking_id=booking.id,
+                )
+                .on_conflict_do_nothing()
+                .returning(IdempotencyKey.key)
+            ).first()
+            if claimed is None:
+                raise _KeyTaken
     except _KeyTaken:
         # A concurrent request with the same key committed first (ON CONFLICT waited for
         # it); ours is rolled back to the savepoint and theirs is the answer.
@@ -180,6 +180,16 @@ def create_booking(
         assert existing is not None, "a conflicting idempotency key must be readable"
         return existing, False
     return booking, True
+
+
+def _insert_booking(session: Session, values: dict) -> Row:
+    # Core, built once: the row is only read back to answer, announce and enqueue it.
+    booking = session.connection().execute(_INSERT_BOOKING, values).one()
+    record_event(session, booking, None, Actor(values["user_id"], Role.RIDER), "booked")
+    return booking
+
+
+_INSERT_BOOKING = insert(Booking.__table__).returning(*Booking.__table__.c)
 
 
 class _KeyTaken(Exception):
@@ -265,15 +275,7 @@ def apply_transition(
 def release_driver(session: Session, driver_id: int, now: dt.datetime) -> None:
     """A driver whose booking ended or was handed back is available again (if still busy)."""
     session.connection().execute(_RELEASE_DRIVER, {"released_id": driver_id, "released_at": now})
-    _expire_loaded(session, Driver, driver_id)
-
-
-def _expire_loaded(session: Session, model: type, key: int) -> None:
-    """After a Core UPDATE: an object of that row this session holds is out of date, so it
-    reloads when next read."""
-    loaded = session.identity_map.get(identity_key(model, key))
-    if loaded is not None:
-        session.expire(loaded)
+    expire_loaded(session, Driver, driver_id)
 
 
 _drivers = Driver.__table__.c
@@ -340,7 +342,7 @@ def _move_if_holder(session: Session, booking_id: int, driver_id: int, action: s
     moved = session.connection().execute(_move_statement(action), {
         "moved_id": booking_id, "holder_id": driver_id, "moved_at": now,
     }).first()
-    _expire_loaded(session, Booking, booking_id)
+    expire_loaded(session, Booking, booking_id)
     return moved
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm.util import identity_key
 
 
 def sqlalchemy_url(url: str) -> str:
@@ -60,3 +61,11 @@ def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
     # expire_on_commit=False: a view serialises the booking it just committed without a
     # second round trip.
     return sessionmaker(engine, expire_on_commit=False)
+
+
+def expire_loaded(session: Session, model: type, key: int) -> None:
+    """After a Core UPDATE of one row: an object of that row this session already holds
+    is out of date, so it reloads when next read."""
+    loaded = session.identity_map.get(identity_key(model, key))
+    if loaded is not None:
+        session.expire(loaded)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import select
+from sqlalchemy import Row, bindparam, select, update
 from sqlalchemy.orm import Session
 
+from dispatch.db import expire_loaded
 from dispatch.errors import DispatchError, DriverBusy, NotFound
 from dispatch.models import Booking, Driver
 from dispatch.states import ACTIVE_STATUSES, DriverStatus
@@ -35,13 +36,25 @@ def _lock_driver(session: Session, driver_id: int) -> Driver:
 
 def update_location(
     session: Session, driver_id: int, lat: float, lng: float, *, now: dt.datetime
-) -> Driver:
-    """Record a driver's location ping."""
-    driver = _lock_driver(session, driver_id)
-    driver.lat, driver.lng = lat, lng
-    driver.last_seen_at = now
-    driver.updated_at = now
+) -> Row:
+    """Record a driver's location ping; returns the driver's row (the model's names)."""
+    driver = session.connection().execute(_PING, {
+        "pinged_id": driver_id, "new_lat": lat, "new_lng": lng, "pinged_at": now,
+    }).first()
+    if driver is None:
+        raise NotFound("no such driver", driver_id=driver_id)
+    expire_loaded(session, Driver, driver_id)
     return driver
+
+
+# Core, built once: the busiest write of all, a ping every few seconds from every driver.
+_PING = (
+    update(Driver.__table__)
+    .where(Driver.__table__.c.user_id == bindparam("pinged_id"))
+    .values(lat=bindparam("new_lat"), lng=bindparam("new_lng"),
+            last_seen_at=bindparam("pinged_at"), updated_at=bindparam("pinged_at"))
+    .returning(*Driver.__table__.c)
+)
 
 
 def set_availability(
@@ -68,7 +81,7 @@ def current_booking(session: Session, driver_id: int) -> Booking | None:
     ).scalar_one_or_none()
 
 
-def driver_payload(driver: Driver) -> dict:
+def driver_payload(driver: Driver | Row) -> dict:
     """A driver's state as the driver's app and admins see it."""
     return {
         "id": driver.user_id,

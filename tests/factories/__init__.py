@@ -65,4 +65,4 @@ def booking(
         first_retry_s=5,
         idempotency_key=key,
     )
-    return created
+    return session.get(Booking, created.id)
