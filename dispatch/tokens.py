@@ -13,6 +13,7 @@ The one token that is not signed is the operator's bootstrap admin token
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import secrets
 from dataclasses import dataclass
@@ -79,6 +80,18 @@ def verify(secret: str, token: str) -> Claims | None:
                       expires_at=dt.datetime.fromtimestamp(claims["exp"], dt.UTC))
     except (jwt.PyJWTError, KeyError, TypeError, ValueError):
         return None
+
+
+def verify_again(secret: str, token: str, now: dt.datetime) -> Claims | None:
+    """``verify`` for a token this process may have checked before: a signature does not
+    change, so only the expiry is checked again. (Revocation is never remembered here.)"""
+    claims = _verified(secret, token)
+    return claims if claims is not None and claims.expires_at > now else None
+
+
+@functools.lru_cache(maxsize=4096)  # The tokens of one API process's recent callers.
+def _verified(secret: str, token: str) -> Claims | None:
+    return verify(secret, token)
 
 
 def issue(session: Session, user: User, secret: str, ttl_s: int,

@@ -10,10 +10,10 @@ from flask import g, request
 
 from dispatch.bookings import Actor
 from dispatch.states import Role
-from dispatch.tokens import MAX_TOKEN_LENGTH, authenticate, looks_signed, verify
+from dispatch.tokens import MAX_TOKEN_LENGTH, authenticate, looks_signed, verify_again
 from smartroute.token_cache import recently_accepted, remember
 from web.errors import ApiError
-from web.runtime import db, runtime
+from web.runtime import db, runtime, utcnow
 
 
 def _bearer_token() -> str:
@@ -53,7 +53,7 @@ def _holder(token: str) -> tuple[int, str, int]:
     revocation by the database, or by Redis if the database said yes moments ago."""
     settings, cache = runtime().settings, runtime().redis
     signed = looks_signed(token)
-    claims = verify(settings.secret_key, token) if signed else None
+    claims = verify_again(settings.secret_key, token, utcnow()) if signed else None
     if signed and claims is None:
         raise _invalid()
     if settings.token_recheck_s > 0:

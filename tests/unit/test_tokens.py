@@ -5,7 +5,7 @@ import warnings
 
 import jwt
 
-from dispatch.tokens import looks_signed, sign, verify
+from dispatch.tokens import looks_signed, sign, verify, verify_again
 
 SECRET = "a-secret-of-at-least-thirty-two-characters"
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
@@ -27,6 +27,14 @@ def test_a_signed_token_says_who_and_until_when():
 def test_an_expired_token_is_refused():
     expired = _token(issued_at=NOW - dt.timedelta(hours=2), expires_at=NOW - dt.timedelta(hours=1))
     assert verify(SECRET, expired) is None
+
+
+def test_a_remembered_signature_still_expires_and_binds_to_its_key():
+    token = _token(expires_at=NOW + dt.timedelta(seconds=30))
+    assert verify_again(SECRET, token, NOW).token_id == 3
+    assert verify_again(SECRET, token, NOW + dt.timedelta(seconds=31)) is None
+    assert verify_again("another-secret-of-thirty-two-characters!", token, NOW) is None
+    assert verify_again(SECRET, token[:-2] + "xx", NOW) is None
 
 
 def test_a_token_signed_with_another_key_is_refused():
