@@ -13,7 +13,7 @@ import datetime as dt
 from dataclasses import dataclass
 from enum import StrEnum
 
-from sqlalchemy import and_, exists, func, select, update
+from sqlalchemy import and_, bindparam, exists, func, select, update
 from sqlalchemy.orm import Session
 
 from dispatch.bookings import (
@@ -23,6 +23,7 @@ from dispatch.bookings import (
     lock_booking,
     pickup_time,
 )
+from dispatch.db import expire_loaded
 from dispatch.dispatch_log import CLAIM_LOST, OFFERED, DispatchLog
 from dispatch.geo import EARTH_RADIUS_KM, bounding_box
 from dispatch.models import Booking, Decline, Driver
@@ -109,13 +110,20 @@ def find_candidates(
 
 def claim_driver(session: Session, driver_id: int, now: dt.datetime) -> bool:
     """Compare-and-set an available driver to busy; False if someone else got there first."""
-    claimed = session.execute(
-        update(Driver)
-        .where(Driver.user_id == driver_id, Driver.status == DriverStatus.AVAILABLE.value)
-        .values(status=DriverStatus.BUSY.value, updated_at=now)
-        .returning(Driver.user_id)
-    ).first()
+    claimed = session.connection().execute(
+        _CLAIM_DRIVER, {"claimed_id": driver_id, "claimed_at": now}).first()
+    expire_loaded(session, Driver, driver_id)
     return claimed is not None
+
+
+# Core, built once: a batch claims a driver per booking.
+_CLAIM_DRIVER = (
+    update(Driver.__table__)
+    .where(Driver.__table__.c.user_id == bindparam("claimed_id"),
+           Driver.__table__.c.status == DriverStatus.AVAILABLE.value)
+    .values(status=DriverStatus.BUSY.value, updated_at=bindparam("claimed_at"))
+    .returning(Driver.__table__.c.user_id)
+)
 
 
 def dispatch_booking(
