@@ -1,4 +1,5 @@
-"""Celery's own ceiling on this machine: no-op tasks drained per second.
+"""Celery's own ceiling on this machine: no-op tasks drained per second; and the API
+server's, no-op requests answered per second.
 
 Same broker, same ``celeryconfig`` (late acks, prefetch 1), same worker flags and log level
 and the same number of prefork processes as the engine's worker; only the task body
@@ -11,6 +12,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,3 +85,42 @@ def measure(broker_url: str, concurrency: int, tasks: int = 3000,
         client.delete(NOOP_QUEUE)
         if log_path:
             log.close()
+
+
+@dataclass(frozen=True)
+class HttpCeiling:
+    requests: int
+    seconds: float
+    threads: int
+
+    @property
+    def per_s(self) -> float:
+        return self.requests / self.seconds if self.seconds > 0 else 0.0
+
+
+def measure_http(api_url: str, requests_total: int = 3000, threads: int = 16) -> HttpCeiling:
+    """The API server's own ceiling here: ``GET /health/live`` (no database, no Redis) as
+    fast as ``threads`` keep-alive clients of the load generator can send it. A booking
+    costs at least four requests (book, accept, start, complete), so a quarter of this
+    bounds the bookings a second this API server and client can carry, whatever the
+    engine does behind them."""
+    import requests
+
+    url = api_url.rstrip("/") + "/health/live"
+    per_thread = max(1, requests_total // threads)
+    failures: list[int] = []
+
+    def send() -> None:
+        with requests.Session() as session:
+            for _ in range(per_thread):
+                if session.get(url, timeout=10).status_code != 200:
+                    failures.append(1)
+
+    pool = [threading.Thread(target=send) for _ in range(threads)]
+    started = time.monotonic()
+    for thread in pool:
+        thread.start()
+    for thread in pool:
+        thread.join()
+    seconds = time.monotonic() - started
+    return HttpCeiling(per_thread * threads - len(failures), seconds, threads)

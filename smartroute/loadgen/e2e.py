@@ -45,6 +45,7 @@ def run_e2e(target: Target, rate: float, duration_s: float, drivers: int | None 
         log_path = target.log_path.with_name("ceiling.log") if target.log_path else None
         measured = ceiling.measure(target.broker_url, target.worker_concurrency, ceiling_tasks,
                                    log_path=log_path)
+    http = ceiling.measure_http(target.api)
     run = LoadRun(target, plan, DriverPolicy(), on_sample=on_sample)
     checked = run.execute()
     rec = run.recorder
@@ -83,6 +84,15 @@ def run_e2e(target: Target, rate: float, duration_s: float, drivers: int | None 
     else:
         result["celery_noop_ceiling"] = None
         result["ratio"] = None
+    # What bounds a booking's HTTP side: its requests, against the API server's own ceiling.
+    counts = checked["counts"]
+    requests_sent = sum(counts.get(k, 0) for k in (
+        "booked", "booking_errors", "rate_limited", "accepted", "declined", "started",
+        "completed", "pings", "ping_errors", "accept_refused", "start_refused",
+        "complete_refused", "decline_refused"))
+    result["http_noop_ceiling"] = round(http.per_s, 1)
+    result["requests_per_booking"] = (round(requests_sent / checked["bookings"], 2)
+                                      if checked["bookings"] else None)
     result["meets_targets"] = targets_met(result)
     return result
 

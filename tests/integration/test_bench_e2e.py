@@ -40,5 +40,8 @@ def test_bench_e2e_json_reports_every_booking_done_once(stack, admin):
     # Every booking reached its driver's client, so each latency has a value.
     assert result["push_p99_ms"] is not None and result["assign_p99_ms"] is not None
     assert result["celery_noop_ceiling"] > 0 and result["ratio"] > 0
+    assert result["http_noop_ceiling"] > 0
+    # Book, accept, start, complete: at least four requests each, and pings on top.
+    assert result["requests_per_booking"] >= 4
     assert result["worker_concurrency"] == 4
     assert result["max_rss_mb"] > 0
