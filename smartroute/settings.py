@@ -163,8 +163,6 @@ class Settings:
     relay_max_message_bytes: int = 64 * 1024
     relay_revalidate_every_s: float = 5.0
     publish_every_s: float = 1.0
-    # A commit's pushes wait up to this long, so one publisher run carries many commits.
-    publish_delay_s: float = 0.1
     outbox_retention_s: int = 86400
 
     @classmethod
@@ -229,7 +227,6 @@ class Settings:
                                          minimum=1024),
             relay_revalidate_every_s=_float(env, "SMARTROUTE_RELAY_REVALIDATE_EVERY_S", 5.0, 0.1),
             publish_every_s=_float(env, "SMARTROUTE_PUBLISH_EVERY_S", 1.0, 0.1),
-            publish_delay_s=_float(env, "SMARTROUTE_PUBLISH_DELAY_S", 0.1),
             outbox_retention_s=_int(env, "SMARTROUTE_OUTBOX_RETENTION_S", 86400, minimum=60),
         )
 

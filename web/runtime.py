@@ -69,5 +69,4 @@ def enqueue_dispatch(booking) -> None:
 
 def enqueue_publish() -> None:
     """Push the events this request committed. Call only after commit."""
-    rt = runtime()
-    request_publish(rt.celery, rt.redis, rt.settings.publish_delay_s)
+    request_publish(runtime().celery, runtime().redis)

@@ -72,26 +72,26 @@ def _first(cache: redis.Redis | None, key: str, ttl_ms: int) -> bool:
 
 
 PUBLISH_SCHEDULED = "smartroute:publish-scheduled"
-# How long one publish request stands for every commit after it, beyond its delay. The
-# publisher clears it as it starts, so this only bounds the wait if its message is lost
-# (beat catches up too).
+# How long one publish request stands for every commit after it. The publisher clears it
+# as it starts, so this only bounds the wait if its message is lost (beat catches up too).
 PUBLISH_PENDING_MS = 2000
 
 
-def request_publish(app: Celery, cache: redis.Redis | None = None, delay_s: float = 0.0) -> None:
-    """Have committed outbox events pushed within ``delay_s``. Never raises: beat's
-    publish catches up.
+def request_publish(app: Celery, cache: redis.Redis | None = None) -> None:
+    """Have committed outbox events pushed soon. Never raises: beat's publish catches up.
 
     Coalesced: while one publish is asked for and has not started, later commits ride
     along with it (a Redis ``SET NX``), so a busy engine sends one publish message per
-    publisher run instead of one per commit. The delay lets a run gather the commits of
-    its first ``delay_s``: without it, an idle publisher starts at once for every other
-    commit, and most of a run's cost is the run, not its events.
+    publisher run instead of one per commit.
+
+    Never delayed with a countdown: a worker holding a countdown message it has not acked
+    dies when Redis goes away (kombu 5.7 cannot restore unacked messages without a
+    connection: tests/chaos found it), and publish requests are the commonest message.
     """
     try:
-        if not _first(cache, PUBLISH_SCHEDULED, PUBLISH_PENDING_MS + int(delay_s * 1000)):
+        if not _first(cache, PUBLISH_SCHEDULED, PUBLISH_PENDING_MS):
             return
-        _send(app, PUBLISH_OUTBOX, [], "notify", countdown=delay_s or None)
+        _send(app, PUBLISH_OUTBOX, [], "notify")
     except Exception:
         log.warning("could not request a publish; beat's will send the events", exc_info=True)
 

@@ -62,7 +62,7 @@ def match_booking(booking_id: int) -> str:
         created_at = session.get(Booking, booking_id).created_at if assigned else None
     MATCH_OUTCOMES.labels(result.outcome.value).inc()
     if result.outcome in (Outcome.ASSIGNED, Outcome.EXPIRED):
-        request_publish(match_booking.app, cache(), settings().publish_delay_s)
+        request_publish(match_booking.app, cache())
     if result.outcome == Outcome.ASSIGNED:
         ASSIGN_LATENCY.observe((_now() - created_at).total_seconds())
         log.info(
@@ -88,7 +88,7 @@ def dispatch_region(region: str) -> dict:
     MATCH_OUTCOMES.labels("claim_lost").inc(len(outcome.lost))
     MATCH_OUTCOMES.labels("expired").inc(len(outcome.expired))
     if outcome.offered or outcome.expired:
-        request_publish(dispatch_region.app, cache(), settings().publish_delay_s)
+        request_publish(dispatch_region.app, cache())
     if outcome.again:
         _request(region, now=True)
     elif outcome.held_elsewhere:
@@ -128,7 +128,7 @@ def lapse_offers() -> int:
     with sessions()() as session, session.begin():
         lapsed = sweeps.lapse_offers(session, now=_now())
     if lapsed:
-        request_publish(lapse_offers.app, cache(), settings().publish_delay_s)
+        request_publish(lapse_offers.app, cache())
     _enqueue_matches(sessions(), lapsed)
     return len(lapsed)
 
@@ -148,7 +148,7 @@ def expire_bookings() -> int:
     with sessions()() as session, session.begin():
         expired = sweeps.expire_overdue(session, now=_now())
     if expired:
-        request_publish(expire_bookings.app, cache(), settings().publish_delay_s)
+        request_publish(expire_bookings.app, cache())
     return len(expired)
 
 

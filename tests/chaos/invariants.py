@@ -31,6 +31,14 @@ def all_completed(engine, accepted: set[int]) -> bool:
     return dict(rows) == {"completed": len(accepted)}
 
 
+def _unfinished(engine, accepted: set[int]) -> list:
+    with engine.connect() as conn:
+        return conn.execute(text(
+            "SELECT id, status, driver_id, version, updated_at FROM cab_bookings "
+            "WHERE id = ANY(:ids) AND status <> 'completed' ORDER BY id"),
+            {"ids": sorted(accepted)}).all()
+
+
 def check(engine, load: Load, *, fetched_offers_count: bool = False) -> None:
     """Assert every invariant, waiting (bounded) for the engine to settle first."""
     record = load.record
@@ -42,8 +50,11 @@ def check(engine, load: Load, *, fetched_offers_count: bool = False) -> None:
                                    {"ids": sorted(accepted)}))
     assert present == accepted, f"lost bookings: {sorted(accepted - present)}"
 
-    wait_for(lambda: all_completed(engine, accepted), SETTLE_S,
-             "every accepted booking to be completed")
+    try:
+        wait_for(lambda: all_completed(engine, accepted), SETTLE_S,
+                 "every accepted booking to be completed")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; not completed: {_unfinished(engine, accepted)}") from None
 
     with engine.connect() as conn:
         assert conn.scalar(text(
