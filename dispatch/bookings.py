@@ -1,10 +1,11 @@
 """Bookings: creating them, reading them, and moving them through the state machine.
 
-Every status change locks the booking row (``SELECT … FOR UPDATE``), checks the
-transition against ``dispatch.states``, bumps ``version`` and writes an audit
-event, all in the caller's transaction. Under READ COMMITTED a second writer
-waits for the lock and then sees the new status, so a stale action is refused
-rather than applied twice.
+Every status change locks the booking row, checks the transition against
+``dispatch.states``, bumps ``version`` and writes an audit event, all in the caller's
+transaction. Most lock it with ``SELECT … FOR UPDATE`` and then decide; a driver's
+accept, start and complete are one compare-and-set ``UPDATE … WHERE status = …``, the
+busiest writes of all. Either way, under READ COMMITTED a second writer waits for the
+lock and then sees the new status, so a stale action is refused rather than applied twice.
 """
 
 from __future__ import annotations
