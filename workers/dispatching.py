@@ -73,16 +73,17 @@ def _first(cache: redis.Redis | None, key: str, ttl_ms: int) -> bool:
 
 PUBLISH_SCHEDULED = "smartroute:publish-scheduled"
 # How long one publish request stands for every commit after it. The publisher clears it
-# as it starts, so this only bounds the wait if its message is lost (beat catches up too).
-PUBLISH_PENDING_MS = 2000
+# as its run ends (at most workers.tasks.PUBLISH_RUN_S after it starts), so this only
+# bounds the wait if its message is lost (beat catches up too).
+PUBLISH_PENDING_MS = 5000
 
 
 def request_publish(app: Celery, cache: redis.Redis | None = None) -> None:
     """Have committed outbox events pushed soon. Never raises: beat's publish catches up.
 
-    Coalesced: while one publish is asked for and has not started, later commits ride
-    along with it (a Redis ``SET NX``), so a busy engine sends one publish message per
-    publisher run instead of one per commit.
+    Coalesced: while one publish is asked for or running, later commits ride along with
+    it (a Redis ``SET NX``; the run reads again before it ends, workers.tasks), so a busy
+    engine sends one publish message per publisher run instead of one per commit.
 
     Never delayed with a countdown: a worker holding a countdown message it has not acked
     dies when Redis goes away (kombu 5.7 cannot restore unacked messages without a
@@ -96,8 +97,8 @@ def request_publish(app: Celery, cache: redis.Redis | None = None) -> None:
         log.warning("could not request a publish; beat's will send the events", exc_info=True)
 
 
-def publish_started(cache: redis.Redis) -> None:
-    """The publisher is about to read unsent events: commits from now on need a new run."""
+def publish_finished(cache: redis.Redis) -> None:
+    """The publisher reads once more and stops: commits from now on need a new run."""
     # If Redis refuses, the key expires by itself; until then beat's publish covers the gap.
     with contextlib.suppress(redis.RedisError, OSError):
         cache.delete(PUBLISH_SCHEDULED)
