@@ -38,8 +38,9 @@ def make_engine(
     the stalled process's late write fails instead of landing on state it no longer knows.
 
     ``pre_ping`` tests each connection as it is checked out, a round trip every time. The
-    API turns it off: a connection a database restart left dead fails its request with a
-    503 (which clients retry) and the pool is emptied at once, so only that request pays.
+    API and the workers turn it off: a connection a database restart left dead fails its
+    request with a 503 (which clients retry), or its task with an error tasks retry, and
+    the pool is emptied at once, so only that request or task pays.
     """
     return create_engine(
         sqlalchemy_url(url),
