@@ -323,9 +323,9 @@ def driver_action(
     booking = _move_if_holder(session, booking_id, driver_id, action, now)
     if booking is None:
         # Nothing moved: say why, from the row as it is now.
-        _offered_to(session, session.get(Booking, booking_id, populate_existing=True),
-                    booking_id, driver_id, action, now)
-        raise _cannot(action, session.get(Booking, booking_id))
+        current = _offered_to(session, session.get(Booking, booking_id, populate_existing=True),
+                              booking_id, driver_id, action, now)
+        raise _cannot(action, current)
     record_event(session, booking, _source(action).value, actor, action)
     if action == "complete":
         release_driver(session, driver_id, now)
