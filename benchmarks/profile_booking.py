@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import datetime as dt
 import io
 import pstats
 import re
@@ -28,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from sqlalchemy import text  # noqa: E402
 
-from dispatch import batches, outbox, tokens, users  # noqa: E402
+from dispatch import batches, tokens, users  # noqa: E402
 from dispatch.states import Role  # noqa: E402
 from smartroute import migrate  # noqa: E402
 from smartroute.embedded import ensure_services  # noqa: E402
@@ -119,18 +120,12 @@ def main() -> None:
 
     def publish():
         with rt.sessions() as session, session.begin():
-            rows = outbox.claim_unsent(session, limit=500)
-            publisher.deliver([(r.id, r.room, r.event, outbox.message(r)) for r in rows])
-            outbox.mark_sent(session, [r.id for r in rows], batches_now())
-
-    def batches_now():
-        import datetime as dt
-        return dt.datetime.now(dt.UTC)
+            publisher.deliver_unsent(session, limit=500)
 
     def batch():
         with rt.sessions() as session, session.begin():
-            return batches.dispatch_region(session, "default", policy, cost, now=batches_now(),
-                                           limit=500)
+            return batches.dispatch_region(session, "default", policy, cost,
+                                           now=dt.datetime.now(dt.UTC), limit=500)
 
     done = 0
     while done < args.bookings:

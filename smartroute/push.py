@@ -9,10 +9,14 @@ run's appends and emits go out in one pipeline: one round trip, not one per even
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import uuid
 
 import redis
+from sqlalchemy.orm import Session
+
+from dispatch import outbox
 
 CHANNEL = "smartroute-push"
 REPLAY_PREFIX = "smartroute:replay:"
@@ -50,6 +54,16 @@ class Publisher:
             # that is the copy we wanted. Anything else is a real failure.
             if isinstance(result, redis.ResponseError) and "equal or smaller" not in str(result):
                 raise result
+
+
+    def deliver_unsent(self, session: Session, limit: int) -> int:
+        """One batch of the oldest unsent outbox events, delivered and marked sent in the
+        caller's transaction (which holds the publisher lock from here); how many."""
+        rows = outbox.claim_unsent(session, limit=limit)
+        if rows:
+            self.deliver([(r.id, r.room, r.event, outbox.message(r)) for r in rows])
+            outbox.mark_sent(session, [r.id for r in rows], dt.datetime.now(dt.UTC))
+        return len(rows)
 
 
 def missed(client: redis.Redis, room: str, after_event_id: int) -> list[tuple[int, str, dict]]:

@@ -226,12 +226,9 @@ def publish_outbox() -> int:
 def _deliver_unsent() -> int:
     """One batch of the oldest unsent events, delivered and marked sent; how many."""
     with sessions()() as session, session.begin():
-        rows = outbox.claim_unsent(session, limit=OUTBOX_BATCH)
-        if rows:
-            publisher().deliver([(r.id, r.room, r.event, outbox.message(r)) for r in rows])
-            outbox.mark_sent(session, [r.id for r in rows], _now())
-    PUSHES.inc(len(rows))
-    return len(rows)
+        delivered = publisher().deliver_unsent(session, OUTBOX_BATCH)
+    PUSHES.inc(delivered)
+    return delivered
 
 
 @shared_task(name="workers.tasks.prune_outbox", acks_late=True, **RETRY)
