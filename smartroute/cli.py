@@ -492,6 +492,10 @@ _load_options = [
     click.option("--data-dir", default=None,
                  help="Embedded services' folder [default: .smartroute/bench when starting "
                       "the engine, else SMARTROUTE_DATA_DIR]."),
+    click.option("--driver-actions", "actions_over", type=click.Choice(["relay", "http"]),
+                 default="relay", show_default=True,
+                 help="How drivers accept, decline, start and complete: over their Socket.IO "
+                      "connection, or with POST /v1/bookings/<id>/<action>."),
 ]
 
 
@@ -515,8 +519,8 @@ def _with_load_options(command):
 @click.option("--chart", default=None, type=click.Path(dir_okay=False),
               help="Also write a PNG chart of latencies, throughput and queue depth here.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def bench_e2e(api, relay, token, workers, data_dir, rate, duration, drivers, seed, drain,
-              ceiling_tasks, chart, as_json) -> None:
+def bench_e2e(api, relay, token, workers, data_dir, actions_over, rate, duration, drivers, seed,
+              drain, ceiling_tasks, chart, as_json) -> None:
     """Open-loop bookings at a fixed rate through API, workers and relay; latency, losses,
     memory, and the ratio to Celery's own no-op ceiling."""
     import json
@@ -538,7 +542,7 @@ def bench_e2e(api, relay, token, workers, data_dir, rate, duration, drivers, see
 
     with _load_target(api, relay, token, workers, data_dir) as target:
         result = run_e2e(target, rate, duration, drivers, seed, drain, ceiling_tasks, progress,
-                         Path(chart) if chart else None)
+                         Path(chart) if chart else None, actions_over)
     if as_json:
         click.echo(json.dumps(result))
         return
@@ -564,8 +568,8 @@ def bench_e2e(api, relay, token, workers, data_dir, rate, duration, drivers, see
 @click.option("--speedup", default=60.0, show_default=True,
               help="Simulated seconds of driving per real second.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-def simulate(api, relay, token, workers, data_dir, drivers, rate, duration, seed, chart, drain,
-             speedup, as_json) -> None:
+def simulate(api, relay, token, workers, data_dir, actions_over, drivers, rate, duration, seed,
+             chart, drain, speedup, as_json) -> None:
     """A seeded synthetic city of real clients: drivers ping, accept, drive and complete;
     riders book. Live progress, then a summary table and a PNG chart."""
     import json
@@ -578,7 +582,7 @@ def simulate(api, relay, token, workers, data_dir, drivers, rate, duration, seed
         raise click.UsageError("--drivers, --rate, --duration and --speedup must be positive")
     with _load_target(api, relay, token, workers, data_dir) as target:
         result = run_simulation(target, drivers, rate, duration, seed, Path(chart), drain,
-                                live=not as_json, speedup=speedup)
+                                live=not as_json, speedup=speedup, actions_over=actions_over)
     if as_json:
         click.echo(json.dumps(result))
     else:

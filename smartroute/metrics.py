@@ -51,6 +51,11 @@ RELAY_CONNECTIONS = Gauge(
 )
 RELAY_REPLAYED = Counter("smartroute_relay_replayed_total",
                          "Events replayed to clients that reconnected.")
+RELAY_DRIVER_ACTIONS = Counter(
+    "smartroute_relay_driver_actions_total",
+    "Driver actions sent over the relay, by action and outcome (done, refused, failed).",
+    ["action", "outcome"],
+)
 MATCH_OUTCOMES = Counter("smartroute_match_outcomes_total", "Matching attempts by outcome.",
                          ["outcome"])
 

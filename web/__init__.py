@@ -38,9 +38,9 @@ def create_app(settings: Settings | None = None) -> Flask:
                       PROPAGATE_EXCEPTIONS=False)
     app.debug = False
     app.json.sort_keys = False
-    engine = _engine(settings, settings.database_url, "smartroute-api")
+    engine = database_engine(settings, settings.database_url, "smartroute-api")
     replica = (
-        _engine(settings, settings.database_replica_url, "smartroute-api-replica")
+        database_engine(settings, settings.database_replica_url, "smartroute-api-replica")
         if settings.database_replica_url
         else engine
     )
@@ -68,7 +68,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     return app
 
 
-def _engine(settings: Settings, url: str, name: str):
+def database_engine(settings: Settings, url: str, name: str):
     engine = make_engine(
         url,
         pool_size=settings.db_pool_size,

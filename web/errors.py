@@ -49,12 +49,17 @@ class ApiError(Exception):
         self.headers = headers or {}
 
 
-def error_response(status: int, code: str, message: str, field: str | None = None, **extra):
+def error_body(code: str, message: str, field: str | None = None, **extra) -> dict:
+    """The ``{"error": …}`` body, for HTTP answers and the relay's acknowledgements alike."""
     body: dict = {"code": code, "message": message}
     if field is not None:
         body["field"] = field
     body.update(extra)
-    return jsonify(error=body), status
+    return {"error": body}
+
+
+def error_response(status: int, code: str, message: str, field: str | None = None, **extra):
+    return jsonify(error_body(code, message, field, **extra)), status
 
 
 def _field_name(loc: tuple) -> str | None:
@@ -72,6 +77,13 @@ _PYDANTIC_CODES = {
 
 
 def validation_error_response(exc: ValidationError):
+    body, status = validation_error(exc)
+    return jsonify(body), status
+
+
+def validation_error(exc: ValidationError) -> tuple[dict, int]:
+    """The error body naming the first bad field (all of them in ``details``), and its
+    status: 400 for a body that is not an object at all, else 422."""
     details = []
     for err in exc.errors(include_url=False, include_input=False, include_context=False):
         field = _field_name(tuple(err["loc"]))
@@ -81,7 +93,13 @@ def validation_error_response(exc: ValidationError):
         )
     first = details[0]
     status = 400 if first["code"] in ("malformed_json", "invalid_body") else 422
-    return error_response(status, first["code"], first["message"], first["field"], details=details)
+    return error_body(first["code"], first["message"], first["field"], details=details), status
+
+
+def domain_error(exc: domain.DispatchError) -> tuple[dict, int]:
+    """A domain error's body and status, from the one table above."""
+    status = next((s for cls, s in STATUS_BY_DOMAIN_ERROR.items() if isinstance(exc, cls)), 400)
+    return error_body(exc.code, exc.message, **exc.details), status
 
 
 def register_error_handlers(app: Flask) -> None:
@@ -99,10 +117,8 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(domain.DispatchError)
     def _domain_error(exc: domain.DispatchError):
-        status = next(
-            (s for cls, s in STATUS_BY_DOMAIN_ERROR.items() if isinstance(exc, cls)), 400
-        )
-        return error_response(status, exc.code, exc.message, **exc.details)
+        body, status = domain_error(exc)
+        return jsonify(body), status
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):

@@ -4,10 +4,14 @@ Run as its own process (``smartroute relay`` starts ``python -m web.relay``). ev
 must patch the standard library before anything else is imported, or Redis calls hang
 (Flask-SocketIO #235), so the patch is the first thing this module does. The async mode
 is configuration (``SMARTROUTE_RELAY_ASYNC_MODE``): moving to gevent or threading is a
-change of that variable. The relay touches no database: it checks a signed token's
-signature and expiry itself, learns whether a token is live (not revoked) from the API's
-token cache in Redis, and replays missed events from Redis streams. Every few seconds it
-drops connections whose token has since expired or been revoked.
+change of that variable. It checks a signed token's signature and expiry itself, learns
+whether a token is live (not revoked) from the API's token cache in Redis, and replays
+missed events from Redis streams. Every few seconds it drops connections whose token has
+since expired or been revoked.
+
+Drivers may also act on their bookings over their connection (``driver_action``,
+web.relay_actions): the only thing the relay writes to the database, through the same
+domain functions as the API.
 """
 
 import os
@@ -16,13 +20,16 @@ ASYNC_MODE = os.environ.get("SMARTROUTE_RELAY_ASYNC_MODE") or "eventlet"
 if ASYNC_MODE == "eventlet":
     import eventlet
 
+    # Everything, psycopg2 included: it waits on PostgreSQL in C, where eventlet cannot
+    # switch, unless the patch installs eventlet's wait callback. Without it, one driver
+    # action's query would stall every connection of the relay (tests/integration/
+    # test_relay_actions.py holds a row lock to show it).
     eventlet.monkey_patch()
 
 # ruff: noqa: E402 - everything below must come after the monkey patch.
 import argparse
 import datetime as dt
 import logging
-from dataclasses import dataclass
 
 import redis
 import socketio as socketio_lib
@@ -31,24 +38,18 @@ from flask_socketio import SocketIO, emit, join_room
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from dispatch import tokens
+from dispatch.db import make_sessionmaker
 from dispatch.outbox import ADMIN_ROOM, driver_room, rider_room
 from smartroute import token_cache
 from smartroute.logs import configure_logging
 from smartroute.metrics import RELAY_CONNECTIONS, RELAY_REPLAYED, exposition
 from smartroute.push import CHANNEL, missed
 from smartroute.settings import Settings
+from web import database_engine
+from web.relay_actions import DriverActions, Identity
+from workers.app import create_celery
 
 log = logging.getLogger("smartroute.relay")
-
-
-@dataclass(frozen=True)
-class Identity:
-    """Who a connection belongs to, and by which token, for its whole life."""
-
-    user_id: int
-    role: str
-    token_hash: str
-    expires_at: dt.datetime | None
 
 
 def identify(settings: Settings, cache: redis.Redis, token: object) -> Identity | None:
@@ -93,6 +94,12 @@ def create_relay(settings: Settings) -> tuple[Flask, SocketIO]:
         max_http_buffer_size=settings.relay_max_message_bytes,
     )
     identities: dict[str, Identity] = {}
+    actions = DriverActions(
+        settings,
+        make_sessionmaker(database_engine(settings, settings.database_url, "smartroute-relay")),
+        create_celery(settings),
+        cache,
+    )
 
     @socketio.on("connect")
     def connect(auth):
@@ -134,6 +141,14 @@ def create_relay(settings: Settings) -> tuple[Flask, SocketIO]:
             emit("error", {"code": "forbidden", "message": "only admins join the admin room"})
             return
         join_room(ADMIN_ROOM)
+
+    @socketio.on("driver_action")
+    def driver_action(data=None):
+        """Acknowledged with what ``POST /v1/bookings/<id>/<action>`` would answer."""
+        answer, ended = actions.handle(identities[request.sid], data)
+        if ended:
+            socketio.server.disconnect(request.sid, namespace="/")
+        return answer
 
     def revalidate_forever():
         while True:
@@ -179,8 +194,8 @@ def main() -> None:
     args = parser.parse_args()
     settings = Settings.from_env()
     configure_logging(settings)
-    if settings.redis_url is None or settings.secret_key is None:
-        raise SystemExit("the relay needs REDIS_URL and SMARTROUTE_SECRET_KEY "
+    if None in (settings.database_url, settings.redis_url, settings.secret_key):
+        raise SystemExit("the relay needs DATABASE_URL, REDIS_URL and SMARTROUTE_SECRET_KEY "
                          "(smartroute relay fills them in)")
     app, socketio = create_relay(settings)
     log.info("relay listening on %s:%s (%s)", args.host, args.port, settings.relay_async_mode)

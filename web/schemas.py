@@ -15,7 +15,7 @@ from typing import Annotated, Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from dispatch.bookings import BookingRequest, Point
-from dispatch.states import BOOKING_STATUSES
+from dispatch.states import BOOKING_STATUSES, DRIVER_ACTIONS
 
 ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
@@ -74,6 +74,14 @@ class NewUser(Strict):
 
 class DriverStatusChange(Strict):
     status: Literal["available", "offline"]
+
+
+class DriverActionMessage(Strict):
+    """A driver's answer to an offer, or its ride's progress, sent over the relay: what
+    ``POST /v1/bookings/<booking_id>/<action>`` says over HTTP."""
+
+    booking_id: Annotated[int, Field(ge=1, le=2**63 - 1)]
+    action: Literal[DRIVER_ACTIONS]  # type: ignore[valid-type]
 
 
 class BookingQuery(BaseModel):

@@ -78,6 +78,13 @@ class Api:
         self.base_url = base_url.rstrip("/")
         self.timeout_s = timeout_s
         self._local = threading.local()
+        self._sent = 0
+        self._sent_lock = threading.Lock()
+
+    @property
+    def sent(self) -> int:
+        """Requests sent so far (retries included)."""
+        return self._sent
 
     def _session(self) -> requests.Session:
         session = getattr(self._local, "session", None)
@@ -95,6 +102,8 @@ class Api:
         """
         headers = {"Authorization": f"Bearer {token}", **(headers or {})}
         for attempt in (1, 2):
+            with self._sent_lock:
+                self._sent += 1
             try:
                 return self._session().request(method, f"{self.base_url}/v1{path}", json=json,
                                                headers=headers, timeout=self.timeout_s)

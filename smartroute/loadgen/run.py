@@ -25,11 +25,13 @@ from dataclasses import dataclass
 
 import psutil
 import requests
+import socketio
 from sqlalchemy import text
 
 from dispatch.db import make_engine
 from dispatch.eta import GreatCircleEta
 from smartroute.loadgen.city import (
+    HTTP_TIMEOUT_S,
     Api,
     CityMap,
     Driver,
@@ -59,6 +61,9 @@ class DriverPolicy:
     # seconds per real second, so a 6-minute drive to a pickup takes 6 s at 60.
     time_compression: float = 0.0
     speed_kmh: float = 25.0
+    # "relay": accept, decline, start and complete over the driver's Socket.IO connection,
+    # as drivers' apps do; "http": POST /v1/bookings/<id>/<action>.
+    actions_over: str = "relay"
 
 
 @dataclass(frozen=True)
@@ -100,6 +105,7 @@ class LoadRun:
         self.memory = EngineWatch(target.root_pid, target.settings.data_dir.resolve())
         self.loadgen_cpu_percent: float | None = None
         self.rider_ids: set[int] = set()
+        self.http_requests = 0  # Sent while bookings flowed: bookings, pings, actions.
 
     # --- The run -------------------------------------------------------------------------
 
@@ -122,9 +128,11 @@ class LoadRun:
                 delay = self.policy.ping_every_s * i / max(1, len(self.fleet.drivers))
                 self.timers.after(delay, self._ping_loop, driver)
             cpu_before, wall_before = _cpu_s(), time.monotonic()
+            http_before = self.api.sent
             self.memory.count_cpu_from_now()
             self._send_bookings()
             self._drain()
+            self.http_requests = self.api.sent - http_before
             self.loadgen_cpu_percent = round(
                 100 * (_cpu_s() - cpu_before) / max(1e-9, time.monotonic() - wall_before), 1)
         finally:
@@ -283,15 +291,30 @@ class LoadRun:
         return eta_s / self.policy.time_compression
 
     def _act(self, driver: Driver, booking_id: int, action: str) -> bool:
-        response = self.api.call("POST", f"/bookings/{booking_id}/{action}", driver.token,
-                                 retry=True)
-        if response.status_code == 409 and self._already(driver, booking_id, action):
+        status = self._send_action(driver, booking_id, action)
+        if status == 409 and self._already(driver, booking_id, action):
             return True  # A retry of an action whose first attempt went through.
-        if response.status_code != 200:
+        if status != 200:
             self.recorder.count(f"{action}_refused")
-            log.info("%s of booking %s answered %s", action, booking_id, response.status_code)
+            log.info("%s of booking %s answered %s", action, booking_id, status)
             return False
         return True
+
+    def _send_action(self, driver: Driver, booking_id: int, action: str) -> int:
+        """The action's status: over the driver's connection, or over HTTP when asked to or
+        when the connection is down (as an app would fall back)."""
+        client = driver.client
+        if self.policy.actions_over == "relay" and client is not None and client.connected:
+            try:
+                answer = client.call("driver_action", {"booking_id": booking_id,
+                                                       "action": action},
+                                     timeout=HTTP_TIMEOUT_S)
+                self.recorder.count("relay_actions")
+                return answer["status"]
+            except socketio.exceptions.SocketIOError:
+                self.recorder.count("relay_action_fallbacks")
+        return self.api.call("POST", f"/bookings/{booking_id}/{action}", driver.token,
+                             retry=True).status_code
 
     def _already(self, driver: Driver, booking_id: int, action: str) -> bool:
         response = self.api.call("GET", f"/bookings/{booking_id}", driver.token, retry=True)
@@ -369,6 +392,7 @@ class LoadRun:
             "rate_pushed_in_window": round(len(in_window) / span, 2),
             "rate_accepted": round(self.recorder.counts["booked"] / span, 2),
             "counts": dict(self.recorder.counts),
+            "http_requests": self.http_requests,
             "max_queue_depth": {
                 key.removeprefix("depth:"): max(row.get(key) or 0 for row in self.recorder.samples)
                 for key in {k for row in self.recorder.samples for k in row

@@ -40,10 +40,12 @@ def live_table(row: dict, drivers: int) -> Table:
 
 def run_simulation(target: Target, drivers: int, rate: float, duration_s: float, seed: int,
                    chart: Path, drain_s: float | None = None, console: Console | None = None,
-                   live: bool = True, speedup: float | None = None) -> dict:
+                   live: bool = True, speedup: float | None = None,
+                   actions_over: str = "relay") -> dict:
     console = console or Console(stderr=True)
-    policy = SIMULATED_DRIVERS if speedup is None else replace(SIMULATED_DRIVERS,
-                                                               time_compression=speedup)
+    policy = replace(SIMULATED_DRIVERS, actions_over=actions_over)
+    if speedup is not None:
+        policy = replace(policy, time_compression=speedup)
     city = CityMap(seed=seed)
     plan = LoadPlan(rate=rate, duration_s=duration_s, drivers=drivers,
                     riders=max(5, min(100, math.ceil(rate * 4))), seed=seed,

@@ -4,11 +4,13 @@ with four prefork processes, on the test database and Redis."""
 from __future__ import annotations
 
 import os
+import queue
 import subprocess
 
 import pytest
 import redis
 import requests
+import socketio
 
 from dispatch.users import ensure_bootstrap_admin
 from smartroute.cli import api_argv, beat_argv, relay_argv, worker_argv
@@ -200,3 +202,55 @@ def online_driver(admin: Client, lat: float, lng: float, name: str = "driver") -
     driver.call("PUT", "/v1/drivers/me/location", json={"lat": lat, "lng": lng})
     driver.call("PUT", "/v1/drivers/me/status", json={"status": "available"})
     return driver
+
+
+# Socket.IO clients of the relay, for the push and relay-action tests.
+WAIT_S = 20
+
+
+class Listener:
+    """A python-socketio client that queues every event it receives."""
+
+    def __init__(self, url: str, token: str | None, last_event_id: int | None = None) -> None:
+        self.events: queue.Queue = queue.Queue()
+        self.client = socketio.Client(reconnection=False)
+        for name in ("new_assignment", "booking_updated", "error"):
+            self.client.on(name, lambda data, name=name: self.events.put((name, data)))
+        self.client.on("disconnect", lambda *reason: self.events.put(("disconnect", reason)))
+        auth = {} if token is None else {"token": token}
+        if last_event_id is not None:
+            auth["last_event_id"] = last_event_id
+        self.client.connect(url, auth=auth, transports=["websocket"], wait_timeout=10)
+
+    def next(self, name: str | None = None, timeout: float = WAIT_S) -> tuple[str, dict]:
+        while True:
+            event = self.events.get(timeout=timeout)
+            if name is None or event[0] == name:
+                return event
+
+    def close(self) -> None:
+        self.client.disconnect()
+
+
+@pytest.fixture
+def listeners(stack):
+    opened = []
+
+    def open_(token, last_event_id=None):
+        opened.append(Listener(stack.relay_url, token, last_event_id))
+        return opened[-1]
+
+    yield open_
+    for listener in opened:
+        listener.close()
+
+
+def disconnects(feed: Listener, timeout: float = 10) -> bool:
+    gone = queue.Queue()
+    feed.client.on("disconnect", lambda *_: gone.put(True))
+    if not feed.client.connected:
+        return True
+    try:
+        return gone.get(timeout=timeout)
+    except queue.Empty:
+        return not feed.client.connected

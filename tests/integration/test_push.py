@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import queue
 import subprocess
 
 import jwt
@@ -16,7 +15,7 @@ from dispatch import tokens
 from dispatch.users import get_user
 from smartroute import token_cache
 from smartroute.cli import relay_argv
-from tests.integration.conftest import new_user, online_driver
+from tests.integration.conftest import Listener, disconnects, new_user, online_driver
 from tests.support import free_port, healthy, wait_for
 
 # python-socketio's client leaves a websocket the server closed for the garbage collector,
@@ -25,44 +24,6 @@ pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptio
 
 CENTRE = (38.7223, -9.1393)
 TRIP = {"pickup": {"lat": CENTRE[0], "lng": CENTRE[1]}, "dropoff": {"lat": 38.75, "lng": -9.15}}
-WAIT_S = 20
-
-
-class Listener:
-    """A python-socketio client that queues every event it receives."""
-
-    def __init__(self, url: str, token: str | None, last_event_id: int | None = None) -> None:
-        self.events: queue.Queue = queue.Queue()
-        self.client = socketio.Client(reconnection=False)
-        for name in ("new_assignment", "booking_updated", "error"):
-            self.client.on(name, lambda data, name=name: self.events.put((name, data)))
-        self.client.on("disconnect", lambda *reason: self.events.put(("disconnect", reason)))
-        auth = {} if token is None else {"token": token}
-        if last_event_id is not None:
-            auth["last_event_id"] = last_event_id
-        self.client.connect(url, auth=auth, transports=["websocket"], wait_timeout=10)
-
-    def next(self, name: str | None = None, timeout: float = WAIT_S) -> tuple[str, dict]:
-        while True:
-            event = self.events.get(timeout=timeout)
-            if name is None or event[0] == name:
-                return event
-
-    def close(self) -> None:
-        self.client.disconnect()
-
-
-@pytest.fixture
-def listeners(stack):
-    opened = []
-
-    def open_(token, last_event_id=None):
-        opened.append(Listener(stack.relay_url, token, last_event_id))
-        return opened[-1]
-
-    yield open_
-    for listener in opened:
-        listener.close()
 
 
 def test_a_driver_gets_its_assignment_and_admins_see_every_change_in_order(admin, listeners):
@@ -144,18 +105,7 @@ def test_an_oversized_message_is_refused(admin, listeners, stack):
     feed.client.emit("join_driver_room", {"driver_id": driver.id, "padding": "x" * 200_000})
     # The relay closes a connection that sends more than its limit.
     feed.client.sleep(0)
-    assert _disconnects(feed)
-
-
-def _disconnects(feed: Listener, timeout: float = 10) -> bool:
-    gone = queue.Queue()
-    feed.client.on("disconnect", lambda *_: gone.put(True))
-    if not feed.client.connected:
-        return True
-    try:
-        return gone.get(timeout=timeout)
-    except queue.Empty:
-        return not feed.client.connected
+    assert disconnects(feed)
 
 
 def test_a_driver_who_was_away_catches_up_on_reconnect(admin, listeners):
