@@ -38,9 +38,12 @@ def create_app(settings: Settings | None = None) -> Flask:
                       PROPAGATE_EXCEPTIONS=False)
     app.debug = False
     app.json.sort_keys = False
-    engine = database_engine(settings, settings.database_url, "smartroute-api")
+    # Every connection opened is kept: the threads bound how many there are, and a pool that
+    # closes what it opened beyond five makes PostgreSQL start a backend per busy request.
+    engine = database_engine(settings, settings.database_url, "smartroute-api", keep_all=True)
     replica = (
-        database_engine(settings, settings.database_replica_url, "smartroute-api-replica")
+        database_engine(settings, settings.database_replica_url, "smartroute-api-replica",
+                        keep_all=True)
         if settings.database_replica_url
         else engine
     )
@@ -68,11 +71,17 @@ def create_app(settings: Settings | None = None) -> Flask:
     return app
 
 
-def database_engine(settings: Settings, url: str, name: str):
+def database_engine(settings: Settings, url: str, name: str, *, keep_all: bool = False):
+    """The pool of the scaling guide: ``db_pool_size`` kept, up to ``db_max_overflow`` more
+    opened under load and closed when returned. With ``keep_all``, every connection opened
+    is kept (up to both together): for the API, whose threads bound how many it opens, and
+    the relay, whose green threads queue for one at no cost. Opening a connection costs
+    PostgreSQL a new backend process: 2 ms of its CPU per booking when the API's eight
+    threads shared five kept connections (docs/performance.md)."""
     engine = make_engine(
         url,
-        pool_size=settings.db_pool_size,
-        max_overflow=settings.db_max_overflow,
+        pool_size=settings.db_pool_size + (settings.db_max_overflow if keep_all else 0),
+        max_overflow=0 if keep_all else settings.db_max_overflow,
         pool_timeout=settings.db_pool_timeout_s,
         pool_recycle=settings.db_pool_recycle_s,
         application_name=name,

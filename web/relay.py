@@ -96,7 +96,8 @@ def create_relay(settings: Settings) -> tuple[Flask, SocketIO]:
     identities: dict[str, Identity] = {}
     actions = DriverActions(
         settings,
-        make_sessionmaker(database_engine(settings, settings.database_url, "smartroute-relay")),
+        make_sessionmaker(database_engine(settings, settings.database_url, "smartroute-relay",
+                                        keep_all=True)),
         create_celery(settings),
         cache,
     )

@@ -306,8 +306,8 @@ class EngineWatch:
     data_dir: Path | None = None
     every_s: float = 0.5
     peaks: dict[int, tuple[str, int]] = field(default_factory=dict)
-    # pid -> (role, CPU seconds at first sight, CPU seconds at last sight)
-    cpu: dict[int, tuple[str, float, float]] = field(default_factory=dict)
+    # CPU seconds by role when counting started; None until then.
+    cpu_from: dict[str, float] | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -338,38 +338,45 @@ class EngineWatch:
                 continue
             _, before = self.peaks.get(process.pid, (role, 0))
             self.peaks[process.pid] = (role, max(before, rss))
-        for role, process in (*engine, *services):
-            try:
-                times = process.cpu_times()
-            except psutil.Error:
-                continue
-            used = times.user + times.system
-            _, first, _ = self.cpu.get(process.pid, (role, used, used))
-            self.cpu[process.pid] = (role, first, used)
 
     def count_cpu_from_now(self) -> None:
-        """Start the CPU count here (processes seen later count from when they are seen)."""
-        self._measure(*self._find())
-        self.cpu = {pid: (role, last, last) for pid, (role, _, last) in self.cpu.items()}
+        """Start the CPU count here."""
+        self.cpu_from = cpu_by_role([p for group in self._find() for p in group])
 
     def stop(self) -> dict:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
-        self._measure(*self._find())
-        return self.report()
+        engine, services = self._find()
+        self._measure(engine, services)
+        cpu_to = cpu_by_role([*engine, *services])
+        return self.report({role: used - (self.cpu_from or {}).get(role, 0.0)
+                            for role, used in cpu_to.items()} if self.cpu_from else {})
 
-    def report(self) -> dict:
+    def report(self, cpu_used: dict[str, float]) -> dict:
         by_role: dict[str, float] = {}
         for role, rss in self.peaks.values():
             by_role[role] = max(by_role.get(role, 0.0), rss / 2**20)
-        cpu_by_role: dict[str, float] = {}
-        for role, first, last in self.cpu.values():
-            cpu_by_role[role] = cpu_by_role.get(role, 0.0) + last - first
         return {"max_rss_mb": round(max(by_role.values(), default=0.0), 1),
                 "max_rss_mb_by_role": {k: round(v, 1) for k, v in sorted(by_role.items())},
                 "processes": len(self.peaks),
-                "cpu_s_by_role": {k: round(v, 2) for k, v in sorted(cpu_by_role.items())}}
+                "cpu_s_by_role": {k: round(v, 2) for k, v in sorted(cpu_used.items())}}
+
+
+def cpu_by_role(processes: list[tuple[str, psutil.Process]]) -> dict[str, float]:
+    """CPU seconds used so far by each role: its live processes' own, and that of the
+    children they have reaped. A process that came and went between two readings (a
+    PostgreSQL backend for one connection, say) is in its parent's share at the second, so
+    the difference of two readings counts it, where sampling live processes would not."""
+    used: dict[str, float] = {}
+    for role, process in processes:
+        try:
+            t = process.cpu_times()
+        except psutil.Error:
+            continue
+        used[role] = (used.get(role, 0.0) + t.user + t.system + t.children_user
+                      + t.children_system)
+    return used
 
 
 def broker_client(broker_url: str | None) -> redis.Redis | None:

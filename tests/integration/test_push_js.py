@@ -33,7 +33,7 @@ def _lines(process: subprocess.Popen) -> queue.Queue:
     return lines
 
 
-def test_the_js_client_receives_its_assignment(admin, stack):
+def test_the_js_client_receives_its_assignment_and_accepts_it(admin, stack):
     driver = online_driver(admin, 38.7253, -9.1393)
     rider = new_user(admin, "rider")
     app = subprocess.Popen([NODE, str(JS / "driver.js"), stack.relay_url, driver.token],
@@ -48,6 +48,11 @@ def test_the_js_client_receives_its_assignment(admin, stack):
         assert received["event"] == "new_assignment"
         assert received["data"]["id"] == booking_id
         assert received["data"]["driver_id"] == driver.id
+        accepted = lines.get(timeout=30)
+        assert accepted["event"] == "accepted"
+        assert (accepted["data"]["status"], accepted["data"]["booking"]["status"]) == (
+            200, "accepted")
+        assert admin.call("GET", f"/v1/bookings/{booking_id}")["status"] == "accepted"
         assert app.wait(timeout=10) == 0
     finally:
         if app.poll() is None:

@@ -1,5 +1,6 @@
 // A driver's app, as the official Socket.IO client sees it: connect with a token, print
-// each event as one JSON line, exit 0 once a new_assignment arrives (2 on timeout).
+// each event as one JSON line; when a new_assignment arrives, accept it over the same
+// connection, print the relay's acknowledgement and exit 0 (2 on timeout).
 const { io } = require("socket.io-client");
 
 const [url, token, lastEventId] = process.argv.slice(2);
@@ -13,7 +14,10 @@ socket.on("connect", () => say("connect"));
 socket.on("connect_error", (err) => { say("connect_error", err.message); process.exit(3); });
 socket.on("new_assignment", (data) => {
   say("new_assignment", data);
-  clearTimeout(timer);
-  socket.close();
-  process.exit(0);
+  socket.emit("driver_action", { booking_id: data.id, action: "accept" }, (answer) => {
+    say("accepted", answer);
+    clearTimeout(timer);
+    socket.close();
+    process.exit(0);
+  });
 });
