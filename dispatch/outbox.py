@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from dispatch.models import Booking, OutboxEvent
@@ -30,16 +30,13 @@ def rider_room(rider_id: int) -> str:
     return f"rider_{rider_id}"
 
 
-def announce(session: Session, booking: Booking, payload: dict) -> None:
-    """Queue the pushes for the booking's current status: admins and its rider always,
-    and its driver when it has just been offered to them."""
+def pushes(booking: Booking) -> list[tuple[str, str]]:
+    """The rooms and events the booking's current status goes to: admins and its rider
+    always, and its driver when it has just been offered to them."""
     rows = [(ADMIN_ROOM, BOOKING_UPDATED), (rider_room(booking.user_id), BOOKING_UPDATED)]
     if booking.status == Status.ASSIGNED and booking.driver_id is not None:
         rows.append((driver_room(booking.driver_id), NEW_ASSIGNMENT))
-    session.connection().execute(insert(OutboxEvent.__table__), [
-        {"room": room, "event": event, "booking_id": booking.id, "payload": payload}
-        for room, event in rows
-    ])
+    return rows
 
 
 def claim_unsent(session: Session, limit: int = 500) -> list[OutboxEvent]:
