@@ -19,6 +19,7 @@ from smartroute.loadgen.run import DriverPolicy, LoadPlan, LoadRun
 
 # The targets of issue 6, checked in every result.
 ACCEPT_P99_MS = 50.0
+CEILING_RATIO = 0.6
 PUSH_P99_BEYOND_WINDOW_MS = 1500.0
 RSS_LIMIT_MB = 200.0
 
@@ -111,6 +112,7 @@ def targets_met(r: dict) -> dict:
         "no_double_assignment": r["double_assigned"] == 0,
         "rss_under_200mb": r["max_rss_mb"] < RSS_LIMIT_MB,
         "kept_up": r["rate_sustained"] >= 0.95 * r["rate_offered"],
+        "ratio": r["ratio"] is not None and r["ratio"] >= CEILING_RATIO,
     }
     checks["all"] = all(checks.values())
     return checks
