@@ -14,6 +14,8 @@ import shutil
 from pathlib import Path
 
 import pytest
+import requests
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration.conftest import new_user, online_driver
 from tests.support import wait_for
@@ -131,6 +133,7 @@ def test_a_driver_accepts_an_offer_in_the_console_and_the_admin_sees_it(admin, s
     expect(console.locator("#countdown")).to_have_text(re.compile(r"Offer ends in \d+ s"))
     screenshot(console, "driver-console-offer")
 
+    done_before = relay_actions_done(stack)
     console.get_by_role("button", name="Accept").click()
     expect(card).to_have_attribute("data-status", "accepted")
     expect(booking_row(dashboard, booking_id)).to_have_text("accepted")
@@ -145,11 +148,23 @@ def test_a_driver_accepts_an_offer_in_the_console_and_the_admin_sees_it(admin, s
     expect(console.locator("#driver-status")).to_have_text("available")
     expect(booking_row(dashboard, booking_id)).to_have_text("completed")
     assert dashboard.errors == [] and console.errors == []
+    # The console acted over its relay connection, not through the API.
+    done = relay_actions_done(stack)
+    assert {a: done.get(a, 0) - done_before.get(a, 0) for a in ("accept", "start", "complete")
+            } == {"accept": 1, "start": 1, "complete": 1}
+
+
+def relay_actions_done(stack) -> dict[str, float]:
+    """Driver actions the relay has carried out so far, by action."""
+    exposition = requests.get(f"{stack.relay_url}/metrics", timeout=10).text
+    return {sample.labels["action"]: sample.value
+            for family in text_string_to_metric_families(exposition)
+            if family.name == "smartroute_relay_driver_actions"
+            for sample in family.samples
+            if sample.name.endswith("_total") and sample.labels["outcome"] == "done"}
 
 
 def test_the_relay_lets_in_the_console_s_origin_and_no_other(stack):
-    import requests
-
     handshake = f"{stack.relay_url}/socket.io/?EIO=4&transport=polling"
     ours = requests.get(handshake, headers={"Origin": stack.url}, timeout=10)
     assert ours.status_code == 200

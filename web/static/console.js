@@ -97,7 +97,7 @@ export async function enterConsole(signIn, { panel, refresh, events, notYours, p
     }
     $("#sign-in").hidden = true;
     $(panel).hidden = $("#relay-status").hidden = $("#sign-out").hidden = false;
-    connectRelay(config.relay_url, signIn, {
+    const socket = connectRelay(config.relay_url, signIn, {
       events,
       onStatus: (status, detail) => {
         showRelayStatus($("#relay-status"), status, detail);
@@ -105,7 +105,7 @@ export async function enterConsole(signIn, { panel, refresh, events, notYours, p
       },
     });
     setInterval(() => refresh().catch(() => {}), pollMs);
-    onLive?.();
+    onLive?.(socket);
   };
   $("#sign-in").addEventListener("submit", async (event) => {
     event.preventDefault();

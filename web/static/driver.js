@@ -1,12 +1,14 @@
 // The driver console: go online, share a location, get offers pushed by the relay to the
-// driver's own room, and accept, decline, start and complete the ride through /v1.
+// driver's own room, and accept, decline, start and complete the ride over the same
+// connection (through /v1 while it is down).
 import {
-  $, SignIn, call, clock, element, enterConsole, place, statusLabel,
+  $, ApiError, SignIn, call, clock, element, enterConsole, place, statusLabel,
 } from "./console.js";
 
 const POLL_MS = 5000;        // Picks up what no push tells a driver: a rider's cancel, say.
 const KEEP_ALIVE_MS = 30000; // Under SMARTROUTE_DRIVER_STALE_S, so an idle driver stays on.
 const SIMULATE_MS = 3000;
+const ACTION_TIMEOUT_MS = 10000;
 const NEXT_ACTION = {
   assigned: [["accept", "Accept"], ["decline", "Decline"]],
   accepted: [["start", "Start ride"]],
@@ -22,6 +24,7 @@ let lastPing = 0;
 let lastPushAt = 0;
 let simulation = null;
 let formFilled = false;
+let relay = null;  // The Socket.IO connection, once live.
 
 async function start() {
   $("#toggle-online").addEventListener("click", () => attempt(toggleOnline));
@@ -30,7 +33,8 @@ async function start() {
   $("#simulate").addEventListener("change", (e) => simulate(e.target.checked));
   await enterConsole(signIn, {
     panel: "#console", refresh, pollMs: POLL_MS, notYours: "That token is not a driver's.",
-    events: { new_assignment: onOffer }, onLive: () => setInterval(tick, 250),
+    events: { new_assignment: onOffer },
+    onLive: (socket) => { relay = socket; setInterval(tick, 250); },
   });
 }
 
@@ -102,11 +106,21 @@ function showRide(booking, { authoritative = false } = {}) {
 
 async function act(bookingId, action) {
   try {
-    const booking = await call(signIn.token, "POST", `/v1/bookings/${bookingId}/${action}`);
-    showRide(booking, { authoritative: true });
+    showRide(await send(bookingId, action), { authoritative: true });
   } finally {
     await refresh();
   }
+}
+
+// The relay answers a driver_action with what POST /v1/bookings/<id>/<action> would.
+async function send(bookingId, action) {
+  if (!relay?.connected) {
+    return call(signIn.token, "POST", `/v1/bookings/${bookingId}/${action}`);
+  }
+  const answer = await relay.timeout(ACTION_TIMEOUT_MS)
+    .emitWithAck("driver_action", { booking_id: bookingId, action });
+  if (answer.status !== 200) throw new ApiError(answer.status, answer);
+  return answer.booking;
 }
 
 function tick() {
