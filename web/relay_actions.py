@@ -100,6 +100,13 @@ class DriverActions:
             RELAY_DRIVER_ACTIONS.labels(action.action, "failed").inc()
             return _answer(503, error_body("database_unavailable",
                                            "the database is unavailable; try again shortly"))
+        except Exception:
+            # As the API's 500: logged with its traceback, and the driver still gets an
+            # answer rather than waiting out its acknowledgement timeout.
+            session.rollback()
+            log.exception("driver action failed")
+            RELAY_DRIVER_ACTIONS.labels(action.action, "failed").inc()
+            return _answer(500, error_body("internal_error", "something went wrong on our side"))
         finally:
             session.close()
         request_publish(self.celery, self.cache)
