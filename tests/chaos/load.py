@@ -4,8 +4,10 @@ Both behave as real apps do under faults. A rider retries a failed booking with 
 Idempotency-Key; a driver's Socket.IO client reconnects by itself and asks for what it
 missed (``last_event_id``), pings its location every second, and works each offer
 through accept, start and complete, giving up on an offer only when the engine says it
-is no longer theirs (409). When a ping's answer says the driver is busy with nothing in
-hand, the app asks the API what it holds: an offer whose push was lost still arrives.
+is no longer theirs (409). Half the drivers act over their relay connection
+(``driver_action``), through the API while it is down; the other half over HTTP. When a
+ping's answer says the driver is busy with nothing in hand, the app asks the API what it
+holds: an offer whose push was lost still arrives.
 Every answer is recorded for the invariant checks, with the way each offer arrived.
 """
 
@@ -82,8 +84,9 @@ def _call(http: requests.Session, record: Record, method: str, url: str, path: s
 
 class Driver:
     def __init__(self, client: Client, relay_url: str, record: Record, stop: threading.Event,
-                 seed: int) -> None:
+                 seed: int, over_relay: bool = False) -> None:
         self.client, self.record, self.stop = client, record, stop
+        self.over_relay = over_relay
         self.rng = random.Random(seed)
         self.position = _near(self.rng, 1.0)
         self.last_event_id = 0
@@ -108,14 +111,31 @@ class Driver:
     def _act(self, booking_id: int, action: str) -> bool:
         """Keep trying one step until it lands (200) or the ride is no longer ours (409)."""
         while not self.stop.is_set():
-            response = _call(self.client.http, self.record, "POST", self.client.base_url,
-                             f"/v1/bookings/{booking_id}/{action}")
-            if response is not None and response.status_code == 200:
+            status = self._send(booking_id, action)
+            if status == 200:
                 return True
-            if response is not None and response.status_code not in RETRYABLE:
+            if status is not None and status not in RETRYABLE:
                 return False  # 409: lapsed, or offered to someone else meanwhile.
             time.sleep(0.2)
         return False
+
+    def _send(self, booking_id: int, action: str) -> int | None:
+        """One attempt; its status, or None when nothing answered."""
+        path = f"/v1/bookings/{booking_id}/{action}"
+        if self.over_relay and self.sio.connected:
+            started = time.monotonic()
+            try:
+                answer = self.sio.call("driver_action", {"booking_id": booking_id,
+                                                         "action": action}, timeout=10)
+            except socketio.exceptions.SocketIOError:
+                answer = None  # The relay went away mid-call: no answer, try again.
+            status = answer.get("status") if isinstance(answer, dict) else None
+            code = answer["error"].get("code") if status is not None and status >= 400 else None
+            self.record.answered(Answer(f"relay {path}", status, started,
+                                        time.monotonic() - started, code))
+            return status
+        response = _call(self.client.http, self.record, "POST", self.client.base_url, path)
+        return None if response is None else response.status_code
 
     def _work(self) -> None:
         while not self.stop.is_set():
@@ -169,7 +189,8 @@ class Load:
             client = new_user(admin, "driver", f"driver-{i}")
             client.call("PUT", "/v1/drivers/me/location", json=_near(random.Random(i), 1.0))
             client.call("PUT", "/v1/drivers/me/status", json={"status": "available"})
-            self.drivers.append(Driver(client, relay_url, self.record, self.stop, seed=i))
+            self.drivers.append(Driver(client, relay_url, self.record, self.stop, seed=i,
+                                       over_relay=i % 2 == 0))
         self.rider = new_user(admin, "rider", "rider")
         self.rate = rate
         self.rng = random.Random(42)
