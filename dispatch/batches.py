@@ -22,7 +22,7 @@ from dispatch.bookings import NO_DRIVER_FOUND, SYSTEM, apply_transition
 from dispatch.dispatch_log import CLAIM_LOST, OFFERED, DispatchLog
 from dispatch.eta import CostModel, haversine_matrix_km
 from dispatch.geo import bounding_box
-from dispatch.matching import MatchPolicy, claim_driver, make_offer, no_driver
+from dispatch.matching import MatchPolicy, claim_drivers, make_offers, no_driver
 from dispatch.models import Booking, Decline, Driver
 from dispatch.states import DriverStatus, Status
 
@@ -146,18 +146,21 @@ def dispatch_region(
         cost, k=policy.candidates, allowed=allowed,
     )
     by_id = {b.id: b for b in live}
-    # Claims go in driver order, so two batches racing for drivers lock them in the same
-    # order and wait for each other instead of deadlocking.
-    for assignment in sorted(result.assignments, key=lambda a: a.driver_id):
+    # One statement claims every chosen driver (in driver order, so two batches racing for
+    # drivers wait for each other instead of deadlocking), one makes every offer.
+    claimed = claim_drivers(session, [a.driver_id for a in result.assignments], now)
+    offers = []
+    for assignment in result.assignments:
         booking = by_id[assignment.booking_id]
-        if claim_driver(session, assignment.driver_id, now):
-            make_offer(session, booking, assignment.driver_id, policy, now)
+        if assignment.driver_id in claimed:
+            offers.append((booking, assignment.driver_id))
             outcome.offered[booking.id] = assignment.driver_id
             outcome.waited_s.append((now - booking.created_at).total_seconds())
         else:
             # Round again at once: the rest of this batch's offers stand.
             booking.next_attempt_at = now
             outcome.lost.append(booking.id)
+    make_offers(session, offers, policy, now)
     for booking in live:
         if booking.id not in outcome.offered and booking.id not in outcome.lost:
             no_driver(booking, policy, now)

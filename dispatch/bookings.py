@@ -98,37 +98,60 @@ def _iso(value: dt.datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-# The audit row and the outbox's pushes of one change, in one statement: this runs in every
-# transition, where a round trip costs more than either INSERT.
-_RECORD_EVENT = text("""
+# The audit rows and the outbox's pushes of a set of changes, in one statement: this runs in
+# every transition (and once for a whole batch of offers), where a round trip costs more
+# than either INSERT.
+_RECORD_EVENTS = text("""
     WITH pushed AS (
         INSERT INTO outbox_events (room, event, booking_id, payload)
-        SELECT room, event, :booking_id, CAST(:payload AS jsonb)
-        FROM unnest(CAST(:rooms AS varchar[]), CAST(:events AS varchar[])) AS p(room, event)
+        SELECT room, event, booking_id, CAST(payload AS jsonb)
+        FROM unnest(CAST(:rooms AS varchar[]), CAST(:events AS varchar[]),
+                    CAST(:pushed_ids AS bigint[]), CAST(:payloads AS text[]))
+            AS p(room, event, booking_id, payload)
     )
     INSERT INTO booking_events
         (booking_id, from_status, to_status, driver_id, actor_id, reason, version)
-    VALUES (:booking_id, :from_status, :to_status, :driver_id, :actor_id, :reason, :version)
+    SELECT * FROM unnest(CAST(:booking_ids AS bigint[]), CAST(:from_statuses AS varchar[]),
+                         CAST(:to_statuses AS varchar[]), CAST(:driver_ids AS bigint[]),
+                         CAST(:actor_ids AS bigint[]), CAST(:reasons AS text[]),
+                         CAST(:versions AS integer[]))
 """)
+
+
+@dataclass(frozen=True)
+class Change:
+    """One booking's move, for its audit row and its pushes."""
+
+    booking: Booking | Row
+    from_status: str | None
+    actor: Actor
+    reason: str
 
 
 def record_event(
     session: Session, booking: Booking, from_status: str | None, actor: Actor, reason: str
 ) -> None:
     """Append the booking's current status to its audit trail, and queue its pushes."""
+    record_events(session, [Change(booking, from_status, actor, reason)])
+
+
+def record_events(session: Session, changes: list[Change]) -> None:
+    """``record_event`` for many bookings at once, in one statement."""
+    if not changes:
+        return
     session.flush()
-    rooms, events = zip(*pushes(booking), strict=True)
-    session.connection().execute(_RECORD_EVENT, {
-        "booking_id": booking.id,
-        "payload": json.dumps(booking_payload(booking)),
-        "rooms": list(rooms),
-        "events": list(events),
-        "from_status": from_status,
-        "to_status": booking.status,
-        "driver_id": booking.driver_id,
-        "actor_id": actor.id,
-        "reason": reason,
-        "version": booking.version,
+    pushed = [(room, event, c.booking.id, json.dumps(booking_payload(c.booking)))
+              for c in changes for room, event in pushes(c.booking)]
+    rooms, events, pushed_ids, payloads = (list(column) for column in zip(*pushed, strict=True))
+    session.connection().execute(_RECORD_EVENTS, {
+        "rooms": rooms, "events": events, "pushed_ids": pushed_ids, "payloads": payloads,
+        "booking_ids": [c.booking.id for c in changes],
+        "from_statuses": [c.from_status for c in changes],
+        "to_statuses": [c.booking.status for c in changes],
+        "driver_ids": [c.booking.driver_id for c in changes],
+        "actor_ids": [c.actor.id for c in changes],
+        "reasons": [c.reason for c in changes],
+        "versions": [c.booking.version for c in changes],
     })
 
 
@@ -274,6 +297,21 @@ def apply_transition(
 
     Raises InvalidTransition when the state machine forbids it.
     """
+    previous = _move(booking, action, now)
+    record_event(session, booking, previous, actor, reason or action)
+    return previous
+
+
+def apply_transitions(session: Session, bookings: list[Booking], action: str, *,
+                      now: dt.datetime, actor: Actor) -> None:
+    """``apply_transition`` for many locked bookings at once: one flush, one record."""
+    changes = [Change(booking, _move(booking, action, now), actor, action)
+               for booking in bookings]
+    record_events(session, changes)
+
+
+def _move(booking: Booking, action: str, now: dt.datetime) -> str:
+    """Move the (locked, loaded) booking along ``action`` in memory; the status it left."""
     target = next_status(action, booking.status)
     if target is None:
         raise _cannot(action, booking)
@@ -283,8 +321,6 @@ def apply_transition(
     booking.updated_at = now
     if target != Status.ASSIGNED:
         booking.offer_expires_at = None
-    session.flush()
-    record_event(session, booking, previous, actor, reason or action)
     return previous
 
 

@@ -13,13 +13,14 @@ import datetime as dt
 from dataclasses import dataclass
 from enum import StrEnum
 
-from sqlalchemy import and_, bindparam, exists, func, select, update
+from sqlalchemy import and_, bindparam, exists, func, select, text, update
 from sqlalchemy.orm import Session
 
 from dispatch.bookings import (
     NO_DRIVER_FOUND,
     SYSTEM,
     apply_transition,
+    apply_transitions,
     lock_booking,
     pickup_time,
 )
@@ -116,7 +117,27 @@ def claim_driver(session: Session, driver_id: int, now: dt.datetime) -> bool:
     return claimed is not None
 
 
+def claim_drivers(session: Session, driver_ids: list[int], now: dt.datetime) -> set[int]:
+    """``claim_driver`` for many drivers in one statement; the ids claimed. Rows are locked
+    in id order, so two batches racing for drivers wait for each other, never deadlock."""
+    if not driver_ids:
+        return set()
+    claimed = set(session.connection().execute(
+        _CLAIM_DRIVERS, {"claimed_ids": sorted(driver_ids), "claimed_at": now}).scalars())
+    for driver_id in claimed:
+        expire_loaded(session, Driver, driver_id)
+    return claimed
+
+
 # Core, built once: a batch claims a driver per booking.
+_CLAIM_DRIVERS = text("""
+    UPDATE drivers SET status = 'busy', updated_at = :claimed_at
+    WHERE status = 'available' AND user_id IN (
+        SELECT user_id FROM drivers
+        WHERE user_id = ANY(CAST(:claimed_ids AS bigint[])) AND status = 'available'
+        ORDER BY user_id FOR UPDATE)
+    RETURNING user_id
+""")
 _CLAIM_DRIVER = (
     update(Driver.__table__)
     .where(Driver.__table__.c.user_id == bindparam("claimed_id"),
@@ -184,6 +205,18 @@ def make_offer(
     booking.assigned_at = now
     booking.offer_expires_at = now + dt.timedelta(seconds=policy.offer_window_s)
     apply_transition(session, booking, "offer", now=now, actor=SYSTEM)
+
+
+def make_offers(session: Session, offers: list[tuple[Booking, int]], policy: MatchPolicy,
+                now: dt.datetime) -> None:
+    """``make_offer`` for many locked pending bookings, each to a driver this transaction has
+    claimed: one UPDATE round trip and one record for all of them."""
+    for booking, driver_id in offers:
+        booking.driver_id = driver_id
+        booking.assigned_at = now
+        booking.offer_expires_at = now + dt.timedelta(seconds=policy.offer_window_s)
+    apply_transitions(session, [booking for booking, _ in offers], "offer", now=now,
+                      actor=SYSTEM)
 
 
 def no_driver(booking: Booking, policy: MatchPolicy, now: dt.datetime) -> None:
