@@ -101,7 +101,7 @@ def worker_argv(concurrency: int, queues: str, name: str = "worker@%h") -> list[
 
 
 def relay_argv(host: str, port: int) -> list[str]:
-    return python_module("web.relay", "--host", host, "--port", str(port))
+    return python_module("smartroute.relay", "--host", host, "--port", str(port))
 
 
 def beat_argv(data_dir: Path) -> list[str]:

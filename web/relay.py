@@ -1,10 +1,9 @@
 """The Socket.IO relay: pushes assignments to drivers and changes to admins and riders.
 
-Run as its own process (``smartroute relay`` starts ``python -m web.relay``). eventlet
-must patch the standard library before anything else is imported, or Redis calls hang
-(Flask-SocketIO #235), so the patch is the first thing this module does. The async mode
-is configuration (``SMARTROUTE_RELAY_ASYNC_MODE``): moving to gevent or threading is a
-change of that variable. It checks a signed token's signature and expiry itself, learns
+Run as its own process, ``python -m smartroute.relay`` (``smartroute relay`` starts it),
+which lets eventlet patch the standard library before this package is imported. The async
+mode is configuration (``SMARTROUTE_RELAY_ASYNC_MODE``): moving to gevent or threading is
+a change of that variable. It checks a signed token's signature and expiry itself, learns
 whether a token is live (not revoked) from the API's token cache in Redis, and replays
 missed events from Redis streams. Every few seconds it drops connections whose token has
 since expired or been revoked.
@@ -14,19 +13,6 @@ web.relay_actions): the only thing the relay writes to the database, through the
 domain functions as the API.
 """
 
-import os
-
-ASYNC_MODE = os.environ.get("SMARTROUTE_RELAY_ASYNC_MODE") or "eventlet"
-if ASYNC_MODE == "eventlet":
-    import eventlet
-
-    # Everything, psycopg2 included: it waits on PostgreSQL in C, where eventlet cannot
-    # switch, unless the patch installs eventlet's wait callback. Without it, one driver
-    # action's query would stall every connection of the relay (tests/integration/
-    # test_relay_actions.py holds a row lock to show it).
-    eventlet.monkey_patch()
-
-# ruff: noqa: E402 - everything below must come after the monkey patch.
 import argparse
 import datetime as dt
 import logging
@@ -203,7 +189,3 @@ def main() -> None:
     # debug=False always: the relay never serves Werkzeug's interactive debugger.
     socketio.run(app, host=args.host, port=args.port, log_output=False, debug=False,
                  use_reloader=False)
-
-
-if __name__ == "__main__":
-    main()

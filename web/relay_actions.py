@@ -8,7 +8,7 @@ and the same transaction, and is acknowledged with what that request would answe
 an HTTP request (its TLS, headers and authentication) per action, three of them a ride.
 
 The relay runs on eventlet, so psycopg2 must yield to other green threads while it waits
-on PostgreSQL: ``eventlet.monkey_patch()`` in ``web.relay`` sees to it.
+on PostgreSQL: ``eventlet.monkey_patch()`` in ``smartroute.relay`` sees to it.
 """
 
 from __future__ import annotations

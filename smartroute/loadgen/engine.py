@@ -217,7 +217,7 @@ def engine_root(api: str) -> int | None:
 ROLES = (
     ("ceiling", ("smartroute.loadgen.noop",)),
     ("api", ("gunicorn", "web:create_app()")),
-    ("relay", ("web.relay",)),
+    ("relay", ("smartroute.relay",)),
     ("beat", ("workers.main", "beat")),
     ("worker", ("workers.main", "worker")),
     ("supervisor", ("smartroute", "up")),
