@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import requests
 import socketio
 
-from tests.integration.conftest import Client, new_user
+from tests.integration.conftest import Client
 
 CENTRE = (38.7223, -9.1393)
 RETRYABLE = {429, 500, 502, 503, 504}
@@ -177,6 +177,26 @@ class Driver:
         self.sio.disconnect()
 
 
+def _set_up(client: Client, method: str, path: str, **kwargs) -> dict:
+    """A set-up request, retried on 503 as an app would. After an earlier test restarted
+    PostgreSQL, an API process that has not served a request since answers one 503 as it
+    finds its pooled connections dead (the API does not ping them: dispatch.db.make_engine)."""
+    for _ in range(5):
+        response = client.http.request(method, client.base_url + path, timeout=30, **kwargs)
+        if response.status_code != 503:
+            break
+        time.sleep(0.2)
+    assert response.ok, (method, path, response.text)
+    return response.json()
+
+
+def _new_user(admin: Client, role: str, name: str) -> Client:
+    created = _set_up(admin, "POST", "/v1/users", json={"name": name, "role": role})
+    client = Client(admin.base_url, created["token"])
+    client.id, client.token = created["id"], created["token"]
+    return client
+
+
 class Load:
     """``riders`` book ``rate`` rides a second in all; ``drivers`` take them."""
 
@@ -186,12 +206,12 @@ class Load:
         self.booking = threading.Event()
         self.drivers = []
         for i in range(drivers):
-            client = new_user(admin, "driver", f"driver-{i}")
-            client.call("PUT", "/v1/drivers/me/location", json=_near(random.Random(i), 1.0))
-            client.call("PUT", "/v1/drivers/me/status", json={"status": "available"})
+            client = _new_user(admin, "driver", f"driver-{i}")
+            _set_up(client, "PUT", "/v1/drivers/me/location", json=_near(random.Random(i), 1.0))
+            _set_up(client, "PUT", "/v1/drivers/me/status", json={"status": "available"})
             self.drivers.append(Driver(client, relay_url, self.record, self.stop, seed=i,
                                        over_relay=i % 2 == 0))
-        self.rider = new_user(admin, "rider", "rider")
+        self.rider = _new_user(admin, "rider", "rider")
         self.rate = rate
         self.rng = random.Random(42)
         self.thread = threading.Thread(target=self._book, daemon=True)
