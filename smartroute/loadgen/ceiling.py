@@ -26,14 +26,14 @@ POLL_S = 0.01
 
 @dataclass(frozen=True)
 class Ceiling:
-    tasks: int
-    drained: int
+    """How many no-op tasks (or requests) were done, in how long."""
+
+    done: int
     seconds: float
-    concurrency: int
 
     @property
     def per_s(self) -> float:
-        return self.drained / self.seconds if self.seconds > 0 else 0.0
+        return self.done / self.seconds if self.seconds > 0 else 0.0
 
 
 def worker_argv(concurrency: int) -> list[str]:
@@ -74,7 +74,7 @@ def measure(broker_url: str, concurrency: int, tasks: int = 3000,
         while (waiting := client.llen(NOOP_QUEUE)) > 0 and time.monotonic() < deadline:
             time.sleep(POLL_S)
         seconds = time.monotonic() - at_first
-        return Ceiling(tasks, first - waiting, seconds, concurrency)
+        return Ceiling(first - waiting, seconds)
     finally:
         worker.terminate()
         try:
@@ -87,23 +87,12 @@ def measure(broker_url: str, concurrency: int, tasks: int = 3000,
             log.close()
 
 
-@dataclass(frozen=True)
-class HttpCeiling:
-    requests: int
-    seconds: float
-    threads: int
-
-    @property
-    def per_s(self) -> float:
-        return self.requests / self.seconds if self.seconds > 0 else 0.0
-
-
-def measure_http(api_url: str, requests_total: int = 3000, threads: int = 16) -> HttpCeiling:
+def measure_http(api_url: str, requests_total: int = 3000, threads: int = 16) -> Ceiling:
     """The API server's own ceiling here: ``GET /health/live`` (no database, no Redis) as
-    fast as ``threads`` keep-alive clients of the load generator can send it. A booking
-    costs at least four requests (book, accept, start, complete), so a quarter of this
-    bounds the bookings a second this API server and client can carry, whatever the
-    engine does behind them."""
+    fast as ``threads`` keep-alive clients of the load generator can send it. Divided by
+    the HTTP requests a booking takes (the booking and pings; the driver actions too when
+    they go over HTTP), it bounds the bookings a second this API server and client can
+    carry, whatever the engine does behind them."""
     import requests
 
     url = api_url.rstrip("/") + "/health/live"
@@ -123,4 +112,4 @@ def measure_http(api_url: str, requests_total: int = 3000, threads: int = 16) ->
     for thread in pool:
         thread.join()
     seconds = time.monotonic() - started
-    return HttpCeiling(per_thread * threads - len(failures), seconds, threads)
+    return Ceiling(per_thread * threads - len(failures), seconds)
