@@ -171,7 +171,7 @@ def ended_sessions(cache: redis.Redis, identities: dict[str, Identity]) -> list[
     revoked = token_cache.revoked(cache, sorted({i.token_hash for _, i in current}))
     return [sid for sid, identity in current
             if identity.token_hash in revoked
-            or (identity.expires_at is not None and identity.expires_at <= now)]
+            or identity.expired(now)]
 
 
 def main() -> None:

@@ -27,13 +27,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from dispatch import bookings as service
 from dispatch.errors import DispatchError
-from dispatch.states import Status
 from smartroute import token_cache
 from smartroute.metrics import RELAY_DRIVER_ACTIONS
 from smartroute.settings import Settings
 from web.errors import domain_error, error_body, validation_error
 from web.schemas import DriverActionMessage
-from workers.dispatching import request_dispatch, request_publish
+from workers.dispatching import request_follow_up
 
 log = logging.getLogger("smartroute.relay")
 
@@ -46,6 +45,9 @@ class Identity:
     role: str
     token_hash: str
     expires_at: dt.datetime | None
+
+    def expired(self, now: dt.datetime) -> bool:
+        return self.expires_at is not None and self.expires_at <= now
 
 
 @dataclass
@@ -74,7 +76,7 @@ class DriverActions:
 
     def _still_valid(self, holder: Identity) -> bool:
         """What the API checks on every request: expiry here, revocation in Redis."""
-        if holder.expires_at is not None and holder.expires_at <= dt.datetime.now(dt.UTC):
+        if holder.expired(dt.datetime.now(dt.UTC)):
             return False
         try:
             return not token_cache.revoked(self.cache, [holder.token_hash])
@@ -109,10 +111,7 @@ class DriverActions:
             return _answer(500, error_body("internal_error", "something went wrong on our side"))
         finally:
             session.close()
-        request_publish(self.celery, self.cache)
-        if booking.status == Status.PENDING:
-            request_dispatch(self.celery, self.cache, booking.region,
-                             self.settings.batch_window_s, booking.id)
+        request_follow_up(self.celery, self.cache, booking, self.settings.batch_window_s)
         RELAY_DRIVER_ACTIONS.labels(action.action, "done").inc()
         return {"status": 200, "booking": service.booking_payload(booking)}
 

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from smartroute.settings import Settings
 from web.limits import RateLimits
-from workers.dispatching import request_dispatch, request_publish
+from workers.dispatching import request_dispatch, request_follow_up, request_publish
 
 
 @dataclass(frozen=True)
@@ -70,3 +70,9 @@ def enqueue_dispatch(booking) -> None:
 def enqueue_publish() -> None:
     """Push the events this request committed. Call only after commit."""
     request_publish(runtime().celery, runtime().redis)
+
+
+def enqueue_follow_up(booking) -> None:
+    """After a driver's action commits: push it, and match the booking again if declined."""
+    rt = runtime()
+    request_follow_up(rt.celery, rt.redis, booking, rt.settings.batch_window_s)

@@ -16,6 +16,7 @@ import redis
 from celery import Celery
 
 from dispatch.regions import dispatch_queue
+from dispatch.states import Status
 
 log = logging.getLogger(__name__)
 
@@ -103,3 +104,11 @@ def publish_finished(cache: redis.Redis) -> None:
     with contextlib.suppress(redis.RedisError, OSError):
         cache.delete(PUBLISH_SCHEDULED)
 
+
+def request_follow_up(app: Celery, cache: redis.Redis | None, booking, window_s: float) -> None:
+    """After a driver's action on ``booking`` commits, wherever it came from (the API or the
+    relay): push the change, and have the booking matched again if it went back to
+    pending (a decline). Never raises."""
+    request_publish(app, cache)
+    if booking.status == Status.PENDING:
+        request_dispatch(app, cache, booking.region, window_s, booking.id)

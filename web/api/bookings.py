@@ -9,11 +9,19 @@ from flask import request, url_for
 from dispatch import bookings as service
 from dispatch.dispatch_log import entries_for
 from dispatch.regions import region_for
-from dispatch.states import DRIVER_ACTIONS, Role, Status
+from dispatch.states import DRIVER_ACTIONS, Role
 from web.api import api, parse_body, parse_query
 from web.auth import actor, requires
 from web.errors import ApiError
-from web.runtime import db, enqueue_dispatch, enqueue_publish, read_db, runtime, utcnow
+from web.runtime import (
+    db,
+    enqueue_dispatch,
+    enqueue_follow_up,
+    enqueue_publish,
+    read_db,
+    runtime,
+    utcnow,
+)
 from web.schemas import BookingQuery, NewBooking, decode_cursor, encode_cursor
 
 # Printable ASCII without spaces, as most payment APIs accept for their idempotency keys.
@@ -94,9 +102,7 @@ def driver_action(booking_id: int, action: str):
     session = db()
     booking = service.driver_action(session, booking_id, actor().id, action, now=utcnow())
     session.commit()
-    enqueue_publish()
-    if booking.status == Status.PENDING:
-        enqueue_dispatch(booking)
+    enqueue_follow_up(booking)
     return service.booking_payload(booking)
 
 
