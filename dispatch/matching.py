@@ -129,7 +129,7 @@ def claim_drivers(session: Session, driver_ids: list[int], now: dt.datetime) -> 
     return claimed
 
 
-# Core, built once: a batch claims a driver per booking.
+# Built once: a batch claims all its drivers at once, the nearest-first path one at a time.
 _CLAIM_DRIVERS = text("""
     UPDATE drivers SET status = 'busy', updated_at = :claimed_at
     WHERE status = 'available' AND user_id IN (

@@ -350,7 +350,7 @@ class EngineWatch:
         engine, services = self._find()
         self._measure(engine, services)
         cpu_to = cpu_by_role([*engine, *services])
-        return self.report({role: used - (self.cpu_from or {}).get(role, 0.0)
+        return self.report({role: used - self.cpu_from.get(role, 0.0)
                             for role, used in cpu_to.items()} if self.cpu_from else {})
 
     def report(self, cpu_used: dict[str, float]) -> dict:
