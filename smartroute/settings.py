@@ -76,6 +76,14 @@ def _secret_key(env: Mapping[str, str]) -> str | None:
     return key
 
 
+def _metrics_token(env: Mapping[str, str]) -> str | None:
+    token = _optional(env, "SMARTROUTE_METRICS_TOKEN")
+    if token is not None and len(token) < MIN_SECRET_KEY_LENGTH:
+        raise ConfigError(
+            f"SMARTROUTE_METRICS_TOKEN must be at least {MIN_SECRET_KEY_LENGTH} characters")
+    return token
+
+
 def _optional(env: Mapping[str, str], name: str) -> str | None:
     value = env.get(name, "").strip()
     return value or None
@@ -100,6 +108,8 @@ class Settings:
     # The bootstrap admin's token and the key that signs issued tokens; never logged.
     admin_token: str | None = None
     secret_key: str | None = None
+    # What Prometheus (or an operator) presents to read /metrics and the detailed /health.
+    metrics_token: str | None = None
     token_ttl_s: int = 7 * 24 * 3600
     # How long the API takes a token on the database's word before asking it again.
     token_recheck_s: int = 60
@@ -179,6 +189,7 @@ class Settings:
             data_dir=Path(env.get("SMARTROUTE_DATA_DIR") or ".smartroute"),
             admin_token=_optional(env, "SMARTROUTE_ADMIN_TOKEN"),
             secret_key=_secret_key(env),
+            metrics_token=_metrics_token(env),
             token_ttl_s=_int(env, "SMARTROUTE_TOKEN_TTL_S", 7 * 24 * 3600, minimum=60),
             token_recheck_s=_int(env, "SMARTROUTE_TOKEN_RECHECK_S", 60, minimum=0),
             db_pool_size=_int(env, "SMARTROUTE_DB_POOL_SIZE", 5, minimum=1),
@@ -270,6 +281,7 @@ class Settings:
             ("CELERY_BROKER_URL", self.broker_url),
             ("SMARTROUTE_ADMIN_TOKEN", self.admin_token),
             ("SMARTROUTE_SECRET_KEY", self.secret_key),
+            ("SMARTROUTE_METRICS_TOKEN", self.metrics_token),
             ("DATABASE_REPLICA_URL", self.database_replica_url),
         ):
             if value:
