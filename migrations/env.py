@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from alembic import context
-from sqlalchemy import create_engine, pool
+from sqlalchemy import create_engine, pool, text
 
 from dispatch.db import sqlalchemy_url
 from dispatch.models import Base
@@ -27,18 +27,26 @@ def run_migrations_offline() -> None:
         context.run_migrations()
 
 
+def _migrate(connection) -> None:
+    context.configure(connection=connection, target_metadata=target_metadata)
+    with context.begin_transaction():
+        # A migration may rewrite or index a whole table: the role's statement_timeout,
+        # meant for requests and tasks, must not cut it off halfway (and roll it back).
+        # LOCAL: only this transaction. The role's lock_timeout still holds, so a migration
+        # stuck behind a long transaction fails rather than queueing every request behind
+        # the lock it waits for; run it again.
+        connection.execute(text("SET LOCAL statement_timeout = 0"))
+        context.run_migrations()
+
+
 def run_migrations_online() -> None:
     connectable = config.attributes.get("connection")
     if connectable is not None:
-        context.configure(connection=connectable, target_metadata=target_metadata)
-        with context.begin_transaction():
-            context.run_migrations()
+        _migrate(connectable)
         return
     engine = create_engine(_url(), poolclass=pool.NullPool)
     with engine.connect() as connection:
-        context.configure(connection=connection, target_metadata=target_metadata)
-        with context.begin_transaction():
-            context.run_migrations()
+        _migrate(connection)
     engine.dispose()
 
 

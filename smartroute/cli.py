@@ -65,7 +65,7 @@ def _prepare_database(settings: Settings) -> None:
     from smartroute.snapshots import redis_client
     from smartroute.token_cache import remember
 
-    migrate.upgrade(settings.database_url)
+    migrate.upgrade(settings.database_url, settings=settings)
     engine = make_engine(settings.database_url, pool_size=1, max_overflow=0)
     try:
         with make_sessionmaker(engine)() as session, session.begin():
@@ -292,7 +292,7 @@ def db_upgrade(revision: str) -> None:
 
     settings, services = _with_services(_settings())
     try:
-        migrate.upgrade(settings.database_url, revision)
+        migrate.upgrade(settings.database_url, revision, settings)
     finally:
         services.stop()
 

@@ -175,6 +175,13 @@ class Settings:
     publish_every_s: float = 1.0
     outbox_retention_s: int = 86400
 
+    # Database session limits, set on the role by `smartroute db upgrade` (dispatch/db.py),
+    # and how long idempotency keys and dead access tokens are kept before the prune tasks.
+    db_statement_timeout_s: float = 30.0
+    db_lock_timeout_s: float = 5.0
+    idempotency_ttl_s: int = 86400
+    token_prune_after_s: int = 7 * 86400
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Read every SmartRoute variable from ``env`` (default: the process environment)."""
@@ -196,8 +203,10 @@ class Settings:
             db_max_overflow=_int(env, "SMARTROUTE_DB_MAX_OVERFLOW", 15),
             db_pool_timeout_s=_float(env, "SMARTROUTE_DB_POOL_TIMEOUT_S", 30.0),
             db_pool_recycle_s=_int(env, "SMARTROUTE_DB_POOL_RECYCLE_S", 1800, minimum=1),
+            # The fence that ends a stalled process's transaction: 0 (PostgreSQL's "never")
+            # would silently remove it, so less than a second is refused.
             db_idle_in_transaction_timeout_s=_float(
-                env, "SMARTROUTE_DB_IDLE_IN_TRANSACTION_TIMEOUT_S", 10.0),
+                env, "SMARTROUTE_DB_IDLE_IN_TRANSACTION_TIMEOUT_S", 10.0, minimum=1.0),
             offer_window_s=_int(env, "SMARTROUTE_OFFER_WINDOW_S", 25, minimum=1),
             dispatch_deadline_s=_int(env, "SMARTROUTE_DISPATCH_DEADLINE_S", 300, minimum=1),
             match_radius_km=_float(env, "SMARTROUTE_MATCH_RADIUS_KM", 5.0, minimum=0.1),
@@ -239,6 +248,12 @@ class Settings:
             relay_revalidate_every_s=_float(env, "SMARTROUTE_RELAY_REVALIDATE_EVERY_S", 5.0, 0.1),
             publish_every_s=_float(env, "SMARTROUTE_PUBLISH_EVERY_S", 1.0, 0.1),
             outbox_retention_s=_int(env, "SMARTROUTE_OUTBOX_RETENTION_S", 86400, minimum=60),
+            db_statement_timeout_s=_float(env, "SMARTROUTE_DB_STATEMENT_TIMEOUT_S", 30.0,
+                                          minimum=1.0),
+            db_lock_timeout_s=_float(env, "SMARTROUTE_DB_LOCK_TIMEOUT_S", 5.0, minimum=0.1),
+            idempotency_ttl_s=_int(env, "SMARTROUTE_IDEMPOTENCY_TTL_S", 86400, minimum=60),
+            token_prune_after_s=_int(env, "SMARTROUTE_TOKEN_PRUNE_AFTER_S", 7 * 86400,
+                                     minimum=60),
         )
 
     @property

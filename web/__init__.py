@@ -85,7 +85,6 @@ def database_engine(settings: Settings, url: str, name: str, *, keep_all: bool =
         pool_timeout=settings.db_pool_timeout_s,
         pool_recycle=settings.db_pool_recycle_s,
         application_name=name,
-        idle_in_transaction_timeout_s=settings.db_idle_in_transaction_timeout_s,
         # A round trip per request saved; after a database restart one request gets a 503.
         pre_ping=False,
     )

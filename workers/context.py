@@ -37,7 +37,6 @@ def _sessionmaker(url: str, name: str) -> sessionmaker[Session]:
         pool_timeout=s.db_pool_timeout_s,
         pool_recycle=s.db_pool_recycle_s,
         application_name=name,
-        idle_in_transaction_timeout_s=s.db_idle_in_transaction_timeout_s,
         # No round trip per checkout: a connection a database restart left dead fails its
         # task with OperationalError, which tasks retry (workers.tasks.RETRY) on a fresh one.
         pre_ping=False,

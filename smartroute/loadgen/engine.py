@@ -146,12 +146,12 @@ def started_engine(workers: int, data_dir: Path, extra_env: dict[str, str] | Non
 
 def _empty_database(database_url: str) -> None:
     """Drop every table of the benchmark's embedded database; ``up`` migrates it again."""
-    from sqlalchemy import text
+    from sqlalchemy import create_engine, pool, text
 
-    from dispatch.db import make_engine
+    from dispatch.db import sqlalchemy_url
 
-    engine = make_engine(database_url, pool_size=1, max_overflow=0,
-                         application_name="smartroute-bench")
+    # Not make_engine: a database no run has migrated yet has no session limits to check.
+    engine = create_engine(sqlalchemy_url(database_url), poolclass=pool.NullPool)
     try:
         with engine.begin() as conn:
             conn.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))

@@ -16,12 +16,14 @@ from dataclasses import replace
 import psutil
 import pytest
 import redis
+from sqlalchemy import event
 
 from dispatch.db import make_engine, make_sessionmaker
 from dispatch.users import ensure_bootstrap_admin
 from smartroute import migrate
 from smartroute.cli import worker_argv
 from smartroute.embedded import redis_socket_path, start_postgres, start_redis
+from smartroute.settings import Settings
 from smartroute.token_cache import remember
 from tests.conftest import empty_redis, truncate_all
 from tests.integration.conftest import STACK_TUNING, Client, Stack
@@ -33,6 +35,9 @@ CHAOS_TUNING = {
     "SMARTROUTE_DISPATCH_DEADLINE_S": "180",
     # A stalled process's transaction is ended quickly (dispatch/db.py).
     "SMARTROUTE_DB_IDLE_IN_TRANSACTION_TIMEOUT_S": "2",
+    # The stalled-worker fault finds the task waiting on its held driver row, then stops it:
+    # that wait must outlast the finding.
+    "SMARTROUTE_DB_LOCK_TIMEOUT_S": "20",
     "SMARTROUTE_RELAY_REVALIDATE_EVERY_S": "0.5",
     "SMARTROUTE_PUBLISH_EVERY_S": "0.5",
 }
@@ -44,7 +49,8 @@ class ChaosStack(Stack):
         self.data_dir = data_dir
         database_url, self.postgres = start_postgres(data_dir)
         redis_url, _ = start_redis(data_dir)
-        migrate.upgrade(database_url)
+        # The stack's session limits are the role's: its quick idle fence comes from here.
+        migrate.upgrade(database_url, settings=Settings.from_env(CHAOS_TUNING))
         super().__init__(settings.with_services(database_url, redis_url), tmp_path_factory,
                          tuning=CHAOS_TUNING, worker_processes=1, worker_name="alpha")
         self.workers = {"alpha": self.worker, "beta": self.start_worker("beta")}
@@ -113,8 +119,16 @@ def chaos(settings, tmp_path_factory):
 
 @pytest.fixture(scope="package")
 def chaos_engine(chaos):
-    engine = make_engine(chaos.settings.database_url, pool_size=2,
-                         idle_in_transaction_timeout_s=0)
+    engine = make_engine(chaos.settings.database_url, pool_size=2)
+
+    @event.listens_for(engine, "connect")
+    def _hold_as_long_as_the_test_needs(dbapi_connection, _record):
+        # The tests' own blocker holds a row lock, idle in its transaction, while a fault
+        # plays out: the fences that end the stack's stalled sessions must spare it.
+        with dbapi_connection.cursor() as cursor:
+            cursor.execute("SET idle_in_transaction_session_timeout = 0; SET lock_timeout = 0")
+        dbapi_connection.commit()
+
     yield engine
     engine.dispose()
 
