@@ -279,9 +279,21 @@ def list_bookings(
     return list(session.execute(query).scalars())
 
 
-def lock_booking(session: Session, booking_id: int) -> Booking | None:
-    """The booking's latest version, row-locked until the caller's transaction ends."""
-    return session.get(Booking, booking_id, with_for_update=True, populate_existing=True)
+def lock_booking(session: Session, booking_id: int, *conditions) -> Booking | None:
+    """The booking's latest version, row-locked until the caller's transaction ends; None if
+    there is none (or, given ``conditions``, none that meets them).
+
+    Conditions that say whose booking it is belong here, in the locking statement, not in a
+    check after it: PostgreSQL then skips a row that is not the caller's without waiting for
+    its lock, so nobody can hold up an action on someone else's booking by trying their own.
+    (A row that does match is waited for, then checked again as it now is.)
+    """
+    if not conditions:
+        return session.get(Booking, booking_id, with_for_update=True, populate_existing=True)
+    return session.execute(
+        select(Booking).where(Booking.id == booking_id, *conditions).with_for_update()
+        .execution_options(populate_existing=True)
+    ).scalar_one_or_none()
 
 
 def apply_transition(
@@ -367,8 +379,13 @@ def driver_action(
     it now is (accept, start and complete: its row, with the model's attribute names)."""
     actor = Actor(driver_id, Role.DRIVER)
     if action == "decline":
-        booking = _offered_to(session, lock_booking(session, booking_id), booking_id, driver_id,
-                              action, now)
+        booking = lock_booking(session, booking_id, Booking.driver_id == driver_id)
+        if booking is None:
+            # Not this driver's (or gone): say why from the row as it is, without its lock.
+            current = _offered_to(session, session.get(Booking, booking_id,
+                                                       populate_existing=True),
+                                  booking_id, driver_id, action, now)
+            raise _cannot(action, current)
         return_to_pending(session, booking, "decline", now=now, actor=actor)
         return booking
     booking = _move_if_holder(session, booking_id, driver_id, action, now)
@@ -450,8 +467,11 @@ def _cannot(action: str, booking: Booking) -> InvalidTransition:
 
 def cancel_booking(session: Session, booking_id: int, actor: Actor, *, now: dt.datetime) -> Booking:
     """Cancel a booking not yet under way, by its rider or an admin."""
-    booking = lock_booking(session, booking_id)
-    if booking is None or not (actor.is_admin or actor.id == booking.user_id):
+    # A rider's lock asks for their own booking only (lock_booking): another rider's attempt
+    # neither waits on the row nor learns more than that there is no such booking for them.
+    owned = () if actor.is_admin else (Booking.user_id == actor.id,)
+    booking = lock_booking(session, booking_id, *owned)
+    if booking is None:
         raise NotFound("no such booking", booking_id=booking_id)
     driver_id = booking.driver_id
     apply_transition(session, booking, "cancel", now=now, actor=actor)
