@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from dispatch.batching import FreeDriver, Request, solve_batch
 from dispatch.bookings import NO_DRIVER_FOUND, SYSTEM, apply_transition
+from dispatch.db import transaction_now
 from dispatch.dispatch_log import CLAIM_LOST, OFFERED, DispatchLog
 from dispatch.eta import CostModel, haversine_matrix_km
 from dispatch.geo import bounding_box
@@ -103,11 +104,15 @@ def dispatch_region(
     policy: MatchPolicy,
     cost: CostModel,
     *,
-    now: dt.datetime,
+    now: dt.datetime | None = None,
     limit: int = 500,
     locator: DriverLocator | None = None,
 ) -> BatchOutcome:
-    """Match one batch of a region's waiting bookings. Safe to run concurrently and twice."""
+    """Match one batch of a region's waiting bookings. Safe to run concurrently and twice.
+
+    ``now`` defaults to the database's clock, as in ``dispatch.matching.dispatch_booking``.
+    """
+    now = now or transaction_now(session)
     bookings = _claim_bookings(session, region, policy, now, limit)
     outcome = BatchOutcome(full=len(bookings) == limit)
     if not outcome.full:

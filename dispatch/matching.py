@@ -24,7 +24,7 @@ from dispatch.bookings import (
     lock_booking,
     pickup_time,
 )
-from dispatch.db import expire_loaded
+from dispatch.db import expire_loaded, transaction_now
 from dispatch.dispatch_log import CLAIM_LOST, OFFERED, DispatchLog
 from dispatch.geo import EARTH_RADIUS_KM, bounding_box
 from dispatch.models import Booking, Decline, Driver
@@ -148,9 +148,15 @@ _CLAIM_DRIVER = (
 
 
 def dispatch_booking(
-    session: Session, booking_id: int, policy: MatchPolicy, now: dt.datetime
+    session: Session, booking_id: int, policy: MatchPolicy, now: dt.datetime | None = None
 ) -> MatchResult:
-    """Try once to offer a pending booking to a driver. Safe to call any number of times."""
+    """Try once to offer a pending booking to a driver. Safe to call any number of times.
+
+    ``now`` defaults to the database's clock (``dispatch.db.transaction_now``), which
+    decides expiry, due time, driver freshness and the offer's window for every process
+    alike; tests pass their own to play time forward.
+    """
+    now = now or transaction_now(session)
     # Wait for the row lock rather than skip: a duplicate message then sees the result of
     # the first and returns, and a lock left by a killed worker is released when Postgres
     # notices its connection is gone.

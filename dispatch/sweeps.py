@@ -5,6 +5,11 @@ in broker countdowns. Each sweep claims its rows with ``FOR UPDATE SKIP LOCKED``
 so two beats, or a sweep and a worker, never act on the same row at once, and
 each change re-checks the status it expects, so a sweep that runs twice does
 nothing the second time.
+
+What is due is decided by the database's clock (``transaction_now``), read inside the
+sweep's transaction: a worker whose own clock runs fast, or that paused between reading
+it and starting its transaction, cannot lapse or expire what is not yet due. ``now`` is
+for tests that play time forward.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from dispatch.bookings import NO_DRIVER_FOUND, SYSTEM, apply_transition, return_to_pending
+from dispatch.db import transaction_now
 from dispatch.models import Booking, Driver
 from dispatch.states import DriverStatus, Status
 
@@ -27,8 +33,10 @@ def _claim(session: Session, query, limit: int) -> list[Booking]:
     )
 
 
-def lapse_offers(session: Session, *, now: dt.datetime, limit: int = 500) -> list[int]:
+def lapse_offers(session: Session, *, now: dt.datetime | None = None,
+                 limit: int = 500) -> list[int]:
     """Offers left unanswered past their window go back to pending; returns their ids."""
+    now = now or transaction_now(session)
     lapsed = _claim(
         session,
         select(Booking).where(
@@ -41,8 +49,10 @@ def lapse_offers(session: Session, *, now: dt.datetime, limit: int = 500) -> lis
     return [b.id for b in lapsed]
 
 
-def expire_overdue(session: Session, *, now: dt.datetime, limit: int = 500) -> list[int]:
+def expire_overdue(session: Session, *, now: dt.datetime | None = None,
+                   limit: int = 500) -> list[int]:
     """Pending bookings past their deadline become expired; returns their ids."""
+    now = now or transaction_now(session)
     overdue = _claim(
         session,
         select(Booking).where(Booking.status == Status.PENDING.value, Booking.expires_at <= now),
@@ -54,13 +64,14 @@ def expire_overdue(session: Session, *, now: dt.datetime, limit: int = 500) -> l
 
 
 def claim_due(
-    session: Session, *, now: dt.datetime, retry_interval_s: int, limit: int = 500
+    session: Session, *, now: dt.datetime | None = None, retry_interval_s: int, limit: int = 500
 ) -> list[int]:
     """Pending bookings due another matching attempt; pushes their next attempt back.
 
     This is what makes a lost broker message harmless: the booking row is the record,
     and the queue only a hint to act on it.
     """
+    now = now or transaction_now(session)
     due = (
         select(Booking.id)
         .where(Booking.status == Status.PENDING.value, Booking.next_attempt_at <= now)
@@ -79,12 +90,13 @@ def claim_due(
 
 
 def mark_silent_drivers_offline(
-    session: Session, *, now: dt.datetime, stale_after_s: int
+    session: Session, *, now: dt.datetime | None = None, stale_after_s: int
 ) -> list[int]:
     """Available drivers whose app stopped pinging go offline; returns their ids.
 
     A busy driver keeps their ride: a phone in a tunnel does not cancel a trip.
     """
+    now = now or transaction_now(session)
     rows = session.execute(
         update(Driver)
         .where(

@@ -15,6 +15,7 @@ from sqlalchemy import select, text
 from sqlalchemy.exc import OperationalError
 
 from dispatch import batches, outbox, sweeps
+from dispatch.db import transaction_now
 from dispatch.matching import Outcome, dispatch_booking
 from dispatch.models import Booking
 from dispatch.stats import booking_stats
@@ -50,6 +51,10 @@ RETRY = {
 
 
 def _now() -> dt.datetime:
+    """This host's clock: for metrics and logs only. Whatever a task decides by time (an offer
+    lapsing, a booking expiring, a driver gone silent), the domain decides by the database's
+    clock, read inside the task's transaction (``dispatch.db.transaction_now``): one clock for
+    every process, which neither a skewed host nor a pause before the transaction moves."""
     return dt.datetime.now(dt.UTC)
 
 
@@ -57,7 +62,7 @@ def _now() -> dt.datetime:
 def match_booking(booking_id: int) -> str:
     """Offer a pending booking to the nearest available driver, once."""
     with sessions()() as session, session.begin():
-        result = dispatch_booking(session, booking_id, match_policy(), _now())
+        result = dispatch_booking(session, booking_id, match_policy())
         assigned = result.outcome == Outcome.ASSIGNED
         created_at = session.get(Booking, booking_id).created_at if assigned else None
     MATCH_OUTCOMES.labels(result.outcome.value).inc()
@@ -76,11 +81,10 @@ def match_booking(booking_id: int) -> str:
 @shared_task(name="workers.tasks.dispatch_region", acks_late=True, **RETRY)
 def dispatch_region(region: str) -> dict:
     """Match a batch of the region's waiting bookings as one assignment problem."""
-    started = _now()
+    started = _now()  # For the latency metric only: the batch decides by the database's clock.
     with sessions()() as session, session.begin():
         outcome = batches.dispatch_region(session, region, match_policy(), cost_model(),
-                                          now=started, limit=settings().batch_limit,
-                                          locator=driver_index())
+                                          limit=settings().batch_limit, locator=driver_index())
     for waited_s in outcome.waited_s:
         ASSIGN_LATENCY.observe(waited_s + (_now() - started).total_seconds())
     MATCH_OUTCOMES.labels("assigned").inc(len(outcome.offered))
@@ -126,7 +130,7 @@ def _enqueue_matches(session_factory, booking_ids: list[int]) -> None:
 def lapse_offers() -> int:
     """Offers past their window go back to pending and on to another driver."""
     with sessions()() as session, session.begin():
-        lapsed = sweeps.lapse_offers(session, now=_now())
+        lapsed = sweeps.lapse_offers(session)
     if lapsed:
         request_publish(lapse_offers.app, cache())
     _enqueue_matches(sessions(), lapsed)
@@ -137,7 +141,7 @@ def lapse_offers() -> int:
 def redispatch_pending() -> int:
     """Pending bookings due another try are enqueued again (a lost message loses nothing)."""
     with sessions()() as session, session.begin():
-        due = sweeps.claim_due(session, now=_now(), retry_interval_s=settings().retry_interval_s)
+        due = sweeps.claim_due(session, retry_interval_s=settings().retry_interval_s)
     _enqueue_matches(sessions(), due)
     return len(due)
 
@@ -146,7 +150,7 @@ def redispatch_pending() -> int:
 def expire_bookings() -> int:
     """Pending bookings past their deadline become expired."""
     with sessions()() as session, session.begin():
-        expired = sweeps.expire_overdue(session, now=_now())
+        expired = sweeps.expire_overdue(session)
     if expired:
         request_publish(expire_bookings.app, cache())
     return len(expired)
@@ -156,9 +160,7 @@ def expire_bookings() -> int:
 def mark_drivers_offline(stale_after_s: int) -> int:
     """Available drivers with no location ping for ``stale_after_s`` go offline."""
     with sessions()() as session, session.begin():
-        silent = sweeps.mark_silent_drivers_offline(
-            session, now=_now(), stale_after_s=stale_after_s
-        )
+        silent = sweeps.mark_silent_drivers_offline(session, stale_after_s=stale_after_s)
     if silent:
         log.info("drivers went offline after no ping", extra={"driver_ids": silent})
     return len(silent)
@@ -234,6 +236,6 @@ def _deliver_unsent() -> int:
 @shared_task(name="workers.tasks.prune_outbox", acks_late=True, **RETRY)
 def prune_outbox() -> int:
     """Forget delivered pushes older than the retention."""
-    cutoff = _now() - dt.timedelta(seconds=settings().outbox_retention_s)
     with sessions()() as session, session.begin():
+        cutoff = transaction_now(session) - dt.timedelta(seconds=settings().outbox_retention_s)
         return outbox.prune(session, sent_before=cutoff)
