@@ -42,6 +42,8 @@ task_routes = {
     "workers.tasks.refresh_health": {"queue": "maintenance"},
     "workers.tasks.publish_outbox": {"queue": "notify"},
     "workers.tasks.prune_outbox": {"queue": "maintenance"},
+    "workers.tasks.prune_idempotency_keys": {"queue": "maintenance"},
+    "workers.tasks.prune_access_tokens": {"queue": "maintenance"},
 }
 
 timezone = "UTC"

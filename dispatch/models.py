@@ -91,6 +91,10 @@ class AccessToken(Base):
         CheckConstraint("expires_at IS NULL OR expires_at > issued_at", name="expires_after_issue"),
         CheckConstraint("revoked_at IS NULL OR revoked_at >= issued_at",
                         name="revoked_after_issue"),
+        # The prune task's scans (dispatch/retention.py): long-expired and long-revoked rows.
+        Index("ix_access_tokens_expires_at", "expires_at"),
+        Index("ix_access_tokens_revoked_at", "revoked_at",
+              postgresql_where=text("revoked_at IS NOT NULL")),
     )
 
 
@@ -248,6 +252,9 @@ class IdempotencyKey(Base):
         BigInteger, ForeignKey("cab_bookings.id", ondelete="CASCADE")
     )
     created_at: Mapped[dt.datetime] = mapped_column(Timestamp, server_default=func.now())
+
+    # The prune task takes the oldest keys first (dispatch/retention.py).
+    __table_args__ = (Index("ix_idempotency_keys_created_at", "created_at"),)
 
 
 class DispatchLogEntry(Base):

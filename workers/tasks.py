@@ -14,7 +14,7 @@ from celery import shared_task
 from sqlalchemy import select, text
 from sqlalchemy.exc import OperationalError
 
-from dispatch import batches, outbox, sweeps
+from dispatch import batches, outbox, retention, sweeps
 from dispatch.db import transaction_now
 from dispatch.matching import Outcome, dispatch_booking
 from dispatch.models import Booking
@@ -239,3 +239,32 @@ def prune_outbox() -> int:
     with sessions()() as session, session.begin():
         cutoff = transaction_now(session) - dt.timedelta(seconds=settings().outbox_retention_s)
         return outbox.prune(session, sent_before=cutoff)
+
+
+# A prune run deletes at most this many batches, each in a transaction of its own, so it
+# neither holds many row locks at once nor runs for long; the next run takes the rest.
+PRUNE_BATCH = 1000
+PRUNE_BATCHES_PER_RUN = 20
+
+
+def _prune(prune, older_than_s: int) -> int:
+    pruned = 0
+    for _batch in range(PRUNE_BATCHES_PER_RUN):
+        with sessions()() as session, session.begin():
+            deleted = prune(session, older_than_s=older_than_s, batch=PRUNE_BATCH)
+        pruned += deleted
+        if deleted < PRUNE_BATCH:
+            break
+    return pruned
+
+
+@shared_task(name="workers.tasks.prune_idempotency_keys", acks_late=True, **RETRY)
+def prune_idempotency_keys() -> int:
+    """Forget Idempotency-Keys older than SMARTROUTE_IDEMPOTENCY_TTL_S."""
+    return _prune(retention.prune_idempotency_keys, settings().idempotency_ttl_s)
+
+
+@shared_task(name="workers.tasks.prune_access_tokens", acks_late=True, **RETRY)
+def prune_access_tokens() -> int:
+    """Forget signed tokens expired or revoked more than SMARTROUTE_TOKEN_PRUNE_AFTER_S ago."""
+    return _prune(retention.prune_access_tokens, settings().token_prune_after_s)

@@ -11,32 +11,14 @@ from __future__ import annotations
 
 import datetime as dt
 
-import pytest
 from sqlalchemy import text
 
 from dispatch.db import transaction_now
 from dispatch.matching import MatchPolicy, Outcome, dispatch_booking
 from dispatch.models import Booking, Driver
 from tests import factories as make
-from workers import context
-from workers.app import create_celery
 
 HOUR = dt.timedelta(hours=1)
-
-
-@pytest.fixture
-def worker_context(settings, clean_db, monkeypatch):
-    """workers.context (sessions, Redis) on the test services, in this process, and a Celery
-    app on the test broker for whatever the tasks enqueue."""
-    for name, value in settings.to_env().items():
-        monkeypatch.setenv(name, value)
-    caches = (context.settings, context.sessions, context.cache, context.publisher)
-    for cached in caches:
-        cached.cache_clear()
-    create_celery(settings)  # The current app: the tasks' follow-up messages go to Redis.
-    yield
-    for cached in caches:
-        cached.cache_clear()
 
 
 def _worker_clock(monkeypatch, skew: dt.timedelta) -> None:
