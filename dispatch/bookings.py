@@ -16,11 +16,11 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass
 
-from sqlalchemy import Row, Update, bindparam, insert, select, text, update
+from sqlalchemy import Row, Update, bindparam, func, insert, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
-from dispatch.db import expire_loaded
+from dispatch.db import expire_loaded, transaction_now
 from dispatch.errors import (
     IdempotencyConflict,
     InvalidTransition,
@@ -423,8 +423,10 @@ def _move_statement(action: str) -> Update:
                   bookings.driver_id == bindparam("holder_id"),
                   bookings.status == _source(action).value]
     if action == "accept":
+        # The window closes by the database's clock, the one the lapse sweep goes by, not by
+        # the clock of whichever API or relay process took the driver's answer.
         conditions.append(bookings.offer_expires_at.is_(None)
-                          | (bookings.offer_expires_at > bindparam("moved_at")))
+                          | (bookings.offer_expires_at > func.now()))
     return (
         update(Booking.__table__).where(*conditions)
         .values(status=TRANSITIONS[action][1].value, version=bookings.version + 1,
@@ -450,7 +452,8 @@ def _offered_to(session: Session, booking: Booking | None, booking_id: int, driv
             current_status=booking.status,
             version=booking.version,
         )
-    if action == "accept" and booking.offer_expires_at and booking.offer_expires_at <= now:
+    if (action == "accept" and booking.offer_expires_at
+            and booking.offer_expires_at <= transaction_now(session)):
         raise InvalidTransition(
             "the offer window has closed", current_status=booking.status, version=booking.version
         )
