@@ -108,3 +108,12 @@ def test_keda_scales_the_worker_on_each_celery_queue():
             assert {"parameter", "name", "key"} <= set(ref)
     # Celery's Redis transport keeps each queue in a list of the queue's name.
     assert sorted(lists) == sorted(Settings().queues)
+
+
+def test_the_operations_guides_keda_example_watches_real_queues():
+    text = (ROOT / "docs" / "operations.md").read_text()
+    blocks = [yaml.safe_load(b.split("```", 1)[0]) for b in text.split("```yaml")[1:]
+              if "kind: ScaledObject" in b.split("```", 1)[0]]
+    assert len(blocks) == 1
+    lists = [t["metadata"]["listName"] for t in blocks[0]["spec"]["triggers"]]
+    assert sorted(lists) == sorted(Settings().queues)
