@@ -1,16 +1,30 @@
-# One image for every SmartRoute process; the command picks the part (api, worker, beat).
-FROM python:3.11-slim
+# One image for every SmartRoute process; the command picks the part (api, worker, relay, beat,
+# db upgrade). Production only: the embedded PostgreSQL and Redis (the `embedded` extra) and the
+# chart tooling of the load tools (`bench`) stay out, so DATABASE_URL and REDIS_URL are required.
 
+# The wheel is built in its own stage so the sources and build tools stay out of the image.
+FROM python:3.11-slim AS build
+WORKDIR /src
+COPY . .
+RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
+
+FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 SMARTROUTE_LOG_FORMAT=json \
     SMARTROUTE_DATA_DIR=/home/smartroute/data
-WORKDIR /app
 RUN useradd --create-home --uid 10001 smartroute
+WORKDIR /home/smartroute
 
-COPY requirements.txt ./
-RUN pip install --no-cache-dir -r requirements.txt
-COPY . .
-RUN pip install --no-cache-dir --no-deps .
+# requirements.txt pins every version for the laptop path; used as constraints here it pins the
+# production dependencies to the same versions without installing the extras' packages. pip
+# refuses extras in a constraints file, so celery[redis] is read as celery (its redis extra's
+# packages, redis and packaging, are pinned on their own lines).
+COPY requirements.txt /tmp/requirements.txt
+COPY --from=build /wheels /tmp/wheels
+RUN sed 's/\[[^]]*\]//' /tmp/requirements.txt > /tmp/constraints.txt \
+ && pip install --no-cache-dir -c /tmp/constraints.txt /tmp/wheels/smartroute-*.whl \
+ && rm -rf /tmp/wheels /tmp/requirements.txt /tmp/constraints.txt
 
 USER smartroute
-EXPOSE 8000
+RUN mkdir -p /home/smartroute/data
+EXPOSE 8000 8001 9808
 CMD ["smartroute", "api", "--host", "0.0.0.0", "--port", "8000"]

