@@ -65,15 +65,14 @@ def _require_limits(dbapi_connection, _record) -> None:
     """Refuse a connection on which PostgreSQL would not end a stalled transaction,
     a runaway statement or an endless lock wait: the fence is what keeps a paused worker's
     late write from landing."""
-    missing = []
+    names = list(SessionLimits().as_milliseconds())
     with dbapi_connection.cursor() as cursor:
-        for name in SessionLimits().as_milliseconds():
-            cursor.execute(f"SHOW {name}")
-            if cursor.fetchone()[0] in ("0", "0ms"):
-                missing.append(name)
-        cursor.execute("SELECT current_user, current_database()")
-        role, database = cursor.fetchone()
-    # The SHOWs opened a transaction; end it, or the connection's first real transaction
+        # One round trip: current_setting(name) is what SHOW name shows.
+        cursor.execute("SELECT current_user, current_database(), "
+                       + ", ".join(f"current_setting('{name}')" for name in names))
+        role, database, *shown = cursor.fetchone()
+    missing = [name for name, value in zip(names, shown, strict=True) if value in ("0", "0ms")]
+    # The query opened a transaction; end it, or the connection's first real transaction
     # would inherit its start time (now()) and its idle clock.
     dbapi_connection.rollback()
     if missing:

