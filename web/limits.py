@@ -162,6 +162,16 @@ def _gated(path: str) -> bool:
     return path.startswith("/v1/") or path in ("/health", "/metrics")
 
 
+def _refuse_long_chunked_body(max_body_bytes: int) -> None:
+    """A chunked body declares no length, and werkzeug's reader (bounded by
+    MAX_CONTENT_LENGTH) stops at the limit without saying there was more: the view would
+    parse a truncated body. Read it here, at most the limit (kept for the view), and refuse
+    it if the client sent more."""
+    body = request.get_data(cache=True)
+    if len(body) >= max_body_bytes and request.environ["wsgi.input"].read(1):
+        raise RequestEntityTooLarge()
+
+
 def guard_edge(app: Flask, gate: AddressGate, max_body_bytes: int) -> None:
     """Install the checks every request meets before its view, and so before authentication:
     the declared body size, then the address gate."""
@@ -169,9 +179,11 @@ def guard_edge(app: Flask, gate: AddressGate, max_body_bytes: int) -> None:
     @app.before_request
     def _check_edge():
         # A declared length over the limit is refused before a byte of the body is read or a
-        # token is looked at; a chunked body is bounded as it is read (MAX_CONTENT_LENGTH).
+        # token is looked at.
         if request.content_length is not None and request.content_length > max_body_bytes:
             raise RequestEntityTooLarge()
+        if "chunked" in request.headers.get("Transfer-Encoding", "").lower():
+            _refuse_long_chunked_body(max_body_bytes)
         if _gated(request.path):
             gate.check(request.remote_addr or "unknown")
 

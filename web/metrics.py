@@ -2,7 +2,7 @@
 
 The scrape needs the metrics token or an admin token (``web/health.py``). Its live gauges
 (database counts, queue depths, the stats snapshot) are read at most once per
-``CHECK_TTL_S`` per process, through the app's own pools.
+``web.health.CHECK_TTL_S`` per process, through the app's own pools.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from dispatch.outbox import oldest_unsent_age_s
 from dispatch.states import ACTIVE_STATUSES, Status
 from smartroute import snapshots
 from smartroute.metrics import HTTP_REQUEST_DURATION, exposition
-from web.health import BROKER_TIMEOUT_S, CHECK_TTL_S, CachedChecks, scraper_or_admin
+from web import health
+from web.health import BROKER_TIMEOUT_S, CachedChecks, scraper_or_admin
 from web.runtime import runtime
 
 log = logging.getLogger(__name__)
@@ -66,7 +67,7 @@ class LiveCollector:
     """Gauges read from Postgres, the broker and the stats snapshot, at most once per
     ``ttl_s``: a scrape in between is served the families read last time."""
 
-    def __init__(self, app_runtime, ttl_s: float = CHECK_TTL_S) -> None:
+    def __init__(self, app_runtime, ttl_s: float) -> None:
         self.runtime = app_runtime
         self.cache = CachedChecks(lambda: {"families": list(self._read())}, ttl_s)
 
@@ -120,5 +121,5 @@ def get_metrics():
     collector = current_app.extensions.get("smartroute.metrics")
     if collector is None:
         collector = current_app.extensions.setdefault("smartroute.metrics",
-                                                      LiveCollector(runtime()))
+                                                      LiveCollector(runtime(), health.CHECK_TTL_S))
     return Response(exposition(collector), mimetype=CONTENT_TYPE_LATEST)
