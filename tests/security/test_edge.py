@@ -189,7 +189,7 @@ def test_health_and_metrics_open_no_new_redis_connection_per_call(app_with, sett
     import web.health
 
     # Every call looks afresh, so each would open its connections if it opened any.
-    monkeypatch.setattr(web.health, "CHECK_TTL_S", 0.0)
+    monkeypatch.setattr(web.health, "CHECK_TTL_S", 0.0, raising=False)
     client = app_with()
     auth = {"Authorization": f"Bearer {settings.metrics_token}"}
     assert client.get(path, headers=auth).status_code == 200  # Pools fill on first use.
