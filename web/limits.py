@@ -174,7 +174,7 @@ def _refuse_long_chunked_body(max_body_bytes: int) -> None:
 
 def guard_edge(app: Flask, gate: AddressGate, max_body_bytes: int) -> None:
     """Install the checks every request meets before its view, and so before authentication:
-    the declared body size, then the address gate."""
+    the declared body size, the address gate, then the size of a chunked body."""
 
     @app.before_request
     def _check_edge():
@@ -182,10 +182,11 @@ def guard_edge(app: Flask, gate: AddressGate, max_body_bytes: int) -> None:
         # token is looked at.
         if request.content_length is not None and request.content_length > max_body_bytes:
             raise RequestEntityTooLarge()
-        if "chunked" in request.headers.get("Transfer-Encoding", "").lower():
-            _refuse_long_chunked_body(max_body_bytes)
         if _gated(request.path):
             gate.check(request.remote_addr or "unknown")
+        # Read only once the address is let in: this buffers up to the limit.
+        if "chunked" in request.headers.get("Transfer-Encoding", "").lower():
+            _refuse_long_chunked_body(max_body_bytes)
 
     @app.after_request
     def _count_failed_authentication(response):
