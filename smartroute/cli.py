@@ -125,11 +125,12 @@ def _fresh_metrics_dir(settings: Settings) -> Path:
     return path
 
 
-def _wait_until_healthy(url: str, supervisor: Supervisor) -> bool:
+def _wait_until_healthy(url: str, supervisor: Supervisor, metrics_token: str | None) -> bool:
     deadline = time.monotonic() + READY_TIMEOUT_S
+    headers = {"Authorization": f"Bearer {metrics_token}"} if metrics_token else {}
     while time.monotonic() < deadline and not supervisor.stopping.is_set():
         try:
-            if requests.get(f"{url}/health", timeout=2).status_code == 200:
+            if requests.get(f"{url}/health", headers=headers, timeout=2).status_code == 200:
                 return True
         except requests.RequestException:
             pass
@@ -180,6 +181,8 @@ def up(host: str, port: int, workers: int, demo: bool) -> None:
     settings, services = _with_services(_settings())
     try:
         settings, generated = _kept_secret(settings, "admin_token")
+        # What Prometheus and operators present for /metrics and the detailed /health.
+        settings, _ = _kept_secret(settings, "metrics_token")
         _prepare_database(settings)
     except BaseException:
         services.stop()
@@ -187,7 +190,7 @@ def up(host: str, port: int, workers: int, demo: bool) -> None:
     url = f"http://{host}:{port}"
 
     def when_started(supervisor: Supervisor) -> None:
-        if not _wait_until_healthy(url, supervisor):
+        if not _wait_until_healthy(url, supervisor, settings.metrics_token):
             log.error("the API did not become healthy within %ss", READY_TIMEOUT_S)
             supervisor.stopping.set()
             return
@@ -232,11 +235,15 @@ def _announce(url: str, relay_url: str, settings: Settings, generated: bool) -> 
         "from SMARTROUTE_ADMIN_TOKEN" if os.environ.get("SMARTROUTE_ADMIN_TOKEN")
         else "saved in " + str(settings.data_dir / "admin_token")
     )
+    metrics_where = ("from SMARTROUTE_METRICS_TOKEN" if os.environ.get("SMARTROUTE_METRICS_TOKEN")
+                     else "saved in " + str(settings.data_dir / "metrics_token"))
     Console(stderr=True).print(
         Panel.fit(
             f"API      {url}/v1\nHealth   {url}/health\nRelay    {relay_url}\n"
             f"Console  {url}/admin (admin), {url}/driver (drivers)\n"
-            f"Admin token ({where}):\n  {settings.admin_token}\n\nCtrl-C stops everything.",
+            f"Admin token ({where}):\n  {settings.admin_token}\n"
+            f"Metrics token (for /metrics and /health; {metrics_where}):\n"
+            f"  {settings.metrics_token}\n\nCtrl-C stops everything.",
             title="SmartRoute is up",
         )
     )

@@ -181,6 +181,13 @@ class Settings:
     db_lock_timeout_s: float = 5.0
     idempotency_ttl_s: int = 86400
     token_prune_after_s: int = 7 * 86400
+    # The HTTP edge: limits checked before authentication, proxy hops trusted, per-token limits.
+    # Requests per address bound every /v1 call, so they stay at least the location pings'.
+    request_limit_per_address: str = "6000/minute"
+    auth_failure_limit_per_address: str = "60/minute"
+    trusted_proxy_hops: int = 0
+    refresh_limit_per_token: str = "10/hour"
+    driver_action_limit_per_token: str = "60/minute"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -254,6 +261,14 @@ class Settings:
             idempotency_ttl_s=_int(env, "SMARTROUTE_IDEMPOTENCY_TTL_S", 86400, minimum=60),
             token_prune_after_s=_int(env, "SMARTROUTE_TOKEN_PRUNE_AFTER_S", 7 * 86400,
                                      minimum=60),
+            request_limit_per_address=_limit(env, "SMARTROUTE_REQUEST_LIMIT_PER_ADDRESS",
+                                             "6000/minute"),
+            auth_failure_limit_per_address=_limit(
+                env, "SMARTROUTE_AUTH_FAILURE_LIMIT_PER_ADDRESS", "60/minute"),
+            trusted_proxy_hops=_int(env, "SMARTROUTE_TRUSTED_PROXY_HOPS", 0),
+            refresh_limit_per_token=_limit(env, "SMARTROUTE_REFRESH_LIMIT_PER_TOKEN", "10/hour"),
+            driver_action_limit_per_token=_limit(
+                env, "SMARTROUTE_DRIVER_ACTION_LIMIT_PER_TOKEN", "60/minute"),
         )
 
     @property

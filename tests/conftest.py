@@ -66,6 +66,7 @@ def settings() -> Settings:
         data_dir=TEST_DATA_DIR,
         admin_token="test-admin-token",
         secret_key="test-secret-key-that-signs-tokens-0123456789",
+        metrics_token="test-metrics-token-for-health-and-metrics",
     )
     _reset_schema(database_url)
     migrate.upgrade(database_url)

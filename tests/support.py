@@ -33,11 +33,13 @@ def wait_for(predicate: Callable[[], object], timeout: float, what: str, every: 
         time.sleep(every)
 
 
-def healthy(base_url: str) -> bool:
-    """``base_url``'s /health answers 200. Refused, or too slow to answer on a busy
-    machine, is "not yet", for ``wait_for``."""
+def healthy(base_url: str, token: str | None = None) -> bool:
+    """``base_url``'s /health answers 200 (the API's needs the metrics ``token``; the
+    relay's is public). Refused, or too slow to answer on a busy machine, is "not yet",
+    for ``wait_for``."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
-        return requests.get(f"{base_url}/health", timeout=2).status_code == 200
+        return requests.get(f"{base_url}/health", headers=headers, timeout=2).status_code == 200
     except requests.RequestException:
         return False
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from dispatch.db import make_engine, make_sessionmaker
 from smartroute.metrics import instrument_pool
@@ -17,7 +18,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from web.console import console
     from web.errors import register_error_handlers
     from web.health import health
-    from web.limits import RateLimits
+    from web.limits import AddressGate, RateLimits, guard_edge
     from web.metrics import metrics, time_requests
     from web.openapi import openapi
     from workers.app import create_celery
@@ -47,18 +48,29 @@ def create_app(settings: Settings | None = None) -> Flask:
         if settings.database_replica_url
         else engine
     )
+    if settings.trusted_proxy_hops:
+        # The client's address is the one the nearest trusted proxy saw: the hops-th entry
+        # from the right of X-Forwarded-For. With no hops configured the header is ignored,
+        # since any client can write it.
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxy_hops)
+    cache = redis_client(settings.redis_url)
     app.extensions["smartroute"] = Runtime(
         settings=settings,
         engine=engine,
         sessions=make_sessionmaker(engine),
         read_sessions=make_sessionmaker(replica),
         celery=create_celery(settings),
-        redis=redis_client(settings.redis_url),
+        redis=cache,
         limits=RateLimits(settings.redis_url, {
             "booking": (settings.booking_limit_per_token, settings.booking_limit_per_address),
             "location": (settings.location_limit_per_token, settings.location_limit_per_address),
+            "refresh": (settings.refresh_limit_per_token, None),
+            "driver action": (settings.driver_action_limit_per_token, None),
         }),
     )
+    guard_edge(app, AddressGate(cache, settings.request_limit_per_address,
+                                settings.auth_failure_limit_per_address),
+               settings.max_body_bytes)
     app.url_map.converters["id"] = IdConverter
     app.teardown_appcontext(close_db)
     register_error_handlers(app)

@@ -2,10 +2,36 @@
 
 import os
 
+from smartroute.settings import Settings
+
 # Idle keep-alive connections stay open well past what clients and load balancers keep
 # (60 s is common): a server that closes first races the client's next request on that
 # connection, which then fails with "connection reset" (gunicorn's default is 2 s).
 keepalive = 75
+
+# The same limit the app's MAX_CONTENT_LENGTH enforces (read from the same environment).
+_MAX_BODY_BYTES = Settings.from_env().max_body_bytes
+
+
+def pre_request(worker, req) -> None:
+    worker.log.debug("%s %s", req.method, req.path)
+    # A body the app refuses with 413 is left unread on the socket. gunicorn then drains at
+    # most 64 KiB of it for a few seconds and, failing that, closes a connection it has just
+    # announced as keep-alive, so the client's next request on it fails. It ignores a
+    # Connection header from the app, so the decision is made here, before the answer is
+    # written: a declared length over the limit, or a chunked body (whose size nobody knows
+    # until it is read), gets "Connection: close" and a lingering close.
+    if _body_may_be_left_unread(req):
+        req.must_close = True
+
+
+def _body_may_be_left_unread(req) -> bool:
+    for name, value in req.headers:
+        if name == "TRANSFER-ENCODING" and "chunked" in value.lower():
+            return True
+        if name == "CONTENT-LENGTH" and value.strip().isdigit() and int(value) > _MAX_BODY_BYTES:
+            return True
+    return False
 
 
 def child_exit(_server, worker) -> None:

@@ -1,54 +1,125 @@
-"""``GET /health``: the engine's status and each dependency's, for people and probes."""
+"""``GET /health``: the engine's status and each dependency's, for operators and probes.
+
+``/health/live`` is public and checks nothing but the process. The detailed ``/health`` (and
+``/metrics``, ``web/metrics.py``) answers only the metrics token or an admin token: it tells
+which dependency is down, which is worth knowing to an attacker too. Its checks reuse the
+app's long-lived Redis client and broker connection pool and are cached for a moment, so a
+probe hammering it costs a dictionary lookup, not new connections.
+"""
 
 from __future__ import annotations
 
+import functools
+import hmac
+import threading
 import time
+from collections.abc import Callable
 
 import psutil
 import redis
-from flask import Blueprint
+from flask import Blueprint, current_app, request
 from sqlalchemy import text
 
+from dispatch.states import Role
 from smartroute import snapshots
+from web.auth import requires
+from web.errors import ApiError
 from web.runtime import runtime, utcnow
 
 health = Blueprint("health", __name__)
 
 _STARTED = time.monotonic()
+# How long one look at the dependencies serves every caller of this process.
+CHECK_TTL_S = 2.0
+BROKER_TIMEOUT_S = 2.0
 
 
-def _check_database() -> dict:
+@requires(Role.ADMIN)
+def _admin() -> None:
+    """Passes for an admin token; the 401 or 403 of any other view otherwise."""
+
+
+def scraper_or_admin(view: Callable) -> Callable:
+    """The view needs ``Authorization: Bearer`` with the metrics token or an admin token."""
+
+    @functools.wraps(view)
+    def wrapper(*args, **kwargs):
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        expected = runtime().settings.metrics_token
+        if (expected is not None and scheme.lower() == "bearer"
+                and hmac.compare_digest(token.strip().encode(), expected.encode())):
+            return view(*args, **kwargs)
+        if not request.headers.get("Authorization"):
+            raise ApiError(401, "unauthorized",
+                           "an Authorization: Bearer token (the metrics token or an admin's) "
+                           "is required", "Authorization")
+        _admin()
+        return view(*args, **kwargs)
+
+    return wrapper
+
+
+class CachedChecks:
+    """The latest result of ``check``, recomputed by one thread at a time once it is older
+    than ``ttl_s``; the others wait for it rather than run their own."""
+
+    def __init__(self, check: Callable[[], dict], ttl_s: float) -> None:
+        self.check, self.ttl_s = check, ttl_s
+        self.lock = threading.Lock()
+        self.result: dict | None = None
+        self.taken_at = 0.0
+
+    def get(self) -> dict:
+        with self.lock:
+            if self.result is None or time.monotonic() - self.taken_at >= self.ttl_s:
+                self.result = self.check()
+                self.taken_at = time.monotonic()
+            return self.result
+
+
+def _timed(probe: Callable[[], object]) -> dict:
     started = time.perf_counter()
     try:
-        with runtime().engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
+        probe()
     except Exception as exc:
         return {"status": "down", "error": exc.__class__.__name__}
     return {"status": "ok", "latency_ms": round((time.perf_counter() - started) * 1000, 2)}
 
 
-def _check_redis() -> dict:
-    started = time.perf_counter()
-    client = redis.Redis.from_url(
-        runtime().settings.redis_url, socket_timeout=2, socket_connect_timeout=2
-    )
-    try:
-        client.ping()
-    except (redis.RedisError, OSError) as exc:
-        return {"status": "down", "error": exc.__class__.__name__}
-    finally:
-        client.close()
-    return {"status": "ok", "latency_ms": round((time.perf_counter() - started) * 1000, 2)}
+def _check_database(app_runtime) -> None:
+    with app_runtime.engine.connect() as conn:
+        conn.execute(text("SELECT 1"))
 
 
-def _check_broker() -> dict:
-    started = time.perf_counter()
-    try:
-        with runtime().celery.connection_for_write() as conn:
-            conn.ensure_connection(max_retries=0, timeout=2)
-    except Exception as exc:
-        return {"status": "down", "error": exc.__class__.__name__}
-    return {"status": "ok", "latency_ms": round((time.perf_counter() - started) * 1000, 2)}
+def _check_redis(app_runtime) -> None:
+    app_runtime.redis.ping()
+
+
+def _check_broker(app_runtime) -> None:
+    # A connection from the app's pool (the one publishing uses), kept open between calls.
+    with app_runtime.celery.pool.acquire(block=True, timeout=BROKER_TIMEOUT_S) as conn:
+        conn.ensure_connection(max_retries=0, timeout=BROKER_TIMEOUT_S)
+        # An open kombu connection to Redis says nothing of Redis now: ask it.
+        client = getattr(conn.default_channel, "client", None)
+        if isinstance(client, redis.Redis):
+            client.ping()
+
+
+def _dependencies(app_runtime) -> dict:
+    return {
+        "database": _timed(lambda: _check_database(app_runtime)),
+        "redis": _timed(lambda: _check_redis(app_runtime)),
+        "broker": _timed(lambda: _check_broker(app_runtime)),
+    }
+
+
+def _cached_dependencies() -> dict:
+    app_runtime = runtime()
+    cache = current_app.extensions.get("smartroute.health")
+    if cache is None:
+        cache = current_app.extensions.setdefault(
+            "smartroute.health", CachedChecks(lambda: _dependencies(app_runtime), CHECK_TTL_S))
+    return cache.get()
 
 
 def _memory() -> dict:
@@ -60,8 +131,9 @@ def _memory() -> dict:
 
 
 @health.get("/health")
+@scraper_or_admin
 def get_health():
-    checks = {"database": _check_database(), "redis": _check_redis(), "broker": _check_broker()}
+    checks = _cached_dependencies()
     failing = sorted(name for name, check in checks.items() if check["status"] != "ok")
     body = {
         "status": "ok" if not failing else "degraded",

@@ -1,4 +1,9 @@
-"""``GET /metrics`` for Prometheus, and the timing of every API request."""
+"""``GET /metrics`` for Prometheus, and the timing of every API request.
+
+The scrape needs the metrics token or an admin token (``web/health.py``). Its live gauges
+(database counts, queue depths, the stats snapshot) are read at most once per
+``web.health.CHECK_TTL_S`` per process, through the app's own pools.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,7 @@ import datetime as dt
 import logging
 import time
 
-from flask import Blueprint, Flask, Response, g, request
+from flask import Blueprint, Flask, Response, current_app, g, request
 from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.core import GaugeMetricFamily
 from sqlalchemy import func, select
@@ -16,8 +21,9 @@ from dispatch.outbox import oldest_unsent_age_s
 from dispatch.states import ACTIVE_STATUSES, Status
 from smartroute import snapshots
 from smartroute.metrics import HTTP_REQUEST_DURATION, exposition
+from web import health
+from web.health import BROKER_TIMEOUT_S, CachedChecks, scraper_or_admin
 from web.runtime import runtime
-from workers.queues import queue_depths
 
 log = logging.getLogger(__name__)
 
@@ -41,13 +47,34 @@ def time_requests(app: Flask) -> None:
         return response
 
 
-class LiveCollector:
-    """Gauges read at scrape time from Postgres, the broker and the stats snapshot."""
+def _queue_depths(app_runtime) -> dict[str, int]:
+    """Messages waiting in each queue, through a connection of the app's broker pool (kept
+    between scrapes) rather than a new one per scrape; otherwise as
+    ``workers.queues.queue_depths``."""
+    depths = {}
+    with app_runtime.celery.pool.acquire(block=True, timeout=BROKER_TIMEOUT_S) as conn:
+        conn.ensure_connection(max_retries=1, timeout=BROKER_TIMEOUT_S)
+        channel = conn.default_channel
+        for queue in app_runtime.settings.queues:
+            try:
+                depths[queue] = channel.queue_declare(queue, passive=True).message_count
+            except Exception:  # A queue no worker has declared yet holds nothing.
+                depths[queue] = 0
+    return depths
 
-    def __init__(self, app_runtime) -> None:
+
+class LiveCollector:
+    """Gauges read from Postgres, the broker and the stats snapshot, at most once per
+    ``ttl_s``: a scrape in between is served the families read last time."""
+
+    def __init__(self, app_runtime, ttl_s: float) -> None:
         self.runtime = app_runtime
+        self.cache = CachedChecks(lambda: {"families": list(self._read())}, ttl_s)
 
     def collect(self):
+        return iter(self.cache.get()["families"])
+
+    def _read(self):
         now = dt.datetime.now(dt.UTC)
         with self.runtime.read_sessions() as session:
             active = session.scalar(
@@ -72,8 +99,7 @@ class LiveCollector:
         depth = GaugeMetricFamily("smartroute_queue_depth", "Messages waiting per Celery queue.",
                                   labels=["queue"])
         try:
-            for queue, count in queue_depths(self.runtime.celery,
-                                             self.runtime.settings.queues).items():
+            for queue, count in _queue_depths(self.runtime).items():
                 depth.add_metric([queue], count)
         except Exception as exc:  # The broker being down must not break the scrape.
             log.warning("queue depth unavailable: %s", exc.__class__.__name__)
@@ -90,5 +116,10 @@ class LiveCollector:
 
 
 @metrics.get("/metrics")
+@scraper_or_admin
 def get_metrics():
-    return Response(exposition(LiveCollector(runtime())), mimetype=CONTENT_TYPE_LATEST)
+    collector = current_app.extensions.get("smartroute.metrics")
+    if collector is None:
+        collector = current_app.extensions.setdefault("smartroute.metrics",
+                                                      LiveCollector(runtime(), health.CHECK_TTL_S))
+    return Response(exposition(collector), mimetype=CONTENT_TYPE_LATEST)

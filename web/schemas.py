@@ -10,9 +10,19 @@ import base64
 import binascii
 import datetime as dt
 import re
+import unicodedata
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    WithJsonSchema,
+    field_validator,
+)
 
 from dispatch.bookings import BookingRequest, Point
 from dispatch.states import BOOKING_STATUSES, DRIVER_ACTIONS
@@ -61,10 +71,34 @@ class NewBooking(Strict):
         return BookingRequest(self.pickup.to_point(), self.dropoff.to_point(), self.pickup_at)
 
 
-# Printable text only: PostgreSQL cannot store NUL, and control characters in a name only
-# ever mean a broken or hostile client.
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100,
-                                        pattern=r"^[^\x00-\x1f\x7f]+$")]
+# Categories a name never needs: control (Cc: PostgreSQL cannot store NUL, and the rest mean a
+# broken or hostile client), format (Cf: bidi overrides such as U+202E show a name reversed
+# to an admin, zero-width characters make two names look alike), surrogates (Cs) and
+# private use (Co: glyphs that mean nothing outside one font).
+REFUSED_IN_NAMES = {"Cc": "control", "Cf": "format", "Cs": "surrogate", "Co": "private-use"}
+MAX_NAME_LENGTH = 100
+
+
+def _printable_name(value: str) -> str:
+    """The name in NFC (one spelling for what looks the same), stripped, and bounded in
+    length after normalisation; ValueError naming the first character refused."""
+    value = unicodedata.normalize("NFC", value).strip()
+    for char in value:
+        kind = REFUSED_IN_NAMES.get(unicodedata.category(char))
+        if kind is not None:
+            raise ValueError(f"name must not contain {kind} characters (U+{ord(char):04X})")
+    if not 1 <= len(value) <= MAX_NAME_LENGTH:
+        raise ValueError(f"name must be 1 to {MAX_NAME_LENGTH} characters")
+    return value
+
+
+# The raw input is bounded too, so normalisation never runs on an unbounded string; the
+# schema clients read states the limit that counts.
+Name = Annotated[str, StringConstraints(max_length=4 * MAX_NAME_LENGTH),
+                 AfterValidator(_printable_name),
+                 WithJsonSchema({"type": "string", "minLength": 1, "maxLength": MAX_NAME_LENGTH,
+                                 "description": "Counted after NFC normalisation; no control, "
+                                                "format, surrogate or private-use characters."})]
 
 
 class NewUser(Strict):

@@ -33,6 +33,10 @@ BENCH_LIMITS = {
     "SMARTROUTE_BOOKING_LIMIT_PER_TOKEN": "10000000/minute",
     "SMARTROUTE_LOCATION_LIMIT_PER_ADDRESS": "10000000/minute",
     "SMARTROUTE_LOCATION_LIMIT_PER_TOKEN": "10000000/minute",
+    "SMARTROUTE_REQUEST_LIMIT_PER_ADDRESS": "10000000/minute",
+    "SMARTROUTE_AUTH_FAILURE_LIMIT_PER_ADDRESS": "10000000/minute",
+    "SMARTROUTE_REFRESH_LIMIT_PER_TOKEN": "10000000/minute",
+    "SMARTROUTE_DRIVER_ACTION_LIMIT_PER_TOKEN": "10000000/minute",
 }
 
 
@@ -75,9 +79,9 @@ def _free_port_pair() -> int:
     raise RuntimeError("no two consecutive free ports on 127.0.0.1")
 
 
-def _healthy(url: str) -> bool:
+def _healthy(url: str, path: str = "/health") -> bool:
     try:
-        return requests.get(f"{url}/health", timeout=2).status_code == 200
+        return requests.get(f"{url}{path}", timeout=2).status_code == 200
     except requests.RequestException:
         return False
 
@@ -121,7 +125,7 @@ def started_engine(workers: int, data_dir: Path, extra_env: dict[str, str] | Non
             api, relay = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{port + 1}"
             deadline = time.monotonic() + START_TIMEOUT_S
             token_file = data_dir / "admin_token"
-            while not (_healthy(api) and _healthy(relay) and token_file.exists()):
+            while not (_healthy(api, "/health/live") and _healthy(relay) and token_file.exists()):
                 if process.poll() is not None:
                     raise RuntimeError(f"smartroute up exited with {process.returncode}; "
                                        f"see {log_path}")

@@ -136,7 +136,8 @@ def chaos_engine(chaos):
 @pytest.fixture
 def chaos_admin(chaos, chaos_engine) -> Client:
     """A clean slate for each fault: no bookings, users or drivers left from the last."""
-    wait_for(lambda: chaos.relay_up() and healthy(chaos.url), 60, "the stack to be healthy")
+    wait_for(lambda: chaos.relay_up() and healthy(chaos.url, chaos.settings.metrics_token), 60,
+             "the stack to be healthy")
     truncate_all(chaos_engine)
     empty_redis(chaos.settings.redis_url)
     with make_sessionmaker(chaos_engine).begin() as session:

@@ -39,6 +39,11 @@ STACK_TUNING = {
     "SMARTROUTE_BOOKING_LIMIT_PER_ADDRESS": "100000/minute",
     "SMARTROUTE_BOOKING_LIMIT_PER_TOKEN": "100000/minute",
     "SMARTROUTE_LOCATION_LIMIT_PER_TOKEN": "100000/minute",
+    # The address gate and the per-token limits of the edge (tests/security/test_edge.py).
+    "SMARTROUTE_REQUEST_LIMIT_PER_ADDRESS": "1000000/minute",
+    "SMARTROUTE_AUTH_FAILURE_LIMIT_PER_ADDRESS": "100000/minute",
+    "SMARTROUTE_REFRESH_LIMIT_PER_TOKEN": "100000/minute",
+    "SMARTROUTE_DRIVER_ACTION_LIMIT_PER_TOKEN": "100000/minute",
 }
 
 
@@ -82,7 +87,7 @@ class Stack:
             for proc in (self.api, self.worker, self.relay):
                 if proc.poll() is not None:
                     raise AssertionError(f"a process exited early\n{self.log_tails()}")
-            return healthy(self.url)
+            return healthy(self.url, self.settings.metrics_token)
 
         try:
             wait_for(api_up, START_TIMEOUT_S, "the API to answer /health", every=0.2)

@@ -130,7 +130,8 @@ def test_two_beats_at_once_do_no_double_work(admin, beats, engine):
                      10, "beat's stats snapshot")
     assert sum(stats["by_status"].values()) == len(ids)
     # Beat's health snapshot shows the live worker and the queues on /health.
-    health = wait_for(lambda: (h := requests.get(f"{admin.base_url}/health", timeout=5).json())
+    health = wait_for(lambda: (h := requests.get(f"{admin.base_url}/health", timeout=5,
+                                                       headers=admin.http.headers).json())
                       .get("workers") and h, 10, "beat's health snapshot")
     assert health["workers"]["workers_alive"]
     assert "dispatch.default" in health["workers"]["queue_depths"]
@@ -149,7 +150,8 @@ def test_metrics_pass_promtool_and_add_up_across_worker_processes(admin, stack, 
             "every booking to be offered")
         offers = conn.scalar(text("SELECT count(*) FROM booking_events WHERE reason = 'offer'"))
 
-    scrape = requests.get(f"{stack.url}/metrics", timeout=10)
+    scrape = requests.get(f"{stack.url}/metrics", timeout=10,
+                          headers={"Authorization": f"Bearer {stack.settings.metrics_token}"})
     assert scrape.status_code == 200
     checked = subprocess.run([PROMTOOL, "check", "metrics"], input=scrape.text,
                              capture_output=True, text=True)

@@ -184,14 +184,15 @@ def test_relay_and_outbox_metrics_are_scraped_with_the_rest(admin, stack, listen
 
     driver = online_driver(admin, *CENTRE)
     listeners(driver.token)
+    scraper = {"Authorization": f"Bearer {stack.settings.metrics_token}"}
 
     def connected_drivers() -> float:
-        text = requests.get(f"{stack.url}/metrics", timeout=10).text
+        text = requests.get(f"{stack.url}/metrics", timeout=10, headers=scraper).text
         return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
                    if line.startswith('smartroute_relay_connections{kind="driver"}'))
 
     assert wait_for(connected_drivers, 10, "the relay's connection gauge") >= 1
-    scrape = requests.get(f"{stack.url}/metrics", timeout=10).text
+    scrape = requests.get(f"{stack.url}/metrics", timeout=10, headers=scraper).text
     assert "smartroute_outbox_lag_seconds" in scrape
 
 

@@ -77,7 +77,7 @@ def test_a_driver_goes_available_and_sees_itself(api):
 
 
 def test_health_reports_each_dependency(api):
-    body = api.as_(None).request("GET", "/health").get_json()
+    body = api.request("GET", "/health").get_json()
     assert body["status"] == "ok"
     assert body["database"]["status"] == "ok" and body["redis"]["status"] == "ok"
 

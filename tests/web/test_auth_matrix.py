@@ -34,9 +34,10 @@ MATRIX = [
     ("GET", "/v1/admin/drivers", "/v1/admin/drivers", None, {"admin"}),
     ("GET", "/v1/admin/bookings/open", "/v1/admin/bookings/open", None, {"admin"}),
     ("GET", "/v1/admin/overview", "/v1/admin/overview", None, {"admin"}),
-    ("GET", "/health", "/health", None, PUBLIC),
+    # The detailed health and the metrics also take the metrics token (tests/security).
+    ("GET", "/health", "/health", None, {"admin"}),
     ("GET", "/health/live", "/health/live", None, PUBLIC),
-    ("GET", "/metrics", "/metrics", None, PUBLIC),
+    ("GET", "/metrics", "/metrics", None, {"admin"}),
     ("GET", "/openapi.json", "/openapi.json", None, PUBLIC),
     # The console's pages and files hold no data: the token is pasted in and sent to /v1.
     ("GET", "/admin", "/admin", None, PUBLIC),

@@ -13,6 +13,7 @@ from dispatch.states import DRIVER_ACTIONS, Role
 from web.api import api, parse_body, parse_query
 from web.auth import actor, requires
 from web.errors import ApiError
+from web.limits import limited
 from web.runtime import (
     db,
     enqueue_dispatch,
@@ -98,6 +99,7 @@ def cancel_booking(booking_id: int):
 
 @api.post("/bookings/<id:booking_id>/<any(" + ", ".join(DRIVER_ACTIONS) + "):action>")
 @requires(Role.DRIVER)
+@limited("driver action")
 def driver_action(booking_id: int, action: str):
     session = db()
     booking = service.driver_action(session, booking_id, actor().id, action, now=utcnow())

@@ -13,6 +13,7 @@ from dispatch.users import get_user
 from smartroute import token_cache
 from web.api import api
 from web.auth import actor, current_token_id, requires
+from web.limits import limited
 from web.runtime import db, runtime
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,7 @@ def _revoked(user_id: int, token_id: int | None) -> int:
 
 @api.post("/tokens")
 @requires()
+@limited("refresh")
 def refresh_token():
     """A fresh token for whoever presents a live one: apps refresh before expiry."""
     return _issued(actor().id)
