@@ -84,6 +84,15 @@ def _metrics_token(env: Mapping[str, str]) -> str | None:
     return token
 
 
+def _port(env: Mapping[str, str], name: str) -> int | None:
+    if not env.get(name, "").strip():
+        return None
+    port = _int(env, name, 0, minimum=1)
+    if port > 65535:
+        raise ConfigError(f"{name} must be a TCP port (1-65535), got {port}")
+    return port
+
+
 def _optional(env: Mapping[str, str], name: str) -> str | None:
     value = env.get(name, "").strip()
     return value or None
@@ -175,6 +184,10 @@ class Settings:
     publish_every_s: float = 1.0
     outbox_retention_s: int = 86400
 
+    # A worker node's /metrics (its main process): no server unless a port is given.
+    worker_metrics_port: int | None = None
+    worker_metrics_host: str = "127.0.0.1"
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Read every SmartRoute variable from ``env`` (default: the process environment)."""
@@ -239,6 +252,8 @@ class Settings:
             relay_revalidate_every_s=_float(env, "SMARTROUTE_RELAY_REVALIDATE_EVERY_S", 5.0, 0.1),
             publish_every_s=_float(env, "SMARTROUTE_PUBLISH_EVERY_S", 1.0, 0.1),
             outbox_retention_s=_int(env, "SMARTROUTE_OUTBOX_RETENTION_S", 86400, minimum=60),
+            worker_metrics_port=_port(env, "SMARTROUTE_WORKER_METRICS_PORT"),
+            worker_metrics_host=env.get("SMARTROUTE_WORKER_METRICS_HOST") or "127.0.0.1",
         )
 
     @property
