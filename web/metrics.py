@@ -17,6 +17,7 @@ from dispatch.states import ACTIVE_STATUSES, Status
 from smartroute import snapshots
 from smartroute.metrics import HTTP_REQUEST_DURATION, exposition
 from web.runtime import runtime
+from workers import heartbeat
 from workers.queues import queue_depths
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,8 @@ class LiveCollector:
         except Exception as exc:  # The broker being down must not break the scrape.
             log.warning("queue depth unavailable: %s", exc.__class__.__name__)
         yield depth
+        yield GaugeMetricFamily("smartroute_workers_alive", "Worker nodes beating (heartbeat).",
+                                value=len(heartbeat.alive(self.runtime.redis, time.time())))
 
         stats = snapshots.load(self.runtime.redis, snapshots.STATS_KEY)
         if stats is not None:
