@@ -20,6 +20,8 @@ from tests.support import free_port, healthy, wait_for
 from workers.app import create_celery
 
 WORKER_PROCESSES = 4
+# What the tests present to read a /metrics endpoint (each asks for the metrics token).
+METRICS_TOKEN = "metrics-token-of-the-integration-stack-0123456789"
 START_TIMEOUT_S = 60
 # Retries come round quickly, so a test that waits on beat waits about a second.
 # Scheduled bookings are due at their pickup time, so a test waits seconds, not minutes.
@@ -39,6 +41,7 @@ STACK_TUNING = {
     "SMARTROUTE_BOOKING_LIMIT_PER_ADDRESS": "100000/minute",
     "SMARTROUTE_BOOKING_LIMIT_PER_TOKEN": "100000/minute",
     "SMARTROUTE_LOCATION_LIMIT_PER_TOKEN": "100000/minute",
+    "SMARTROUTE_METRICS_TOKEN": METRICS_TOKEN,
 }
 
 
