@@ -15,7 +15,9 @@ parts (its WSGI app, threaded ``wsgiref`` server and daemon thread) with the che
 from __future__ import annotations
 
 import logging
+import os
 import threading
+from pathlib import Path
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from celery.signals import worker_init, worker_shutdown
@@ -48,11 +50,42 @@ class QueueDepthCollector:
         yield depth
 
 
+class DeadChildren:
+    """Forgets the live gauges of pool processes that are gone, before each scrape.
+
+    A child that exits normally marks itself dead (workers.telemetry), but one killed by
+    the hard time limit or the OOM killer cannot, and its checked-out database connections
+    would count forever. gunicorn's child_exit does this for the API; Celery has no such
+    hook, so the scrape looks for files of processes that no longer exist. Yields nothing."""
+
+    def __init__(self, folder: str) -> None:
+        self.folder = Path(folder)
+
+    def collect(self):
+        for path in self.folder.glob("gauge_live*_*.db"):
+            pid = int(path.stem.rsplit("_", 1)[1])
+            if not _alive(pid):
+                multiprocess.mark_process_dead(pid, str(self.folder))
+        return iter(())
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # Someone else's process: alive.
+        return True
+    return True
+
+
 def registry(celery, queues: tuple[str, ...]) -> CollectorRegistry:
     """Every pool process's metrics summed (or this process's alone without a multiprocess
     folder), and the queues' depths."""
     combined = CollectorRegistry()
-    if multiprocess_dir():
+    if folder := multiprocess_dir():
+        # Registered first: collectors are read in order, so the sums skip the dead.
+        combined.register(DeadChildren(folder))
         multiprocess.MultiProcessCollector(combined)
     else:
         combined.register(_Own())

@@ -365,3 +365,23 @@ def test_a_killed_api_process_keeps_its_counts_and_leaves_the_live_gauges(settin
         wait_for(lambda: not (folder / f"gauge_livesum_{victim}.db").exists(), 20,
                  "gunicorn to mark the killed process dead (child_exit)")
         assert not_found_counted(url) == 60
+
+
+@pytest.mark.slow
+@pytest.mark.chaos
+def test_a_killed_pool_process_leaves_the_worker_s_live_gauges(stack):
+    folder = stack.folders["worker-obs"]
+
+    def children_with_gauges() -> list[int]:
+        # Sweeps that use the database, so each child that runs one has a pool gauge.
+        for _ in range(4):
+            stack.celery.send_task("workers.tasks.lapse_offers", queue="maintenance")
+        return [pid for pid in stack.worker_children()
+                if (folder / f"gauge_livesum_{pid}.db").exists()]
+
+    victim = wait_for(children_with_gauges, 20, "a pool process with a live gauge")[0]
+    os.kill(victim, signal.SIGKILL)  # As the hard time limit or the OOM killer would.
+    wait_for(lambda: victim not in stack.worker_children(), 20, "the pool to notice")
+    scrape(stack.worker_metrics_url)
+    assert not (folder / f"gauge_livesum_{victim}.db").exists()
+    assert total(scrape(stack.worker_metrics_url), "smartroute_tasks_total") > 0
