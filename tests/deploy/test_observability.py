@@ -22,6 +22,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
 from smartroute.metrics import scrape_allowed
+from smartroute.settings import ConfigError, Settings
 from tests.deploy.conftest import AUTH, METRICS_TOKEN
 from tests.integration.conftest import new_user, online_driver
 from tests.support import free_port, wait_for
@@ -162,6 +163,18 @@ def test_only_the_metrics_token_may_scrape():
     assert not scrape_allowed(None, "Bearer ")
     assert not scrape_allowed(None, "Bearer None")
     assert not scrape_allowed("", "Bearer ")
+
+
+def test_the_worker_metrics_port_is_a_tcp_port_or_nothing():
+    assert Settings.from_env({}).worker_metrics_port is None
+    assert Settings.from_env({"SMARTROUTE_WORKER_METRICS_PORT": " "}).worker_metrics_port is None
+    configured = Settings.from_env({"SMARTROUTE_WORKER_METRICS_PORT": "9808",
+                                    "SMARTROUTE_WORKER_METRICS_HOST": "0.0.0.0"})
+    assert (configured.worker_metrics_port, configured.worker_metrics_host) == (9808, "0.0.0.0")
+    assert Settings.from_env({}).worker_metrics_host == "127.0.0.1"
+    for bad in ("0", "65536", "metrics"):
+        with pytest.raises(ConfigError, match="SMARTROUTE_WORKER_METRICS_PORT"):
+            Settings.from_env({"SMARTROUTE_WORKER_METRICS_PORT": bad})
 
 
 def test_the_worker_endpoint_answers_401_without_the_token():
