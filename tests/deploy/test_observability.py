@@ -177,6 +177,27 @@ def test_the_worker_metrics_port_is_a_tcp_port_or_nothing():
             Settings.from_env({"SMARTROUTE_WORKER_METRICS_PORT": bad})
 
 
+def test_each_start_path_empties_a_multiprocess_folder_of_its_own(tmp_path, monkeypatch):
+    from smartroute.cli import _own_metrics_env
+
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    settings = Settings(data_dir=tmp_path)
+    stale = tmp_path / "metrics-worker-worker@_h"
+    stale.mkdir()
+    (stale / "counter_1.db").write_bytes(b"a dead run's numbers")
+    folders = [_own_metrics_env(settings, name)["PROMETHEUS_MULTIPROC_DIR"]
+               for name in ("api-8000", "worker-worker@%h", "relay-8001", "worker-a/b")]
+    assert [Path(f).name for f in folders] == [
+        "metrics-api-8000", "metrics-worker-worker@_h", "metrics-relay-8001",
+        "metrics-worker-a_b"]
+    assert all(Path(f).is_dir() and not any(Path(f).iterdir()) for f in folders)
+    # The operator's own folder is theirs: neither replaced nor emptied.
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(stale))
+    (stale / "counter_1.db").write_bytes(b"theirs")
+    assert _own_metrics_env(settings, "worker-worker@%h") == {}
+    assert (stale / "counter_1.db").exists()
+
+
 def test_the_worker_endpoint_answers_401_without_the_token():
     def metrics_app(_environ, start_response):
         start_response("200 OK", [])
