@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -115,14 +116,26 @@ def beat_argv(data_dir: Path) -> list[str]:
     )
 
 
-def _fresh_metrics_dir(settings: Settings) -> Path:
+def _fresh_metrics_dir(settings: Settings, name: str = "metrics") -> Path:
     """prometheus-client's multiprocess folder, emptied: files of dead runs would be summed."""
     import shutil
 
-    path = (settings.data_dir / "metrics").resolve()
+    path = (settings.data_dir / name).resolve()
     shutil.rmtree(path, ignore_errors=True)
     path.mkdir(parents=True)
     return path
+
+
+def _own_metrics_env(settings: Settings, component: str) -> dict[str, str]:
+    """A fresh multiprocess folder for one component run on its own, unless the operator set
+    PROMETHEUS_MULTIPROC_DIR (then it is theirs to empty). Without one, each gunicorn or pool
+    process would answer a scrape with its own numbers alone. ``component`` names this run
+    among others on the machine (a port, a node name): emptying a live sibling's folder
+    would lose its numbers."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return {}
+    name = "metrics-" + re.sub(r"[^A-Za-z0-9@._-]", "_", component)
+    return {"PROMETHEUS_MULTIPROC_DIR": str(_fresh_metrics_dir(settings, name))}
 
 
 def _wait_until_healthy(url: str, supervisor: Supervisor, metrics_token: str | None) -> bool:
@@ -257,7 +270,8 @@ def _announce(url: str, relay_url: str, settings: Settings, generated: bool) -> 
 def api(host: str, port: int, processes: int, threads: int) -> None:
     """Run the HTTP API under gunicorn."""
     settings, services = _with_services(_settings())
-    sys.exit(_run(settings, services, {"api": api_argv(host, port, processes, threads)}))
+    sys.exit(_run(settings, services, {"api": api_argv(host, port, processes, threads)},
+                  extra_env=_own_metrics_env(settings, f"api-{port}")))
 
 
 @main.command()
@@ -270,7 +284,8 @@ def worker(concurrency: int, queues: str | None, name: str) -> None:
     """Run a Celery worker (matching and sweeps)."""
     settings, services = _with_services(_settings())
     queues = queues or settings.worker_queues
-    sys.exit(_run(settings, services, {"worker": worker_argv(concurrency, queues, name)}))
+    sys.exit(_run(settings, services, {"worker": worker_argv(concurrency, queues, name)},
+                  extra_env=_own_metrics_env(settings, f"worker-{name}")))
 
 
 @main.command()
@@ -279,7 +294,8 @@ def worker(concurrency: int, queues: str | None, name: str) -> None:
 def relay(host: str, port: int) -> None:
     """Run the Socket.IO relay (pushes to drivers, riders and admins)."""
     settings, services = _with_services(_settings())
-    sys.exit(_run(settings, services, {"relay": relay_argv(host, port)}))
+    sys.exit(_run(settings, services, {"relay": relay_argv(host, port)},
+                  extra_env=_own_metrics_env(settings, f"relay-{port}")))
 
 
 @main.command()

@@ -2,12 +2,18 @@
 
 With several gunicorn workers or Celery prefork processes, prometheus-client's
 multiprocess mode is used: ``PROMETHEUS_MULTIPROC_DIR`` is set (and wiped) by
-``smartroute up`` before any process starts, each process writes its own files, and
-a scrape sums them. Gauges therefore name how they combine across processes.
+``smartroute up``, ``api``, ``worker`` and ``relay`` before any process starts (each of the
+last three gets a folder of its own unless the variable is already set), each process
+writes its own files, and a scrape sums them. Gauges therefore name how they combine
+across processes.
+
+Every scrape endpoint (the API's, a worker node's and the relay's ``/metrics``) asks for
+``Authorization: Bearer <SMARTROUTE_METRICS_TOKEN>``; ``scrape_allowed`` is that check.
 """
 
 from __future__ import annotations
 
+import hmac
 import os
 
 from prometheus_client import (
@@ -58,6 +64,32 @@ RELAY_DRIVER_ACTIONS = Counter(
 )
 MATCH_OUTCOMES = Counter("smartroute_match_outcomes_total", "Matching attempts by outcome.",
                          ["outcome"])
+BOOKINGS_CREATED = Counter("smartroute_bookings_created_total",
+                           "Bookings accepted by the API (not idempotent repeats), by region.",
+                           ["region"])
+PUSH_LATENCY = Histogram(
+    "smartroute_push_latency_seconds",
+    "From an outbox row's creation (its transaction's start) to its delivery to the relays.",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+RELAY_PUSHES = Counter(
+    "smartroute_relay_pushes_total",
+    "Messages a relay received from the push channel and emitted to its clients, by event.",
+    ["event"],
+)
+
+
+def scrape_allowed(metrics_token: str | None, authorization: str | None) -> bool:
+    """Whether an ``Authorization`` header carries the metrics token.
+
+    With no token configured nobody may scrape: metrics name queues, regions and load,
+    and an endpoint that is open by default stays open in production by mistake."""
+    if not metrics_token or not authorization:
+        return False
+    scheme, _, presented = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not presented:
+        return False
+    return hmac.compare_digest(presented.strip().encode(), metrics_token.encode())
 
 
 def multiprocess_dir() -> str | None:

@@ -17,6 +17,7 @@ import redis
 from sqlalchemy.orm import Session
 
 from dispatch import outbox
+from smartroute.metrics import PUSH_LATENCY
 
 CHANNEL = "smartroute-push"
 REPLAY_PREFIX = "smartroute:replay:"
@@ -62,7 +63,10 @@ class Publisher:
         rows = outbox.claim_unsent(session, limit=limit)
         if rows:
             self.deliver([(r.id, r.room, r.event, outbox.message(r)) for r in rows])
-            outbox.mark_sent(session, [r.id for r in rows], dt.datetime.now(dt.UTC))
+            sent_at = dt.datetime.now(dt.UTC)
+            outbox.mark_sent(session, [r.id for r in rows], sent_at)
+            for r in rows:
+                PUSH_LATENCY.observe(max(0.0, (sent_at - r.created_at).total_seconds()))
         return len(rows)
 
 

@@ -84,6 +84,15 @@ def _metrics_token(env: Mapping[str, str]) -> str | None:
     return token
 
 
+def _port(env: Mapping[str, str], name: str) -> int | None:
+    if not env.get(name, "").strip():
+        return None
+    port = _int(env, name, 0, minimum=1)
+    if port > 65535:
+        raise ConfigError(f"{name} must be a TCP port (1-65535), got {port}")
+    return port
+
+
 def _optional(env: Mapping[str, str], name: str) -> str | None:
     value = env.get(name, "").strip()
     return value or None
@@ -188,6 +197,9 @@ class Settings:
     trusted_proxy_hops: int = 0
     refresh_limit_per_token: str = "10/hour"
     driver_action_limit_per_token: str = "60/minute"
+    # A worker node's /metrics (its main process): no server unless a port is given.
+    worker_metrics_port: int | None = None
+    worker_metrics_host: str = "127.0.0.1"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -269,6 +281,8 @@ class Settings:
             refresh_limit_per_token=_limit(env, "SMARTROUTE_REFRESH_LIMIT_PER_TOKEN", "10/hour"),
             driver_action_limit_per_token=_limit(
                 env, "SMARTROUTE_DRIVER_ACTION_LIMIT_PER_TOKEN", "60/minute"),
+            worker_metrics_port=_port(env, "SMARTROUTE_WORKER_METRICS_PORT"),
+            worker_metrics_host=env.get("SMARTROUTE_WORKER_METRICS_HOST") or "127.0.0.1",
         )
 
     @property

@@ -24,6 +24,7 @@ from smartroute.metrics import HTTP_REQUEST_DURATION, exposition
 from web import health
 from web.health import BROKER_TIMEOUT_S, CachedChecks, scraper_or_admin
 from web.runtime import runtime
+from workers import heartbeat
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +105,8 @@ class LiveCollector:
         except Exception as exc:  # The broker being down must not break the scrape.
             log.warning("queue depth unavailable: %s", exc.__class__.__name__)
         yield depth
+        yield GaugeMetricFamily("smartroute_workers_alive", "Worker nodes beating (heartbeat).",
+                                value=len(heartbeat.alive(self.runtime.redis, time.time())))
 
         stats = snapshots.load(self.runtime.redis, snapshots.STATS_KEY)
         if stats is not None:

@@ -25,10 +25,16 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from dispatch import tokens
 from dispatch.db import make_sessionmaker
-from dispatch.outbox import ADMIN_ROOM, driver_room, rider_room
+from dispatch.outbox import ADMIN_ROOM, BOOKING_UPDATED, NEW_ASSIGNMENT, driver_room, rider_room
 from smartroute import token_cache
 from smartroute.logs import configure_logging
-from smartroute.metrics import RELAY_CONNECTIONS, RELAY_REPLAYED, exposition
+from smartroute.metrics import (
+    RELAY_CONNECTIONS,
+    RELAY_PUSHES,
+    RELAY_REPLAYED,
+    exposition,
+    scrape_allowed,
+)
 from smartroute.push import CHANNEL, missed
 from smartroute.settings import Settings
 from web import database_engine
@@ -64,6 +70,23 @@ def rooms_for(user_id: int, role: str) -> list[str]:
     return [rider_room(user_id)]
 
 
+PUSH_EVENTS = (NEW_ASSIGNMENT, BOOKING_UPDATED)
+
+
+class CountingRedisManager(socketio_lib.RedisManager):
+    """python-socketio's Redis manager, counting the pushes it receives to emit.
+
+    Emits this relay makes itself (replays) come back through the channel too; they carry
+    its own host id and are counted as replays instead. Any other event name is "other", so
+    whatever reaches the channel cannot grow the number of series."""
+
+    def _handle_emit(self, message):
+        if message.get("host_id") != self.host_id:
+            event = message.get("event")
+            RELAY_PUSHES.labels(event if event in PUSH_EVENTS else "other").inc()
+        return super()._handle_emit(message)
+
+
 def create_relay(settings: Settings) -> tuple[Flask, SocketIO]:
     app = Flask(__name__)
     cache = redis.Redis.from_url(settings.redis_url, socket_timeout=5)
@@ -71,7 +94,7 @@ def create_relay(settings: Settings) -> tuple[Flask, SocketIO]:
         app,
         async_mode=settings.relay_async_mode,
         # Named explicitly: Flask-SocketIO would pick kombu for a unix:// Redis URL.
-        client_manager=socketio_lib.RedisManager(settings.redis_url, channel=CHANNEL),
+        client_manager=CountingRedisManager(settings.redis_url, channel=CHANNEL),
         # Same origin only unless origins are configured; never "*" (cross-site hijacking).
         # None is engine.io's "same origin only"; an empty list would switch the check off.
         cors_allowed_origins=list(settings.relay_cors_origins) or None,
@@ -159,6 +182,12 @@ def create_relay(settings: Settings) -> tuple[Flask, SocketIO]:
 
     @app.get("/metrics")
     def metrics():
+        # The same token as the API's /metrics; with none configured nobody may scrape.
+        if not scrape_allowed(settings.metrics_token, request.headers.get("Authorization")):
+            return ({"error": {"code": "unauthorized",
+                               "message": "/metrics needs Authorization: Bearer "
+                                          "<SMARTROUTE_METRICS_TOKEN>"}},
+                    401, {"WWW-Authenticate": 'Bearer realm="metrics"'})
         return Response(exposition(), mimetype=CONTENT_TYPE_LATEST)
 
     return app, socketio

@@ -2,6 +2,7 @@
 
 from smartroute.logs import configure_logging
 from smartroute.settings import Settings
+from workers import metrics_server  # noqa: F401 - serves the node's /metrics (worker_init)
 from workers.app import create_celery
 from workers.heartbeat import Heartbeat
 

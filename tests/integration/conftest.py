@@ -20,6 +20,9 @@ from tests.support import free_port, healthy, wait_for
 from workers.app import create_celery
 
 WORKER_PROCESSES = 4
+# What the tests present to read a /metrics endpoint (each asks for the metrics token).
+# The same token the test settings carry (tests/conftest.py), so either spelling reaches /metrics.
+METRICS_TOKEN = "test-metrics-token-for-health-and-metrics"
 START_TIMEOUT_S = 60
 # Retries come round quickly, so a test that waits on beat waits about a second.
 # Scheduled bookings are due at their pickup time, so a test waits seconds, not minutes.
@@ -44,6 +47,7 @@ STACK_TUNING = {
     "SMARTROUTE_AUTH_FAILURE_LIMIT_PER_ADDRESS": "100000/minute",
     "SMARTROUTE_REFRESH_LIMIT_PER_TOKEN": "100000/minute",
     "SMARTROUTE_DRIVER_ACTION_LIMIT_PER_TOKEN": "100000/minute",
+    "SMARTROUTE_METRICS_TOKEN": METRICS_TOKEN,
 }
 
 

@@ -17,7 +17,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration.conftest import new_user, online_driver
+from tests.integration.conftest import METRICS_TOKEN, new_user, online_driver
 from tests.support import wait_for
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -156,7 +156,8 @@ def test_a_driver_accepts_an_offer_in_the_console_and_the_admin_sees_it(admin, s
 
 def relay_actions_done(stack) -> dict[str, float]:
     """Driver actions the relay has carried out so far, by action."""
-    exposition = requests.get(f"{stack.relay_url}/metrics", timeout=10).text
+    exposition = requests.get(f"{stack.relay_url}/metrics", timeout=10,
+                              headers={"Authorization": f"Bearer {METRICS_TOKEN}"}).text
     return {sample.labels["action"]: sample.value
             for family in text_string_to_metric_families(exposition)
             if family.name == "smartroute_relay_driver_actions"

@@ -10,6 +10,7 @@ from dispatch import bookings as service
 from dispatch.dispatch_log import entries_for
 from dispatch.regions import region_for
 from dispatch.states import DRIVER_ACTIONS, Role
+from smartroute.metrics import BOOKINGS_CREATED
 from web.api import api, parse_body, parse_query
 from web.auth import actor, requires
 from web.errors import ApiError
@@ -60,6 +61,7 @@ def create_booking():
     )
     session.commit()
     if created:
+        BOOKINGS_CREATED.labels(booking.region).inc()
         enqueue_publish()
         enqueue_dispatch(booking)
     location = url_for("api.get_booking", booking_id=booking.id)
