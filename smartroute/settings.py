@@ -175,6 +175,9 @@ class Settings:
     publish_every_s: float = 1.0
     outbox_retention_s: int = 86400
 
+    # Push replay: how many events (by position) the replay streams keep behind the newest.
+    replay_events: int = 20000
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Read every SmartRoute variable from ``env`` (default: the process environment)."""
@@ -239,6 +242,7 @@ class Settings:
             relay_revalidate_every_s=_float(env, "SMARTROUTE_RELAY_REVALIDATE_EVERY_S", 5.0, 0.1),
             publish_every_s=_float(env, "SMARTROUTE_PUBLISH_EVERY_S", 1.0, 0.1),
             outbox_retention_s=_int(env, "SMARTROUTE_OUTBOX_RETENTION_S", 86400, minimum=60),
+            replay_events=_int(env, "SMARTROUTE_REPLAY_EVENTS", 20000, minimum=1),
         )
 
     @property
