@@ -102,7 +102,7 @@ def create_relay(settings: Settings) -> tuple[Flask, SocketIO]:
             error = {"code": "invalid_field", "field": "last_event_id",
                      "message": f"last_event_id must be a whole number from 0 to {MAX_EVENT_ID}"}
             emit("error", error, to=request.sid)
-            raise ConnectionRefusedError(error["message"], error)
+            raise socketio_lib.exceptions.ConnectionRefusedError(error["message"], error)
         rooms = rooms_for(identity.user_id, identity.role)
         for room in rooms:
             join_room(room)
