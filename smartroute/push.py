@@ -160,7 +160,8 @@ def catch_up(client: redis.Redis, rooms: list[str],
     *streams, (since, floor) = pipe.execute()
     if since is None:
         # This Redis has streamed nothing (it restarted empty, say): whatever came after
-        # the client's event is not here to replay.
+        # the client's event is not here to replay. That holds for 0 too ("everything"):
+        # positions may have been streamed to the Redis that was lost.
         return Resync("replay_log_reset", None)
     oldest = max(int(since), int(floor or 0))
     if after_event_id + 1 < oldest:

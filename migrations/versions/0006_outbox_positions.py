@@ -29,6 +29,10 @@ def upgrade() -> None:
         "pg_get_serial_sequence('outbox_events', 'id')::regclass), 0) + 1, false)"
     )
     op.add_column("outbox_events", sa.Column("position", sa.BigInteger(), nullable=True))
+    # Owned by the column, so TRUNCATE ... RESTART IDENTITY starts positions afresh along
+    # with ids (whoever does that empties the replay streams too, or the publisher stops
+    # loudly on the first position Redis refuses).
+    op.execute("ALTER SEQUENCE outbox_event_positions OWNED BY outbox_events.position")
     op.create_unique_constraint(op.f("uq_outbox_events_position"), "outbox_events",
                                 ["position"])
 
@@ -36,4 +40,4 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_constraint(op.f("uq_outbox_events_position"), "outbox_events", type_="unique")
     op.drop_column("outbox_events", "position")
-    op.execute("DROP SEQUENCE outbox_event_positions")
+    op.execute("DROP SEQUENCE IF EXISTS outbox_event_positions")  # Gone with the column.
