@@ -204,6 +204,9 @@ def refresh_health() -> dict:
 # batch so the next one gathers more, for at most PUBLISH_RUN_S; then it hands over.
 PUBLISH_GATHER_S = 0.02
 PUBLISH_RUN_S = 1.0
+# Asked to run again and again under a steady stream of commits, a task hands over to a
+# fresh message after this long, well inside Celery's soft time limit (celeryconfig).
+PUBLISH_TASK_S = 10.0
 
 
 @shared_task(name="workers.tasks.publish_outbox", acks_late=True, **RETRY)
@@ -223,6 +226,7 @@ def publish_outbox() -> int:
     """
     sent = 0
     handed_over = False
+    task_ends_at = time.monotonic() + PUBLISH_TASK_S
     while True:
         delivered, finished = _run()
         sent += delivered
@@ -234,6 +238,11 @@ def publish_outbox() -> int:
             continue
         handed_over = False
         if not asked_to_publish_again(cache()):
+            return sent
+        if time.monotonic() >= task_ends_at:
+            # The ask is taken, so it must be answered: by a new message, not coalesced
+            # away (no cache), that any worker may pick up.
+            request_publish(publish_outbox.app)
             return sent
 
 
