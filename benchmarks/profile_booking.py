@@ -119,8 +119,7 @@ def main() -> None:
     by_driver = {int(tokens.verify(settings.secret_key, t).user_id): t for t in driver_tokens}
 
     def publish():
-        with rt.sessions() as session, session.begin():
-            publisher.deliver_unsent(session, limit=500)
+        publisher.publish_batch(rt.sessions, 500)
 
     def batch():
         with rt.sessions() as session, session.begin():

@@ -20,6 +20,7 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    Sequence,
     String,
     Text,
     Time,
@@ -282,11 +283,16 @@ class DispatchLogEntry(Base):
     __table_args__ = (Index("ix_dispatch_log_booking_id", "booking_id"),)
 
 
+# Positions are taken by the publisher alone, never at INSERT (dispatch/outbox.py).
+OUTBOX_POSITIONS = Sequence("outbox_event_positions", metadata=Base.metadata)
+
+
 class OutboxEvent(Base):
     """A push to deliver, written in the transaction of the change it announces.
 
-    The publisher sends unsent rows in id order and marks them sent; the id is the
-    ``event_id`` clients see, so a reconnecting client can ask for what came after.
+    The publisher gives committed unsent rows a ``position`` and commits it, then sends
+    them in position order and marks them sent. The position is the ``event_id`` clients
+    see, so a reconnecting client can ask for what came after.
     """
 
     __tablename__ = "outbox_events"
@@ -300,6 +306,8 @@ class OutboxEvent(Base):
     payload: Mapped[dict] = mapped_column(JSONB)
     created_at: Mapped[dt.datetime] = mapped_column(Timestamp, server_default=func.now())
     sent_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)
+    # The order of publication; NULL until the publisher reaches the row.
+    position: Mapped[int | None] = mapped_column(BigInteger, unique=True)
 
     __table_args__ = (
         Index("ix_outbox_events_unsent", "id", postgresql_where=text("sent_at IS NULL")),

@@ -1,24 +1,33 @@
 """The outbox: every push a status change causes, written in that change's transaction.
 
 Socket.IO delivers at most once, so the row, not the emit, is the promise. A publisher
-sends unsent rows in id order and marks them sent; a client that was away asks for
-everything after the last ``event_id`` it saw.
+gives committed unsent rows a ``position`` (the order of publication), commits that, then
+sends them in position order and marks them sent; a client that was away asks for
+everything after the last ``event_id`` (a position) it saw.
+
+Ids cannot serve as that order: an id is taken at INSERT, and transactions commit in any
+order, so id 100 may commit after id 101 has been sent. A position is handed out only to
+rows already committed, under the publisher lock, so each one is larger than every
+position sent before it.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import bindparam, delete, func, select, text, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
+from sqlalchemy.types import BigInteger
 
-from dispatch.models import Booking, OutboxEvent
+from dispatch.models import OUTBOX_POSITIONS, Booking, OutboxEvent
 from dispatch.states import Status
 
 ADMIN_ROOM = "admin_dashboard"
 NEW_ASSIGNMENT = "new_assignment"
 BOOKING_UPDATED = "booking_updated"
-# One publisher at a time keeps delivery in event_id order (a transaction-scoped lock).
+# One publisher at a time hands out positions and delivers in their order (a
+# transaction-scoped lock).
 PUBLISHER_LOCK = 0x5352_4F55  # "SROU"
 
 
@@ -39,19 +48,39 @@ def pushes(booking: Booking) -> list[tuple[str, str]]:
     return rows
 
 
-def claim_unsent(session: Session, limit: int = 500) -> list[OutboxEvent]:
-    """The oldest unsent events, for this transaction's publisher alone.
+def try_lock(session: Session) -> bool:
+    """Take the publisher lock for this transaction, or return False at once if another
+    publisher holds it (it is never waited for: a waiting publisher would hold a worker)."""
+    return bool(session.scalar(select(func.pg_try_advisory_xact_lock(PUBLISHER_LOCK))))
 
-    Waits for a publisher already at work rather than leaving to it: that one read its
-    rows before events committed since, and publish requests are coalesced, so nobody
-    else may be coming for those. A publisher stalled inside its transaction is ended by
-    PostgreSQL (``idle_in_transaction_session_timeout``), so the wait is bounded.
-    """
-    session.execute(select(func.pg_advisory_xact_lock(PUBLISHER_LOCK)))
-    return list(session.execute(
-        select(OutboxEvent).where(OutboxEvent.sent_at.is_(None)).order_by(OutboxEvent.id)
-        .limit(limit)
-    ).scalars())
+
+def assign_positions(session: Session, limit: int = 500) -> int:
+    """Give the oldest committed unsent rows without one the next positions, in id order;
+    how many. The caller holds the publisher lock and commits before delivering them."""
+    ids = list(session.scalars(
+        select(OutboxEvent.id).where(OutboxEvent.sent_at.is_(None), OutboxEvent.position.is_(None))
+        .order_by(OutboxEvent.id).limit(limit)))
+    if not ids:
+        return 0
+    # The sequence hands out values in any order within one statement; sorting them here
+    # makes the id order the position order without relying on how a query is executed.
+    positions = sorted(session.scalars(
+        select(OUTBOX_POSITIONS.next_value()).select_from(func.generate_series(1, len(ids)))))
+    arrays = ARRAY(BigInteger)
+    session.execute(text(
+        "UPDATE outbox_events o SET position = v.position FROM "
+        "(SELECT unnest(:ids) AS id, unnest(:positions) AS position) v WHERE o.id = v.id"
+    ).bindparams(bindparam("ids", type_=arrays), bindparam("positions", type_=arrays)),
+        {"ids": ids, "positions": positions})
+    return len(ids)
+
+
+def claim_positioned(session: Session, limit: int = 500) -> list[OutboxEvent]:
+    """The unsent rows that have a position, in position order, for the lock holder."""
+    return list(session.scalars(
+        select(OutboxEvent)
+        .where(OutboxEvent.sent_at.is_(None), OutboxEvent.position.is_not(None))
+        .order_by(OutboxEvent.position).limit(limit)))
 
 
 def mark_sent(session: Session, ids: list[int], now: dt.datetime) -> None:
@@ -75,7 +104,10 @@ def prune(session: Session, *, sent_before: dt.datetime) -> int:
 
 
 def message(row: OutboxEvent) -> dict:
-    """What a client receives: the booking as of the change, and the event's id."""
-    return row.payload | {"event_id": row.id}
+    """What a client receives: the booking as of the change, and the event's id (its
+    position: the order clients see events in and name on reconnect)."""
+    if row.position is None:
+        raise ValueError(f"outbox event {row.id} has no position yet")
+    return row.payload | {"event_id": row.position}
 
 

@@ -116,3 +116,8 @@ def instrument_pool(engine, component: str) -> None:
     gauge = DATABASE_CONNECTIONS_ACTIVE.labels(component)
     event.listen(engine, "checkout", lambda *_: gauge.inc())
     event.listen(engine, "checkin", lambda *_: gauge.dec())
+
+# A reconnecting client told to reload its state over HTTP instead of a replay, by reason
+# (older than the replay window, a replay log reset, Redis unavailable).
+RELAY_RESYNCS = Counter("smartroute_relay_resyncs_total",
+                        "Reconnecting clients told to resync instead of replaying.", ["reason"])

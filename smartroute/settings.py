@@ -200,6 +200,8 @@ class Settings:
     # A worker node's /metrics (its main process): no server unless a port is given.
     worker_metrics_port: int | None = None
     worker_metrics_host: str = "127.0.0.1"
+    # Push replay: how many events (by position) the replay streams keep behind the newest.
+    replay_events: int = 20000
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -283,6 +285,7 @@ class Settings:
                 env, "SMARTROUTE_DRIVER_ACTION_LIMIT_PER_TOKEN", "60/minute"),
             worker_metrics_port=_port(env, "SMARTROUTE_WORKER_METRICS_PORT"),
             worker_metrics_host=env.get("SMARTROUTE_WORKER_METRICS_HOST") or "127.0.0.1",
+            replay_events=_int(env, "SMARTROUTE_REPLAY_EVENTS", 20000, minimum=1),
         )
 
     @property

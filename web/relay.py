@@ -32,10 +32,11 @@ from smartroute.metrics import (
     RELAY_CONNECTIONS,
     RELAY_PUSHES,
     RELAY_REPLAYED,
+    RELAY_RESYNCS,
     exposition,
     scrape_allowed,
 )
-from smartroute.push import CHANNEL, missed
+from smartroute.push import CHANNEL, MAX_EVENT_ID, Resync, catch_up, valid_event_id
 from smartroute.settings import Settings
 from web import database_engine
 from web.relay_actions import DriverActions, Identity
@@ -117,17 +118,41 @@ def create_relay(settings: Settings) -> tuple[Flask, SocketIO]:
         identity = identify(settings, cache, token)
         if identity is None:
             raise ConnectionRefusedError("unauthorized: a valid token is required in auth")
-        identities[request.sid] = identity
+        last = auth.get("last_event_id")
+        if last is not None and not valid_event_id(last):
+            # Refused before anything is registered for the connection, so nothing is
+            # left behind; the error event reaches clients that read events before the
+            # connection is accepted, the refusal's data reaches every client.
+            error = {"code": "invalid_field", "field": "last_event_id",
+                     "message": f"last_event_id must be a whole number from 0 to {MAX_EVENT_ID}"}
+            emit("error", error, to=request.sid)
+            raise socketio_lib.exceptions.ConnectionRefusedError(error["message"], error)
         rooms = rooms_for(identity.user_id, identity.role)
         for room in rooms:
             join_room(room)
+        if last is not None:
+            # The rooms are joined first: an event published meanwhile arrives live, or in
+            # the replay, or both (clients drop copies by event_id), never in neither.
+            replay(last, rooms)
+        identities[request.sid] = identity
         RELAY_CONNECTIONS.labels(identity.role).inc()
-        last = auth.get("last_event_id")
-        if isinstance(last, int) and not isinstance(last, bool) and last >= 0:
-            backlog = sorted(e for room in rooms for e in missed(cache, room, last))
-            for _event_id, event, data in backlog:
-                emit(event, data, to=request.sid)
-            RELAY_REPLAYED.inc(len(backlog))
+
+    def replay(last: int, rooms: list[str]) -> None:
+        try:
+            backlog = catch_up(cache, rooms, last)
+        except (redis.RedisError, OSError) as exc:
+            log.warning("replay skipped: %s", exc.__class__.__name__)
+            backlog = Resync("replay_unavailable", None)
+        if isinstance(backlog, Resync):
+            # A partial replay would look complete; the client reloads its state instead.
+            emit("resync_required", {"reason": backlog.reason,
+                                     "oldest_event_id": backlog.oldest_event_id},
+                 to=request.sid)
+            RELAY_RESYNCS.labels(backlog.reason).inc()
+            return
+        for _event_id, event, data in backlog:
+            emit(event, data, to=request.sid)
+        RELAY_REPLAYED.inc(len(backlog))
 
     @socketio.on("disconnect")
     def disconnect(*_args):

@@ -99,4 +99,6 @@ def driver_index() -> RedisDriverIndex:
 
 @functools.cache
 def publisher() -> Publisher:
-    return Publisher(settings().redis_url)
+    s = settings()
+    return Publisher(s.redis_url, replay_events=s.replay_events,
+                     replay_ttl_s=s.outbox_retention_s)

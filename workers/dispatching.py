@@ -105,6 +105,27 @@ def publish_finished(cache: redis.Redis) -> None:
         cache.delete(PUBLISH_SCHEDULED)
 
 
+PUBLISH_AGAIN = "smartroute:publish-again"
+# It stands for one more run by whoever holds the publisher lock, which ends well within
+# this; the expiry only tidies a flag whose holder died (beat's publish covers that).
+PUBLISH_AGAIN_MS = 60_000
+
+
+def ask_to_publish_again(cache: redis.Redis) -> None:
+    """Ask the publisher holding the lock to run once more after it lets go. Never raises:
+    without Redis, beat's periodic publish catches up."""
+    with contextlib.suppress(redis.RedisError, OSError):
+        cache.set(PUBLISH_AGAIN, 1, px=PUBLISH_AGAIN_MS)
+
+
+def asked_to_publish_again(cache: redis.Redis) -> bool:
+    """Whether a publisher that found the lock held asked for another run; clears the ask."""
+    try:
+        return cache.getdel(PUBLISH_AGAIN) is not None
+    except (redis.RedisError, OSError):
+        return False
+
+
 def request_follow_up(app: Celery, cache: redis.Redis | None, booking, window_s: float) -> None:
     """After a driver's action on ``booking`` commits, wherever it came from (the API or the
     relay): push the change, and have the booking matched again if it went back to

@@ -32,7 +32,13 @@ from workers.context import (
     sessions,
     settings,
 )
-from workers.dispatching import publish_finished, request_dispatch, request_publish
+from workers.dispatching import (
+    ask_to_publish_again,
+    asked_to_publish_again,
+    publish_finished,
+    request_dispatch,
+    request_publish,
+)
 from workers.queues import queue_depths
 
 log = logging.getLogger(__name__)
@@ -200,36 +206,79 @@ def refresh_health() -> dict:
 # batch so the next one gathers more, for at most PUBLISH_RUN_S; then it hands over.
 PUBLISH_GATHER_S = 0.02
 PUBLISH_RUN_S = 1.0
+# Asked to run again and again under a steady stream of commits, a task hands over to a
+# fresh message after this long, well inside Celery's soft time limit (celeryconfig).
+PUBLISH_TASK_S = 10.0
 
 
 @shared_task(name="workers.tasks.publish_outbox", acks_late=True, **RETRY)
 def publish_outbox() -> int:
-    """Send unsent pushes in event_id order, and mark them sent. One publisher at a time.
+    """Send unsent pushes in publication order, and mark them sent. One publisher at a time,
+    and none waits for another: a publisher that finds the lock held leaves the work to
+    its holder and frees its worker at once.
+
+    The hand-over cannot lose a wake-up. A publisher that finds the lock held sets the
+    "publish again" flag and only then tries the lock once more; the holder, after it lets
+    go, reads and clears the flag and runs again if it was set. If the second try fails,
+    someone held the lock after the flag was set, so that holder's check, made after it
+    lets go, sees the flag (or a later holder's does) and runs again, reading after this
+    publisher's events committed. If the second try succeeds, this publisher runs itself.
+    Either way those events are read by a run that starts after they committed. Without
+    Redis the flag is lost, and beat's periodic publish catches up instead.
+    """
+    sent = 0
+    handed_over = False
+    task_ends_at = time.monotonic() + PUBLISH_TASK_S
+    while True:
+        delivered, finished = _run()
+        sent += delivered
+        if not finished:
+            if handed_over:
+                return sent  # The holder will see the flag.
+            ask_to_publish_again(cache())
+            handed_over = True
+            continue
+        handed_over = False
+        if not asked_to_publish_again(cache()):
+            return sent
+        if time.monotonic() >= task_ends_at:
+            # The ask is taken, so it must be answered: by a new message, not coalesced
+            # away (no cache), that any worker may pick up.
+            request_publish(publish_outbox.app)
+            return sent
+
+
+def _run() -> tuple[int, bool]:
+    """One publisher run: how many events it sent, and whether it finished (False when
+    another publisher held the lock).
 
     While it runs, commits do not ask for another run (workers.dispatching); it reads
     again until a read finds nothing, or its time is up. Then it lets commits ask again
-    and reads once more: a commit that did not ask committed before that, so that last
-    read has it. A busy engine thus sends a handful of publish messages a second, not one
-    per commit, without holding any message back.
+    and reads until a read finds nothing: a commit that did not ask committed before
+    that, so that last read has it. A busy engine thus sends a handful of publish
+    messages a second, not one per commit, without holding any message back.
     """
     sent = 0
     ends_at = time.monotonic() + PUBLISH_RUN_S
-    while (delivered := _deliver_unsent()) and time.monotonic() < ends_at:
+    while delivered := _publish_batch():
         sent += delivered
+        if time.monotonic() >= ends_at:
+            break
         if delivered < OUTBOX_BATCH:
             time.sleep(PUBLISH_GATHER_S)
-    sent += delivered
+    if delivered is None:
+        return sent, False
     publish_finished(cache())
-    while delivered := _deliver_unsent():
+    while delivered := _publish_batch():
         sent += delivered
-    return sent
+    return sent, delivered is not None
 
 
-def _deliver_unsent() -> int:
-    """One batch of the oldest unsent events, delivered and marked sent; how many."""
-    with sessions()() as session, session.begin():
-        delivered = publisher().deliver_unsent(session, OUTBOX_BATCH)
-    PUSHES.inc(delivered)
+def _publish_batch() -> int | None:
+    """One batch positioned, then delivered and marked sent; how many (None: lock held)."""
+    delivered = publisher().publish_batch(sessions(), OUTBOX_BATCH)
+    if delivered:
+        PUSHES.inc(delivered)
     return delivered
 
 

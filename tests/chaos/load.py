@@ -95,6 +95,8 @@ class Driver:
         self.sio = socketio.Client(reconnection=True, reconnection_delay=0.2,
                                    reconnection_delay_max=1)
         self.sio.on("new_assignment", self._offered)
+        # The relay could not replay what this driver missed: its offer is in its state.
+        self.sio.on("resync_required", lambda _data: self._fetch_offer())
         self.sio.connect(relay_url, transports=["websocket"], wait_timeout=10,
                          auth=lambda: {"token": client.token, "last_event_id": self.last_event_id})
         self.threads = [threading.Thread(target=self._work, daemon=True),

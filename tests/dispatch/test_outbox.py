@@ -22,46 +22,36 @@ def test_each_change_queues_its_pushes_in_the_same_transaction(session, now):
         (f"rider_{rider.id}", "booking_updated", "assigned"),
         (f"driver_{driver.user_id}", "new_assignment", "assigned"),
     ]
-    assert outbox.message(rows[-1])["event_id"] == rows[-1].id
+    # Clients see positions, which only the publisher hands out.
+    with pytest.raises(ValueError):
+        outbox.message(rows[-1])
 
 
-def test_unsent_events_are_claimed_in_order_then_marked_and_pruned(session, now):
+def test_positions_follow_ids_among_committed_rows_then_rows_are_marked_and_pruned(
+        session, now):
     make.booking(session, make.rider(session), now=now)
-    claimed = outbox.claim_unsent(session)
+    assert outbox.try_lock(session)
+    assert outbox.assign_positions(session) == 2
+    claimed = outbox.claim_positioned(session)
     assert [r.id for r in claimed] == sorted(r.id for r in claimed) and len(claimed) == 2
+    assert claimed[1].position == claimed[0].position + 1
+    assert outbox.message(claimed[0])["event_id"] == claimed[0].position
+    assert outbox.assign_positions(session) == 0  # Each row gets one position, once.
     # created_at is the database's clock, a hair away from the test's.
     assert outbox.oldest_unsent_age_s(session, now + dt.timedelta(seconds=3)) == \
         pytest.approx(3, abs=0.5)
     outbox.mark_sent(session, [r.id for r in claimed], now)
-    assert outbox.claim_unsent(session) == []
+    assert outbox.claim_positioned(session) == []
     assert outbox.oldest_unsent_age_s(session, now) == 0
     assert outbox.prune(session, sent_before=now) == 0  # Not yet past the retention.
     assert outbox.prune(session, sent_before=now + dt.timedelta(seconds=1)) == 2
 
 
-def test_a_second_publisher_waits_and_then_sees_what_committed_meanwhile(
-        committed_sessions, clean_db, engine, now):
-    """Publish requests are coalesced, so a publisher that finds another at work must not
-    leave to it: that one read its rows before the newer events committed."""
-    import threading
-
-    from tests.support import wait_for, waiting_on_locks
-
+def test_a_second_publisher_does_not_wait_for_the_lock(committed_sessions, now):
+    """A publisher waiting for the lock would hold a worker slot; it leaves at once."""
     with committed_sessions() as first, first.begin():
-        assert outbox.claim_unsent(first) == []
-        with committed_sessions.begin() as s:
-            make.booking(s, make.rider(s), now=now)  # Commits two events meanwhile.
-        second: list = []
-        waiter = threading.Thread(target=lambda: _claim_in_new_transaction(
-            committed_sessions, second))
-        waiter.start()
-        wait_for(lambda: waiting_on_locks(engine, "smartroute-tests", "advisory") == 1, 10,
-                 "the second publisher to wait for the lock")
-        assert not second
-    waiter.join(timeout=10)
-    assert [r.event for r in second[0]] == ["booking_updated", "booking_updated"]
-
-
-def _claim_in_new_transaction(sessions, out: list) -> None:
-    with sessions() as session, session.begin():
-        out.append(outbox.claim_unsent(session))
+        assert outbox.try_lock(first)
+        with committed_sessions() as second, second.begin():
+            assert not outbox.try_lock(second)
+    with committed_sessions() as third, third.begin():
+        assert outbox.try_lock(third)  # Released with the holder's transaction.

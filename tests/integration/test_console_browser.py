@@ -226,3 +226,39 @@ def test_the_driver_console_catches_up_by_itself_after_the_relay_comes_back(admi
     screenshot(console, "driver-console-after-reconnect")
     assert console.errors == [] or all("WebSocket" in e or "ERR_CONNECTION" in e
                                        for e in console.errors), console.errors
+
+
+def test_the_driver_console_reloads_over_http_when_the_relay_cannot_replay(admin, stack,
+                                                                           pages):
+    import redis
+
+    from smartroute.push import REPLAY_PREFIX
+
+    console = pages((480, 900))
+    handshakes = []  # The auth payload of each Socket.IO CONNECT the page sends.
+
+    def watch(socket):
+        socket.on("framesent", lambda frame: isinstance(frame, str) and frame.startswith("40{")
+                  and handshakes.append(json.loads(frame[2:])))
+
+    console.on("websocket", watch)
+    driver = online_driver(admin, CENTRE[0] + 0.002, CENTRE[1])
+    sign_in(console, stack.url, "/driver", driver.token)
+    rider = new_user(admin, "rider")
+    booking_id = rider.call("POST", "/v1/bookings", expect=202, json=TRIP)["id"]
+    console.wait_for_function(f"{LAST_EVENT} > 0")  # The offer came as a push.
+    last_event = console.evaluate(LAST_EVENT)
+
+    # The relay's replay log is lost (a Redis restart), then the page reconnects.
+    cache = redis.Redis.from_url(stack.settings.redis_url)
+    cache.delete(*cache.keys(REPLAY_PREFIX + "*"))
+    console.reload()
+    expect(console.locator("#relay-status")).to_have_text("Live")
+    assert handshakes[-1] == {"token": driver.token, "last_event_id": last_event}
+    # Told to resync: the page forgets the place it can no longer replay from, and shows
+    # the offer from GET /v1/drivers/me.
+    console.wait_for_function(
+        "sessionStorage.getItem('smartroute.driver.last_event_id') === null")
+    expect(console.locator("#ride")).to_have_attribute("data-booking-id", str(booking_id))
+    expect(console.locator("#ride")).to_have_attribute("data-status", "assigned")
+    assert console.errors == [], console.errors

@@ -28,7 +28,16 @@ async function start() {
   await enterConsole(signIn, {
     panel: "#dashboard", refresh, pollMs: POLL_MS, notYours: "That token is not an admin's.",
     events: { booking_updated: onBookingUpdated },
+    onResync: resync,
   });
+}
+
+// The relay could not replay what this page missed: a booking that closed meanwhile would
+// stay in the table as it was, so the table is rebuilt from the API's open bookings.
+async function resync() {
+  bookings.clear();
+  $("#feed").replaceChildren();
+  await refresh();
 }
 
 async function refresh() {

@@ -22,6 +22,9 @@ export class SignIn {
     return raw === null ? null : Number(raw);
   }
   set lastEventId(value) { sessionStorage.setItem(`${this.key}.last_event_id`, String(value)); }
+  // After a resync the page holds no replayable place: it asks for no replay until the
+  // next push gives it one.
+  forgetLastEventId() { sessionStorage.removeItem(`${this.key}.last_event_id`); }
   clear() {
     sessionStorage.removeItem(`${this.key}.token`);
     sessionStorage.removeItem(`${this.key}.last_event_id`);
@@ -49,8 +52,10 @@ export async function call(token, method, path, body) {
 
 // A Socket.IO connection to the relay. On every (re)connection the auth payload carries
 // the last event_id seen, and the relay replays what came after it: a dropped connection
-// or a reloaded page misses nothing. Delivery is at least once, so copies are dropped by
-// event_id (a set, not "greater than the last", since commits may publish out of id order).
+// or a reloaded page misses nothing. When the relay's replay cannot cover that much (the
+// client was away too long, or the relay's log was lost) it sends resync_required instead,
+// and the page reloads its state over HTTP. Delivery is at least once, so copies are
+// dropped by event_id.
 export function connectRelay(url, signIn, handlers) {
   const seen = new Set();
   const socket = window.io(url, {
@@ -74,9 +79,23 @@ export function connectRelay(url, signIn, handlers) {
   for (const [event, handler] of Object.entries(handlers.events || {})) {
     socket.on(event, (data) => { if (fresh(data)) handler(data); });
   }
+  socket.on("resync_required", () => {
+    signIn.forgetLastEventId();
+    seen.clear();
+    handlers.onResync?.();
+  });
   socket.on("connect", () => handlers.onStatus?.("live"));
   socket.on("disconnect", () => handlers.onStatus?.("reconnecting"));
-  socket.on("connect_error", (error) => handlers.onStatus?.("offline", error.message));
+  socket.on("connect_error", (error) => {
+    handlers.onStatus?.("offline", error.message);
+    // A refused last_event_id (a stored value gone bad) would be refused again on every
+    // try, and a refusal is not retried by itself: drop it, and connect without a replay.
+    if (error.data?.field === "last_event_id" && signIn.lastEventId !== null) {
+      signIn.forgetLastEventId();
+      handlers.onResync?.();
+      socket.connect();
+    }
+  });
   return socket;
 }
 
@@ -84,7 +103,10 @@ export function connectRelay(url, signIn, handlers) {
 // the one kept from the last visit; the page's first refresh tries it. Then the page goes
 // live: pushes through the relay, and a refresh every pollMs for what no push says (and
 // after every reconnection, since the relay replays only what its streams still hold).
-export async function enterConsole(signIn, { panel, refresh, events, notYours, pollMs, onLive }) {
+// onResync (default: refresh) reloads what the page shows when the relay cannot replay.
+export async function enterConsole(signIn, {
+  panel, refresh, events, notYours, pollMs, onLive, onResync = refresh,
+}) {
   const config = await loadConfig();
   const open = async () => {
     try {
@@ -99,6 +121,7 @@ export async function enterConsole(signIn, { panel, refresh, events, notYours, p
     $(panel).hidden = $("#relay-status").hidden = $("#sign-out").hidden = false;
     const socket = connectRelay(config.relay_url, signIn, {
       events,
+      onResync: () => onResync().catch(() => {}),
       onStatus: (status, detail) => {
         showRelayStatus($("#relay-status"), status, detail);
         if (status === "live") refresh().catch(() => {});

@@ -35,6 +35,8 @@ async function start() {
     panel: "#console", refresh, pollMs: POLL_MS, notYours: "That token is not a driver's.",
     events: { new_assignment: onOffer },
     onLive: (socket) => { relay = socket; setInterval(tick, 250); },
+    // An offer the relay could not replay is in GET /v1/drivers/me, taken as the truth.
+    onResync: () => { lastPushAt = 0; return refresh(); },
   });
 }
 
