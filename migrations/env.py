@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from alembic import context
-from sqlalchemy import create_engine, pool, text
+from sqlalchemy import create_engine, event, pool
 
 from dispatch.db import sqlalchemy_url
 from dispatch.models import Base
@@ -27,16 +27,26 @@ def run_migrations_offline() -> None:
         context.run_migrations()
 
 
+def _no_statement_timeout(connection) -> None:
+    # A migration may rewrite or index a whole table: the role's statement_timeout, meant for
+    # requests and tasks, must not cut it off halfway (and roll it back). LOCAL: only this
+    # transaction, so a connection handed in by the caller keeps its own setting. The role's
+    # lock_timeout still holds, so a migration stuck behind a long transaction fails rather
+    # than queueing every request behind the lock it waits for; run it again.
+    if connection.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
+        connection.exec_driver_sql("SET LOCAL statement_timeout = 0")
+
+
 def _migrate(connection) -> None:
-    context.configure(connection=connection, target_metadata=target_metadata)
-    with context.begin_transaction():
-        # A migration may rewrite or index a whole table: the role's statement_timeout,
-        # meant for requests and tasks, must not cut it off halfway (and roll it back).
-        # LOCAL: only this transaction. The role's lock_timeout still holds, so a migration
-        # stuck behind a long transaction fails rather than queueing every request behind
-        # the lock it waits for; run it again.
-        connection.execute(text("SET LOCAL statement_timeout = 0"))
-        context.run_migrations()
+    # On every transaction Alembic opens on this connection: one per run, but a migration's
+    # autocommit block (CREATE INDEX CONCURRENTLY) ends it and a new one follows.
+    event.listen(connection, "begin", _no_statement_timeout)
+    try:
+        context.configure(connection=connection, target_metadata=target_metadata)
+        with context.begin_transaction():
+            context.run_migrations()
+    finally:
+        event.remove(connection, "begin", _no_statement_timeout)
 
 
 def run_migrations_online() -> None:

@@ -152,3 +152,29 @@ def test_a_lock_timeout_is_a_503_on_the_api_not_a_500(settings, limited_url, lim
     finally:
         runtime.engine.dispose()
         runtime.read_sessions.kw["bind"].dispose()
+
+
+@pytest.mark.slow
+def test_migrations_are_not_cut_short_by_the_roles_statement_timeout(settings):
+    # A database whose migrations have real work to do: 0004 copies every user's token
+    # over (and back on the way down), far longer than this role's 50 ms statement timeout.
+    url = _database(settings, "smartroute_migration_timeout_test")
+    migrate.upgrade(url, settings=Settings())
+    engine = _raw(url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("SET LOCAL statement_timeout = 0"))
+            conn.execute(text("TRUNCATE users RESTART IDENTITY CASCADE"))
+            conn.execute(text("INSERT INTO users (name, role) "
+                              "SELECT 'rider ' || g, 'rider' FROM generate_series(1, 100000) g"))
+            conn.execute(text("ALTER ROLE CURRENT_USER IN DATABASE "
+                              "smartroute_migration_timeout_test SET statement_timeout = 50"))
+        migrate.downgrade(url, "0003")
+        migrate.upgrade(url, settings=Settings())
+        with engine.connect() as conn:
+            assert conn.scalar(text("SELECT count(*) FROM access_tokens")) == 100000
+    finally:
+        with engine.begin() as conn:
+            conn.execute(text("SET LOCAL statement_timeout = 0"))
+            conn.execute(text("TRUNCATE users RESTART IDENTITY CASCADE"))
+        engine.dispose()
