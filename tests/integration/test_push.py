@@ -67,7 +67,7 @@ def test_a_revoked_token_loses_its_connection_and_cannot_reconnect(admin, listen
     assert bystander.client.connected
 
 
-def test_the_relay_refuses_expired_and_forged_tokens(admin, stack, committed_sessions):
+def test_the_relay_checks_signature_and_expiry_itself(admin, stack, committed_sessions):
     """Planted cache entries are tests/security's; here, the relay's own checks."""
     driver = online_driver(admin, *CENTRE)
     with committed_sessions.begin() as s:
