@@ -174,9 +174,9 @@ def ended_sessions(sessions: sessionmaker[Session],
     if not current:
         return []
     with sessions() as session:
-        live = tokens.live_token_ids(session, {i.token_id for _, i in current})
+        ended = tokens.ended_token_ids(session, {i.token_id for _, i in current})
     return [sid for sid, identity in current
-            if identity.token_id not in live or identity.expired(now)]
+            if identity.token_id in ended or identity.expired(now)]
 
 
 def main() -> None:

@@ -18,8 +18,7 @@ import pytest
 from smartroute.cli import relay_argv
 from smartroute.embedded import redis_socket_path, start_redis, stop_redis
 from tests.support import free_port, healthy, wait_for
-from tests.web.conftest import Api, app  # noqa: F401 - fixtures shared with tests/web.
-from tests.web.conftest import api as api  # noqa: F401
+from tests.web.conftest import api, app  # noqa: F401 - fixtures shared with tests/web.
 
 START_TIMEOUT_S = 60
 
