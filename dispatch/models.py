@@ -87,6 +87,9 @@ class AccessToken(Base):
     issued_at: Mapped[dt.datetime] = mapped_column(Timestamp, server_default=func.now())
     expires_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)
     revoked_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)
+    # When the holder first signed in: a refresh carries it over to the new token, so a
+    # stolen token cannot be refreshed past the family's maximum lifetime.
+    session_started_at: Mapped[dt.datetime] = mapped_column(Timestamp, server_default=func.now())
 
     __table_args__ = (
         CheckConstraint("expires_at IS NULL OR expires_at > issued_at", name="expires_after_issue"),
@@ -96,6 +99,7 @@ class AccessToken(Base):
         Index("ix_access_tokens_expires_at", "expires_at"),
         Index("ix_access_tokens_revoked_at", "revoked_at",
               postgresql_where=text("revoked_at IS NOT NULL")),
+        CheckConstraint("session_started_at <= issued_at", name="session_started_before_issue"),
     )
 
 

@@ -16,10 +16,12 @@ import datetime as dt
 import functools
 import hashlib
 import secrets
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import jwt
-from sqlalchemy import func, select, update
+from sqlalchemy import BigInteger, bindparam, func, select, text, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from dispatch.models import AccessToken, User
@@ -95,13 +97,19 @@ def _verified(secret: str, token: str) -> Claims | None:
 
 
 def issue(session: Session, user: User, secret: str, ttl_s: int,
-          now: dt.datetime | None = None) -> tuple[str, AccessToken]:
-    """A new signed token for ``user``, valid for ``ttl_s`` seconds. The caller commits."""
+          now: dt.datetime | None = None, *,
+          session_started_at: dt.datetime | None = None,
+          not_after: dt.datetime | None = None) -> tuple[str, AccessToken]:
+    """A new signed token for ``user``, valid for ``ttl_s`` seconds (and never past
+    ``not_after``). It starts a new family unless ``session_started_at`` carries one over.
+    The caller commits."""
     now = (now or dt.datetime.now(dt.UTC)).replace(microsecond=0)
     expires_at = now + dt.timedelta(seconds=ttl_s)
+    if not_after is not None:
+        expires_at = min(expires_at, not_after)
     # The row id goes into the token, so the row exists first; its hash follows.
     row = AccessToken(user_id=user.id, token_hash=new_secret(), issued_at=now,
-                      expires_at=expires_at)
+                      expires_at=expires_at, session_started_at=session_started_at or now)
     session.add(row)
     session.flush()
     token = sign(secret, user.id, user.role, row.id, now, expires_at)
@@ -142,6 +150,61 @@ def revoke(session: Session, user_id: int, token_id: int | None = None) -> list[
     if token_id is not None:
         statement = statement.where(AccessToken.id == token_id)
     return list(session.scalars(statement))
+
+
+def rotate(session: Session, user: User, token_id: int, secret: str, ttl_s: int,
+           max_lifetime_s: int, now: dt.datetime | None = None
+           ) -> tuple[str, AccessToken, str] | None:
+    """Refresh: revoke token ``token_id`` and issue its successor in the same family.
+
+    Returns the new token, its row and the old token's hash; None if the old token is no
+    longer live (revoked, expired, or refreshed already by a concurrent request) or its
+    family has reached ``max_lifetime_s``. The successor never outlives the family. The
+    revocation is a compare-and-set, so two refreshes of one token cannot both succeed.
+    The caller commits, so the revocation and the new token stand or fall together.
+    """
+    now = (now or dt.datetime.now(dt.UTC)).replace(microsecond=0)
+    old = session.execute(
+        update(AccessToken)
+        .where(AccessToken.id == token_id, AccessToken.user_id == user.id,
+               AccessToken.revoked_at.is_(None), AccessToken.expires_at.is_not(None),
+               AccessToken.expires_at > func.now())
+        .values(revoked_at=func.greatest(func.now(), AccessToken.issued_at))
+        .returning(AccessToken.token_hash, AccessToken.session_started_at)
+    ).one_or_none()
+    if old is None:
+        return None
+    old_hash, started = old
+    not_after = started + dt.timedelta(seconds=max_lifetime_s)
+    if not_after <= now:
+        return None
+    token, row = issue(session, user, secret, ttl_s, now, session_started_at=started,
+                       not_after=not_after)
+    return token, row, old_hash
+
+
+def ended_token_ids(session: Session, token_ids: Iterable[int]) -> set[int]:
+    """Which of these tokens are no longer live (revoked, expired or gone): one query over
+    the primary key, which answers only with the few that ended, however many are asked."""
+    ids = sorted(set(token_ids))
+    if not ids:
+        return set()
+    # One array parameter rather than one per id: a relay may hold thousands.
+    return set(session.scalars(text(
+        "SELECT asked.id FROM unnest(:ids) AS asked(id) WHERE NOT EXISTS ("
+        " SELECT 1 FROM access_tokens t WHERE t.id = asked.id AND t.revoked_at IS NULL"
+        " AND (t.expires_at IS NULL OR t.expires_at > now()))"
+    ).bindparams(bindparam("ids", ids, type_=ARRAY(BigInteger)))))
+
+
+def hold_live(session: Session, token_id: int) -> bool:
+    """Whether token ``token_id`` is live, holding its row against revocation until the
+    caller's transaction ends: what is done in that transaction was done with a live token."""
+    return session.scalar(
+        select(AccessToken.id).where(
+            AccessToken.id == token_id, AccessToken.revoked_at.is_(None),
+            AccessToken.expires_at.is_(None) | (AccessToken.expires_at > func.now()))
+        .with_for_update(read=True)) is not None
 
 
 def token_payload(token: str, row: AccessToken) -> dict:

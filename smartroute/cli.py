@@ -66,17 +66,14 @@ def _prepare_database(settings: Settings) -> None:
     from dispatch.db import make_engine, make_sessionmaker
     from dispatch.users import ensure_bootstrap_admin
     from smartroute import migrate
-    from smartroute.snapshots import redis_client
-    from smartroute.token_cache import remember
 
     migrate.upgrade(settings.database_url, settings=settings)
     engine = make_engine(settings.database_url, pool_size=1, max_overflow=0)
     try:
         with make_sessionmaker(engine)() as session, session.begin():
-            admin = ensure_bootstrap_admin(session, settings.admin_token)
+            ensure_bootstrap_admin(session, settings.admin_token)
     finally:
         engine.dispose()
-    remember(redis_client(settings.redis_url), settings.admin_token, admin, "admin")
 
 
 def api_argv(host: str, port: int, processes: int, threads: int) -> list[str]:

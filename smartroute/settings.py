@@ -180,7 +180,7 @@ class Settings:
     # ``smartroute up`` runs it). Set it when a proxy puts the relay elsewhere.
     relay_public_url: str | None = None
     relay_max_message_bytes: int = 64 * 1024
-    relay_revalidate_every_s: float = 5.0
+    relay_revalidate_every_s: float = 1.0
     publish_every_s: float = 1.0
     outbox_retention_s: int = 86400
 
@@ -202,6 +202,8 @@ class Settings:
     worker_metrics_host: str = "127.0.0.1"
     # Push replay: how many events (by position) the replay streams keep behind the newest.
     replay_events: int = 20000
+    # Token families: how long refreshes may carry a sign-in forward.
+    token_max_lifetime_s: int = 30 * 24 * 3600
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -266,7 +268,7 @@ class Settings:
             relay_public_url=_relay_public_url(env),
             relay_max_message_bytes=_int(env, "SMARTROUTE_RELAY_MAX_MESSAGE_BYTES", 64 * 1024,
                                          minimum=1024),
-            relay_revalidate_every_s=_float(env, "SMARTROUTE_RELAY_REVALIDATE_EVERY_S", 5.0, 0.1),
+            relay_revalidate_every_s=_float(env, "SMARTROUTE_RELAY_REVALIDATE_EVERY_S", 1.0, 0.1),
             publish_every_s=_float(env, "SMARTROUTE_PUBLISH_EVERY_S", 1.0, 0.1),
             outbox_retention_s=_int(env, "SMARTROUTE_OUTBOX_RETENTION_S", 86400, minimum=60),
             db_statement_timeout_s=_float(env, "SMARTROUTE_DB_STATEMENT_TIMEOUT_S", 30.0,
@@ -286,6 +288,8 @@ class Settings:
             worker_metrics_port=_port(env, "SMARTROUTE_WORKER_METRICS_PORT"),
             worker_metrics_host=env.get("SMARTROUTE_WORKER_METRICS_HOST") or "127.0.0.1",
             replay_events=_int(env, "SMARTROUTE_REPLAY_EVENTS", 20000, minimum=1),
+            token_max_lifetime_s=_int(env, "SMARTROUTE_TOKEN_MAX_LIFETIME_S", 30 * 24 * 3600,
+                                      minimum=60),
         )
 
     @property

@@ -5,13 +5,12 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 
-import redis
 from flask import g, request
 
 from dispatch.bookings import Actor
 from dispatch.states import Role
-from dispatch.tokens import MAX_TOKEN_LENGTH, authenticate, looks_signed, verify_again
-from smartroute.token_cache import recently_accepted, remember
+from dispatch.tokens import MAX_TOKEN_LENGTH
+from smartroute.identity import Identity, identify
 from web.errors import ApiError
 from web.runtime import db, runtime, utcnow
 
@@ -35,12 +34,12 @@ def requires(*roles: Role) -> Callable:
     def decorate(view: Callable) -> Callable:
         @functools.wraps(view)
         def wrapper(*args, **kwargs):
-            user_id, role, token_id = _holder(_bearer_token())
-            if roles and role not in roles:
+            identity = _holder(_bearer_token())
+            if roles and identity.role not in roles:
                 allowed = " or ".join(roles)
                 raise ApiError(403, "forbidden", f"this needs a {allowed} token")
-            g.actor = Actor(user_id, Role(role))
-            g.token_id = token_id
+            g.actor = Actor(identity.user_id, Role(identity.role))
+            g.identity = identity
             return view(*args, **kwargs)
 
         return wrapper
@@ -48,29 +47,14 @@ def requires(*roles: Role) -> Callable:
     return decorate
 
 
-def _holder(token: str) -> tuple[int, str, int]:
-    """(user id, role, token id) of a live token: signature and expiry checked here, then
-    revocation by the database, or by Redis if the database said yes moments ago."""
+def _holder(token: str) -> Identity:
+    """The identity of a live token (``smartroute.identity``: the relay checks the same way)."""
     settings, cache = runtime().settings, runtime().redis
-    signed = looks_signed(token)
-    claims = verify_again(settings.secret_key, token, utcnow()) if signed else None
-    if signed and claims is None:
+    identity = identify(token, secret_key=settings.secret_key, session=db(), cache=cache,
+                        note_s=settings.token_recheck_s, now=utcnow())
+    if identity is None:
         raise _invalid()
-    if settings.token_recheck_s > 0:
-        try:
-            accepted = recently_accepted(cache, token)
-        except (redis.RedisError, OSError):
-            accepted = None  # The database decides, as it always may.
-        if accepted is not None:
-            return accepted
-    holder = authenticate(db(), token, claims)
-    if holder is None:
-        raise _invalid()
-    user = holder.user
-    # The relay, which has no database, knows live tokens through this cache.
-    remember(cache, token, user.id, user.role, holder.expires_at,
-             token_id=holder.token_id, trust_s=settings.token_recheck_s)
-    return user.id, user.role, holder.token_id
+    return identity
 
 
 def _invalid() -> ApiError:
@@ -83,4 +67,9 @@ def actor() -> Actor:
 
 
 def current_token_id() -> int:
-    return g.token_id
+    return g.identity.token_id
+
+
+def current_identity() -> Identity:
+    """The identity (user, role, token row and expiry) this request authenticated as."""
+    return g.identity

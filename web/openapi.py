@@ -157,7 +157,16 @@ def document() -> dict:
                                    "role": {"enum": list(ROLES)}, "created_at": NULLABLE_TIME,
                                    **TOKEN["properties"]}},
                 body=NewUser)},
-            "/v1/tokens": {"post": _operation("A fresh token for the caller", 201, TOKEN)},
+            "/v1/tokens": {"post": _operation("Refresh: revoke the presented token and issue its "
+                                              "successor", 201, TOKEN) | {
+                "description": (
+                    "The presented token is revoked and its successor issued in one "
+                    "transaction. The successor carries over its family's first sign-in and "
+                    "never outlives SMARTROUTE_TOKEN_MAX_LIFETIME_S (30 days) after it; past "
+                    "that, or for a token already refreshed or revoked, the answer is 401 and "
+                    "the user signs in again. The bootstrap admin token is not refreshed "
+                    "(403): an admin issues itself a signed token with "
+                    "POST /v1/users/{user_id}/tokens.")}},
             "/v1/tokens/current": {"delete": {
                 "summary": "Sign out: revoke the token this request carries",
                 "security": [{"bearer": []}], "parameters": [],

@@ -3,10 +3,10 @@
 Run as its own process, ``python -m smartroute.relay`` (``smartroute relay`` starts it),
 which lets eventlet patch the standard library before this package is imported. The async
 mode is configuration (``SMARTROUTE_RELAY_ASYNC_MODE``): moving to gevent or threading is
-a change of that variable. It checks a signed token's signature and expiry itself, learns
-whether a token is live (not revoked) from the API's token cache in Redis, and replays
-missed events from Redis streams. Every few seconds it drops connections whose token has
-since expired or been revoked.
+a change of that variable. It identifies a token as the API does (smartroute.identity):
+signature and expiry with the key, liveness in PostgreSQL, never from Redis; and replays
+missed events from Redis streams. Every second (SMARTROUTE_RELAY_REVALIDATE_EVERY_S) one
+query drops connections whose token has since expired or been revoked.
 
 Drivers may also act on their bookings over their connection (``driver_action``,
 web.relay_actions): the only thing the relay writes to the database, through the same
@@ -22,11 +22,14 @@ import socketio as socketio_lib
 from flask import Flask, Response, request
 from flask_socketio import SocketIO, emit, join_room
 from prometheus_client import CONTENT_TYPE_LATEST
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
 
 from dispatch import tokens
 from dispatch.db import make_sessionmaker
 from dispatch.outbox import ADMIN_ROOM, BOOKING_UPDATED, NEW_ASSIGNMENT, driver_room, rider_room
-from smartroute import token_cache
+from smartroute.identity import Identity
+from smartroute.identity import identify as shared_identify
 from smartroute.logs import configure_logging
 from smartroute.metrics import (
     RELAY_CONNECTIONS,
@@ -39,27 +42,24 @@ from smartroute.metrics import (
 from smartroute.push import CHANNEL, MAX_EVENT_ID, Resync, catch_up, valid_event_id
 from smartroute.settings import Settings
 from web import database_engine
-from web.relay_actions import DriverActions, Identity
+from web.relay_actions import DriverActions
 from workers.app import create_celery
 
 log = logging.getLogger("smartroute.relay")
 
 
-def identify(settings: Settings, cache: redis.Redis, token: object) -> Identity | None:
-    """The identity behind a token the relay should accept, or None."""
-    if not isinstance(token, str) or not token or len(token) > tokens.MAX_TOKEN_LENGTH:
+def identify(settings: Settings, sessions: sessionmaker[Session],
+             token: object) -> Identity | None:
+    """The identity behind a token the relay should accept, or None: the API's check, with
+    the database asked every time (one query by the token's unique hash)."""
+    if not isinstance(token, str) or not token:
         return None
-    claims = None
-    if tokens.looks_signed(token):
-        claims = tokens.verify(settings.secret_key, token)
-        if claims is None:
-            return None  # Forged or expired: no Redis round trip.
-    live = token_cache.lookup(cache, token)
-    if live is None:
-        return None  # Unknown to the API, or revoked.
-    user_id, role = live
-    return Identity(user_id, role, tokens.hash_token(token),
-                    claims.expires_at if claims else None)
+    try:
+        with sessions() as session:
+            return shared_identify(token, secret_key=settings.secret_key, session=session)
+    except SQLAlchemyError as exc:
+        log.warning("token not checked, database unavailable: %s", exc.__class__.__name__)
+        return None
 
 
 def rooms_for(user_id: int, role: str) -> list[str]:
@@ -104,18 +104,14 @@ def create_relay(settings: Settings) -> tuple[Flask, SocketIO]:
         max_http_buffer_size=settings.relay_max_message_bytes,
     )
     identities: dict[str, Identity] = {}
-    actions = DriverActions(
-        settings,
-        make_sessionmaker(database_engine(settings, settings.database_url, "smartroute-relay",
-                                        keep_all=True)),
-        create_celery(settings),
-        cache,
-    )
+    sessions = make_sessionmaker(database_engine(settings, settings.database_url,
+                                                 "smartroute-relay", keep_all=True))
+    actions = DriverActions(settings, sessions, create_celery(settings), cache)
 
     @socketio.on("connect")
     def connect(auth):
         token = auth.get("token") if isinstance(auth, dict) else None
-        identity = identify(settings, cache, token)
+        identity = identify(settings, sessions, token)
         if identity is None:
             raise ConnectionRefusedError("unauthorized: a valid token is required in auth")
         last = auth.get("last_event_id")
@@ -189,10 +185,15 @@ def create_relay(settings: Settings) -> tuple[Flask, SocketIO]:
         while True:
             socketio.sleep(settings.relay_revalidate_every_s)
             try:
-                for sid in ended_sessions(cache, identities):
+                for sid in ended_sessions(sessions, identities):
                     socketio.server.disconnect(sid, namespace="/")
-            except (redis.RedisError, OSError) as exc:
+            except SQLAlchemyError as exc:
+                # Without the database nobody can connect either; the connections stand
+                # until it answers again rather than all reconnecting into refusals.
                 log.warning("token revalidation skipped: %s", exc.__class__.__name__)
+            except Exception:
+                # This loop is what ends revoked tokens' connections: it must outlive a bug.
+                log.exception("token revalidation failed")
 
     socketio.start_background_task(revalidate_forever)
 
@@ -218,14 +219,18 @@ def create_relay(settings: Settings) -> tuple[Flask, SocketIO]:
     return app, socketio
 
 
-def ended_sessions(cache: redis.Redis, identities: dict[str, Identity]) -> list[str]:
-    """Connections whose token has expired or been revoked since they connected."""
+def ended_sessions(sessions: sessionmaker[Session],
+                   identities: dict[str, Identity]) -> list[str]:
+    """Connections whose token has expired or been revoked since they connected: one query
+    for every connection of this relay, so Redis being down changes nothing."""
     now = dt.datetime.now(dt.UTC)
     current = list(identities.items())
-    revoked = token_cache.revoked(cache, sorted({i.token_hash for _, i in current}))
+    if not current:
+        return []
+    with sessions() as session:
+        ended = tokens.ended_token_ids(session, {i.token_id for _, i in current})
     return [sid for sid, identity in current
-            if identity.token_hash in revoked
-            or identity.expired(now)]
+            if identity.token_id in ended or identity.expired(now)]
 
 
 def main() -> None:

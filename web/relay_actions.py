@@ -26,8 +26,9 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 
 from dispatch import bookings as service
+from dispatch import tokens
 from dispatch.errors import DispatchError
-from smartroute import token_cache
+from smartroute.identity import Identity
 from smartroute.metrics import RELAY_DRIVER_ACTIONS
 from smartroute.settings import Settings
 from web.errors import domain_error, error_body, validation_error
@@ -35,19 +36,6 @@ from web.schemas import DriverActionMessage
 from workers.dispatching import request_follow_up
 
 log = logging.getLogger("smartroute.relay")
-
-
-@dataclass(frozen=True)
-class Identity:
-    """Who a relay connection belongs to, and by which token, for its whole life."""
-
-    user_id: int
-    role: str
-    token_hash: str
-    expires_at: dt.datetime | None
-
-    def expired(self, now: dt.datetime) -> bool:
-        return self.expires_at is not None and self.expires_at <= now
 
 
 @dataclass
@@ -62,9 +50,8 @@ class DriverActions:
     def handle(self, holder: Identity, message: Any) -> tuple[dict, bool]:
         """The acknowledgement for one message, and whether the connection should end (its
         token has expired or been revoked since it connected)."""
-        if not self._still_valid(holder):
-            return _answer(401, error_body("unauthorized", "the token has expired or been "
-                                                            "revoked; connect again")), True
+        if holder.expired(dt.datetime.now(dt.UTC)):
+            return _stale(), True
         if holder.role != "driver":
             return _answer(403, error_body("forbidden", "only drivers act on bookings")), False
         try:
@@ -72,49 +59,52 @@ class DriverActions:
         except ValidationError as exc:
             body, status = validation_error(exc)
             return _answer(status, body), False
-        return self._carry_out(holder.user_id, action), False
+        return self._carry_out(holder, action)
 
-    def _still_valid(self, holder: Identity) -> bool:
-        """What the API checks on every request: expiry here, revocation in Redis."""
-        if holder.expired(dt.datetime.now(dt.UTC)):
-            return False
-        try:
-            return not token_cache.revoked(self.cache, [holder.token_hash])
-        except (redis.RedisError, OSError):
-            # As the relay's connect does: without Redis, a live connection's token stands
-            # until the next revalidation; the database still decides who holds what.
-            return True
+    def _still_valid(self, session: Session, holder: Identity) -> bool:
+        """What the API checks on every request, asked of PostgreSQL in the action's own
+        transaction: the token's row is live, and stays so until the action commits."""
+        return tokens.hold_live(session, holder.token_id)
 
-    def _carry_out(self, driver_id: int, action: DriverActionMessage) -> dict:
+    def _carry_out(self, holder: Identity, action: DriverActionMessage) -> tuple[dict, bool]:
         session = self.sessions()
         try:
-            booking = service.driver_action(session, action.booking_id, driver_id, action.action,
-                                            now=dt.datetime.now(dt.UTC))
+            if not self._still_valid(session, holder):
+                session.rollback()
+                return _stale(), True
+            booking = service.driver_action(session, action.booking_id, holder.user_id,
+                                            action.action, now=dt.datetime.now(dt.UTC))
             session.commit()
         except DispatchError as exc:
             session.rollback()
             RELAY_DRIVER_ACTIONS.labels(action.action, "refused").inc()
             body, status = domain_error(exc)
-            return _answer(status, body)
+            return _answer(status, body), False
         except (OperationalError, PoolTimeout) as exc:
             session.rollback()
             log.error("database unavailable: %s", exc.__class__.__name__)
             RELAY_DRIVER_ACTIONS.labels(action.action, "failed").inc()
             return _answer(503, error_body("database_unavailable",
-                                           "the database is unavailable; try again shortly"))
+                                           "the database is unavailable; try again shortly")), False
         except Exception:
             # As the API's 500: logged with its traceback, and the driver still gets an
             # answer rather than waiting out its acknowledgement timeout.
             session.rollback()
             log.exception("driver action failed")
             RELAY_DRIVER_ACTIONS.labels(action.action, "failed").inc()
-            return _answer(500, error_body("internal_error", "something went wrong on our side"))
+            return _answer(500, error_body("internal_error",
+                                           "something went wrong on our side")), False
         finally:
             session.close()
         request_follow_up(self.celery, self.cache, booking, self.settings.batch_window_s)
         RELAY_DRIVER_ACTIONS.labels(action.action, "done").inc()
-        return {"status": 200, "booking": service.booking_payload(booking)}
+        return {"status": 200, "booking": service.booking_payload(booking)}, False
 
 
 def _answer(status: int, body: dict) -> dict:
     return {"status": status, **body}
+
+
+def _stale() -> dict:
+    return _answer(401, error_body("unauthorized", "the token has expired or been revoked; "
+                                                   "connect again"))

@@ -24,7 +24,6 @@ from smartroute import migrate
 from smartroute.cli import worker_argv
 from smartroute.embedded import redis_socket_path, start_postgres, start_redis
 from smartroute.settings import Settings
-from smartroute.token_cache import remember
 from tests.conftest import empty_redis, truncate_all
 from tests.integration.conftest import STACK_TUNING, Client, Stack
 from tests.support import healthy, wait_for
@@ -141,7 +140,5 @@ def chaos_admin(chaos, chaos_engine) -> Client:
     truncate_all(chaos_engine)
     empty_redis(chaos.settings.redis_url)
     with make_sessionmaker(chaos_engine).begin() as session:
-        admin_id = ensure_bootstrap_admin(session, chaos.settings.admin_token)
-    remember(redis.Redis.from_url(chaos.settings.redis_url), chaos.settings.admin_token,
-             admin_id, "admin")
+        ensure_bootstrap_admin(session, chaos.settings.admin_token)
     return Client(chaos.url, chaos.settings.admin_token)

@@ -14,7 +14,6 @@ import socketio
 
 from dispatch.users import ensure_bootstrap_admin
 from smartroute.cli import api_argv, beat_argv, relay_argv, worker_argv
-from smartroute.token_cache import remember
 from tests.conftest import QUEUES
 from tests.support import free_port, healthy, wait_for
 from workers.app import create_celery
@@ -192,8 +191,6 @@ def beat(beats):
 def admin(stack, clean_db, committed_sessions) -> Client:
     with committed_sessions.begin() as s:
         admin_id = ensure_bootstrap_admin(s, stack.settings.admin_token)
-    remember(redis.Redis.from_url(stack.settings.redis_url), stack.settings.admin_token, admin_id,
-             "admin")
     client = Client(stack.url, stack.settings.admin_token)
     client.id = admin_id
     return client

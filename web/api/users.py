@@ -5,7 +5,6 @@ from __future__ import annotations
 from dispatch.states import Role
 from dispatch.tokens import issue, token_payload
 from dispatch.users import create_user, user_payload
-from smartroute.token_cache import remember
 from web.api import api, parse_body
 from web.auth import requires
 from web.runtime import db, runtime
@@ -21,5 +20,4 @@ def post_user():
     user = create_user(session, body.name, Role(body.role))
     token, row = issue(session, user, settings.secret_key, settings.token_ttl_s)
     session.commit()
-    remember(runtime().redis, token, user.id, user.role, row.expires_at)
     return user_payload(user) | token_payload(token, row), 201
