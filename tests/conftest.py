@@ -68,14 +68,14 @@ def settings() -> Settings:
         secret_key="test-secret-key-that-signs-tokens-0123456789",
         metrics_token="test-metrics-token-for-health-and-metrics",
     )
-    _reset_schema(database_url)
+    reset_schema(database_url)
     migrate.upgrade(database_url)
     redis.Redis.from_url(redis_url).flushdb()
     yield settings
     services.stop()
 
 
-def _reset_schema(database_url: str) -> None:
+def reset_schema(database_url: str) -> None:
     conn = psycopg2.connect(make_url(database_url).set(drivername="postgresql")
                             .render_as_string(hide_password=False))
     try:

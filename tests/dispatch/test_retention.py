@@ -34,6 +34,7 @@ def test_long_dead_signed_tokens_go_and_the_bootstrap_admins_stay(session):
     admin_id = ensure_bootstrap_admin(session, "live-bootstrap-token")
     ensure_bootstrap_admin(session, "revoked-bootstrap-token")
     session.execute(text("UPDATE access_tokens SET issued_at = now() - interval '30 days', "
+                         "session_started_at = now() - interval '30 days', "
                          "revoked_at = now() - interval '20 days' WHERE expires_at IS NULL "
                          "AND id = (SELECT max(id) FROM access_tokens)"))
     rows = {  # name: (expires_at, revoked_at), relative to now in days
@@ -45,8 +46,9 @@ def test_long_dead_signed_tokens_go_and_the_bootstrap_admins_stay(session):
     }
     for name, (expires, revoked) in rows.items():
         session.execute(text(
-            "INSERT INTO access_tokens (user_id, token_hash, issued_at, expires_at, revoked_at) "
-            "VALUES (:u, :h, now() - interval '30 days', now() + CAST(:e AS interval), "
+            "INSERT INTO access_tokens (user_id, token_hash, issued_at, session_started_at, "
+            "expires_at, revoked_at) VALUES (:u, :h, now() - interval '30 days', "
+            "now() - interval '30 days', now() + CAST(:e AS interval), "
             "now() + CAST(:r AS interval))"), {"u": admin_id, "h": name, "e": expires,
                                                "r": revoked})
     before = session.scalar(text("SELECT count(*) FROM access_tokens"))
@@ -62,8 +64,9 @@ def test_a_token_prune_is_bounded_by_its_batch(session):
     admin_id = ensure_bootstrap_admin(session, "bootstrap")
     for i in range(3):
         session.execute(text(
-            "INSERT INTO access_tokens (user_id, token_hash, issued_at, expires_at) "
-            "VALUES (:u, :h, now() - interval '30 days', now() - interval '10 days')"),
+            "INSERT INTO access_tokens (user_id, token_hash, issued_at, session_started_at, "
+            "expires_at) VALUES (:u, :h, now() - interval '30 days', now() - interval '30 days', "
+            "now() - interval '10 days')"),
             {"u": admin_id, "h": f"dead-{i}"})
     assert retention.prune_access_tokens(session, older_than_s=7 * DAY, batch=2) == 2
     assert retention.prune_access_tokens(session, older_than_s=7 * DAY, batch=2) == 1

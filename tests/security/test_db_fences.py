@@ -21,6 +21,7 @@ from smartroute import migrate
 from smartroute.embedded import ensure_database
 from smartroute.settings import ConfigError, Settings
 from tests import factories as make
+from tests.conftest import reset_schema
 from tests.support import wait_for
 from web import create_app
 
@@ -31,9 +32,13 @@ LIMITS = {"db_statement_timeout_s": 1.0, "db_lock_timeout_s": 0.3,
 
 
 def _database(settings, name: str) -> str:
+    """A database of the test's own, emptied: one an earlier run left behind may stand at
+    another revision history."""
     url = make_url(settings.database_url)
     ensure_database(url.set(database="postgres").render_as_string(hide_password=False), name)
-    return url.set(database=name).render_as_string(hide_password=False)
+    own = url.set(database=name).render_as_string(hide_password=False)
+    reset_schema(own)
+    return own
 
 
 def _raw(url: str):

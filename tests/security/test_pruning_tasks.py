@@ -35,8 +35,9 @@ def test_the_token_prune_keeps_the_bootstrap_admins_token(
     with committed_sessions.begin() as s:
         admin_id = ensure_bootstrap_admin(s, settings.admin_token)
         s.execute(text(
-            "INSERT INTO access_tokens (user_id, token_hash, issued_at, expires_at) "
-            "VALUES (:u, 'dead', now() - interval '40 days', now() - interval '30 days')"),
+            "INSERT INTO access_tokens (user_id, token_hash, issued_at, session_started_at, "
+            "expires_at) VALUES (:u, 'dead', now() - interval '40 days', "
+            "now() - interval '40 days', now() - interval '30 days')"),
             {"u": admin_id})
     assert tasks.prune_access_tokens() == 1
     with committed_sessions() as s:

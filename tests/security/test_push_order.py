@@ -20,7 +20,7 @@ from sqlalchemy import select
 from dispatch import outbox
 from dispatch.models import OutboxEvent
 from dispatch.users import ensure_bootstrap_admin
-from smartroute import push, token_cache
+from smartroute import push
 from smartroute.cli import relay_argv
 from tests import factories
 from tests.support import free_port, healthy, wait_for
@@ -74,9 +74,7 @@ def publishing(settings, monkeypatch, committed_sessions):
 @pytest.fixture
 def admin_token(settings, committed_sessions) -> str:
     with committed_sessions.begin() as s:
-        admin_id = ensure_bootstrap_admin(s, settings.admin_token)
-    token_cache.remember(redis.Redis.from_url(settings.redis_url), settings.admin_token,
-                         admin_id, "admin")
+        ensure_bootstrap_admin(s, settings.admin_token)
     return settings.admin_token
 
 
