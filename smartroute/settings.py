@@ -175,6 +175,11 @@ class Settings:
     publish_every_s: float = 1.0
     outbox_retention_s: int = 86400
 
+    # The relay's limits: connections one eventlet relay serves at once, and driver actions
+    # per token across every relay (``limits`` notation).
+    relay_max_connections: int = 1024
+    relay_action_limit_per_token: str = "60/minute"
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Read every SmartRoute variable from ``env`` (default: the process environment)."""
@@ -239,6 +244,9 @@ class Settings:
             relay_revalidate_every_s=_float(env, "SMARTROUTE_RELAY_REVALIDATE_EVERY_S", 5.0, 0.1),
             publish_every_s=_float(env, "SMARTROUTE_PUBLISH_EVERY_S", 1.0, 0.1),
             outbox_retention_s=_int(env, "SMARTROUTE_OUTBOX_RETENTION_S", 86400, minimum=60),
+            relay_max_connections=_int(env, "SMARTROUTE_RELAY_MAX_CONNECTIONS", 1024, minimum=1),
+            relay_action_limit_per_token=_limit(env, "SMARTROUTE_RELAY_ACTION_LIMIT_PER_TOKEN",
+                                                "60/minute"),
         )
 
     @property

@@ -33,6 +33,7 @@ from smartroute.push import CHANNEL, missed
 from smartroute.settings import Settings
 from web import database_engine
 from web.relay_actions import DriverActions, Identity
+from web.relay_transport import bound_transport
 from workers.app import create_celery
 
 log = logging.getLogger("smartroute.relay")
@@ -79,6 +80,9 @@ def create_relay(settings: Settings) -> tuple[Flask, SocketIO]:
         ping_timeout=60,
         max_http_buffer_size=settings.relay_max_message_bytes,
     )
+    # Before any client connects: the limit holds for a message as it is read, before the
+    # token in it (or any token at all) has been looked at.
+    bound_transport(app, socketio, settings.relay_max_message_bytes)
     identities: dict[str, Identity] = {}
     actions = DriverActions(
         settings,
@@ -131,8 +135,9 @@ def create_relay(settings: Settings) -> tuple[Flask, SocketIO]:
 
     @socketio.on("driver_action")
     def driver_action(data=None):
-        """Acknowledged with what ``POST /v1/bookings/<id>/<action>`` would answer."""
-        answer, ended = actions.handle(identities[request.sid], data)
+        """Acknowledged with what ``POST /v1/bookings/<id>/<action>`` would answer, or 429
+        while this connection's previous action is still running."""
+        answer, ended = actions.handle_on(request.sid, identities[request.sid], data)
         if ended:
             socketio.server.disconnect(request.sid, namespace="/")
         return answer
@@ -188,4 +193,17 @@ def main() -> None:
     log.info("relay listening on %s:%s (%s)", args.host, args.port, settings.relay_async_mode)
     # debug=False always: the relay never serves Werkzeug's interactive debugger.
     socketio.run(app, host=args.host, port=args.port, log_output=False, debug=False,
-                 use_reloader=False)
+                 use_reloader=False, **server_options(settings))
+
+
+def server_options(settings: Settings) -> dict:
+    """What the async mode's web server is told beyond host and port."""
+    if settings.relay_async_mode == "eventlet":
+        # eventlet.wsgi.server serves at most ``max_size`` connections at once (1024 unless
+        # told); the ones past it wait, unanswered, in the listen backlog.
+        return {"max_size": settings.relay_max_connections}
+    if settings.relay_async_mode == "threading":
+        # Flask-SocketIO runs the threading mode on Werkzeug's threaded server, one thread a
+        # connection with no cap, and refuses to unless told this is meant.
+        return {"allow_unsafe_werkzeug": True}
+    return {}

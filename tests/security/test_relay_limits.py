@@ -1,0 +1,235 @@
+"""The relay's limits, against a real relay process: a message over the size limit is refused
+while it is being read (before it is buffered, token or no token), a connection runs one driver
+action at a time, and a token has only so many actions a minute.
+
+The size tests run once per async mode the relay ships (eventlet, threading)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import socket
+import struct
+import subprocess
+import threading
+
+import psutil
+import pytest
+import redis
+
+from smartroute.cli import relay_argv
+from smartroute.token_cache import remember
+from tests import factories as make
+from tests.support import free_port, healthy, wait_for
+
+pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+
+MODES = ["eventlet", "threading"]
+START_TIMEOUT_S = 60
+WAIT_S = 20
+MESSAGE_BYTES = 32 * 1024 * 1024
+# Each frame is under the relay's 64 KB limit: only their total is over it.
+FRAME_BYTES = 32 * 1024
+ALLOWED_GROWTH = 16 * 1024 * 1024
+
+
+class Relay:
+    """A relay process of its own, so each test picks its async mode and limits."""
+
+    def __init__(self, settings, logs, mode: str = "eventlet", **env: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = logs / f"relay-{mode}-{self.port}.log"
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(
+            relay_argv("127.0.0.1", self.port),
+            env={**os.environ, **settings.to_env(), "SMARTROUTE_RELAY_ASYNC_MODE": mode,
+                 "SMARTROUTE_RELAY_CORS_ORIGINS": self.url, **env},
+            stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            wait_for(self._up, START_TIMEOUT_S, f"the {mode} relay to answer /health", every=0.2)
+        except AssertionError:
+            self.stop()
+            raise AssertionError(self.log_path.read_text(errors="replace")[-3000:]) from None
+
+    def _up(self) -> bool:
+        if self.process.poll() is not None:
+            raise AssertionError("the relay exited early")
+        return healthy(self.url)
+
+    def rss(self) -> int:
+        return psutil.Process(self.process.pid).memory_info().rss
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log.close()
+
+
+@pytest.fixture
+def relays(settings, clean_db, tmp_path):
+    started: list[Relay] = []
+
+    def start(mode: str = "eventlet", **env: str) -> Relay:
+        started.append(Relay(settings, tmp_path, mode, **env))
+        return started[-1]
+
+    yield start
+    for relay in started:
+        relay.stop()
+
+
+# A raw WebSocket client: python-socketio's would never send a message this large in pieces.
+
+class RawSocket:
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=WAIT_S)
+        key = base64.b64encode(os.urandom(16)).decode()
+        self.sock.sendall(
+            f"GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\n"
+            f"Host: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode())
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = self.sock.recv(4096)
+            assert chunk, "the relay hung up during the handshake"
+            head += chunk
+        head, self.buffer = head.split(b"\r\n\r\n", 1)
+        assert head.startswith(b"HTTP/1.1 101"), head
+        opened = self.receive()
+        assert opened.startswith(b"0"), opened  # Engine.IO's OPEN packet.
+
+    def _read(self, n: int) -> bytes:
+        while len(self.buffer) < n:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionResetError("closed by the relay")
+            self.buffer += chunk
+        data, self.buffer = self.buffer[:n], self.buffer[n:]
+        return data
+
+    def frame(self) -> tuple[int, bytes]:
+        first, second = self._read(2)
+        length = second & 127
+        if length == 126:
+            length = struct.unpack("!H", self._read(2))[0]
+        elif length == 127:
+            length = struct.unpack("!Q", self._read(8))[0]
+        return first & 15, self._read(length)
+
+    def receive(self) -> bytes:
+        """The next data message (a ping from the relay is answered on the way)."""
+        while True:
+            opcode, payload = self.frame()
+            if opcode == 8:
+                raise ConnectionResetError(f"close frame {payload[:2].hex()}")
+            if opcode in (1, 2):
+                return payload
+
+    def send_frame(self, opcode: int, payload: bytes, final: bool) -> None:
+        # A client must mask its frames; a zero mask leaves the payload as it is.
+        header = bytes([(0x80 if final else 0) | opcode])
+        if len(payload) < 126:
+            header += bytes([0x80 | len(payload)])
+        elif len(payload) < 65536:
+            header += bytes([0x80 | 126]) + struct.pack("!H", len(payload))
+        else:
+            header += bytes([0x80 | 127]) + struct.pack("!Q", len(payload))
+        self.sock.sendall(header + b"\0\0\0\0" + payload)
+
+    def send_fragmented(self, size: int, frame_bytes: int) -> int:
+        """Send an Engine.IO message of ``size`` bytes in continuation frames; how many bytes
+        went out before the relay hung up (``size`` if it never did)."""
+        chunk = b"a" * frame_bytes
+        sent = 0
+        try:
+            self.send_frame(1, b"4" + chunk[1:], final=False)
+            sent = frame_bytes
+            while sent + frame_bytes < size:
+                self.send_frame(0, chunk, final=False)
+                sent += frame_bytes
+            self.send_frame(0, chunk[: size - sent], final=True)
+            return size
+        except OSError:
+            return sent
+
+    def closed(self) -> bool:
+        """The relay ends the connection (a close frame, or the socket shut)."""
+        try:
+            while True:
+                opcode, _ = self.frame()
+                if opcode == 8:
+                    return True
+        except OSError:
+            return True
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class PeakRss:
+    """The highest RSS a process reaches while the block runs, sampled every 10 ms."""
+
+    def __init__(self, pid: int) -> None:
+        self.process = psutil.Process(pid)
+        self.peak = 0
+        self._stop = threading.Event()
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.01):
+            self.peak = max(self.peak, self.process.memory_info().rss)
+
+    def __enter__(self) -> PeakRss:
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self.process.memory_info().rss)
+
+
+def _warmed_up(relay: Relay, settings, token: str | None) -> RawSocket:
+    """A raw connection (Socket.IO-connected with ``token``, if given), after one round of the
+    same on another socket so that the relay's first-use allocations are behind us."""
+    for warm_up in (True, False):
+        raw = RawSocket(relay.port)
+        if token is not None:
+            raw.send_frame(1, b"40" + json.dumps({"token": token}).encode(), final=True)
+            answer = raw.receive()
+            assert answer.startswith(b"40{"), answer  # Socket.IO CONNECT, accepted.
+        if warm_up:
+            raw.close()
+    return raw
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("authenticated", [False, True], ids=["no-token", "token"])
+def test_a_huge_fragmented_message_is_refused_before_it_is_buffered(
+        relays, settings, committed_sessions, now, mode, authenticated):
+    relay = relays(mode)
+    token = None
+    if authenticated:
+        with committed_sessions.begin() as s:
+            driver_id = make.driver(s, now=now).user_id
+        token = f"driver-token-{driver_id}"
+        remember(redis.Redis.from_url(settings.redis_url), token, driver_id, "driver")
+    raw = _warmed_up(relay, settings, token)
+    before = relay.rss()
+
+    with PeakRss(relay.process.pid) as rss:
+        sent = raw.send_fragmented(MESSAGE_BYTES, FRAME_BYTES)
+        assert raw.closed()
+    raw.close()
+
+    assert rss.peak - before < ALLOWED_GROWTH, (before, rss.peak)
+    assert sent < MESSAGE_BYTES, "the relay read the whole message before hanging up"
+    assert healthy(relay.url)
