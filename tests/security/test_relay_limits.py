@@ -9,19 +9,26 @@ from __future__ import annotations
 import base64
 import json
 import os
+import queue
 import socket
 import struct
 import subprocess
 import threading
+from dataclasses import replace
 
 import psutil
 import pytest
 import redis
+import socketio
+from sqlalchemy import text
 
+from dispatch.db import make_engine, make_sessionmaker
+from dispatch.tokens import hash_token
 from smartroute.cli import relay_argv
 from smartroute.token_cache import remember
 from tests import factories as make
 from tests.support import free_port, healthy, wait_for
+from web.relay_actions import DriverActions, Identity
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 
@@ -233,3 +240,104 @@ def test_a_huge_fragmented_message_is_refused_before_it_is_buffered(
     assert rss.peak - before < ALLOWED_GROWTH, (before, rss.peak)
     assert sent < MESSAGE_BYTES, "the relay read the whole message before hanging up"
     assert healthy(relay.url)
+
+
+# Driver actions: one at a time per connection, and so many a minute per token.
+
+def _driver_token(committed_sessions, settings, now, name: str = "driver") -> str:
+    with committed_sessions.begin() as s:
+        driver_id = make.driver(s, now=now, name=name).user_id
+    token = f"{name}-token-{driver_id}"
+    remember(redis.Redis.from_url(settings.redis_url), token, driver_id, "driver")
+    return token
+
+
+@pytest.fixture
+def clients():
+    opened: list[socketio.Client] = []
+
+    def connect(relay: Relay, token: str) -> socketio.Client:
+        client = socketio.Client(reconnection=False)
+        client.connect(relay.url, auth={"token": token}, transports=["websocket"],
+                       wait_timeout=10)
+        opened.append(client)
+        return client
+
+    yield connect
+    for client in opened:
+        client.disconnect()
+
+
+def _waits_on_a_lock(engine) -> bool:
+    with engine.connect() as probe:
+        return bool(probe.scalar(text(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'smartroute-relay' "
+            "AND wait_event_type = 'Lock'")))
+
+
+def test_a_connection_runs_one_action_at_a_time(relays, clients, settings, committed_sessions,
+                                                engine, now):
+    relay = relays()
+    with committed_sessions.begin() as s:
+        booking_id = make.booking(s, make.rider(s), now=now).id
+    feed = clients(relay, _driver_token(committed_sessions, settings, now))
+    answers: queue.Queue = queue.Queue()
+    decline = {"booking_id": booking_id, "action": "decline"}
+
+    with engine.connect() as lock:
+        lock.execute(text("SELECT 1 FROM cab_bookings WHERE id = :id FOR UPDATE"),
+                     {"id": booking_id})
+        feed.emit("driver_action", decline, callback=answers.put)
+        wait_for(lambda: _waits_on_a_lock(engine), WAIT_S, "the first action to wait on the lock")
+        feed.emit("driver_action", decline, callback=answers.put)
+        # Answered while the first still waits: the relay did not queue it behind the first.
+        busy = answers.get(timeout=WAIT_S)
+        assert (busy["status"], busy["error"]["code"]) == (429, "busy")
+        assert answers.empty()
+        lock.rollback()
+
+    first = answers.get(timeout=WAIT_S)
+    assert first["status"] == 409  # Not offered to this driver: it got as far as the row.
+    # The connection is free again once its action has been answered.
+    again = feed.call("driver_action", decline, timeout=WAIT_S)
+    assert again["status"] == 409
+
+
+def test_a_token_has_so_many_actions_across_relays_and_others_are_still_served(
+        relays, clients, settings, committed_sessions, now):
+    limit = {"SMARTROUTE_RELAY_ACTION_LIMIT_PER_TOKEN": "3/minute"}
+    first_relay, second_relay = relays(**limit), relays(**limit)
+    busy_token = _driver_token(committed_sessions, settings, now, "busy")
+    other_token = _driver_token(committed_sessions, settings, now, "other")
+    unknown = {"booking_id": 2**40, "action": "accept"}
+    on_first, on_second = clients(first_relay, busy_token), clients(second_relay, busy_token)
+
+    statuses = [client.call("driver_action", unknown, timeout=WAIT_S)["status"]
+                for client in (on_first, on_second, on_first)]
+    refused = on_second.call("driver_action", unknown, timeout=WAIT_S)
+
+    assert statuses == [404, 404, 404]
+    assert (refused["status"], refused["error"]["code"]) == (429, "rate_limited")
+    assert 1 <= refused["error"]["retry_after_s"] <= 60
+    for relay in (first_relay, second_relay):
+        served = clients(relay, other_token).call("driver_action", unknown, timeout=WAIT_S)
+        assert served["status"] == 404
+
+
+def test_without_redis_actions_are_not_limited(settings, committed_sessions, now):
+    """As the API's limits: a limit that cannot be counted lets the action through."""
+    # Nothing listens on port 9 of the loopback: every Redis call is refused at once.
+    unreachable = replace(settings, redis_url="redis://127.0.0.1:9/0",
+                          relay_action_limit_per_token="1/minute")
+    engine = make_engine(settings.database_url, pool_size=1, max_overflow=0)
+    actions = DriverActions(unreachable, make_sessionmaker(engine), None,
+                            redis.Redis.from_url(unreachable.redis_url, socket_timeout=1))
+    with committed_sessions.begin() as s:
+        driver_id = make.driver(s, now=now).user_id
+    holder = Identity(driver_id, "driver", hash_token("a-token"), None)
+    try:
+        answers = [actions.handle_on("sid", holder, {"booking_id": 2**40, "action": "accept"})
+                   for _ in range(3)]
+    finally:
+        engine.dispose()
+    assert [(a["status"], ended) for a, ended in answers] == [(404, False)] * 3
