@@ -140,7 +140,24 @@ def _eventlet_websocket() -> type:
 
 @functools.cache
 def _simple_websocket() -> type:
+    import simple_websocket
     from engineio.async_drivers._websocket_wsgi import SimpleWebSocketWSGI
+
+    class WakingServer(simple_websocket.Server):
+        """simple-websocket's server, waking its reader when the connection ends.
+
+        Refusing a message that is too big, simple-websocket wakes the reader before it marks
+        the connection closed; the reader can see it still open, wait again, and never be
+        woken, holding its thread and socket for good. Waking it once more after the
+        connection has ended lets it see the close.
+        """
+
+        def _thread(self) -> None:
+            try:
+                super()._thread()
+            finally:
+                self.connected = False
+                self.event.set()
 
     class BoundedSimpleWebSocketWSGI(SimpleWebSocketWSGI):
         """Engine.IO's simple-websocket handler, given the limit it does not pass on.
@@ -153,5 +170,15 @@ def _simple_websocket() -> type:
         def __init__(self, handler, server, **kwargs) -> None:
             super().__init__(handler, server,
                              max_message_size=int(server.max_http_buffer_size), **kwargs)
+
+        def __call__(self, environ, start_response):
+            # As Engine.IO's, with the server above.
+            self.ws = WakingServer(environ, **self.server_args)
+            ret = self.app(self)
+            if self.ws.mode == "gunicorn":
+                raise StopIteration()
+            if self.ws.mode == "werkzeug":
+                raise ConnectionError()
+            return ret
 
     return BoundedSimpleWebSocketWSGI

@@ -163,6 +163,10 @@ class RawSocket:
                 sent += frame_bytes
             self.send_frame(0, chunk[: size - sent], final=True)
             return size
+        except TimeoutError:
+            # Neither reading nor hanging up: the relay holds the connection open, unread.
+            raise AssertionError(f"the relay stopped reading after {sent} bytes but kept "
+                                 "the connection open") from None
         except OSError:
             return sent
 
@@ -173,6 +177,8 @@ class RawSocket:
                 opcode, _ = self.frame()
                 if opcode == 8:
                     return True
+        except TimeoutError:
+            return False
         except OSError:
             return True
 
@@ -231,6 +237,7 @@ def test_a_huge_fragmented_message_is_refused_before_it_is_buffered(
         remember(redis.Redis.from_url(settings.redis_url), token, driver_id, "driver")
     raw = _warmed_up(relay, settings, token)
     before = relay.rss()
+    threads = psutil.Process(relay.process.pid).num_threads()
 
     with PeakRss(relay.process.pid) as rss:
         sent = raw.send_fragmented(MESSAGE_BYTES, FRAME_BYTES)
@@ -239,6 +246,9 @@ def test_a_huge_fragmented_message_is_refused_before_it_is_buffered(
 
     assert rss.peak - before < ALLOWED_GROWTH, (before, rss.peak)
     assert sent < MESSAGE_BYTES, "the relay read the whole message before hanging up"
+    # Nothing of the connection is left behind (the threading mode's threads included).
+    wait_for(lambda: psutil.Process(relay.process.pid).num_threads() <= threads, WAIT_S,
+             "the connection's threads to end")
     assert healthy(relay.url)
 
 
