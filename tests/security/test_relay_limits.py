@@ -19,6 +19,7 @@ from dataclasses import replace
 import psutil
 import pytest
 import redis
+import requests
 import socketio
 from sqlalchemy import text
 
@@ -250,6 +251,25 @@ def test_a_huge_fragmented_message_is_refused_before_it_is_buffered(
     wait_for(lambda: psutil.Process(relay.process.pid).num_threads() <= threads, WAIT_S,
              "the connection's threads to end")
     assert healthy(relay.url)
+
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_long_polling_body_over_the_limit_or_of_unknown_size_is_refused(relays, mode):
+    relay = relays(mode)
+    polling = f"{relay.url}/socket.io/?EIO=4&transport=polling"
+    opened = requests.get(polling, timeout=WAIT_S)
+    assert opened.status_code == 200
+    sid = json.loads(opened.text[1:])["sid"]
+    session = f"{polling}&sid={sid}"
+
+    too_big = requests.post(session, data=b"4" + b"a" * (64 * 1024), timeout=WAIT_S)
+    chunked = requests.post(session, data=iter([b"4", b"hello"]), timeout=WAIT_S)
+
+    assert (too_big.status_code, too_big.json()["error"]["code"]) == (413, "payload_too_large")
+    assert chunked.status_code == 413
+    # A body within the limit still goes through: the session is alive and answers.
+    assert requests.post(session, data=b"40", timeout=WAIT_S).text == "OK"
 
 
 # Driver actions: one at a time per connection, and so many a minute per token.
