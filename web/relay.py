@@ -2,11 +2,15 @@
 
 Run as its own process, ``python -m smartroute.relay`` (``smartroute relay`` starts it),
 which lets eventlet patch the standard library before this package is imported. The async
-mode is configuration (``SMARTROUTE_RELAY_ASYNC_MODE``): moving to gevent or threading is
+mode is configuration (``SMARTROUTE_RELAY_ASYNC_MODE``): moving to threading is
 a change of that variable. It checks a signed token's signature and expiry itself, learns
 whether a token is live (not revoked) from the API's token cache in Redis, and replays
 missed events from Redis streams. Every few seconds it drops connections whose token has
 since expired or been revoked.
+
+The async mode is eventlet (the default; ``smartroute.relay`` says why) or threading, and
+``create_relay`` gives either a WebSocket reader that bounds a whole message while reading
+it (web.relay_transport).
 
 Drivers may also act on their bookings over their connection (``driver_action``,
 web.relay_actions): the only thing the relay writes to the database, through the same

@@ -111,6 +111,19 @@ def _eventlet_websocket() -> type:
         Message = BoundedMessage
         message_limit: int
 
+        @staticmethod
+        def _apply_mask(data: bytes, mask: tuple[int, ...], length: int | None = None,
+                        offset: int = 0) -> bytes:
+            # Eventlet unmasks a byte at a time in Python, about a second of CPU per MB: a
+            # client sending within the limit could still keep the relay's one thread busy.
+            # The same XOR, done on whole integers.
+            if length is None:
+                length = len(data)
+            key = bytes(mask[(offset + i) % 4] for i in range(4))
+            stream = (key * (length // 4 + 1))[:length]
+            return (int.from_bytes(data[:length], "big")
+                    ^ int.from_bytes(stream, "big")).to_bytes(length, "big")
+
         def _recv_frame(self, message=None):
             spent = message.size if message is not None else 0
             # A ping between fragments must still pass; BoundedMessage.push catches a data
@@ -120,6 +133,8 @@ def _eventlet_websocket() -> type:
 
     class BoundedWebSocketWSGI(WebSocketWSGI):
         """Engine.IO's eventlet WebSocket handler, making ``BoundedWebSocket`` readers."""
+
+        reader = BoundedWebSocket
 
         def __init__(self, handler, server) -> None:
             super().__init__(handler, server)
@@ -131,7 +146,7 @@ def _eventlet_websocket() -> type:
             # Eventlet builds its reader by name in the handshake; the subclass adds methods
             # and nothing to the instance's layout, so the reader it made can take it on.
             # Its frame iterator has not started yet, so every frame goes through it.
-            ws.__class__ = BoundedWebSocket
+            ws.__class__ = self.reader
             ws.message_limit = self.max_frame_length
             return ws
 
