@@ -305,9 +305,10 @@ def _waits_on_a_lock(engine) -> bool:
             "AND wait_event_type = 'Lock'")))
 
 
+@pytest.mark.parametrize("mode", MODES)
 def test_a_connection_runs_one_action_at_a_time(relays, clients, settings, committed_sessions,
-                                                engine, now):
-    relay = relays()
+                                                engine, now, mode):
+    relay = relays(mode)
     with committed_sessions.begin() as s:
         booking_id = make.booking(s, make.rider(s), now=now).id
     feed = clients(relay, _driver_token(committed_sessions, settings, now))
