@@ -86,7 +86,8 @@ def create_relay(settings: Settings) -> tuple[Flask, SocketIO]:
     )
     # Before any client connects: the limit holds for a message as it is read, before the
     # token in it (or any token at all) has been looked at.
-    bound_transport(app, socketio, settings.relay_max_message_bytes)
+    bound_transport(app, socketio, settings.relay_max_message_bytes,
+                    settings.relay_max_connections)
     identities: dict[str, Identity] = {}
     actions = DriverActions(
         settings,
@@ -200,14 +201,21 @@ def main() -> None:
                  use_reloader=False, **server_options(settings))
 
 
+# Requests eventlet's server takes beyond the relay's connection cap: health checks,
+# scrapes and the 503s of a full relay.
+SERVER_ROOM = 64
+
+
 def server_options(settings: Settings) -> dict:
     """What the async mode's web server is told beyond host and port."""
     if settings.relay_async_mode == "eventlet":
         # eventlet.wsgi.server serves at most ``max_size`` connections at once (1024 unless
-        # told); the ones past it wait, unanswered, in the listen backlog.
-        return {"max_size": settings.relay_max_connections}
+        # told); the ones past it wait, unanswered, in the listen backlog. The relay's own
+        # cap (web.relay_transport.ConnectionCap) comes first, answering 503, and the room
+        # above it keeps /health and those answers going when the relay is full.
+        return {"max_size": settings.relay_max_connections + SERVER_ROOM}
     if settings.relay_async_mode == "threading":
-        # Flask-SocketIO runs the threading mode on Werkzeug's threaded server, one thread a
-        # connection with no cap, and refuses to unless told this is meant.
+        # Flask-SocketIO runs the threading mode on Werkzeug's threaded server (a thread a
+        # connection, capped only by ConnectionCap), and refuses to unless told this is meant.
         return {"allow_unsafe_werkzeug": True}
     return {}

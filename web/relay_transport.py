@@ -20,6 +20,7 @@ body is over the limit, before the body is read.
 from __future__ import annotations
 
 import functools
+import threading
 from collections.abc import Callable, Iterable
 
 from flask import Flask
@@ -31,9 +32,11 @@ CONTROL_FRAME_MAX = 125
 TOO_BIG = 1009
 
 
-def bound_transport(app: Flask, socketio: SocketIO, max_message_bytes: int) -> None:
+def bound_transport(app: Flask, socketio: SocketIO, max_message_bytes: int,
+                    max_connections: int) -> None:
     """Make ``socketio``'s Engine.IO server read no message, on any transport, beyond
-    ``max_message_bytes``."""
+    ``max_message_bytes``, and serve at most ``max_connections`` Socket.IO requests (each
+    WebSocket is one for its whole life) at once."""
     eio = socketio.server.eio
     if eio.async_mode == "eventlet":
         websocket = _eventlet_websocket()
@@ -46,7 +49,43 @@ def bound_transport(app: Flask, socketio: SocketIO, max_message_bytes: int) -> N
     # A copy: the dictionary Engine.IO holds is its driver module's own.
     eio._async = {**eio._async, "websocket": websocket}
     eio.max_http_buffer_size = max_message_bytes
-    app.wsgi_app = BodyLimit(app.wsgi_app, max_message_bytes)
+    app.wsgi_app = ConnectionCap(BodyLimit(app.wsgi_app, max_message_bytes), max_connections)
+
+
+class ConnectionCap:
+    """WSGI middleware: past ``limit`` Socket.IO requests at once, the next is answered 503.
+
+    The threading mode's server has no cap of its own (a thread per connection), and
+    eventlet's makes the connection past its cap wait unanswered, /health included; the
+    relay gives eventlet's server some room above this cap (web.relay.server_options), so a
+    full relay says so and still answers its health check.
+    """
+
+    def __init__(self, app: Callable, limit: int, prefix: str = "/socket.io") -> None:
+        self.app, self.limit, self.prefix = app, limit, prefix
+        self.open = 0
+        self._guard = threading.Lock()
+
+    def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        if not environ.get("PATH_INFO", "").startswith(self.prefix):
+            return self.app(environ, start_response)
+        with self._guard:
+            full = self.open >= self.limit
+            if not full:
+                self.open += 1
+        if full:
+            body = b'{"error": {"code": "relay_full", "message": "this relay holds all the ' \
+                   b'connections it may; try again shortly"}}'
+            start_response("503 Service Unavailable", [
+                ("Content-Type", "application/json"), ("Content-Length", str(len(body))),
+                ("Retry-After", "5"), ("Connection", "close")])
+            return [body]
+        try:
+            # A WebSocket's whole life is inside this call, in both modes.
+            return self.app(environ, start_response)
+        finally:
+            with self._guard:
+                self.open -= 1
 
 
 class BodyLimit:

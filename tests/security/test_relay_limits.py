@@ -272,6 +272,30 @@ def test_a_long_polling_body_over_the_limit_or_of_unknown_size_is_refused(relays
     assert requests.post(session, data=b"40", timeout=WAIT_S).text == "OK"
 
 
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_full_relay_answers_503_and_still_its_health_check(relays, mode):
+    relay = relays(mode, SMARTROUTE_RELAY_MAX_CONNECTIONS="3")
+    held = [RawSocket(relay.port) for _ in range(3)]
+
+    with pytest.raises(AssertionError, match="503"):
+        RawSocket(relay.port)
+    assert healthy(relay.url)
+
+    # A closed connection makes room for the next.
+    held.pop().close()
+    held.append(wait_for(lambda: _connects(relay.port), WAIT_S, "room for a connection"))
+    for raw in held:
+        raw.close()
+
+
+def _connects(port: int) -> RawSocket | None:
+    try:
+        return RawSocket(port)
+    except AssertionError:
+        return None
+
+
 # Driver actions: one at a time per connection, and so many a minute per token.
 
 def _driver_token(committed_sessions, settings, now, name: str = "driver") -> str:
