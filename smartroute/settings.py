@@ -175,7 +175,7 @@ class Settings:
     publish_every_s: float = 1.0
     outbox_retention_s: int = 86400
 
-    # The relay's limits: connections one eventlet relay serves at once, and driver actions
+    # The relay's limits: Socket.IO connections one relay holds at once, and driver actions
     # per token across every relay (``limits`` notation).
     relay_max_connections: int = 1024
     relay_action_limit_per_token: str = "60/minute"
