@@ -204,6 +204,10 @@ class Settings:
     replay_events: int = 20000
     # Token families: how long refreshes may carry a sign-in forward.
     token_max_lifetime_s: int = 30 * 24 * 3600
+    # The relay's limits: Socket.IO connections one relay holds at once, and driver actions
+    # per token across every relay (``limits`` notation).
+    relay_max_connections: int = 1024
+    relay_action_limit_per_token: str = "60/minute"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -290,6 +294,9 @@ class Settings:
             replay_events=_int(env, "SMARTROUTE_REPLAY_EVENTS", 20000, minimum=1),
             token_max_lifetime_s=_int(env, "SMARTROUTE_TOKEN_MAX_LIFETIME_S", 30 * 24 * 3600,
                                       minimum=60),
+            relay_max_connections=_int(env, "SMARTROUTE_RELAY_MAX_CONNECTIONS", 1024, minimum=1),
+            relay_action_limit_per_token=_limit(env, "SMARTROUTE_RELAY_ACTION_LIMIT_PER_TOKEN",
+                                                "60/minute"),
         )
 
     @property

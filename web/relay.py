@@ -2,11 +2,15 @@
 
 Run as its own process, ``python -m smartroute.relay`` (``smartroute relay`` starts it),
 which lets eventlet patch the standard library before this package is imported. The async
-mode is configuration (``SMARTROUTE_RELAY_ASYNC_MODE``): moving to gevent or threading is
-a change of that variable. It identifies a token as the API does (smartroute.identity):
-signature and expiry with the key, liveness in PostgreSQL, never from Redis; and replays
-missed events from Redis streams. Every second (SMARTROUTE_RELAY_REVALIDATE_EVERY_S) one
-query drops connections whose token has since expired or been revoked.
+mode is configuration (``SMARTROUTE_RELAY_ASYNC_MODE``). It identifies a token as the API
+does (smartroute.identity): signature and expiry with the key, liveness in PostgreSQL, never
+from Redis; and replays missed events from Redis streams. Every second
+(SMARTROUTE_RELAY_REVALIDATE_EVERY_S) one query drops connections whose token has since
+expired or been revoked.
+
+The async mode is eventlet (the default; ``smartroute.relay`` says why) or threading, and
+``create_relay`` gives either a WebSocket reader that bounds a whole message while reading
+it (web.relay_transport).
 
 Drivers may also act on their bookings over their connection (``driver_action``,
 web.relay_actions): the only thing the relay writes to the database, through the same
@@ -43,6 +47,7 @@ from smartroute.push import CHANNEL, MAX_EVENT_ID, Resync, catch_up, valid_event
 from smartroute.settings import Settings
 from web import database_engine
 from web.relay_actions import DriverActions
+from web.relay_transport import bound_transport
 from workers.app import create_celery
 
 log = logging.getLogger("smartroute.relay")
@@ -103,6 +108,10 @@ def create_relay(settings: Settings) -> tuple[Flask, SocketIO]:
         ping_timeout=60,
         max_http_buffer_size=settings.relay_max_message_bytes,
     )
+    # Before any client connects: the limit holds for a message as it is read, before the
+    # token in it (or any token at all) has been looked at.
+    bound_transport(app, socketio, settings.relay_max_message_bytes,
+                    settings.relay_max_connections)
     identities: dict[str, Identity] = {}
     sessions = make_sessionmaker(database_engine(settings, settings.database_url,
                                                  "smartroute-relay", keep_all=True))
@@ -175,8 +184,9 @@ def create_relay(settings: Settings) -> tuple[Flask, SocketIO]:
 
     @socketio.on("driver_action")
     def driver_action(data=None):
-        """Acknowledged with what ``POST /v1/bookings/<id>/<action>`` would answer."""
-        answer, ended = actions.handle(identities[request.sid], data)
+        """Acknowledged with what ``POST /v1/bookings/<id>/<action>`` would answer, or 429
+        while this connection's previous action is still running."""
+        answer, ended = actions.handle_on(request.sid, identities[request.sid], data)
         if ended:
             socketio.server.disconnect(request.sid, namespace="/")
         return answer
@@ -247,4 +257,24 @@ def main() -> None:
     log.info("relay listening on %s:%s (%s)", args.host, args.port, settings.relay_async_mode)
     # debug=False always: the relay never serves Werkzeug's interactive debugger.
     socketio.run(app, host=args.host, port=args.port, log_output=False, debug=False,
-                 use_reloader=False)
+                 use_reloader=False, **server_options(settings))
+
+
+# Requests eventlet's server takes beyond the relay's connection cap: health checks,
+# scrapes and the 503s of a full relay.
+SERVER_ROOM = 64
+
+
+def server_options(settings: Settings) -> dict:
+    """What the async mode's web server is told beyond host and port."""
+    if settings.relay_async_mode == "eventlet":
+        # eventlet.wsgi.server serves at most ``max_size`` connections at once (1024 unless
+        # told); the ones past it wait, unanswered, in the listen backlog. The relay's own
+        # cap (web.relay_transport.ConnectionCap) comes first, answering 503, and the room
+        # above it keeps /health and those answers going when the relay is full.
+        return {"max_size": settings.relay_max_connections + SERVER_ROOM}
+    if settings.relay_async_mode == "threading":
+        # Flask-SocketIO runs the threading mode on Werkzeug's threaded server (a thread a
+        # connection, capped only by ConnectionCap), and refuses to unless told this is meant.
+        return {"allow_unsafe_werkzeug": True}
+    return {}

@@ -9,17 +9,30 @@ an HTTP request (its TLS, headers and authentication) per action, three of them 
 
 The relay runs on eventlet, so psycopg2 must yield to other green threads while it waits
 on PostgreSQL: ``eventlet.monkey_patch()`` in ``smartroute.relay`` sees to it.
+
+Every action runs in its own green thread, and the relay's threads share one pool of database
+connections, so one driver could take them all. A connection therefore runs one action at a
+time (a second one, sent while the first runs, is answered 429 ``busy`` at once), and a token
+has ``SMARTROUTE_RELAY_ACTION_LIMIT_PER_TOKEN`` actions across every relay (429
+``rate_limited`` with ``retry_after_s``; counted in Redis, and let through when Redis is down,
+as the API's limits are).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-from dataclasses import dataclass
+import math
+import threading
+import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis
 from celery import Celery
+from limits import parse
+from limits.storage import storage_from_string
+from limits.strategies import SlidingWindowCounterRateLimiter
 from pydantic import ValidationError
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -32,6 +45,7 @@ from smartroute.identity import Identity
 from smartroute.metrics import RELAY_DRIVER_ACTIONS
 from smartroute.settings import Settings
 from web.errors import domain_error, error_body, validation_error
+from web.limits import storage_url
 from web.schemas import DriverActionMessage
 from workers.dispatching import request_follow_up
 
@@ -46,6 +60,29 @@ class DriverActions:
     sessions: sessionmaker[Session]
     celery: Celery
     cache: redis.Redis
+    _running: set[str] = field(default_factory=set, init=False, repr=False)
+    _guard: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._per_token = parse(self.settings.relay_action_limit_per_token)
+        self._limiter = SlidingWindowCounterRateLimiter(
+            storage_from_string(storage_url(self.settings.redis_url))) \
+            if self.settings.redis_url else None
+
+    def handle_on(self, connection: str, holder: Identity, message: Any) -> tuple[dict, bool]:
+        """``handle``, unless ``connection`` already has an action running: then a 429 at
+        once, so no connection holds more than one database connection."""
+        with self._guard:
+            if connection in self._running:
+                return _answer(429, error_body(
+                    "busy", "this connection's previous action is still running; wait for "
+                            "its answer")), False
+            self._running.add(connection)
+        try:
+            return self.handle(holder, message)
+        finally:
+            with self._guard:
+                self._running.discard(connection)
 
     def handle(self, holder: Identity, message: Any) -> tuple[dict, bool]:
         """The acknowledgement for one message, and whether the connection should end (its
@@ -54,6 +91,11 @@ class DriverActions:
             return _stale(), True
         if holder.role != "driver":
             return _answer(403, error_body("forbidden", "only drivers act on bookings")), False
+        retry_after = self._over_limit(holder.user_id)
+        if retry_after is not None:
+            return _answer(429, error_body(
+                "rate_limited", f"too many driver actions from this token; retry in "
+                                f"{retry_after} s", retry_after_s=retry_after)), False
         try:
             action = DriverActionMessage.model_validate(message)
         except ValidationError as exc:
@@ -65,6 +107,21 @@ class DriverActions:
         """What the API checks on every request, asked of PostgreSQL in the action's own
         transaction: the token's row is live, and stays so until the action commits."""
         return tokens.hold_live(session, holder.token_id)
+
+    def _over_limit(self, driver_id: int) -> int | None:
+        """Count this action against its token's limit: the seconds to wait if over it."""
+        if self._limiter is None:
+            return None
+        # Keyed as the API keys its per-token limits: by the user the token belongs to.
+        keys = ("smartroute", "relay_action", "token", str(driver_id))
+        try:
+            if self._limiter.hit(self._per_token, *keys):
+                return None
+            reset_at = self._limiter.get_window_stats(self._per_token, *keys).reset_time
+        except Exception as exc:  # Redis down: let the action through, as the API does.
+            log.warning("relay action limit not checked: %s", exc.__class__.__name__)
+            return None
+        return max(1, math.ceil(reset_at - time.time()))
 
     def _carry_out(self, holder: Identity, action: DriverActionMessage) -> tuple[dict, bool]:
         session = self.sessions()

@@ -36,3 +36,13 @@ def test_broker_defaults_to_redis_and_speaks_kombu_for_sockets():
 def test_no_broker_is_a_clear_error():
     with pytest.raises(ConfigError, match="REDIS_URL"):
         _ = Settings.from_env({}).celery_broker_url
+
+
+def test_the_relays_limits_are_checked_when_read():
+    assert Settings.from_env({}).relay_action_limit_per_token == "60/minute"
+    assert Settings.from_env({"SMARTROUTE_RELAY_MAX_CONNECTIONS": "4096"}).relay_max_connections \
+        == 4096
+    with pytest.raises(ConfigError, match="SMARTROUTE_RELAY_ACTION_LIMIT_PER_TOKEN"):
+        Settings.from_env({"SMARTROUTE_RELAY_ACTION_LIMIT_PER_TOKEN": "lots"})
+    with pytest.raises(ConfigError, match="SMARTROUTE_RELAY_MAX_CONNECTIONS"):
+        Settings.from_env({"SMARTROUTE_RELAY_MAX_CONNECTIONS": "0"})

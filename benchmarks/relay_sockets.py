@@ -1,0 +1,171 @@
+"""How many idle, authenticated Socket.IO connections a relay holds, and what each costs.
+
+    python benchmarks/relay_sockets.py --modes eventlet,threading --sockets 500,2000
+
+For each async mode, starts a relay (``python -m smartroute.relay``) on the embedded
+PostgreSQL and Redis in ``.smartroute/bench``, opens the given numbers of WebSocket
+connections one after another, each completing the Socket.IO CONNECT with its own token, and
+holds them open. Prints how many the relay accepted, the connect times, the relay's RSS and
+thread count, and RSS per connection above a baseline of 10 connections. Every connection is
+closed and the relay stopped before the next count; nothing runs longer than ``--timeout-s``
+per connection, and the whole run is over well before the relay's 60 s ping timeout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import redis
+import requests
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from smartroute.cli import relay_argv  # noqa: E402
+from smartroute.embedded import ensure_services  # noqa: E402
+from smartroute.token_cache import remember  # noqa: E402
+
+BASELINE = 10
+SECRET = "relay-sockets-benchmark-secret-0123456789abcdef"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def read_frame(sock: socket.socket, buffer: bytes) -> tuple[bytes, bytes]:
+    """One unmasked server frame's payload (short frames only: OPEN and CONNECT)."""
+    while len(buffer) < 2 or len(buffer) < 2 + (buffer[1] & 127):
+        chunk = sock.recv(4096)
+        if not chunk:
+            raise ConnectionResetError("the relay hung up")
+        buffer += chunk
+    length = buffer[1] & 127
+    if length >= 126:
+        raise ValueError("an unexpectedly long frame")
+    return buffer[2:2 + length], buffer[2 + length:]
+
+
+def connect(port: int, token: str, timeout_s: float) -> socket.socket:
+    """A WebSocket connection with its Socket.IO CONNECT accepted."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout_s)
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall(f"GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                 f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                 f"Sec-WebSocket-Version: 13\r\n\r\n".encode())
+    buffer = b""
+    while b"\r\n\r\n" not in buffer:
+        chunk = sock.recv(4096)
+        if not chunk:
+            raise ConnectionResetError("the relay hung up during the handshake")
+        buffer += chunk
+    head, buffer = buffer.split(b"\r\n\r\n", 1)
+    if not head.startswith(b"HTTP/1.1 101"):
+        raise ConnectionError(head.split(b"\r\n", 1)[0].decode())
+    opened, buffer = read_frame(sock, buffer)
+    assert opened.startswith(b"0"), opened
+    payload = b"40" + json.dumps({"token": token}).encode()
+    sock.sendall(bytes([0x81, 0x80 | len(payload)]) + b"\0\0\0\0" + payload)
+    accepted, _ = read_frame(sock, buffer)
+    if not accepted.startswith(b"40{"):
+        raise ConnectionError(accepted.decode(errors="replace"))
+    return sock
+
+
+def measure(env: dict, mode: str, count: int, tokens: list[str], timeout_s: float) -> None:
+    port = free_port()
+    relay = subprocess.Popen(relay_argv("127.0.0.1", port), env={
+        **env, "SMARTROUTE_RELAY_ASYNC_MODE": mode}, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL, start_new_session=True)
+    held: list[socket.socket] = []
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if requests.get(f"http://127.0.0.1:{port}/health", timeout=2).ok:
+                    break
+            except requests.RequestException:
+                pass
+            if time.monotonic() > deadline or relay.poll() is not None:
+                raise SystemExit(f"the {mode} relay did not start")
+            time.sleep(0.2)
+        process = psutil.Process(relay.pid)
+        times, failed = [], 0
+        baseline = None
+        start = time.monotonic()
+        for i in range(count):
+            if i == BASELINE:
+                baseline = process.memory_info().rss
+            began = time.monotonic()
+            try:
+                held.append(connect(port, tokens[i], timeout_s))
+                times.append(time.monotonic() - began)
+            except OSError as exc:
+                failed += 1
+                if failed == 1:
+                    print(f"  first refusal at connection {i + 1}: {exc.__class__.__name__} "
+                          f"{exc}")
+                if failed >= 20:
+                    break
+        elapsed = time.monotonic() - start
+        time.sleep(1)  # Let the relay's per-connection tasks settle before reading memory.
+        rss = process.memory_info().rss
+        per_socket = (rss - baseline) / max(1, len(held) - BASELINE) if baseline else 0
+        times.sort()
+        print(f"{mode:9} {count:5} asked, {len(held):5} held, {failed} refused or timed out; "
+              f"connect median {1000 * statistics.median(times):.1f} ms, p99 "
+              f"{1000 * times[int(0.99 * (len(times) - 1))]:.1f} ms, all in {elapsed:.1f} s; "
+              f"RSS {rss / 2**20:.0f} MB ({baseline / 2**20:.0f} MB at {BASELINE}), "
+              f"{per_socket / 1024:.0f} KB per connection, {process.num_threads()} threads")
+    finally:
+        for sock in held:
+            sock.close()
+        relay.terminate()
+        try:
+            relay.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            relay.kill()
+            relay.wait()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--modes", default="eventlet,threading")
+    parser.add_argument("--sockets", default="500,2000")
+    parser.add_argument("--max-connections", type=int, default=None,
+                        help="SMARTROUTE_RELAY_MAX_CONNECTIONS for the eventlet relay")
+    parser.add_argument("--timeout-s", type=float, default=5.0)
+    args = parser.parse_args()
+    counts = [int(n) for n in args.sockets.split(",")]
+    if max(counts) > 10_000:
+        raise SystemExit("at most 10000 connections")
+    services = ensure_services(None, None, Path(".smartroute/bench"))
+    try:
+        cache = redis.Redis.from_url(services.redis_url)
+        tokens = [f"bench-relay-driver-{i}" for i in range(max(counts))]
+        for i, token in enumerate(tokens):
+            remember(cache, token, 10_000_000 + i, "driver")
+        env = {**os.environ, "DATABASE_URL": services.database_url,
+               "REDIS_URL": services.redis_url, "SMARTROUTE_SECRET_KEY": SECRET,
+               "SMARTROUTE_LOG_LEVEL": "WARNING"}
+        if args.max_connections:
+            env["SMARTROUTE_RELAY_MAX_CONNECTIONS"] = str(args.max_connections)
+        for mode in args.modes.split(","):
+            for count in counts:
+                measure(env, mode, count, tokens, args.timeout_s)
+    finally:
+        services.stop()
+
+
+if __name__ == "__main__":
+    main()
