@@ -25,16 +25,38 @@ import time
 from pathlib import Path
 
 import psutil
-import redis
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from smartroute import migrate  # noqa: E402
 from smartroute.cli import relay_argv  # noqa: E402
 from smartroute.embedded import ensure_services  # noqa: E402
-from smartroute.token_cache import remember  # noqa: E402
 
 BASELINE = 10
 SECRET = "relay-sockets-benchmark-secret-0123456789abcdef"
+
+
+def drivers_with_tokens(database_url: str, count: int) -> list[str]:
+    """``count`` driver users, each with an opaque token live in the database (the relay
+    asks PostgreSQL about every token it is shown)."""
+    import hashlib
+
+    import psycopg2
+
+    migrate.upgrade(database_url)
+    conn = psycopg2.connect(database_url)
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute("INSERT INTO users (name, role) SELECT 'bench-relay-driver', 'driver' "
+                        "FROM generate_series(1, %s) RETURNING id", (count,))
+            ids = [row[0] for row in cur.fetchall()]
+            tokens = [f"bench-relay-driver-{user_id}" for user_id in ids]
+            cur.executemany("INSERT INTO access_tokens (user_id, token_hash) VALUES (%s, %s)",
+                            [(user_id, hashlib.sha256(token.encode()).hexdigest())
+                             for user_id, token in zip(ids, tokens, strict=True)])
+    finally:
+        conn.close()
+    return tokens
 
 
 def free_port() -> int:
@@ -151,10 +173,7 @@ def main() -> None:
         raise SystemExit("at most 10000 connections")
     services = ensure_services(None, None, Path(".smartroute/bench"))
     try:
-        cache = redis.Redis.from_url(services.redis_url)
-        tokens = [f"bench-relay-driver-{i}" for i in range(max(counts))]
-        for i, token in enumerate(tokens):
-            remember(cache, token, 10_000_000 + i, "driver")
+        tokens = drivers_with_tokens(services.database_url, max(counts))
         env = {**os.environ, "DATABASE_URL": services.database_url,
                "REDIS_URL": services.redis_url, "SMARTROUTE_SECRET_KEY": SECRET,
                "SMARTROUTE_LOG_LEVEL": "WARNING"}

@@ -66,3 +66,11 @@ def booking(
         idempotency_key=key,
     )
     return session.get(Booking, created.id)
+
+
+def token(session: Session, user_id: int, secret_key: str, ttl_s: int = 3600) -> str:
+    """A signed token for the user, issued as the API issues one (its row is live)."""
+    from dispatch.tokens import issue
+
+    signed, _row = issue(session, session.get(User, user_id), secret_key, ttl_s)
+    return signed
