@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from tests.integration.conftest import (  # noqa: F401 - fixtures the live tests use
+    METRICS_TOKEN,
     STACK_TUNING,
     Stack,
     admin,
@@ -14,7 +15,6 @@ from tests.integration.conftest import (  # noqa: F401 - fixtures the live tests
 )
 from tests.support import free_port
 
-METRICS_TOKEN = "metrics-token-of-the-observability-tests-0123456789"
 AUTH = {"Authorization": f"Bearer {METRICS_TOKEN}"}
 
 

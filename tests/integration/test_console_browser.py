@@ -257,8 +257,11 @@ def test_the_driver_console_reloads_over_http_when_the_relay_cannot_replay(admin
     assert handshakes[-1] == {"token": driver.token, "last_event_id": last_event}
     # Told to resync: the page forgets the place it can no longer replay from, and shows
     # the offer from GET /v1/drivers/me.
-    console.wait_for_function(
-        "sessionStorage.getItem('smartroute.driver.last_event_id') === null")
+    # Polled from the test (CDP evaluate): after the reload, Playwright's in-page polling
+    # would need 'unsafe-eval', which the console's Content-Security-Policy refuses.
+    wait_for(lambda: console.evaluate(
+        "sessionStorage.getItem('smartroute.driver.last_event_id')") is None,
+        20, "the console to forget its replay place")
     expect(console.locator("#ride")).to_have_attribute("data-booking-id", str(booking_id))
     expect(console.locator("#ride")).to_have_attribute("data-status", "assigned")
     assert console.errors == [], console.errors
