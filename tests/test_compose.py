@@ -15,7 +15,7 @@ COMPOSE = shutil.which("docker-compose")
 
 @pytest.mark.skipif(COMPOSE is None, reason="docker-compose is not installed (.ci/run installs it)")
 def test_compose_file_is_valid_and_complete():
-    env = {**os.environ, "POSTGRES_PASSWORD": "pw", "SMARTROUTE_ADMIN_TOKEN": "token",
+    env = {**os.environ, "POSTGRES_PASSWORD": "pw", "SMARTROUTE_ADMIN_TOKEN": "t" * 32,
            "SMARTROUTE_SECRET_KEY": "k" * 32}
     compose = [COMPOSE, "-f", str(ROOT / "docker-compose.yml"), "config"]
     out = subprocess.run(compose, capture_output=True, text=True, env=env, cwd=ROOT)

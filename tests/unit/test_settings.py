@@ -36,3 +36,13 @@ def test_broker_defaults_to_redis_and_speaks_kombu_for_sockets():
 def test_no_broker_is_a_clear_error():
     with pytest.raises(ConfigError, match="REDIS_URL"):
         _ = Settings.from_env({}).celery_broker_url
+
+
+@pytest.mark.parametrize("token", ["12345", "x" * 31])
+def test_a_short_admin_token_is_refused_by_name(token):
+    with pytest.raises(ConfigError, match="SMARTROUTE_ADMIN_TOKEN"):
+        Settings.from_env({"SMARTROUTE_ADMIN_TOKEN": token})
+
+
+def test_an_admin_token_of_32_characters_is_taken():
+    assert Settings.from_env({"SMARTROUTE_ADMIN_TOKEN": "x" * 32}).admin_token == "x" * 32
