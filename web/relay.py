@@ -31,7 +31,7 @@ from smartroute.logs import configure_logging
 from smartroute.metrics import RELAY_CONNECTIONS, RELAY_REPLAYED, exposition
 from smartroute.push import CHANNEL, missed
 from smartroute.settings import Settings
-from web import database_engine
+from web import database_engine, relay_shutdown
 from web.relay_actions import DriverActions, Identity
 from workers.app import create_celery
 
@@ -186,6 +186,5 @@ def main() -> None:
                          "(smartroute relay fills them in)")
     app, socketio = create_relay(settings)
     log.info("relay listening on %s:%s (%s)", args.host, args.port, settings.relay_async_mode)
-    # debug=False always: the relay never serves Werkzeug's interactive debugger.
-    socketio.run(app, host=args.host, port=args.port, log_output=False, debug=False,
-                 use_reloader=False)
+    # Stops gracefully on SIGTERM; never serves Werkzeug's interactive debugger.
+    relay_shutdown.serve(app, socketio, args.host, args.port)

@@ -1,0 +1,94 @@
+"""The relay's graceful stop, as a rolling deploy needs it.
+
+On SIGTERM the relay takes no new connections (they are refused, so a client goes to
+another relay at once), lets the events it is handling finish and answer (a driver action
+already sent gets its acknowledgement rather than waiting out its timeout on a dead socket),
+then closes every connection, so each client reconnects elsewhere with its last_event_id
+and replays what it missed there. Then the process exits 0.
+
+Without this, SIGTERM's default ends the process where it stands: sockets are cut, and a
+driver mid-``driver_action`` waits for an answer that never comes (python-socketio's
+``call`` keeps waiting for its timeout after the connection drops).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+
+from flask import Flask
+from flask_socketio import SocketIO
+
+log = logging.getLogger("smartroute.relay")
+
+# The longest the events being handled are waited for; a driver action's transaction is
+# far shorter (PostgreSQL ends one idle in a transaction long before).
+DRAIN_S = 10.0
+# How often the stop is looked for. A signal handler cannot wake eventlet's hub (the
+# interrupted poll is resumed with its old timeout), so a greenthread looks for the flag.
+WATCH_EVERY_S = 0.1
+
+
+class _Handlers:
+    """How many Socket.IO event handlers are running."""
+
+    def __init__(self) -> None:
+        self.running = 0
+
+    def count(self, socketio: SocketIO) -> None:
+        # Flask-SocketIO runs every handler (connect, driver_action, …) through this one
+        # method, looked up on the instance at each event, so wrapping it counts them all.
+        handle = socketio._handle_event
+
+        def counted(*args, **kwargs):
+            self.running += 1
+            try:
+                return handle(*args, **kwargs)
+            finally:
+                self.running -= 1
+
+        socketio._handle_event = counted
+
+
+def serve(app: Flask, socketio: SocketIO, host: str, port: int) -> None:
+    """Serve until SIGTERM (or Ctrl-C), then stop gracefully (eventlet); other async modes
+    are served by Flask-SocketIO as they were."""
+    if socketio.server.eio.async_mode != "eventlet":
+        socketio.run(app, host=host, port=port, log_output=False, debug=False,
+                     use_reloader=False)
+        return
+    import eventlet
+    import eventlet.wsgi
+    import greenlet
+
+    listener = eventlet.listen((host, port))
+    handlers = _Handlers()
+    handlers.count(socketio)
+    stopping: list[int] = []  # The signals received; a plain list is safe in a handler.
+    server_greenlet = greenlet.getcurrent()
+
+    def stop_when_asked() -> None:
+        while not stopping:
+            eventlet.sleep(WATCH_EVERY_S)
+        log.info("stopping: refusing new connections, finishing %s event(s)", handlers.running)
+        # The accept loop ends (eventlet.wsgi.server takes SystemExit as "stop"; kill lets
+        # this greenthread go on afterwards), and the closed listener then makes new
+        # connections fail at once instead of queueing.
+        eventlet.kill(server_greenlet, SystemExit)
+        listener.close()
+        deadline = time.monotonic() + DRAIN_S
+        while handlers.running and time.monotonic() < deadline:
+            eventlet.sleep(0.02)
+        # Every client is told the connection is over; eventlet.wsgi.server returns once
+        # their requests have ended.
+        socketio.server.eio.disconnect()
+        log.info("relay stopped gracefully")
+
+    def on_signal(signum, _frame) -> None:
+        stopping.append(signum)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    eventlet.spawn(stop_when_asked)
+    eventlet.wsgi.server(listener, app, log_output=False)
