@@ -100,8 +100,9 @@ def test_a_rolling_deploy_under_load_loses_nothing(chaos, chaos_admin, chaos_eng
                          and a.started < sent_at[a.url] < a.started + a.seconds]
         assert not cut_in_flight, report
         # Nobody hung on a server going away: a request it would not serve failed at once
-        # (refused, or reset), never after queueing in a backlog no process reads.
-        slow = [a for a in answers if a.status is None and a.seconds > 2]
+        # (refused, or reset), never after waiting in a backlog no process reads (which
+        # lasts as long as a stopping gunicorn worker keeps its listener: 2 s and more).
+        slow = [a for a in answers if a.status is None and a.seconds > 1]
         assert not slow, report
         # Every driver on the relay that went away was back, on the other relay, at once.
         assert set(reconnected) == on_relay_a, report
