@@ -1,10 +1,11 @@
 """The relay's graceful stop, as a rolling deploy needs it.
 
-On SIGTERM the relay takes no new connections (they are refused, so a client goes to
-another relay at once), lets the events it is handling finish and answer (a driver action
-already sent gets its acknowledgement rather than waiting out its timeout on a dead socket),
-then closes every connection, so each client reconnects elsewhere with its last_event_id
-and replays what it missed there. Then the process exits 0.
+On SIGTERM the relay stops taking work: a new connection is refused (so the client goes to
+another relay at once) and a new event is answered 503 ``relay_stopping`` (a driver's app
+retries it elsewhere). The events already being handled finish and are acknowledged, so a
+driver action already sent gets its answer rather than waiting out its timeout. Then every
+connection is closed, each client reconnects to another relay with its last_event_id and
+replays what it missed there, and the process exits 0.
 
 Without this, SIGTERM's default ends the process where it stands: sockets are cut, and a
 driver mid-``driver_action`` waits for an answer that never comes (python-socketio's
@@ -19,6 +20,9 @@ import time
 
 from flask import Flask
 from flask_socketio import SocketIO
+from socketio.exceptions import ConnectionRefusedError
+
+from web.errors import error_body
 
 log = logging.getLogger("smartroute.relay")
 
@@ -31,20 +35,26 @@ WATCH_EVERY_S = 0.1
 
 
 class _Handlers:
-    """How many Socket.IO event handlers are running."""
+    """Counts the Socket.IO event handlers running, and turns new work away once stopping."""
 
     def __init__(self) -> None:
         self.running = 0
+        self.stopping = False
 
     def count(self, socketio: SocketIO) -> None:
         # Flask-SocketIO runs every handler (connect, driver_action, …) through this one
-        # method, looked up on the instance at each event, so wrapping it counts them all.
+        # method, looked up on the instance at each event, so wrapping it sees them all.
         handle = socketio._handle_event
 
-        def counted(*args, **kwargs):
+        def counted(handler, message, namespace, sid, *args):
+            if self.stopping and message == "connect":
+                raise ConnectionRefusedError("relay_stopping: connect to another relay")
+            if self.stopping and message != "disconnect":
+                return {"status": 503, **error_body(
+                    "relay_stopping", "this relay is stopping: try again elsewhere")}
             self.running += 1
             try:
-                return handle(*args, **kwargs)
+                return handle(handler, message, namespace, sid, *args)
             finally:
                 self.running -= 1
 
@@ -71,19 +81,16 @@ def serve(app: Flask, socketio: SocketIO, host: str, port: int) -> None:
     def stop_when_asked() -> None:
         while not stopping:
             eventlet.sleep(WATCH_EVERY_S)
-        log.info("stopping: refusing new connections, finishing %s event(s)", handlers.running)
-        # The accept loop ends (eventlet.wsgi.server takes SystemExit as "stop"; kill lets
-        # this greenthread go on afterwards), and the closed listener then makes new
-        # connections fail at once instead of queueing.
-        eventlet.kill(server_greenlet, SystemExit)
-        listener.close()
+        handlers.stopping = True
+        log.info("stopping: turning new work away, finishing %s event(s)", handlers.running)
         deadline = time.monotonic() + DRAIN_S
         while handlers.running and time.monotonic() < deadline:
             eventlet.sleep(0.02)
-        # Every client is told the connection is over; eventlet.wsgi.server returns once
-        # their requests have ended.
-        socketio.server.eio.disconnect()
-        log.info("relay stopped gracefully")
+        log.info("closing %s connection(s)", len(socketio.server.eio.sockets))
+        # The accept loop ends (eventlet.wsgi.server takes SystemExit as "stop"), closing
+        # every connection; the listener goes with the process.
+        eventlet.kill(server_greenlet, SystemExit)
+        listener.close()
 
     def on_signal(signum, _frame) -> None:
         stopping.append(signum)

@@ -10,14 +10,18 @@ same port once it has exited.
 
 from __future__ import annotations
 
+import queue
 import signal
 import subprocess
 import time
 
 import pytest
+import socketio
+from sqlalchemy import text
 
 from tests.chaos import invariants
 from tests.chaos.load import Load
+from tests.integration.conftest import Listener, new_user
 from tests.support import free_port, healthy, wait_for
 
 pytestmark = [pytest.mark.chaos, pytest.mark.slow,
@@ -68,6 +72,7 @@ def test_a_rolling_deploy_under_load_loses_nothing(chaos, chaos_admin, chaos_eng
             _more_bookings(load, BETWEEN)
 
             on_relay_a = _drivers_on(load, chaos.relay_url)
+            assert on_relay_a, "no driver on the relay about to go away"
             relay_sent, relay_took = _stop(chaos.relay, "relay a")
             chaos.relay = chaos.start_relay()
             wait_for(chaos.relay_up, 60, "the new relay to answer /health")
@@ -136,3 +141,59 @@ def _reconnect_delays(load: Load, drivers: set[int], since: float, relay_url: st
             if driver in drivers and url == relay_url and at > since:
                 delays.setdefault(driver, at - since)
     return delays
+
+
+def test_a_stopping_relay_finishes_the_action_it_is_handling_and_turns_new_work_away(
+        chaos, chaos_admin, chaos_engine):
+    port = free_port()
+    relay_url = f"http://127.0.0.1:{port}"
+    relay = chaos.start_relay_at(port, "relay-stopping")
+    try:
+        wait_for(lambda: healthy(relay_url), 60, "the relay to answer /health")
+        spot = {"lat": 38.45, "lng": -9.14}  # Nobody else's city: this driver gets the ride.
+        driver = new_user(chaos_admin, "driver", "late-shift")
+        driver.call("PUT", "/v1/drivers/me/location", json=spot)
+        driver.call("PUT", "/v1/drivers/me/status", json={"status": "available"})
+        feed = Listener(relay_url, driver.token)
+        rider = new_user(chaos_admin, "rider", "late-rider")
+        booking_id = rider.call("POST", "/v1/bookings", expect=202, json={
+            "pickup": spot, "dropoff": {"lat": 38.47, "lng": -9.15}})["id"]
+        assert feed.next("new_assignment")[1]["id"] == booking_id
+        answers: queue.Queue = queue.Queue()
+
+        with chaos_engine.connect() as lock:
+            lock.execute(text("SELECT 1 FROM cab_bookings WHERE id = :id FOR UPDATE"),
+                         {"id": booking_id})
+            feed.client.emit("driver_action", {"booking_id": booking_id, "action": "accept"},
+                             callback=answers.put)
+            wait_for(lambda: _relay_waits_on_a_lock(chaos_engine), 20,
+                     "the accept to wait on the row lock")
+            relay.send_signal(signal.SIGTERM)
+            wait_for(lambda: _refused(relay_url, driver.token), 10,
+                     "the stopping relay to refuse a new connection")
+            assert relay.poll() is None and answers.empty(), "the action was not waited for"
+            lock.rollback()
+
+        answer = answers.get(timeout=20)
+        assert (answer["status"], answer["booking"]["status"]) == (200, "accepted")
+        assert relay.wait(timeout=STOP_S) == 0
+        assert not feed.client.connected
+    finally:
+        if relay.poll() is None:
+            relay.kill()
+        relay.wait()
+
+
+def _refused(relay_url: str, token: str) -> bool:
+    try:
+        Listener(relay_url, token).close()
+    except socketio.exceptions.ConnectionError:
+        return True
+    return False
+
+
+def _relay_waits_on_a_lock(engine) -> bool:
+    with engine.connect() as connection:
+        return bool(connection.execute(text(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'smartroute-relay' "
+            "AND wait_event_type = 'Lock'")).scalar())
