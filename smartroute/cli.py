@@ -62,18 +62,84 @@ def _kept_secret(settings: Settings, name: str) -> tuple[Settings, bool]:
 
 
 def _prepare_database(settings: Settings) -> None:
-    """Migrate to head and make sure the bootstrap admin exists."""
-    from dispatch.db import make_engine, make_sessionmaker
-    from dispatch.users import ensure_bootstrap_admin
+    """Migrate to head and make sure the bootstrap admin holds the configured token."""
     from smartroute import migrate
 
     migrate.upgrade(settings.database_url, settings=settings)
+    _register_admin_token(settings, caches_required=True)
+
+
+def _with_admin_token(settings: Settings) -> Settings:
+    """Settings with an admin token: SMARTROUTE_ADMIN_TOKEN, or the data folder's."""
+    settings, generated = _kept_secret(settings, "admin_token")
+    if generated:
+        log.warning("SMARTROUTE_ADMIN_TOKEN is unset: generated one, saved in %s",
+                    settings.data_dir / "admin_token")
+    return settings
+
+
+# How long a start keeps trying to tell Redis's token caches about revoked bootstrap tokens.
+CACHE_RETRY_S = 10.0
+
+
+def _register_admin_token(settings: Settings, *, caches_required: bool) -> None:
+    """Make the configured admin token work, and every earlier one stop working, before
+    anything serves: ``up``, ``api`` and ``db upgrade`` all do this, so whichever start
+    sequence an operator uses (Compose, a Kubernetes migrate job, one ``up``), the token
+    works. Several processes may do it at once (dispatch.users takes a lock).
+
+    Revoked tokens are also dropped from Redis's token caches, which the API and the relay
+    consult before the database. Without ``caches_required`` (``db upgrade``, which runs
+    before Redis may be up), an unreachable Redis is only a warning: the API's start does it
+    again, and refuses to start until it has been done.
+    """
+    import datetime as dt
+
+    import redis
+    from sqlalchemy.exc import ProgrammingError
+
+    from dispatch.db import make_engine, make_sessionmaker
+    from dispatch.users import (
+        BootstrapTokenRefused,
+        ensure_bootstrap_admin,
+        revoked_bootstrap_hashes,
+    )
+    from smartroute.snapshots import redis_client
+    from smartroute.token_cache import MARKER_TTL_S, forget
+
     engine = make_engine(settings.database_url, pool_size=1, max_overflow=0)
+    # Revocation markers live MARKER_TTL_S: a token revoked before that has none to renew.
+    since = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=MARKER_TTL_S)
     try:
         with make_sessionmaker(engine)() as session, session.begin():
             ensure_bootstrap_admin(session, settings.admin_token)
+            revoked = revoked_bootstrap_hashes(session, since)
+    except BootstrapTokenRefused as exc:
+        raise click.UsageError(f"SMARTROUTE_ADMIN_TOKEN: {exc}") from None
+    except ProgrammingError as exc:
+        if getattr(exc.orig, "pgcode", None) == "42P01":  # undefined_table
+            raise click.ClickException(
+                "the database has no tables yet: run `smartroute db upgrade` first") from None
+        raise
     finally:
         engine.dispose()
+    client = redis_client(settings.redis_url)
+    deadline = time.monotonic() + CACHE_RETRY_S
+    while True:
+        try:
+            forget(client, revoked)
+            break
+        except (redis.RedisError, OSError) as exc:
+            if time.monotonic() < deadline:
+                time.sleep(0.5)  # Redis may be starting beside us; nothing to await.
+                continue
+            if caches_required:
+                raise click.ClickException(
+                    f"Redis is unreachable ({exc.__class__.__name__}): revoked admin tokens "
+                    "cannot be dropped from the token cache, so the API will not start") from None
+            log.warning("Redis is unreachable: revoked admin tokens stay in the token cache "
+                        "until the API starts")
+            break
 
 
 def api_argv(host: str, port: int, processes: int, threads: int) -> list[str]:
@@ -265,8 +331,14 @@ def _announce(url: str, relay_url: str, settings: Settings, generated: bool) -> 
 @click.option("--processes", default=2, show_default=True, help="gunicorn worker processes.")
 @click.option("--threads", default=8, show_default=True, help="Threads per process.")
 def api(host: str, port: int, processes: int, threads: int) -> None:
-    """Run the HTTP API under gunicorn."""
+    """Run the HTTP API under gunicorn, once the admin token is registered."""
     settings, services = _with_services(_settings())
+    try:
+        settings = _with_admin_token(settings)
+        _register_admin_token(settings, caches_required=True)
+    except BaseException:
+        services.stop()
+        raise
     sys.exit(_run(settings, services, {"api": api_argv(host, port, processes, threads)},
                   extra_env=_own_metrics_env(settings, f"api-{port}")))
 
@@ -310,12 +382,15 @@ def db() -> None:
 @db.command("upgrade")
 @click.argument("revision", default="head")
 def db_upgrade(revision: str) -> None:
-    """Migrate the database up to REVISION (default: head)."""
+    """Migrate the database up to REVISION (default: head), then register the admin token."""
     from smartroute import migrate
 
     settings, services = _with_services(_settings())
     try:
         migrate.upgrade(settings.database_url, revision, settings)
+        if revision == "head":
+            # Only the head schema is known to have the tables the token goes into.
+            _register_admin_token(_with_admin_token(settings), caches_required=False)
     finally:
         services.stop()
 

@@ -76,6 +76,17 @@ def _secret_key(env: Mapping[str, str]) -> str | None:
     return key
 
 
+def _admin_token(env: Mapping[str, str]) -> str | None:
+    # The bootstrap token is an admin's for as long as it is set, and unsigned: its length
+    # is all that stands between it and a guess.
+    token = _optional(env, "SMARTROUTE_ADMIN_TOKEN")
+    if token is not None and len(token) < MIN_SECRET_KEY_LENGTH:
+        raise ConfigError(
+            f"SMARTROUTE_ADMIN_TOKEN must be at least {MIN_SECRET_KEY_LENGTH} characters; "
+            "`python -c 'import secrets; print(secrets.token_urlsafe(32))'` makes one")
+    return token
+
+
 def _metrics_token(env: Mapping[str, str]) -> str | None:
     token = _optional(env, "SMARTROUTE_METRICS_TOKEN")
     if token is not None and len(token) < MIN_SECRET_KEY_LENGTH:
@@ -221,7 +232,7 @@ class Settings:
             redis_url=_optional(env, "REDIS_URL"),
             broker_url=_optional(env, "CELERY_BROKER_URL"),
             data_dir=Path(env.get("SMARTROUTE_DATA_DIR") or ".smartroute"),
-            admin_token=_optional(env, "SMARTROUTE_ADMIN_TOKEN"),
+            admin_token=_admin_token(env),
             secret_key=_secret_key(env),
             metrics_token=_metrics_token(env),
             token_ttl_s=_int(env, "SMARTROUTE_TOKEN_TTL_S", 7 * 24 * 3600, minimum=60),

@@ -64,7 +64,7 @@ def settings() -> Settings:
     settings = replace(
         base.with_services(database_url, redis_url),
         data_dir=TEST_DATA_DIR,
-        admin_token="test-admin-token",
+        admin_token="test-admin-token-that-is-32-chars-or-more",
         secret_key="test-secret-key-that-signs-tokens-0123456789",
         metrics_token="test-metrics-token-for-health-and-metrics",
     )

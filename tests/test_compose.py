@@ -16,7 +16,7 @@ from tests.deploy import compose
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = shutil.which("docker-compose")
 HAPROXY = shutil.which("haproxy") or shutil.which("haproxy", path="/usr/sbin")
-SECRETS = {"POSTGRES_PASSWORD": "pw", "REDIS_PASSWORD": "rpw", "SMARTROUTE_ADMIN_TOKEN": "token",
+SECRETS = {"POSTGRES_PASSWORD": "pw", "REDIS_PASSWORD": "rpw", "SMARTROUTE_ADMIN_TOKEN": "t" * 32,
            "SMARTROUTE_SECRET_KEY": "k" * 32, "SMARTROUTE_METRICS_TOKEN": "m" * 32,
            "GRAFANA_ADMIN_PASSWORD": "gpw"}
 SMARTROUTE = ("migrate", "api", "worker", "relay", "beat")

@@ -45,7 +45,7 @@ from smartroute.metrics import (
 )
 from smartroute.push import CHANNEL, MAX_EVENT_ID, Resync, catch_up, valid_event_id
 from smartroute.settings import Settings
-from web import database_engine
+from web import database_engine, relay_shutdown
 from web.relay_actions import DriverActions
 from web.relay_transport import bound_transport
 from workers.app import create_celery
@@ -255,9 +255,8 @@ def main() -> None:
                          "(smartroute relay fills them in)")
     app, socketio = create_relay(settings)
     log.info("relay listening on %s:%s (%s)", args.host, args.port, settings.relay_async_mode)
-    # debug=False always: the relay never serves Werkzeug's interactive debugger.
-    socketio.run(app, host=args.host, port=args.port, log_output=False, debug=False,
-                 use_reloader=False, **server_options(settings))
+    # Stops gracefully on SIGTERM; never serves Werkzeug's interactive debugger.
+    relay_shutdown.serve(app, socketio, args.host, args.port, **server_options(settings))
 
 
 # Requests eventlet's server takes beyond the relay's connection cap: health checks,

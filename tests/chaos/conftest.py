@@ -21,7 +21,7 @@ from sqlalchemy import event
 from dispatch.db import make_engine, make_sessionmaker
 from dispatch.users import ensure_bootstrap_admin
 from smartroute import migrate
-from smartroute.cli import worker_argv
+from smartroute.cli import api_argv, relay_argv, worker_argv
 from smartroute.embedded import redis_socket_path, start_postgres, start_redis
 from smartroute.settings import Settings
 from tests.conftest import empty_redis, truncate_all
@@ -68,6 +68,20 @@ class ChaosStack(Stack):
     def worker_pids(self, node: str) -> tuple[int, list[int]]:
         parent = self.workers[node]
         return parent.pid, [c.pid for c in psutil.Process(parent.pid).children()]
+
+    def start_api(self, port: int, name: str) -> subprocess.Popen:
+        """An API server (gunicorn, as the stack's own) on ``port``, logging to ``name``."""
+        return self._spawn(name, api_argv("127.0.0.1", port, processes=2, threads=16))
+
+    def start_relay_at(self, port: int, name: str) -> subprocess.Popen:
+        """A relay on ``port``, letting in its own origin (what python-socketio sends)."""
+        relay_url = f"http://127.0.0.1:{port}"
+        origins = f"{self.url},{self.relay_url},{relay_url}"
+        log = open(self.logs / f"{name}.log", "wb")  # noqa: SIM115 - closed in stop()
+        self.log_files.append(log)
+        return subprocess.Popen(relay_argv("127.0.0.1", port),
+                                env={**self.env, "SMARTROUTE_RELAY_CORS_ORIGINS": origins},
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
     def restart_beat(self) -> None:
         self.beat = self.start_beat(f"beat-{len(self.log_files)}")

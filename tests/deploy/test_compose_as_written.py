@@ -33,7 +33,6 @@ import redis
 import requests
 import socketio
 
-from dispatch.db import make_engine, make_sessionmaker
 from tests.deploy import compose
 from tests.integration.conftest import Client, new_user, online_driver
 from tests.support import free_port, wait_for
@@ -344,34 +343,10 @@ def stack(tmp_path_factory):
             stack.order = stack.up()
         except AssertionError as exc:
             raise AssertionError(f"{exc}\n{stack.all_logs()}") from None
-        register_bootstrap_admin_if_needed(stack)
         yield stack
     finally:
         stack.down()
 
-
-def register_bootstrap_admin_if_needed(stack: ComposeOnLoopback) -> None:
-    """Until `smartroute db upgrade` and `smartroute api` register SMARTROUTE_ADMIN_TOKEN
-    themselves (another change on its way; today only `smartroute up` does), the test does
-    what they will: without it no operator could use the token the README tells them to set.
-    Once they do, the token already works and this does nothing."""
-    token = stack.operator_env["SMARTROUTE_ADMIN_TOKEN"]
-    answer = requests.get(f"{stack.public_url}/v1/admin/overview", timeout=10,
-                          headers={"Authorization": f"Bearer {token}"})
-    if answer.status_code != 401:
-        return
-    from dispatch.users import ensure_bootstrap_admin
-    from smartroute.token_cache import remember
-
-    engine = make_engine(stack.rewrite(stack.services["migrate"]["environment"]["DATABASE_URL"]),
-                         pool_size=1, max_overflow=0)
-    try:
-        with make_sessionmaker(engine)() as session, session.begin():
-            admin_id = ensure_bootstrap_admin(session, token)
-    finally:
-        engine.dispose()
-    remember(redis.Redis.from_url(stack.rewrite(stack.services["api"]["environment"]["REDIS_URL"])),
-             token, admin_id, "admin")
 
 
 def test_services_start_in_depends_on_order_and_pass_their_own_health_checks(stack):

@@ -46,3 +46,13 @@ def test_the_relays_limits_are_checked_when_read():
         Settings.from_env({"SMARTROUTE_RELAY_ACTION_LIMIT_PER_TOKEN": "lots"})
     with pytest.raises(ConfigError, match="SMARTROUTE_RELAY_MAX_CONNECTIONS"):
         Settings.from_env({"SMARTROUTE_RELAY_MAX_CONNECTIONS": "0"})
+
+
+@pytest.mark.parametrize("token", ["12345", "x" * 31])
+def test_a_short_admin_token_is_refused_by_name(token):
+    with pytest.raises(ConfigError, match="SMARTROUTE_ADMIN_TOKEN"):
+        Settings.from_env({"SMARTROUTE_ADMIN_TOKEN": token})
+
+
+def test_an_admin_token_of_32_characters_is_taken():
+    assert Settings.from_env({"SMARTROUTE_ADMIN_TOKEN": "x" * 32}).admin_token == "x" * 32

@@ -1,0 +1,102 @@
+"""The relay's graceful stop, as a rolling deploy needs it.
+
+On SIGTERM the relay stops taking work: a new connection is refused (so the client goes to
+another relay at once) and a new event is answered 503 ``relay_stopping`` (a driver's app
+retries it elsewhere). The events already being handled finish and are acknowledged, so a
+driver action already sent gets its answer rather than waiting out its timeout. Then every
+connection is closed, each client reconnects to another relay with its last_event_id and
+replays what it missed there, and the process exits 0.
+
+Without this, SIGTERM's default ends the process where it stands: sockets are cut, and a
+driver mid-``driver_action`` waits for an answer that never comes (python-socketio's
+``call`` keeps waiting for its timeout after the connection drops).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+
+from flask import Flask
+from flask_socketio import SocketIO
+from socketio.exceptions import ConnectionRefusedError
+
+from web.errors import error_body
+
+log = logging.getLogger("smartroute.relay")
+
+# The longest the events being handled are waited for; a driver action's transaction is
+# far shorter (PostgreSQL ends one idle in a transaction long before).
+DRAIN_S = 10.0
+# How often the stop is looked for. A signal handler cannot wake eventlet's hub (the
+# interrupted poll is resumed with its old timeout), so a greenthread looks for the flag.
+WATCH_EVERY_S = 0.1
+
+
+class _Handlers:
+    """Counts the Socket.IO event handlers running, and turns new work away once stopping."""
+
+    def __init__(self) -> None:
+        self.running = 0
+        self.stopping = False
+
+    def count(self, socketio: SocketIO) -> None:
+        # Flask-SocketIO runs every handler (connect, driver_action, …) through this one
+        # method, looked up on the instance at each event, so wrapping it sees them all.
+        handle = socketio._handle_event
+
+        def counted(handler, message, namespace, sid, *args):
+            if self.stopping and message == "connect":
+                raise ConnectionRefusedError("relay_stopping: connect to another relay")
+            if self.stopping and message != "disconnect":
+                return {"status": 503, **error_body(
+                    "relay_stopping", "this relay is stopping: try again elsewhere")}
+            self.running += 1
+            try:
+                return handle(handler, message, namespace, sid, *args)
+            finally:
+                self.running -= 1
+
+        socketio._handle_event = counted
+
+
+def serve(app: Flask, socketio: SocketIO, host: str, port: int, **server_options) -> None:
+    """Serve until SIGTERM (or Ctrl-C), then stop gracefully (eventlet); other async modes
+    are served by Flask-SocketIO as they were. ``server_options`` go to the web server
+    (eventlet's ``max_size``, say)."""
+    if socketio.server.eio.async_mode != "eventlet":
+        socketio.run(app, host=host, port=port, log_output=False, debug=False,
+                     use_reloader=False, **server_options)
+        return
+    import eventlet
+    import eventlet.wsgi
+    import greenlet
+
+    listener = eventlet.listen((host, port))
+    handlers = _Handlers()
+    handlers.count(socketio)
+    stopping: list[int] = []  # The signals received; a plain list is safe in a handler.
+    server_greenlet = greenlet.getcurrent()
+
+    def stop_when_asked() -> None:
+        while not stopping:
+            eventlet.sleep(WATCH_EVERY_S)
+        handlers.stopping = True
+        log.info("stopping: turning new work away, finishing %s event(s)", handlers.running)
+        deadline = time.monotonic() + DRAIN_S
+        while handlers.running and time.monotonic() < deadline:
+            eventlet.sleep(0.02)
+        log.info("closing %s connection(s)", len(socketio.server.eio.sockets))
+        # The accept loop ends (eventlet.wsgi.server takes SystemExit as "stop"), closing
+        # every connection; the listener goes with the process.
+        eventlet.kill(server_greenlet, SystemExit)
+        listener.close()
+
+    def on_signal(signum, _frame) -> None:
+        stopping.append(signum)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    eventlet.spawn(stop_when_asked)
+    eventlet.wsgi.server(listener, app, log_output=False, **server_options)
