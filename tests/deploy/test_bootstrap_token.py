@@ -30,6 +30,17 @@ def _token(name: str) -> str:
     return f"{name}-{uuid.uuid4().hex}"  # 32 hex characters and a name: long enough.
 
 
+def _one_short_of_head() -> str:
+    """The revision before head: the schema the API can serve, without the token that only a
+    head upgrade registers."""
+    from alembic.script import ScriptDirectory
+
+    from smartroute.migrate import alembic_config
+
+    script = ScriptDirectory.from_config(alembic_config("postgresql://unused/unused"))
+    return script.get_revision(script.get_current_head()).down_revision
+
+
 @pytest.fixture
 def fresh_env(settings, tmp_path):
     """The environment of an operator's processes, on a database nothing has touched."""
@@ -62,10 +73,13 @@ def _running(*commands: tuple[list[str], dict, object, str]):
             logs.append(open(log_path, "wb"))  # noqa: SIM115 - closed below
             processes.append(subprocess.Popen(argv, env=env, stdout=logs[-1],
                                               stderr=subprocess.STDOUT, start_new_session=True))
-        for process, (argv, _env, log_path, url) in zip(processes, commands, strict=True):
-            def up(process=process, log_path=log_path, url=url):
+        for process, (argv, env, log_path, url) in zip(processes, commands, strict=True):
+            # The API's /health answers the metrics token (the relay's, anyone).
+            token = env.get("SMARTROUTE_METRICS_TOKEN")
+
+            def up(process=process, log_path=log_path, url=url, token=token):
                 assert process.poll() is None, log_path.read_text()
-                return healthy(url)
+                return healthy(url, token)
 
             wait_for(up, 60, f"{argv[2]} to answer /health", every=0.2)
         yield processes
@@ -134,8 +148,8 @@ def test_db_upgrade_then_api_alone_serves_the_token_and_a_new_value_replaces_it(
 def test_api_started_twice_at_once_registers_one_token(fresh_env, tmp_path):
     token = _token("replicas")
     env = {**fresh_env, "SMARTROUTE_ADMIN_TOKEN": token}
-    subprocess.run([*SMARTROUTE, "db", "upgrade", "0004"], env=env, check=True, timeout=120,
-                   capture_output=True)
+    subprocess.run([*SMARTROUTE, "db", "upgrade", _one_short_of_head()], env=env, check=True,
+                   timeout=120, capture_output=True)
     ports = free_port(), free_port()
     # Migrated short of head, which leaves the token to the two API starts, racing.
     with _running(*(_api(fresh_env, token, tmp_path, port) for port in ports)):
