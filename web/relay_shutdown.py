@@ -87,8 +87,11 @@ def serve(app: Flask, socketio: SocketIO, host: str, port: int) -> None:
         while handlers.running and time.monotonic() < deadline:
             eventlet.sleep(0.02)
         log.info("closing %s connection(s)", len(socketio.server.eio.sockets))
-        # The accept loop ends (eventlet.wsgi.server takes SystemExit as "stop"), closing
-        # every connection; the listener goes with the process.
+        # Closed in order: Engine.IO's close packet follows the acknowledgements already
+        # queued, and each close waits for its queue to be written. Only then does the accept
+        # loop end (eventlet.wsgi.server takes SystemExit as "stop"), which would cut any
+        # connection still open; the listener goes with the process.
+        socketio.server.eio.disconnect()
         eventlet.kill(server_greenlet, SystemExit)
         listener.close()
 
