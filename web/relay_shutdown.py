@@ -29,6 +29,8 @@ log = logging.getLogger("smartroute.relay")
 # The longest the events being handled are waited for; a driver action's transaction is
 # far shorter (PostgreSQL ends one idle in a transaction long before).
 DRAIN_S = 10.0
+# The longest closing every connection in order is waited for.
+CLOSE_S = 2.0
 # How often the stop is looked for. A signal handler cannot wake eventlet's hub (the
 # interrupted poll is resumed with its old timeout), so a greenthread looks for the flag.
 WATCH_EVERY_S = 0.1
@@ -87,9 +89,19 @@ def serve(app: Flask, socketio: SocketIO, host: str, port: int, **server_options
         deadline = time.monotonic() + DRAIN_S
         while handlers.running and time.monotonic() < deadline:
             eventlet.sleep(0.02)
-        log.info("closing %s connection(s)", len(socketio.server.eio.sockets))
-        # The accept loop ends (eventlet.wsgi.server takes SystemExit as "stop"), closing
-        # every connection; the listener goes with the process.
+        sockets = list(socketio.server.eio.sockets.values())
+        log.info("closing %s connection(s)", len(sockets))
+        # Closed in order: Engine.IO's close packet follows the acknowledgements already
+        # queued, and each close waits for its queue to be written, all at once and for
+        # CLOSE_S at most (a long-polling client that never polls again would be waited
+        # for forever). Only then does the accept loop end (eventlet.wsgi.server takes
+        # SystemExit as "stop"), which cuts whatever is still open; the listener goes with
+        # the process.
+        closing = eventlet.GreenPool()
+        for socket in sockets:
+            closing.spawn(socket.close)
+        with eventlet.Timeout(CLOSE_S, False):
+            closing.waitall()
         eventlet.kill(server_greenlet, SystemExit)
         listener.close()
 

@@ -193,6 +193,10 @@ class Driver:
             except socketio.exceptions.ConnectionError:
                 self.relays.unreachable(url)
                 self.stop.wait(0.1)  # Both relays refused: a breath before the next try.
+            except ValueError:
+                # A server's orderly close is announced before Engine.IO's client has
+                # finished closing; it refuses to connect again until it has.
+                self.stop.wait(0.05)
 
     def _offered(self, data: dict) -> None:
         self.last_event_id = max(self.last_event_id, data.get("event_id", 0))

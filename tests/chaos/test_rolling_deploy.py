@@ -15,7 +15,9 @@ import signal
 import subprocess
 import time
 
+import kombu.exceptions
 import pytest
+import redis
 import socketio
 from sqlalchemy import text
 
@@ -23,6 +25,7 @@ from tests.chaos import invariants
 from tests.chaos.load import Load
 from tests.integration.conftest import Listener, new_user
 from tests.support import free_port, healthy, wait_for
+from workers.app import create_celery
 
 pytestmark = [pytest.mark.chaos, pytest.mark.slow,
               pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")]
@@ -52,9 +55,20 @@ def test_a_rolling_deploy_under_load_loses_nothing(chaos, chaos_admin, chaos_eng
     api_b_port, relay_b_port = free_port(), free_port()
     api_b_url, relay_b_url = (f"http://127.0.0.1:{p}" for p in (api_b_port, relay_b_port))
     extra = [chaos.start_api(api_b_port, "api-b"), chaos.start_relay_at(relay_b_port, "relay-b")]
+    # Its own broker connections: the stack's may date from before an earlier fault's
+    # Redis restart.
+    celery = create_celery(chaos.settings)
+    # An earlier fault may have left a worker node dead (a supervisor would restart it):
+    # the deploy starts from two live nodes.
+    for node, process in list(chaos.workers.items()):
+        if process.poll() is not None:
+            chaos.restart_worker(node)
+    chaos.worker = chaos.workers["alpha"]
     try:
         wait_for(lambda: healthy(api_b_url) and healthy(relay_b_url), 60,
                  "the second API server and relay to answer /health")
+        wait_for(lambda: len(_nodes(celery)) == len(chaos.workers), 60,
+                 "both worker nodes to answer a ping")
         with Load(chaos_admin, chaos.relay_url, api_urls=[chaos.url, api_b_url],
                   relay_urls=[chaos.relay_url, relay_b_url]) as load:
             _warm(load)
@@ -66,8 +80,7 @@ def test_a_rolling_deploy_under_load_loses_nothing(chaos, chaos_admin, chaos_eng
             worker_sent, worker_took = _stop(chaos.workers["alpha"], "worker node alpha")
             chaos.restart_worker("alpha")
             chaos.worker = chaos.workers["alpha"]
-            wait_for(lambda: any(next(iter(r)).startswith("alpha-") for r in
-                                 chaos.celery.control.ping(timeout=0.5)), 60,
+            wait_for(lambda: any(node.startswith("alpha-") for node in _nodes(celery)), 60,
                      "the new alpha node to answer a ping")
             _more_bookings(load, BETWEEN)
 
@@ -117,6 +130,14 @@ def test_a_rolling_deploy_under_load_loses_nothing(chaos, chaos_admin, chaos_eng
             process.terminate()
         for process in extra:
             process.wait(timeout=STOP_S)
+
+
+def _nodes(celery) -> set[str]:
+    """The worker nodes that answer a ping; none while the broker cannot be reached."""
+    try:
+        return {node for reply in celery.control.ping(timeout=0.5) for node in reply}
+    except (OSError, redis.RedisError, kombu.exceptions.OperationalError):
+        return set()
 
 
 def _warm(load: Load) -> None:
