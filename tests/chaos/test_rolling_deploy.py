@@ -65,7 +65,8 @@ def test_a_rolling_deploy_under_load_loses_nothing(chaos, chaos_admin, chaos_eng
             chaos.restart_worker(node)
     chaos.worker = chaos.workers["alpha"]
     try:
-        wait_for(lambda: healthy(api_b_url) and healthy(relay_b_url), 60,
+        token = chaos.settings.metrics_token  # The API's /health asks for it; the relay's not.
+        wait_for(lambda: healthy(api_b_url, token) and healthy(relay_b_url), 60,
                  "the second API server and relay to answer /health")
         wait_for(lambda: len(_nodes(celery)) == len(chaos.workers), 60,
                  "both worker nodes to answer a ping")
@@ -74,7 +75,8 @@ def test_a_rolling_deploy_under_load_loses_nothing(chaos, chaos_admin, chaos_eng
             _warm(load)
             api_sent, api_took = _stop(chaos.api, "the API server (gunicorn master)")
             chaos.api = chaos.start_api(chaos.port, "api-a-new")
-            wait_for(lambda: healthy(chaos.url), 60, "the new API server to answer /health")
+            wait_for(lambda: healthy(chaos.url, chaos.settings.metrics_token), 60,
+                     "the new API server to answer /health")
             _more_bookings(load, BETWEEN)
 
             worker_sent, worker_took = _stop(chaos.workers["alpha"], "worker node alpha")
