@@ -181,6 +181,13 @@ def test_the_relay_lets_in_the_console_s_origin_and_no_other(stack):
 LAST_EVENT = "Number(sessionStorage.getItem('smartroute.driver.last_event_id'))"
 
 
+def until(page, expression: str, what: str, timeout: float = 20) -> None:
+    """Wait until ``expression`` is true in the page, polled from the test. Playwright's own
+    wait_for_function polls by evaluating a string inside the page, which the console's
+    Content-Security-Policy (no 'unsafe-eval') refuses."""
+    wait_for(lambda: page.evaluate(expression), timeout, what)
+
+
 @pytest.mark.chaos
 def test_the_driver_console_catches_up_by_itself_after_the_relay_comes_back(admin, stack,
                                                                             pages):
@@ -197,7 +204,7 @@ def test_the_driver_console_catches_up_by_itself_after_the_relay_comes_back(admi
     rider = new_user(admin, "rider")
     first_id = rider.call("POST", "/v1/bookings", expect=202, json=TRIP)["id"]
     expect(console.locator("#ride")).to_have_attribute("data-booking-id", str(first_id))
-    console.wait_for_function(f"{LAST_EVENT} > 0")  # The offer came as a push.
+    until(console, f"{LAST_EVENT} > 0", "the offer to come as a push")
     first_event = console.evaluate(LAST_EVENT)
     console.get_by_role("button", name="Decline").click()
     expect(console.locator("#ride")).to_be_hidden()
@@ -216,7 +223,7 @@ def test_the_driver_console_catches_up_by_itself_after_the_relay_comes_back(admi
     # The reconnect asked for what came after the last event the page saw, and the relay
     # sent the offer it had missed (the page's poll would show the ride too, but would not
     # move last_event_id on).
-    console.wait_for_function(f"{LAST_EVENT} > {first_event}")
+    until(console, f"{LAST_EVENT} > {first_event}", "the missed offer to be replayed")
     assert handshakes[-1] == {"token": driver.token, "last_event_id": first_event}
     console.get_by_role("button", name="Accept").click()
     expect(console.locator("#ride")).to_have_attribute("data-status", "accepted")
@@ -246,7 +253,7 @@ def test_the_driver_console_reloads_over_http_when_the_relay_cannot_replay(admin
     sign_in(console, stack.url, "/driver", driver.token)
     rider = new_user(admin, "rider")
     booking_id = rider.call("POST", "/v1/bookings", expect=202, json=TRIP)["id"]
-    console.wait_for_function(f"{LAST_EVENT} > 0")  # The offer came as a push.
+    until(console, f"{LAST_EVENT} > 0", "the offer to come as a push")
     last_event = console.evaluate(LAST_EVENT)
 
     # The relay's replay log is lost (a Redis restart), then the page reconnects.
@@ -257,11 +264,8 @@ def test_the_driver_console_reloads_over_http_when_the_relay_cannot_replay(admin
     assert handshakes[-1] == {"token": driver.token, "last_event_id": last_event}
     # Told to resync: the page forgets the place it can no longer replay from, and shows
     # the offer from GET /v1/drivers/me.
-    # Polled from the test (CDP evaluate): after the reload, Playwright's in-page polling
-    # would need 'unsafe-eval', which the console's Content-Security-Policy refuses.
-    wait_for(lambda: console.evaluate(
-        "sessionStorage.getItem('smartroute.driver.last_event_id')") is None,
-        20, "the console to forget its replay place")
+    until(console, "sessionStorage.getItem('smartroute.driver.last_event_id') === null",
+          "the console to forget its replay place")
     expect(console.locator("#ride")).to_have_attribute("data-booking-id", str(booking_id))
     expect(console.locator("#ride")).to_have_attribute("data-status", "assigned")
     assert console.errors == [], console.errors

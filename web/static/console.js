@@ -94,6 +94,11 @@ export function connectRelay(url, signIn, handlers) {
       signIn.forgetLastEventId();
       handlers.onResync?.();
       socket.connect();
+    } else if (error.message?.startsWith("relay_stopping")) {
+      // A relay on its way out (a deploy) turns connections away; behind a proxy the next
+      // try reaches another relay, here the one that replaces it. Refusals are not retried
+      // by the client itself.
+      setTimeout(() => socket.connect(), 1000);
     }
   });
   return socket;
