@@ -30,6 +30,10 @@ from smartroute.embedded import ensure_database, ensure_services
 from smartroute.settings import Settings
 from workers import heartbeat
 
+# A skipped test fails a CI run (tests/plugins/no_skips_in_ci.py); pytester runs pytest
+# within a test, for the plugin's own test.
+pytest_plugins = ["tests.plugins.no_skips_in_ci", "pytester"]
+
 ROOT = Path(__file__).resolve().parent.parent
 TEST_DATA_DIR = ROOT / ".smartroute" / "test"
 QUEUES = ("dispatch.default", "notify", "maintenance")
