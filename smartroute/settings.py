@@ -67,32 +67,15 @@ def _limit(env: Mapping[str, str], name: str, default: str) -> str:
 MIN_SECRET_KEY_LENGTH = 32
 
 
-def _secret_key(env: Mapping[str, str]) -> str | None:
-    key = _optional(env, "SMARTROUTE_SECRET_KEY")
-    if key is not None and len(key) < MIN_SECRET_KEY_LENGTH:
+def _secret(env: Mapping[str, str], name: str) -> str | None:
+    """An optional secret, refused when shorter than MIN_SECRET_KEY_LENGTH. The bootstrap
+    admin token is unsigned: its length is all that stands between it and a guess."""
+    value = _optional(env, name)
+    if value is not None and len(value) < MIN_SECRET_KEY_LENGTH:
         raise ConfigError(
-            f"SMARTROUTE_SECRET_KEY must be at least {MIN_SECRET_KEY_LENGTH} characters; "
+            f"{name} must be at least {MIN_SECRET_KEY_LENGTH} characters; "
             "`python -c 'import secrets; print(secrets.token_urlsafe(32))'` makes one")
-    return key
-
-
-def _admin_token(env: Mapping[str, str]) -> str | None:
-    # The bootstrap token is an admin's for as long as it is set, and unsigned: its length
-    # is all that stands between it and a guess.
-    token = _optional(env, "SMARTROUTE_ADMIN_TOKEN")
-    if token is not None and len(token) < MIN_SECRET_KEY_LENGTH:
-        raise ConfigError(
-            f"SMARTROUTE_ADMIN_TOKEN must be at least {MIN_SECRET_KEY_LENGTH} characters; "
-            "`python -c 'import secrets; print(secrets.token_urlsafe(32))'` makes one")
-    return token
-
-
-def _metrics_token(env: Mapping[str, str]) -> str | None:
-    token = _optional(env, "SMARTROUTE_METRICS_TOKEN")
-    if token is not None and len(token) < MIN_SECRET_KEY_LENGTH:
-        raise ConfigError(
-            f"SMARTROUTE_METRICS_TOKEN must be at least {MIN_SECRET_KEY_LENGTH} characters")
-    return token
+    return value
 
 
 def _port(env: Mapping[str, str], name: str) -> int | None:
@@ -232,9 +215,9 @@ class Settings:
             redis_url=_optional(env, "REDIS_URL"),
             broker_url=_optional(env, "CELERY_BROKER_URL"),
             data_dir=Path(env.get("SMARTROUTE_DATA_DIR") or ".smartroute"),
-            admin_token=_admin_token(env),
-            secret_key=_secret_key(env),
-            metrics_token=_metrics_token(env),
+            admin_token=_secret(env, "SMARTROUTE_ADMIN_TOKEN"),
+            secret_key=_secret(env, "SMARTROUTE_SECRET_KEY"),
+            metrics_token=_secret(env, "SMARTROUTE_METRICS_TOKEN"),
             token_ttl_s=_int(env, "SMARTROUTE_TOKEN_TTL_S", 7 * 24 * 3600, minimum=60),
             token_recheck_s=_int(env, "SMARTROUTE_TOKEN_RECHECK_S", 60, minimum=0),
             db_pool_size=_int(env, "SMARTROUTE_DB_POOL_SIZE", 5, minimum=1),

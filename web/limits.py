@@ -65,17 +65,24 @@ class RateLimits:
         if per_address is not None:
             checks.append((per_address, "address", request.remote_addr or "unknown"))
         for item, scope, who in checks:
-            try:
-                allowed = self.limiter.hit(item, "smartroute", kind, scope, who)
-                if allowed:
-                    continue
-                reset_at = self.limiter.get_window_stats(item, "smartroute", kind, scope,
-                                                         who).reset_time
-            except Exception as exc:  # Redis down: let the request through.
-                log.warning("rate limit not checked: %s", exc.__class__.__name__)
-                return
-            retry_after = max(1, math.ceil(reset_at - time.time()))
-            raise _too_many(f"{kind} requests from this {scope}", retry_after)
+            retry_after = seconds_over(self.limiter, item, "smartroute", kind, scope, who)
+            if retry_after is not None:
+                raise _too_many(f"{kind} requests from this {scope}", retry_after)
+
+
+def seconds_over(limiter: SlidingWindowCounterRateLimiter, item: RateLimitItem,
+                 *keys: str) -> int | None:
+    """Count one hit on ``keys`` against ``item``: None if it is within the limit (or Redis
+    could not be asked: a limit never stops a request by failing), else the seconds to
+    wait. The API's per-token limits and the relay's action limit both count this way."""
+    try:
+        if limiter.hit(item, *keys):
+            return None
+        reset_at = limiter.get_window_stats(item, *keys).reset_time
+    except Exception as exc:  # Redis down: let it through.
+        log.warning("rate limit not checked: %s", exc.__class__.__name__)
+        return None
+    return max(1, math.ceil(reset_at - time.time()))
 
 
 def limited(kind: str) -> Callable:

@@ -22,9 +22,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import math
 import threading
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,7 +43,7 @@ from smartroute.identity import Identity
 from smartroute.metrics import RELAY_DRIVER_ACTIONS
 from smartroute.settings import Settings
 from web.errors import domain_error, error_body, validation_error
-from web.limits import storage_url
+from web.limits import seconds_over, storage_url
 from web.schemas import DriverActionMessage
 from workers.dispatching import request_follow_up
 
@@ -113,15 +111,8 @@ class DriverActions:
         if self._limiter is None:
             return None
         # Keyed as the API keys its per-token limits: by the user the token belongs to.
-        keys = ("smartroute", "relay_action", "token", str(driver_id))
-        try:
-            if self._limiter.hit(self._per_token, *keys):
-                return None
-            reset_at = self._limiter.get_window_stats(self._per_token, *keys).reset_time
-        except Exception as exc:  # Redis down: let the action through, as the API does.
-            log.warning("relay action limit not checked: %s", exc.__class__.__name__)
-            return None
-        return max(1, math.ceil(reset_at - time.time()))
+        return seconds_over(self._limiter, self._per_token, "smartroute", "relay_action",
+                            "token", str(driver_id))
 
     def _carry_out(self, holder: Identity, action: DriverActionMessage) -> tuple[dict, bool]:
         session = self.sessions()
