@@ -25,6 +25,7 @@ from web import health
 from web.health import BROKER_TIMEOUT_S, CachedChecks, scraper_or_admin
 from web.runtime import runtime
 from workers import heartbeat
+from workers.queues import depths_on
 
 log = logging.getLogger(__name__)
 
@@ -52,16 +53,9 @@ def _queue_depths(app_runtime) -> dict[str, int]:
     """Messages waiting in each queue, through a connection of the app's broker pool (kept
     between scrapes) rather than a new one per scrape; otherwise as
     ``workers.queues.queue_depths``."""
-    depths = {}
     with app_runtime.celery.pool.acquire(block=True, timeout=BROKER_TIMEOUT_S) as conn:
         conn.ensure_connection(max_retries=1, timeout=BROKER_TIMEOUT_S)
-        channel = conn.default_channel
-        for queue in app_runtime.settings.queues:
-            try:
-                depths[queue] = channel.queue_declare(queue, passive=True).message_count
-            except Exception:  # A queue no worker has declared yet holds nothing.
-                depths[queue] = 0
-    return depths
+        return depths_on(conn.default_channel, app_runtime.settings.queues)
 
 
 class LiveCollector:

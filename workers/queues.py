@@ -7,15 +7,20 @@ from celery import Celery
 
 def queue_depths(app: Celery, queues: tuple[str, ...]) -> dict[str, int]:
     """Messages waiting in each queue (a passive declare: works on Redis and AMQP alike)."""
-    depths = {}
     with app.connection_for_read() as conn:
         conn.ensure_connection(max_retries=1, timeout=2)
         with conn.channel() as channel:
-            for queue in queues:
-                try:
-                    depths[queue] = channel.queue_declare(queue, passive=True).message_count
-                except Exception:  # An AMQP queue no worker has declared yet holds nothing.
-                    depths[queue] = 0
+            return depths_on(channel, queues)
+
+
+def depths_on(channel, queues: tuple[str, ...]) -> dict[str, int]:
+    """``queue_depths`` on a channel the caller already holds (a pooled connection's)."""
+    depths = {}
+    for queue in queues:
+        try:
+            depths[queue] = channel.queue_declare(queue, passive=True).message_count
+        except Exception:  # An AMQP queue no worker has declared yet holds nothing.
+            depths[queue] = 0
     return depths
 
 
