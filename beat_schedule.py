@@ -6,7 +6,7 @@ in the queue, the next one simply does the work.
 
 from __future__ import annotations
 
-from smartroute.settings import Settings
+from smartroute.infra.settings import Settings
 
 
 def _every(seconds: float, task: str, **kwargs) -> dict:

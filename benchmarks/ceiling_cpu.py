@@ -20,9 +20,9 @@ from pathlib import Path
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from smartroute.embedded import ensure_services  # noqa: E402
+from smartroute.infra.embedded import ensure_services  # noqa: E402
+from smartroute.infra.settings import Settings  # noqa: E402
 from smartroute.loadgen import ceiling  # noqa: E402
-from smartroute.settings import Settings  # noqa: E402
 
 EVERY_S = 0.05
 

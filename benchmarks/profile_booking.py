@@ -32,9 +32,9 @@ from sqlalchemy import text  # noqa: E402
 from dispatch import batches, tokens, users  # noqa: E402
 from dispatch.states import Role  # noqa: E402
 from smartroute import migrate  # noqa: E402
-from smartroute.embedded import ensure_services  # noqa: E402
-from smartroute.push import Publisher  # noqa: E402
-from smartroute.settings import Settings  # noqa: E402
+from smartroute.infra.embedded import ensure_services  # noqa: E402
+from smartroute.infra.push import Publisher  # noqa: E402
+from smartroute.infra.settings import Settings  # noqa: E402
 
 DATA_DIR = ROOT / ".smartroute" / "profile"
 LIMIT = "10000000/minute"

@@ -2,7 +2,7 @@
 
     python benchmarks/relay_sockets.py --modes eventlet,threading --sockets 500,2000
 
-For each async mode, starts a relay (``python -m smartroute.relay``) on the embedded
+For each async mode, starts a relay (``python -m smartroute.cli.relay``) on the embedded
 PostgreSQL and Redis in ``.smartroute/bench``, opens the given numbers of WebSocket
 connections one after another, each completing the Socket.IO CONNECT with its own token, and
 holds them open. Prints how many the relay accepted, the connect times, the relay's RSS and
@@ -29,8 +29,8 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from smartroute import migrate  # noqa: E402
-from smartroute.cli import relay_argv  # noqa: E402
-from smartroute.embedded import ensure_services  # noqa: E402
+from smartroute.cli.processes import relay_argv  # noqa: E402
+from smartroute.infra.embedded import ensure_services  # noqa: E402
 
 BASELINE = 10
 SECRET = "relay-sockets-benchmark-secret-0123456789abcdef"

@@ -6,9 +6,9 @@ from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from dispatch.db import make_engine, make_sessionmaker
-from smartroute.metrics import instrument_pool
-from smartroute.settings import Settings
-from smartroute.snapshots import redis_client
+from smartroute.infra.metrics import instrument_pool
+from smartroute.infra.settings import Settings
+from smartroute.infra.snapshots import redis_client
 from web.runtime import Runtime, close_db
 
 

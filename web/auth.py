@@ -10,7 +10,7 @@ from flask import g, request
 from dispatch.bookings import Actor
 from dispatch.states import Role
 from dispatch.tokens import MAX_TOKEN_LENGTH
-from smartroute.identity import Identity, identify
+from smartroute.infra.identity import Identity, identify
 from web.errors import ApiError
 from web.runtime import db, runtime, utcnow
 
@@ -48,7 +48,7 @@ def requires(*roles: Role) -> Callable:
 
 
 def _holder(token: str) -> Identity:
-    """The identity of a live token (``smartroute.identity``: the relay checks the same way)."""
+    """The identity of a live token (``smartroute.infra.identity``; the relay checks alike)."""
     settings, cache = runtime().settings, runtime().redis
     identity = identify(token, secret_key=settings.secret_key, session=db(), cache=cache,
                         note_s=settings.token_recheck_s, now=utcnow())

@@ -2,7 +2,7 @@
 
 import os
 
-from smartroute.settings import Settings
+from smartroute.infra.settings import Settings
 
 # Idle keep-alive connections stay open well past what clients and load balancers keep
 # (60 s is common): a server that closes first races the client's next request on that

@@ -21,7 +21,7 @@ from flask import Blueprint, current_app, request
 from sqlalchemy import text
 
 from dispatch.states import Role
-from smartroute import snapshots
+from smartroute.infra import snapshots
 from web.auth import requires
 from web.errors import ApiError
 from web.runtime import runtime, utcnow

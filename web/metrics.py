@@ -19,8 +19,8 @@ from sqlalchemy import func, select
 from dispatch.models import Booking
 from dispatch.outbox import oldest_unsent_age_s
 from dispatch.states import ACTIVE_STATUSES, Status
-from smartroute import snapshots
-from smartroute.metrics import HTTP_REQUEST_DURATION, exposition
+from smartroute.infra import snapshots
+from smartroute.infra.metrics import HTTP_REQUEST_DURATION, exposition
 from web import health
 from web.health import BROKER_TIMEOUT_S, CachedChecks, scraper_or_admin
 from web.runtime import runtime
@@ -115,8 +115,8 @@ class LiveCollector:
 @metrics.get("/metrics")
 @scraper_or_admin
 def get_metrics():
-    collector = current_app.extensions.get("smartroute.metrics")
+    collector = current_app.extensions.get("smartroute.infra.metrics")
     if collector is None:
-        collector = current_app.extensions.setdefault("smartroute.metrics",
+        collector = current_app.extensions.setdefault("smartroute.infra.metrics",
                                                       LiveCollector(runtime(), health.CHECK_TTL_S))
     return Response(exposition(collector), mimetype=CONTENT_TYPE_LATEST)

@@ -1,14 +1,14 @@
 """The Socket.IO relay: pushes assignments to drivers and changes to admins and riders.
 
-Run as its own process, ``python -m smartroute.relay`` (``smartroute relay`` starts it),
+Run as its own process, ``python -m smartroute.cli.relay`` (``smartroute relay`` starts it),
 which lets eventlet patch the standard library before this package is imported. The async
 mode is configuration (``SMARTROUTE_RELAY_ASYNC_MODE``). It identifies a token as the API
-does (smartroute.identity): signature and expiry with the key, liveness in PostgreSQL, never
+does (smartroute.infra.identity): signature and expiry with the key, liveness in PostgreSQL, never
 from Redis; and replays missed events from Redis streams. Every second
 (SMARTROUTE_RELAY_REVALIDATE_EVERY_S) one query drops connections whose token has since
 expired or been revoked.
 
-The async mode is eventlet (the default; ``smartroute.relay`` says why) or threading, and
+The async mode is eventlet (the default; ``smartroute.cli.relay`` says why) or threading, and
 ``create_relay`` gives either a WebSocket reader that bounds a whole message while reading
 it (web.relay_transport).
 
@@ -32,10 +32,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from dispatch import tokens
 from dispatch.db import make_sessionmaker
 from dispatch.outbox import ADMIN_ROOM, BOOKING_UPDATED, NEW_ASSIGNMENT, driver_room, rider_room
-from smartroute.identity import Identity
-from smartroute.identity import identify as shared_identify
-from smartroute.logs import configure_logging
-from smartroute.metrics import (
+from smartroute.infra.identity import Identity
+from smartroute.infra.identity import identify as shared_identify
+from smartroute.infra.logs import configure_logging
+from smartroute.infra.metrics import (
     RELAY_CONNECTIONS,
     RELAY_PUSHES,
     RELAY_REPLAYED,
@@ -43,8 +43,8 @@ from smartroute.metrics import (
     exposition,
     scrape_allowed,
 )
-from smartroute.push import CHANNEL, MAX_EVENT_ID, Resync, catch_up, valid_event_id
-from smartroute.settings import Settings
+from smartroute.infra.push import CHANNEL, MAX_EVENT_ID, Resync, catch_up, valid_event_id
+from smartroute.infra.settings import Settings
 from web import database_engine, relay_shutdown
 from web.relay_actions import DriverActions
 from web.relay_transport import bound_transport

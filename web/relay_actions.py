@@ -8,7 +8,7 @@ and the same transaction, and is acknowledged with what that request would answe
 an HTTP request (its TLS, headers and authentication) per action, three of them a ride.
 
 The relay runs on eventlet, so psycopg2 must yield to other green threads while it waits
-on PostgreSQL: ``eventlet.monkey_patch()`` in ``smartroute.relay`` sees to it.
+on PostgreSQL: ``eventlet.monkey_patch()`` in ``smartroute.cli.relay`` sees to it.
 
 Every action runs in its own green thread, and the relay's threads share one pool of database
 connections, so one driver could take them all. A connection therefore runs one action at a
@@ -39,9 +39,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from dispatch import bookings as service
 from dispatch import tokens
 from dispatch.errors import DispatchError
-from smartroute.identity import Identity
-from smartroute.metrics import RELAY_DRIVER_ACTIONS
-from smartroute.settings import Settings
+from smartroute.infra.identity import Identity
+from smartroute.infra.metrics import RELAY_DRIVER_ACTIONS
+from smartroute.infra.settings import Settings
 from web.errors import domain_error, error_body, validation_error
 from web.limits import seconds_over, storage_url
 from web.schemas import DriverActionMessage

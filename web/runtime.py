@@ -15,7 +15,7 @@ from flask import current_app, g
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from smartroute.settings import Settings
+from smartroute.infra.settings import Settings
 from web.limits import RateLimits
 from workers.dispatching import request_dispatch, request_follow_up, request_publish
 

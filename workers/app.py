@@ -5,7 +5,7 @@ from __future__ import annotations
 from celery import Celery
 
 from beat_schedule import beat_schedule
-from smartroute.settings import Settings
+from smartroute.infra.settings import Settings
 
 
 def create_celery(settings: Settings) -> Celery:

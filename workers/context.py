@@ -15,11 +15,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from dispatch.db import make_engine, make_sessionmaker
 from dispatch.eta import GreatCircleEta
 from dispatch.matching import MatchPolicy
-from smartroute.driver_index import RedisDriverIndex
-from smartroute.metrics import instrument_pool
-from smartroute.push import Publisher
-from smartroute.settings import Settings
-from smartroute.snapshots import redis_client
+from smartroute.infra.driver_index import RedisDriverIndex
+from smartroute.infra.metrics import instrument_pool
+from smartroute.infra.push import Publisher
+from smartroute.infra.settings import Settings
+from smartroute.infra.snapshots import redis_client
 
 
 @functools.cache

@@ -25,8 +25,8 @@ from prometheus_client import REGISTRY, CollectorRegistry, make_wsgi_app, multip
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import ThreadingWSGIServer
 
-from smartroute.metrics import multiprocess_dir, scrape_allowed
-from smartroute.settings import Settings
+from smartroute.infra.metrics import multiprocess_dir, scrape_allowed
+from smartroute.infra.settings import Settings
 from workers.queues import queue_depths
 
 log = logging.getLogger(__name__)

@@ -19,8 +19,8 @@ from dispatch.db import transaction_now
 from dispatch.matching import Outcome, dispatch_booking
 from dispatch.models import Booking
 from dispatch.stats import booking_stats
-from smartroute import snapshots
-from smartroute.metrics import ASSIGN_LATENCY, MATCH_OUTCOMES, PUSHES
+from smartroute.infra import snapshots
+from smartroute.infra.metrics import ASSIGN_LATENCY, MATCH_OUTCOMES, PUSHES
 from workers import heartbeat, telemetry  # noqa: F401 - connects the task metrics signals
 from workers.context import (
     cache,

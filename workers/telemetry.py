@@ -7,7 +7,7 @@ import time
 
 from celery.signals import task_failure, task_postrun, task_prerun, worker_process_shutdown
 
-from smartroute.metrics import TASK_DURATION, TASK_FAILURES, TASKS
+from smartroute.infra.metrics import TASK_DURATION, TASK_FAILURES, TASKS
 
 _started: dict[str, float] = {}
 

@@ -20,7 +20,7 @@ import psutil
 import redis
 import requests
 
-from smartroute.settings import Settings
+from smartroute.infra.settings import Settings
 
 START_TIMEOUT_S = 90.0
 STOP_TIMEOUT_S = 30.0
@@ -95,7 +95,7 @@ def started_engine(workers: int, data_dir: Path, extra_env: dict[str, str] | Non
     here, not by ``up``, so the benchmark knows their URLs for its SQL checks and the
     Celery ceiling.
     """
-    from smartroute.embedded import ensure_services
+    from smartroute.infra.embedded import ensure_services
 
     base = Settings.from_env()
     services = ensure_services(base.database_url, base.redis_url, data_dir)
@@ -169,7 +169,7 @@ def running_engine(api: str, relay: str, admin_token: str | None, data_dir: Path
     DATABASE_URL / CELERY_BROKER_URL / REDIS_URL come from the environment; without them, the
     embedded Redis of ``data_dir`` is used when its socket answers.
     """
-    from smartroute.embedded import _redis_answers, redis_socket_path
+    from smartroute.infra.embedded import _redis_answers, redis_socket_path
 
     env = dict(os.environ)
     if not (env.get("REDIS_URL") or env.get("CELERY_BROKER_URL")):
@@ -221,7 +221,7 @@ def engine_root(api: str) -> int | None:
 ROLES = (
     ("ceiling", ("smartroute.loadgen.noop",)),
     ("api", ("gunicorn", "web:create_app()")),
-    ("relay", ("smartroute.relay",)),
+    ("relay", ("smartroute.cli.relay",)),
     ("beat", ("workers.main", "beat")),
     ("worker", ("workers.main", "worker")),
     ("supervisor", ("smartroute", "up")),

@@ -8,7 +8,7 @@ is the task body. Run by ``smartroute.loadgen.ceiling`` as
 
 from celery import Celery
 
-from smartroute.settings import ConfigError, Settings
+from smartroute.infra.settings import ConfigError, Settings
 
 NOOP_QUEUE = "smartroute.bench.noop"
 NOOP_TASK = "smartroute.loadgen.noop.noop"

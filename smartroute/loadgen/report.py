@@ -82,7 +82,7 @@ def write_chart(path: Path, recorder: Recorder, title: str,
 
     Each dict maps a recorder name to the label drawn for it.
     """
-    from smartroute.embedded import optional_import
+    from smartroute.infra.embedded import optional_import
 
     matplotlib = optional_import("matplotlib", "bench", "Drawing the chart")
     matplotlib.use("Agg")  # Headless: no display on servers or in CI.

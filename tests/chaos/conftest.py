@@ -20,10 +20,10 @@ from sqlalchemy import event
 
 from dispatch.db import make_engine, make_sessionmaker
 from dispatch.users import ensure_bootstrap_admin
-from smartroute import migrate
-from smartroute.cli import api_argv, relay_argv, worker_argv
-from smartroute.embedded import redis_socket_path, start_postgres, start_redis
-from smartroute.settings import Settings
+from smartroute.cli.processes import api_argv, relay_argv, worker_argv
+from smartroute.infra import migrate
+from smartroute.infra.embedded import redis_socket_path, start_postgres, start_redis
+from smartroute.infra.settings import Settings
 from tests.conftest import empty_redis, truncate_all
 from tests.integration.conftest import STACK_TUNING, Client, Stack
 from tests.support import healthy, wait_for

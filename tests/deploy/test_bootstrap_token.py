@@ -19,7 +19,7 @@ import requests
 import socketio
 from sqlalchemy import make_url
 
-from smartroute.embedded import ensure_database
+from smartroute.infra.embedded import ensure_database
 from tests.support import free_port, healthy, wait_for
 
 SMARTROUTE = [sys.executable, "-m", "smartroute"]
@@ -35,7 +35,7 @@ def _one_short_of_head() -> str:
     head upgrade registers."""
     from alembic.script import ScriptDirectory
 
-    from smartroute.migrate import alembic_config
+    from smartroute.infra.migrate import alembic_config
 
     script = ScriptDirectory.from_config(alembic_config("postgresql://unused/unused"))
     return script.get_revision(script.get_current_head()).down_revision

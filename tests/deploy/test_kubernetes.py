@@ -9,7 +9,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from smartroute.settings import Settings
+from smartroute.infra.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 MANIFESTS = ROOT / "deploy" / "kubernetes"

@@ -21,8 +21,8 @@ import yaml
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
-from smartroute.metrics import scrape_allowed
-from smartroute.settings import ConfigError, Settings
+from smartroute.infra.metrics import scrape_allowed
+from smartroute.infra.settings import ConfigError, Settings
 from tests.deploy.conftest import AUTH, METRICS_TOKEN
 from tests.integration.conftest import new_user, online_driver
 from tests.support import free_port, wait_for
@@ -178,7 +178,7 @@ def test_the_worker_metrics_port_is_a_tcp_port_or_nothing():
 
 
 def test_each_start_path_empties_a_multiprocess_folder_of_its_own(tmp_path, monkeypatch):
-    from smartroute.cli import _own_metrics_env
+    from smartroute.cli.processes import own_metrics_env as _own_metrics_env
 
     monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
     settings = Settings(data_dir=tmp_path)

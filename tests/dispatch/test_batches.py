@@ -118,7 +118,7 @@ def test_two_concurrent_batches_never_share_a_driver(engine, committed_sessions,
 def test_the_index_narrows_the_search_and_postgres_decides_who_is_free(session, now, settings):
     import redis
 
-    from smartroute.driver_index import KEY, RedisDriverIndex
+    from smartroute.infra.driver_index import KEY, RedisDriverIndex
 
     client = redis.Redis.from_url(settings.redis_url)
     client.delete(KEY)

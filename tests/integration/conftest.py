@@ -13,7 +13,7 @@ import requests
 import socketio
 
 from dispatch.users import ensure_bootstrap_admin
-from smartroute.cli import api_argv, beat_argv, relay_argv, worker_argv
+from smartroute.cli.processes import api_argv, beat_argv, relay_argv, worker_argv
 from tests.conftest import QUEUES
 from tests.support import free_port, healthy, wait_for
 from workers.app import create_celery

@@ -36,7 +36,6 @@ def test_bench_e2e_json_reports_every_booking_done_once(stack, admin):
     assert result["checked_by"] == "sql"
     outcome = {k: result.get(k) for k in ("missing", "unfinished", "by_status", "counts",
                                           "errors", "double_assigned")}
-    print("RESULT", json.dumps(result)); print("STDERR", out.stderr[-4000:])
     assert result["lost"] == 0, outcome
     assert result["double_assigned"] == 0, outcome
     assert result["by_status"] == {"completed": 15}, outcome

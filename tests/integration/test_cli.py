@@ -60,7 +60,7 @@ def test_up_starts_everything_and_sigterm_stops_it_all(settings, tmp_path, clean
         children = psutil.Process(up.pid).children(recursive=True)
         cmdlines = " ".join(" ".join(c.cmdline()) for c in children)
         assert "gunicorn" in cmdlines and " worker " in cmdlines and " beat " in cmdlines
-        assert "smartroute.relay" in cmdlines
+        assert "smartroute.cli.relay" in cmdlines
 
         up.send_signal(signal.SIGTERM)
         assert up.wait(timeout=30) == 0

@@ -239,7 +239,7 @@ def test_the_driver_console_reloads_over_http_when_the_relay_cannot_replay(admin
                                                                            pages):
     import redis
 
-    from smartroute.push import REPLAY_PREFIX
+    from smartroute.infra.push import REPLAY_PREFIX
 
     console = pages((480, 900))
     handshakes = []  # The auth payload of each Socket.IO CONNECT the page sends.

@@ -6,8 +6,8 @@ from sqlalchemy import create_engine, inspect, make_url
 
 from dispatch.db import sqlalchemy_url
 from dispatch.models import Base
-from smartroute import migrate
-from smartroute.embedded import ensure_database
+from smartroute.infra import migrate
+from smartroute.infra.embedded import ensure_database
 
 
 def _tables(url: str) -> set[str]:

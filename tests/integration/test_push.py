@@ -12,7 +12,7 @@ import socketio
 
 from dispatch import tokens
 from dispatch.users import get_user
-from smartroute.cli import relay_argv
+from smartroute.cli.processes import relay_argv
 from tests.integration.conftest import Listener, disconnects, new_user, online_driver
 from tests.support import free_port, healthy, wait_for
 

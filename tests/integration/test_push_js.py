@@ -72,7 +72,7 @@ def test_the_js_client_told_to_resync_reloads_over_http_and_accepts(admin, stack
     import redis
     from sqlalchemy import text
 
-    from smartroute.push import REPLAY_PREFIX
+    from smartroute.infra.push import REPLAY_PREFIX
     from tests.support import wait_for
 
     driver = online_driver(admin, 38.7253, -9.1393)

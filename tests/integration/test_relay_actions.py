@@ -142,7 +142,7 @@ def test_an_action_waiting_on_a_row_lock_holds_up_no_one_else(admin, listeners, 
 
     answer = answers.get(timeout=WAIT_S)
     assert (answer["status"], answer["booking"]["status"]) == (200, "accepted")
-    # The patch came before any other import (smartroute.relay): eventlet found nothing
+    # The patch came before any other import (smartroute.cli.relay): eventlet found nothing
     # already made that it could not green.
     assert "monkey_patch" not in (stack.logs / "relay.log").read_text()
 

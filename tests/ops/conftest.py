@@ -9,7 +9,7 @@ from typing import NamedTuple
 import pytest
 from celery import Celery
 
-from smartroute.cli import worker_argv
+from smartroute.cli.processes import worker_argv
 from tests.support import free_port, wait_for
 from workers.app import create_celery
 

@@ -2,7 +2,7 @@
 for what only a real HTTP server shows (how a connection is handled after a 413); in-process
 task runs on the test services; and a relay process of its own.
 
-The relay runs as in production (``python -m smartroute.relay``, eventlet) against the test
+The relay runs as in production (``python -m smartroute.cli.relay``, eventlet) against the test
 database; its Redis is the tests' own, or one a test may stop. Tokens come from the API in
 this process, which shares that database and (unless a test says otherwise) that Redis.
 """
@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from smartroute.cli import api_argv, relay_argv
-from smartroute.embedded import redis_socket_path, start_redis, stop_redis
+from smartroute.cli.processes import api_argv, relay_argv
+from smartroute.infra.embedded import redis_socket_path, start_redis, stop_redis
 from tests.support import free_port, healthy, wait_for
 from tests.web.conftest import Api, api, app  # noqa: F401 - fixtures shared with tests/web
 from web import create_app

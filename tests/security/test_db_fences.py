@@ -17,9 +17,9 @@ from sqlalchemy.exc import OperationalError
 
 from dispatch.db import SessionLimitsMissing, make_engine, make_sessionmaker, sqlalchemy_url
 from dispatch.users import ensure_bootstrap_admin
-from smartroute import migrate
-from smartroute.embedded import ensure_database
-from smartroute.settings import ConfigError, Settings
+from smartroute.infra import migrate
+from smartroute.infra.embedded import ensure_database
+from smartroute.infra.settings import ConfigError, Settings
 from tests import factories as make
 from tests.conftest import reset_schema
 from tests.support import wait_for

@@ -53,7 +53,7 @@ def _note_with_a_made_up_mac(cache, token_hash, user_id, role, token_id, expires
 
 
 def _signed_note(key: str, token_hash, user_id, role, token_id, expires_at) -> str:
-    """A note as a process holding ``key`` writes it (smartroute/token_cache.py)."""
+    """A note as a process holding ``key`` writes it (smartroute/infra/token_cache.py)."""
     expiry = "" if expires_at is None else str(int(expires_at.timestamp()))
     message = "\x00".join(("smartroute-token-note", token_hash, str(user_id), role,
                            str(token_id), expiry))

@@ -20,8 +20,8 @@ from sqlalchemy import select
 from dispatch import outbox
 from dispatch.models import OutboxEvent
 from dispatch.users import ensure_bootstrap_admin
-from smartroute import push
-from smartroute.cli import relay_argv
+from smartroute.cli.processes import relay_argv
+from smartroute.infra import push
 from tests import factories
 from tests.support import free_port, healthy, wait_for
 from workers import context

@@ -26,8 +26,8 @@ from sqlalchemy import text
 from dispatch.db import make_engine, make_sessionmaker
 from dispatch.models import User
 from dispatch.tokens import hash_token, issue
-from smartroute.cli import relay_argv
-from smartroute.identity import Identity
+from smartroute.cli.processes import relay_argv
+from smartroute.infra.identity import Identity
 from tests import factories as make
 from tests.support import free_port, healthy, wait_for
 from web.relay_actions import DriverActions

@@ -2,8 +2,8 @@ import io
 import json
 import logging
 
-from smartroute.logs import configure_logging, mask_url
-from smartroute.settings import Settings
+from smartroute.infra.logs import configure_logging, mask_url
+from smartroute.infra.settings import Settings
 
 
 def test_passwords_in_urls_are_masked():

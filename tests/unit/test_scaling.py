@@ -1,4 +1,4 @@
-from smartroute.scaling import QueueReport, plan, processes_needed
+from smartroute.cli.scaling import QueueReport, plan, processes_needed
 
 
 def test_an_empty_queue_needs_no_process():

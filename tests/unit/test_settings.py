@@ -1,6 +1,6 @@
 import pytest
 
-from smartroute.settings import ConfigError, Settings
+from smartroute.infra.settings import ConfigError, Settings
 
 
 def test_defaults_follow_the_scaling_guide():

@@ -6,8 +6,8 @@ from dataclasses import replace
 import pytest
 
 from dispatch.users import ensure_bootstrap_admin
-from smartroute import migrate
-from smartroute.embedded import start_postgres
+from smartroute.infra import migrate
+from smartroute.infra.embedded import start_postgres
 from tests.support import wait_for
 from web import create_app
 

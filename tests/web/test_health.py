@@ -2,7 +2,7 @@
 
 from dataclasses import replace
 
-from smartroute.embedded import redis_socket_path, start_redis, stop_redis
+from smartroute.infra.embedded import redis_socket_path, start_redis, stop_redis
 from tests.support import wait_for
 from web import create_app
 

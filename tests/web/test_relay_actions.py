@@ -11,7 +11,7 @@ from dispatch.db import make_engine, make_sessionmaker
 from dispatch.states import Role
 from dispatch.tokens import hash_token
 from dispatch.users import create_user
-from smartroute.identity import Identity
+from smartroute.infra.identity import Identity
 from web.relay_actions import DriverActions
 
 ACCEPT = {"booking_id": 1, "action": "accept"}

@@ -7,8 +7,8 @@ from sqlalchemy import create_engine, make_url, text
 
 from dispatch.db import sqlalchemy_url
 from dispatch.users import ensure_bootstrap_admin
-from smartroute import migrate
-from smartroute.embedded import ensure_database
+from smartroute.infra import migrate
+from smartroute.infra.embedded import ensure_database
 from web import create_app
 from web.runtime import Runtime
 

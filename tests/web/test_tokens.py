@@ -10,7 +10,7 @@ from sqlalchemy import func, update
 from dispatch import tokens
 from dispatch.models import AccessToken
 from dispatch.users import ensure_bootstrap_admin, get_user
-from smartroute import token_cache
+from smartroute.infra import token_cache
 from tests.support import wait_for
 from tests.web.conftest import Api
 from web import create_app

@@ -21,7 +21,7 @@ from dispatch.drivers import driver_payload
 from dispatch.models import Booking, Driver
 from dispatch.states import ACTIVE_STATUSES, DRIVER_STATUSES, Role, Status
 from dispatch.stats import booking_stats
-from smartroute import snapshots
+from smartroute.infra import snapshots
 from web.api import api, parse_query
 from web.auth import requires
 from web.runtime import read_db, runtime, utcnow

@@ -10,7 +10,7 @@ from dispatch import bookings as service
 from dispatch.dispatch_log import entries_for
 from dispatch.regions import region_for
 from dispatch.states import DRIVER_ACTIONS, Role
-from smartroute.metrics import BOOKINGS_CREATED
+from smartroute.infra.metrics import BOOKINGS_CREATED
 from web.api import api, parse_body, parse_query
 from web.auth import actor, requires
 from web.errors import ApiError

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dispatch import drivers as service
 from dispatch.bookings import booking_payload
 from dispatch.states import DriverStatus, Role
-from smartroute.driver_index import RedisDriverIndex, best_effort
+from smartroute.infra.driver_index import RedisDriverIndex, best_effort
 from web.api import api, parse_body
 from web.auth import actor, requires
 from web.runtime import db, runtime, utcnow

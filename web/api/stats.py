@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dispatch.states import Role
 from dispatch.stats import booking_stats
-from smartroute import snapshots
+from smartroute.infra import snapshots
 from web.api import api
 from web.auth import requires
 from web.runtime import read_db, runtime, utcnow

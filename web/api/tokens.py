@@ -10,7 +10,7 @@ from flask import Response
 from dispatch import tokens
 from dispatch.states import Role
 from dispatch.users import get_user
-from smartroute import token_cache
+from smartroute.infra import token_cache
 from web.api import api
 from web.auth import actor, current_identity, current_token_id, requires
 from web.errors import ApiError

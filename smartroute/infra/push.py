@@ -26,7 +26,7 @@ import redis
 from sqlalchemy.orm import Session, sessionmaker
 
 from dispatch import outbox
-from smartroute.metrics import PUSH_LATENCY
+from smartroute.infra.metrics import PUSH_LATENCY
 
 CHANNEL = "smartroute-push"
 REPLAY_PREFIX = "smartroute:replay:"

@@ -1,4 +1,4 @@
-"""The relay's process: ``python -m smartroute.relay`` (what ``smartroute relay`` and
+"""The relay's process: ``python -m smartroute.cli.relay`` (what ``smartroute relay`` and
 ``smartroute up`` run).
 
 eventlet must patch the standard library before anything else is imported, or Redis calls

@@ -10,7 +10,7 @@ from sqlalchemy import create_engine, pool
 
 import migrations
 from dispatch.db import SessionLimits, set_role_limits, sqlalchemy_url
-from smartroute.settings import Settings
+from smartroute.infra.settings import Settings
 
 
 def alembic_config(database_url: str) -> Config:

@@ -12,7 +12,7 @@ a revocation cannot write its note back after it. Only if Redis cannot be reache
 token is revoked (no marker is set) may the API take a revoked token from a note written
 earlier, until that note lapses (``SMARTROUTE_TOKEN_RECHECK_S``).
 
-The relay reads no notes: it asks PostgreSQL (``smartroute.identity``).
+The relay reads no notes: it asks PostgreSQL (``smartroute.infra.identity``).
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ import sys
 
 from pythonjsonlogger.json import JsonFormatter
 
-from smartroute.settings import Settings
+from smartroute.infra.settings import Settings
 
 # user:password@ in a connection URL is never written to a log.
 _URL_PASSWORD = re.compile(r"(?P<scheme>[a-z0-9+]+://)(?P<user>[^:/@\s]*):[^@/\s]+@", re.I)

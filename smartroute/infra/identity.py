@@ -3,7 +3,7 @@
 The trust rule: a signed token's signature and expiry are checked here, with the key;
 whether the token is live (neither revoked nor expired) is PostgreSQL's word. A note in
 Redis may spare the API that round trip only if its HMAC checks out and no revocation
-marker is set (``smartroute.token_cache``); the relay always asks the database. Nothing
+marker is set (``smartroute.infra.token_cache``); the relay always asks the database. Nothing
 here imports Flask, so the relay uses it without the API's app.
 """
 
@@ -16,7 +16,7 @@ import redis
 from sqlalchemy.orm import Session
 
 from dispatch import tokens
-from smartroute import token_cache
+from smartroute.infra import token_cache
 
 
 @dataclass(frozen=True)

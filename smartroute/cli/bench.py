@@ -1,0 +1,197 @@
+"""Benchmarks that print numbers (``bench``) and the city simulation (``simulate``)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import click
+
+log = logging.getLogger("smartroute")
+
+
+@click.group()
+def bench() -> None:
+    """Benchmarks that print numbers."""
+
+
+@bench.command("matching")
+@click.option("--seed", default=1, show_default=True, help="The synthetic city's seed.")
+@click.option("--k", default=10, show_default=True, help="Candidate drivers per booking.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def bench_matching(seed: int, k: int, as_json: bool) -> None:
+    """Replay one seeded city through nearest-first, batched and each batch's optimum."""
+    import json
+    from dataclasses import replace
+
+    from rich.console import Console
+    from rich.progress import Progress
+    from rich.table import Table
+
+    from dispatch import simulation
+
+    city = replace(simulation.City(), seed=seed)
+    matchers = {"nearest": simulation.nearest, "batched": simulation.batched(k),
+                "optimal": simulation.batched(None)}
+    results = {}
+    with Progress(console=Console(stderr=True), transient=True, disable=as_json) as progress:
+        for name, matcher in matchers.items():
+            task = progress.add_task(f"{name:8}", total=city.windows)
+            outcome = simulation.replay(city, matcher, on_window=lambda t=task: progress.advance(t))
+            results[name] = outcome.summary()
+    results["solve_1000x1000_s"] = round(simulation.solve_time(1000, seed), 4)
+    if as_json:
+        click.echo(json.dumps(results))
+        return
+    table = Table(title=f"Matching on a seeded city (seed {seed}, {city.drivers} drivers, "
+                        f"~{city.riders_per_window} riders per {city.window_s:g}s window)")
+    for column in ("matcher", "mean pickup ETA s", "p95 pickup ETA s", "match rate",
+                   "solve time s"):
+        table.add_column(column, justify="left" if column == "matcher" else "right")
+    for name in matchers:
+        r = results[name]
+        table.add_row(name, f"{r['mean_pickup_eta_s']:.1f}", f"{r['p95_pickup_eta_s']:.1f}",
+                      f"{r['match_rate']:.3f}", f"{r['solve_time_s']:.4f}")
+    console = Console()
+    console.print(table)
+    gain = 1 - results["batched"]["mean_pickup_eta_s"] / results["nearest"]["mean_pickup_eta_s"]
+    gap = results["batched"]["mean_pickup_eta_s"] / results["optimal"]["mean_pickup_eta_s"] - 1
+    console.print(f"batched: mean pickup ETA {gain:.1%} below nearest-first and "
+                  f"{gap:.2%} above the batches' optimum; one 1000×1000 batch: "
+                  f"{results['solve_1000x1000_s']:.3f} s")
+
+
+def load_target(api: str | None, relay: str | None, token: str | None, workers: int,
+                 data_dir: str | None):
+    """An engine to load: the one at --api, or one started here (context manager)."""
+    import contextlib
+    import signal
+
+    def interrupted(signum, _frame):
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    # SIGTERM stops a run the way Ctrl-C does: through the finally blocks that stop the
+    # engine this command started.
+    signal.signal(signal.SIGTERM, interrupted)
+
+    from smartroute.loadgen.engine import running_engine, started_engine
+
+    folder = Path(data_dir or os.environ.get("SMARTROUTE_DATA_DIR") or ".smartroute")
+    if api is None:
+        return started_engine(workers, folder / "bench" if data_dir is None else folder)
+    relay = relay or api.rsplit(":", 1)[0] + f":{int(api.rsplit(':', 1)[1]) + 1}"
+    try:
+        return contextlib.nullcontext(running_engine(api, relay, token, folder))
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+_load_options = [
+    click.option("--api", default=None,
+                 help="A running engine's URL. Without it, `smartroute up` is started here "
+                      "(embedded services, limits raised for load)."),
+    click.option("--relay", default=None, help="The relay's URL [default: the API port + 1]."),
+    click.option("--token", default=None, envvar="SMARTROUTE_ADMIN_TOKEN",
+                 help="Admin token for --api [default: the data folder's admin_token]."),
+    click.option("--workers", default=2, show_default=True,
+                 help="Celery processes of an engine started here."),
+    click.option("--data-dir", default=None,
+                 help="Embedded services' folder [default: .smartroute/bench when starting "
+                      "the engine, else SMARTROUTE_DATA_DIR]."),
+    click.option("--driver-actions", "actions_over", type=click.Choice(["relay", "http"]),
+                 default="relay", show_default=True,
+                 help="How drivers accept, decline, start and complete: over their Socket.IO "
+                      "connection, or with POST /v1/bookings/<id>/<action>."),
+]
+
+
+def with_load_options(command):
+    for option in reversed(_load_options):
+        command = option(command)
+    return command
+
+
+@bench.command("e2e")
+@with_load_options
+@click.option("--rate", default=20.0, show_default=True, help="Bookings per second offered.")
+@click.option("--duration", default=20.0, show_default=True, help="Seconds of booking.")
+@click.option("--drivers", default=None, type=int,
+              help="Drivers online [default: enough for two batch windows of bookings].")
+@click.option("--seed", default=1, show_default=True)
+@click.option("--drain", default=30.0, show_default=True,
+              help="Seconds to wait, after the last booking, for every ride to complete.")
+@click.option("--ceiling-tasks", default=3000, show_default=True,
+              help="No-op tasks drained to measure Celery's ceiling.")
+@click.option("--chart", default=None, type=click.Path(dir_okay=False),
+              help="Also write a PNG chart of latencies, throughput and queue depth here.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def bench_e2e(api, relay, token, workers, data_dir, actions_over, rate, duration, drivers, seed,
+              drain, ceiling_tasks, chart, as_json) -> None:
+    """Open-loop bookings at a fixed rate through API, workers and relay; latency, losses,
+    memory, and the ratio to Celery's own no-op ceiling."""
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from smartroute.loadgen.e2e import run_e2e
+
+    if rate <= 0 or duration <= 0:
+        raise click.UsageError("--rate and --duration must be positive")
+    console = Console(stderr=True)
+
+    def progress(row: dict) -> None:
+        if not as_json:
+            console.print(f"t={row['t']:5.0f}s booked {row.get('booked', 0):6} "
+                          f"pushed {row.get('pushed', 0):6} completed {row.get('completed', 0):6}"
+                          f" waiting {row.get('waiting', 0):5} queue {row.get('queue_depth')}")
+
+    with load_target(api, relay, token, workers, data_dir) as target:
+        result = run_e2e(target, rate, duration, drivers, seed, drain, ceiling_tasks, progress,
+                         Path(chart) if chart else None, actions_over)
+    if as_json:
+        click.echo(json.dumps(result))
+        return
+    table = Table(title=f"bench e2e: {rate:g} bookings/s offered for {duration:g} s")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    for key, value in result.items():
+        table.add_row(key, json.dumps(value) if isinstance(value, dict) else str(value))
+    Console().print(table)
+
+
+@click.command()
+@with_load_options
+@click.option("--drivers", default=60, show_default=True, help="Drivers in the city.")
+@click.option("--rate", default=2.0, show_default=True, help="Bookings per second.")
+@click.option("--duration", default=60.0, show_default=True, help="Seconds of booking.")
+@click.option("--seed", default=1, show_default=True, help="The city's seed.")
+@click.option("--chart", default="smartroute-simulate.png", show_default=True,
+              type=click.Path(dir_okay=False), help="Where to write the PNG chart.")
+@click.option("--drain", default=None, type=float,
+              help="Seconds to let rides finish after the last booking "
+                   "[default: the offer window + 30].")
+@click.option("--speedup", default=60.0, show_default=True,
+              help="Simulated seconds of driving per real second.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def simulate(api, relay, token, workers, data_dir, actions_over, drivers, rate, duration, seed,
+             chart, drain, speedup, as_json) -> None:
+    """A seeded synthetic city of real clients: drivers ping, accept, drive and complete;
+    riders book. Live progress, then a summary table and a PNG chart."""
+    import json
+
+    from rich.console import Console
+
+    from smartroute.loadgen.simulate import run_simulation, summary_table
+
+    if rate <= 0 or duration <= 0 or drivers <= 0 or speedup <= 0:
+        raise click.UsageError("--drivers, --rate, --duration and --speedup must be positive")
+    with load_target(api, relay, token, workers, data_dir) as target:
+        result = run_simulation(target, drivers, rate, duration, seed, Path(chart), drain,
+                                live=not as_json, speedup=speedup, actions_over=actions_over)
+    if as_json:
+        click.echo(json.dumps(result))
+    else:
+        Console().print(summary_table(result))
+
