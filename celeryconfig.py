@@ -31,7 +31,7 @@ worker_cancel_long_running_tasks_on_connection_loss = True
 broker_connection_timeout = 2
 
 # Matching goes to one queue per region, dispatch.<region>, named when each message is sent
-# (workers.dispatching); the rest is routed here.
+# (smartroute.infra.enqueue); the rest is routed here.
 task_default_queue = "dispatch.default"
 task_routes = {
     "workers.tasks.lapse_offers": {"queue": "maintenance"},

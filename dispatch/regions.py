@@ -1,8 +1,9 @@
-"""Regions: named bounding boxes that shard dispatch into per-region queues.
+"""Regions: named bounding boxes that shard dispatch, one city at a time.
 
 A booking belongs to the first region whose box holds its pickup, else to ``default``.
-Workers can then be pinned to regions (``smartroute worker -Q dispatch.lisbon``) and
-scaled apart, and a batch never mixes two cities.
+Each region's matching has its own queue (smartroute.infra.queues), so workers can be
+pinned to regions (``smartroute worker -Q dispatch.lisbon``) and scaled apart, and a batch
+never mixes two cities.
 """
 
 from __future__ import annotations
@@ -53,7 +54,3 @@ def region_for(lat: float, lng: float, regions: tuple[Region, ...]) -> str:
 
 def region_names(regions: tuple[Region, ...]) -> tuple[str, ...]:
     return (*(r.name for r in regions), DEFAULT_REGION)
-
-
-def dispatch_queue(region: str) -> str:
-    return f"dispatch.{region}"

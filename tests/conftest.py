@@ -25,10 +25,9 @@ from sqlalchemy.orm import Session
 
 from dispatch.db import make_engine, make_sessionmaker
 from dispatch.models import Base
-from smartroute.infra import migrate
+from smartroute.infra import heartbeat, migrate
 from smartroute.infra.embedded import ensure_database, ensure_services
 from smartroute.infra.settings import Settings
-from workers import heartbeat
 
 # A skipped test fails a CI run (tests/plugins/no_skips_in_ci.py); pytester runs pytest
 # within a test, for the plugin's own test.

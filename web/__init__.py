@@ -5,8 +5,10 @@ from __future__ import annotations
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from dispatch.db import make_engine, make_sessionmaker
-from smartroute.infra.metrics import instrument_pool
+from dispatch.db import make_sessionmaker
+from smartroute.infra.celery_app import create_celery
+from smartroute.infra.database import database_engine
+from smartroute.infra.enqueue import Enqueue
 from smartroute.infra.settings import Settings
 from smartroute.infra.snapshots import redis_client
 from web.runtime import Runtime, close_db
@@ -21,10 +23,10 @@ def create_app(settings: Settings | None = None) -> Flask:
     from web.limits import AddressGate, RateLimits, guard_edge
     from web.metrics import metrics, time_requests
     from web.openapi import openapi
-    from workers.app import create_celery
 
     settings = settings or Settings.from_env()
-    if settings.database_url is None or settings.redis_url is None:
+    database_url, redis_url = settings.database_url, settings.redis_url
+    if database_url is None or redis_url is None:
         raise RuntimeError(
             "the API needs DATABASE_URL and REDIS_URL; `smartroute api` fills them in "
             "with embedded services when they are unset"
@@ -41,7 +43,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.json.sort_keys = False
     # Every connection opened is kept: the threads bound how many there are, and a pool that
     # closes what it opened beyond five makes PostgreSQL start a backend per busy request.
-    engine = database_engine(settings, settings.database_url, "smartroute-api", keep_all=True)
+    engine = database_engine(settings, database_url, "smartroute-api", keep_all=True)
     replica = (
         database_engine(settings, settings.database_replica_url, "smartroute-api-replica",
                         keep_all=True)
@@ -53,15 +55,17 @@ def create_app(settings: Settings | None = None) -> Flask:
         # from the right of X-Forwarded-For. With no hops configured the header is ignored,
         # since any client can write it.
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxy_hops)
-    cache = redis_client(settings.redis_url)
+    cache = redis_client(redis_url)
+    celery = create_celery(settings)
     app.extensions["smartroute"] = Runtime(
         settings=settings,
         engine=engine,
         sessions=make_sessionmaker(engine),
         read_sessions=make_sessionmaker(replica),
-        celery=create_celery(settings),
+        celery=celery,
+        enqueue=Enqueue(celery, cache, settings.batch_window_s),
         redis=cache,
-        limits=RateLimits(settings.redis_url, {
+        limits=RateLimits(redis_url, {
             "booking": (settings.booking_limit_per_token, settings.booking_limit_per_address),
             "location": (settings.location_limit_per_token, settings.location_limit_per_address),
             "refresh": (settings.refresh_limit_per_token, None),
@@ -81,24 +85,3 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(console)
     time_requests(app)
     return app
-
-
-def database_engine(settings: Settings, url: str, name: str, *, keep_all: bool = False):
-    """The pool of the scaling guide: ``db_pool_size`` kept, up to ``db_max_overflow`` more
-    opened under load and closed when returned. With ``keep_all``, every connection opened
-    is kept (up to both together): for the API, whose threads bound how many it opens, and
-    the relay, whose green threads queue for one at no cost. Opening a connection costs
-    PostgreSQL a new backend process: 2 ms of its CPU per booking when the API's eight
-    threads shared five kept connections (docs/performance.md)."""
-    engine = make_engine(
-        url,
-        pool_size=settings.db_pool_size + (settings.db_max_overflow if keep_all else 0),
-        max_overflow=0 if keep_all else settings.db_max_overflow,
-        pool_timeout=settings.db_pool_timeout_s,
-        pool_recycle=settings.db_pool_recycle_s,
-        application_name=name,
-        # A round trip per request saved; after a database restart one request gets a 503.
-        pre_ping=False,
-    )
-    instrument_pool(engine, name)
-    return engine

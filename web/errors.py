@@ -1,31 +1,56 @@
 """One error body everywhere: ``{"error": {"code", "message", "field"?, ...}}``.
 
-Domain errors map to statuses in one table; Werkzeug's HTTP errors (404, 405, 413)
-come back as JSON too, and a 5xx is logged with its traceback and leaks nothing.
+One table (``ANSWERS``) says how each error is answered: a domain error's status, and the
+database being unavailable. ``error_answer`` turns any exception into a body and a status
+from it, for the API's responses and the relay's acknowledgements alike. Werkzeug's HTTP
+errors (404, 405, 413) come back as JSON too, and a 5xx is logged with its traceback and
+leaks nothing.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
+from typing import Any
 
-from flask import Flask, jsonify
+from flask import Flask, Response, jsonify
 from pydantic import ValidationError
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from dispatch import errors as domain
 from dispatch.drivers import LocationRequired
 
 log = logging.getLogger(__name__)
 
-STATUS_BY_DOMAIN_ERROR: dict[type[domain.DispatchError], int] = {
-    domain.NotFound: 404,
-    domain.InvalidTransition: 409,
-    domain.NotOfferedToYou: 409,
-    domain.DriverBusy: 409,
-    LocationRequired: 409,
-    domain.IdempotencyConflict: 422,
+
+@dataclass(frozen=True)
+class Answer:
+    """How an error is answered: a status, and the body's code, message and field (for a
+    domain error, None keeps the error's own code and message)."""
+
+    status: int
+    code: str | None = None
+    message: str | None = None
+    field: str | None = None
+
+
+DATABASE_UNAVAILABLE = Answer(503, "database_unavailable",
+                              "the database is unavailable; try again shortly")
+INTERNAL_ERROR = Answer(500, "internal_error", "something went wrong on our side")
+
+# Looked up along the error's class hierarchy: the most specific entry wins.
+ANSWERS: dict[type[Exception], Answer] = {
+    domain.NotFound: Answer(404),
+    domain.InvalidTransition: Answer(409),
+    domain.NotOfferedToYou: Answer(409),
+    domain.DriverBusy: Answer(409),
+    LocationRequired: Answer(409),
+    domain.IdempotencyConflict: Answer(422),
+    domain.DispatchError: Answer(400),
+    OperationalError: DATABASE_UNAVAILABLE,
+    PoolTimeout: DATABASE_UNAVAILABLE,
 }
 
 
@@ -41,7 +66,7 @@ class ApiError(Exception):
     """An error raised at the edge (bad input, bad token), already knowing its status."""
 
     def __init__(self, status: int, code: str, message: str, field: str | None = None, *,
-                 headers: dict[str, str] | None = None, **extra):
+                 headers: dict[str, str] | None = None, **extra: Any) -> None:
         super().__init__(message)
         self.status, self.code, self.message, self.field, self.extra = (
             status, code, message, field, extra,
@@ -49,17 +74,40 @@ class ApiError(Exception):
         self.headers = headers or {}
 
 
-def error_body(code: str, message: str, field: str | None = None, **extra) -> dict:
+def error_body(code: str, message: str, field: str | None = None, **extra: Any) -> dict:
     """The ``{"error": …}`` body, for HTTP answers and the relay's acknowledgements alike."""
-    body: dict = {"code": code, "message": message}
+    body: dict[str, Any] = {"code": code, "message": message}
     if field is not None:
         body["field"] = field
     body.update(extra)
     return {"error": body}
 
 
-def error_response(status: int, code: str, message: str, field: str | None = None, **extra):
+def error_response(status: int, code: str, message: str, field: str | None = None,
+                   **extra: Any) -> tuple[Response, int]:
     return jsonify(error_body(code, message, field, **extra)), status
+
+
+def answer_for(exc: Exception) -> Answer:
+    """The table's entry for ``exc``: its own class's, else its nearest base's, else a 500."""
+    return next((ANSWERS[cls] for cls in type(exc).__mro__ if cls in ANSWERS), INTERNAL_ERROR)
+
+
+def error_answer(exc: Exception) -> tuple[dict, int]:
+    """The error body answering ``exc``, and its status: an edge error's own, the first bad
+    field of a validation error, else the table's (``ANSWERS``)."""
+    if isinstance(exc, ApiError):
+        return error_body(exc.code, exc.message, exc.field, **exc.extra), exc.status
+    if isinstance(exc, InvalidInput):
+        return validation_error(exc.error)
+    if isinstance(exc, ValidationError):
+        return validation_error(exc)
+    answer = answer_for(exc)
+    if isinstance(exc, domain.DispatchError):
+        return error_body(answer.code or exc.code, answer.message or exc.message, answer.field,
+                          **exc.details), answer.status
+    assert answer.code is not None and answer.message is not None
+    return error_body(answer.code, answer.message, answer.field), answer.status
 
 
 def _field_name(loc: tuple) -> str | None:
@@ -74,11 +122,6 @@ _PYDANTIC_CODES = {
     "model_type": "invalid_body",
     "model_attributes_type": "invalid_body",
 }
-
-
-def validation_error_response(exc: ValidationError):
-    body, status = validation_error(exc)
-    return jsonify(body), status
 
 
 def validation_error(exc: ValidationError) -> tuple[dict, int]:
@@ -96,16 +139,14 @@ def validation_error(exc: ValidationError) -> tuple[dict, int]:
     return error_body(first["code"], first["message"], first["field"], details=details), status
 
 
-def domain_error(exc: domain.DispatchError) -> tuple[dict, int]:
-    """A domain error's body and status, from the one table above."""
-    status = next((s for cls, s in STATUS_BY_DOMAIN_ERROR.items() if isinstance(exc, cls)), 400)
-    return error_body(exc.code, exc.message, **exc.details), status
-
-
 def register_error_handlers(app: Flask) -> None:
+    def _answered(exc: Exception) -> tuple[Response, int]:
+        body, status = error_answer(exc)
+        return jsonify(body), status
+
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError):
-        response = error_response(exc.status, exc.code, exc.message, exc.field, **exc.extra)
+        response = _answered(exc)
         if exc.status == 401:
             response[0].headers["WWW-Authenticate"] = 'Bearer realm="smartroute"'
         response[0].headers.update(exc.headers)
@@ -113,18 +154,17 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(InvalidInput)
     def _invalid_input(exc: InvalidInput):
-        return validation_error_response(exc.error)
+        return _answered(exc)
 
     @app.errorhandler(domain.DispatchError)
     def _domain_error(exc: domain.DispatchError):
-        body, status = domain_error(exc)
-        return jsonify(body), status
+        return _answered(exc)
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):
         code = (exc.name or "error").lower().replace(" ", "_")
         response = error_response(exc.code or 500, code, exc.description or exc.name)
-        if exc.code == 405 and exc.valid_methods:
+        if isinstance(exc, MethodNotAllowed) and exc.valid_methods:
             response[0].headers["Allow"] = ", ".join(exc.valid_methods)
         return response
 
@@ -132,13 +172,11 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(PoolTimeout)
     def _database_unavailable(exc: Exception):
         log.error("database unavailable: %s", exc.__class__.__name__)
-        response = error_response(
-            503, "database_unavailable", "the database is unavailable; try again shortly"
-        )
+        response = _answered(exc)
         response[0].headers["Retry-After"] = "5"
         return response
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):
         log.exception("unhandled error")
-        return error_response(500, "internal_error", "something went wrong on our side")
+        return _answered(exc)

@@ -16,15 +16,15 @@ import time
 from collections.abc import Callable
 
 import psutil
-import redis
 from flask import Blueprint, current_app, request
 from sqlalchemy import text
 
 from dispatch.states import Role
 from smartroute.infra import snapshots
+from smartroute.infra.queues import ping_broker
 from web.auth import requires
 from web.errors import ApiError
-from web.runtime import runtime, utcnow
+from web.runtime import Runtime, runtime, utcnow
 
 health = Blueprint("health", __name__)
 
@@ -86,26 +86,20 @@ def _timed(probe: Callable[[], object]) -> dict:
     return {"status": "ok", "latency_ms": round((time.perf_counter() - started) * 1000, 2)}
 
 
-def _check_database(app_runtime) -> None:
+def _check_database(app_runtime: Runtime) -> None:
     with app_runtime.engine.connect() as conn:
         conn.execute(text("SELECT 1"))
 
 
-def _check_redis(app_runtime) -> None:
+def _check_redis(app_runtime: Runtime) -> None:
     app_runtime.redis.ping()
 
 
-def _check_broker(app_runtime) -> None:
-    # A connection from the app's pool (the one publishing uses), kept open between calls.
-    with app_runtime.celery.pool.acquire(block=True, timeout=BROKER_TIMEOUT_S) as conn:
-        conn.ensure_connection(max_retries=0, timeout=BROKER_TIMEOUT_S)
-        # An open kombu connection to Redis says nothing of Redis now: ask it.
-        client = getattr(conn.default_channel, "client", None)
-        if isinstance(client, redis.Redis):
-            client.ping()
+def _check_broker(app_runtime: Runtime) -> None:
+    ping_broker(app_runtime.celery, BROKER_TIMEOUT_S)
 
 
-def _dependencies(app_runtime) -> dict:
+def _dependencies(app_runtime: Runtime) -> dict:
     return {
         "database": _timed(lambda: _check_database(app_runtime)),
         "redis": _timed(lambda: _check_redis(app_runtime)),

@@ -19,13 +19,12 @@ from sqlalchemy import func, select
 from dispatch.models import Booking
 from dispatch.outbox import oldest_unsent_age_s
 from dispatch.states import ACTIVE_STATUSES, Status
-from smartroute.infra import snapshots
+from smartroute.infra import heartbeat, snapshots
 from smartroute.infra.metrics import HTTP_REQUEST_DURATION, exposition
+from smartroute.infra.queues import pooled_queue_depths
 from web import health
 from web.health import BROKER_TIMEOUT_S, CachedChecks, scraper_or_admin
-from web.runtime import runtime
-from workers import heartbeat
-from workers.queues import depths_on
+from web.runtime import Runtime, runtime
 
 log = logging.getLogger(__name__)
 
@@ -49,20 +48,18 @@ def time_requests(app: Flask) -> None:
         return response
 
 
-def _queue_depths(app_runtime) -> dict[str, int]:
+def _queue_depths(app_runtime: Runtime) -> dict[str, int]:
     """Messages waiting in each queue, through a connection of the app's broker pool (kept
-    between scrapes) rather than a new one per scrape; otherwise as
-    ``workers.queues.queue_depths``."""
-    with app_runtime.celery.pool.acquire(block=True, timeout=BROKER_TIMEOUT_S) as conn:
-        conn.ensure_connection(max_retries=1, timeout=BROKER_TIMEOUT_S)
-        return depths_on(conn.default_channel, app_runtime.settings.queues)
+    between scrapes) rather than a new one per scrape."""
+    return pooled_queue_depths(app_runtime.celery, app_runtime.settings.queues,
+                               BROKER_TIMEOUT_S)
 
 
 class LiveCollector:
     """Gauges read from Postgres, the broker and the stats snapshot, at most once per
     ``ttl_s``: a scrape in between is served the families read last time."""
 
-    def __init__(self, app_runtime, ttl_s: float) -> None:
+    def __init__(self, app_runtime: Runtime, ttl_s: float) -> None:
         self.runtime = app_runtime
         self.cache = CachedChecks(lambda: {"families": list(self._read())}, ttl_s)
 

@@ -30,8 +30,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from dispatch import tokens
-from dispatch.db import make_sessionmaker
 from dispatch.outbox import ADMIN_ROOM, BOOKING_UPDATED, NEW_ASSIGNMENT, driver_room, rider_room
+from smartroute.infra.celery_app import create_celery
+from smartroute.infra.database import database_sessions
 from smartroute.infra.identity import Identity
 from smartroute.infra.identity import identify as shared_identify
 from smartroute.infra.logs import configure_logging
@@ -45,10 +46,9 @@ from smartroute.infra.metrics import (
 )
 from smartroute.infra.push import CHANNEL, MAX_EVENT_ID, Resync, catch_up, valid_event_id
 from smartroute.infra.settings import Settings
-from web import database_engine, relay_shutdown
+from web import relay_shutdown
 from web.relay_actions import DriverActions
 from web.relay_transport import bound_transport
-from workers.app import create_celery
 
 log = logging.getLogger("smartroute.relay")
 
@@ -94,13 +94,16 @@ class CountingRedisManager(socketio_lib.RedisManager):
 
 
 def create_relay(settings: Settings) -> tuple[Flask, SocketIO]:
+    database_url, redis_url = settings.database_url, settings.redis_url
+    if database_url is None or redis_url is None:
+        raise RuntimeError("the relay needs DATABASE_URL and REDIS_URL")
     app = Flask(__name__)
-    cache = redis.Redis.from_url(settings.redis_url, socket_timeout=5)
+    cache = redis.Redis.from_url(redis_url, socket_timeout=5)
     socketio = SocketIO(
         app,
         async_mode=settings.relay_async_mode,
         # Named explicitly: Flask-SocketIO would pick kombu for a unix:// Redis URL.
-        client_manager=CountingRedisManager(settings.redis_url, channel=CHANNEL),
+        client_manager=CountingRedisManager(redis_url, channel=CHANNEL),
         # Same origin only unless origins are configured; never "*" (cross-site hijacking).
         # None is engine.io's "same origin only"; an empty list would switch the check off.
         cors_allowed_origins=list(settings.relay_cors_origins) or None,
@@ -113,8 +116,7 @@ def create_relay(settings: Settings) -> tuple[Flask, SocketIO]:
     bound_transport(app, socketio, settings.relay_max_message_bytes,
                     settings.relay_max_connections)
     identities: dict[str, Identity] = {}
-    sessions = make_sessionmaker(database_engine(settings, settings.database_url,
-                                                 "smartroute-relay", keep_all=True))
+    sessions = database_sessions(settings, database_url, "smartroute-relay", keep_all=True)
     actions = DriverActions(settings, sessions, create_celery(settings), cache)
 
     @socketio.on("connect")

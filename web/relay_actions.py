@@ -32,20 +32,17 @@ from limits import parse
 from limits.storage import storage_from_string
 from limits.strategies import SlidingWindowCounterRateLimiter
 from pydantic import ValidationError
-from sqlalchemy.exc import OperationalError
-from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 
 from dispatch import bookings as service
 from dispatch import tokens
-from dispatch.errors import DispatchError
+from smartroute.infra.enqueue import Enqueue
 from smartroute.infra.identity import Identity
 from smartroute.infra.metrics import RELAY_DRIVER_ACTIONS
 from smartroute.infra.settings import Settings
-from web.errors import domain_error, error_body, validation_error
+from web.errors import DATABASE_UNAVAILABLE, error_answer, error_body
 from web.limits import seconds_over, storage_url
 from web.schemas import DriverActionMessage
-from workers.dispatching import request_follow_up
 
 log = logging.getLogger("smartroute.relay")
 
@@ -62,6 +59,7 @@ class DriverActions:
     _guard: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     def __post_init__(self) -> None:
+        self._enqueue = Enqueue(self.celery, self.cache, self.settings.batch_window_s)
         self._per_token = parse(self.settings.relay_action_limit_per_token)
         self._limiter = SlidingWindowCounterRateLimiter(
             storage_from_string(storage_url(self.settings.redis_url))) \
@@ -97,7 +95,7 @@ class DriverActions:
         try:
             action = DriverActionMessage.model_validate(message)
         except ValidationError as exc:
-            body, status = validation_error(exc)
+            body, status = error_answer(exc)
             return _answer(status, body), False
         return self._carry_out(holder, action)
 
@@ -115,6 +113,8 @@ class DriverActions:
                             "token", str(driver_id))
 
     def _carry_out(self, holder: Identity, action: DriverActionMessage) -> tuple[dict, bool]:
+        """The action in one transaction; its push (and a declined booking's matching) is
+        asked for as the API asks, sent once the transaction commits."""
         session = self.sessions()
         try:
             if not self._still_valid(session, holder):
@@ -122,29 +122,25 @@ class DriverActions:
                 return _stale(), True
             booking = service.driver_action(session, action.booking_id, holder.user_id,
                                             action.action, now=dt.datetime.now(dt.UTC))
+            self._enqueue.follow_up(session, booking)
             session.commit()
-        except DispatchError as exc:
+        except Exception as exc:
+            # Answered from the API's table (web.errors): a domain error as its status, the
+            # database being unavailable as 503, anything else as the API's 500, logged
+            # with its traceback; the driver gets an answer either way rather than waiting
+            # out its acknowledgement timeout.
             session.rollback()
-            RELAY_DRIVER_ACTIONS.labels(action.action, "refused").inc()
-            body, status = domain_error(exc)
+            body, status = error_answer(exc)
+            if status >= 500:
+                if status == DATABASE_UNAVAILABLE.status:
+                    log.error("database unavailable: %s", exc.__class__.__name__)
+                else:
+                    log.exception("driver action failed")
+            RELAY_DRIVER_ACTIONS.labels(action.action,
+                                        "refused" if status < 500 else "failed").inc()
             return _answer(status, body), False
-        except (OperationalError, PoolTimeout) as exc:
-            session.rollback()
-            log.error("database unavailable: %s", exc.__class__.__name__)
-            RELAY_DRIVER_ACTIONS.labels(action.action, "failed").inc()
-            return _answer(503, error_body("database_unavailable",
-                                           "the database is unavailable; try again shortly")), False
-        except Exception:
-            # As the API's 500: logged with its traceback, and the driver still gets an
-            # answer rather than waiting out its acknowledgement timeout.
-            session.rollback()
-            log.exception("driver action failed")
-            RELAY_DRIVER_ACTIONS.labels(action.action, "failed").inc()
-            return _answer(500, error_body("internal_error",
-                                           "something went wrong on our side")), False
         finally:
             session.close()
-        request_follow_up(self.celery, self.cache, booking, self.settings.batch_window_s)
         RELAY_DRIVER_ACTIONS.labels(action.action, "done").inc()
         return {"status": 200, "booking": service.booking_payload(booking)}, False
 

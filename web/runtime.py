@@ -1,7 +1,9 @@
 """What a request needs besides itself: settings, a database session, the task queue.
 
 Built once per app in ``create_app`` and reached through ``current_app``; one
-session per request, closed (and rolled back if uncommitted) when it ends.
+session per request, closed (and rolled back if uncommitted) when it ends. What a view asks
+of the workers is sent once that session commits, and never if it does not
+(smartroute.infra.after_commit): a view asks while its transaction is open.
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ from flask import current_app, g
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from dispatch.models import Booking
+from smartroute.infra.enqueue import Enqueue
 from smartroute.infra.settings import Settings
 from web.limits import RateLimits
-from workers.dispatching import request_dispatch, request_follow_up, request_publish
 
 
 @dataclass(frozen=True)
@@ -28,12 +31,14 @@ class Runtime:
     # The replica's sessions when DATABASE_REPLICA_URL is set, else the primary's.
     read_sessions: sessionmaker[Session]
     celery: Celery
+    enqueue: Enqueue
     redis: redis.Redis
     limits: RateLimits
 
 
 def runtime() -> Runtime:
-    return current_app.extensions["smartroute"]
+    rt: Runtime = current_app.extensions["smartroute"]
+    return rt
 
 
 def db() -> Session:
@@ -61,18 +66,17 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-def enqueue_dispatch(booking) -> None:
-    """Ask for a committed booking to be matched. Call only after commit."""
-    rt = runtime()
-    request_dispatch(rt.celery, rt.redis, booking.region, rt.settings.batch_window_s, booking.id)
+def enqueue_dispatch(booking: Booking) -> None:
+    """Have a new booking matched, once this request's transaction commits."""
+    runtime().enqueue.dispatch(db(), booking)
 
 
 def enqueue_publish() -> None:
-    """Push the events this request committed. Call only after commit."""
-    request_publish(runtime().celery, runtime().redis)
+    """Push the events this request records, once its transaction commits."""
+    runtime().enqueue.publish(db())
 
 
-def enqueue_follow_up(booking) -> None:
-    """After a driver's action commits: push it, and match the booking again if declined."""
-    rt = runtime()
-    request_follow_up(rt.celery, rt.redis, booking, rt.settings.batch_window_s)
+def enqueue_follow_up(booking: Booking) -> None:
+    """After a driver's action, once it commits: push it, and match the booking again if
+    declined."""
+    runtime().enqueue.follow_up(db(), booking)

@@ -12,11 +12,10 @@ import redis
 from celery.signals import worker_process_init
 from sqlalchemy.orm import Session, sessionmaker
 
-from dispatch.db import make_engine, make_sessionmaker
 from dispatch.eta import GreatCircleEta
 from dispatch.matching import MatchPolicy
+from smartroute.infra.database import database_sessions
 from smartroute.infra.driver_index import RedisDriverIndex
-from smartroute.infra.metrics import instrument_pool
 from smartroute.infra.push import Publisher
 from smartroute.infra.settings import Settings
 from smartroute.infra.snapshots import redis_client
@@ -28,29 +27,24 @@ def settings() -> Settings:
 
 
 def _sessionmaker(url: str, name: str) -> sessionmaker[Session]:
-    s = settings()
-    engine = make_engine(
-        url,
-        # A prefork child runs one task at a time: a small pool is plenty.
-        pool_size=2,
-        max_overflow=2,
-        pool_timeout=s.db_pool_timeout_s,
-        pool_recycle=s.db_pool_recycle_s,
-        application_name=name,
-        # No round trip per checkout: a connection a database restart left dead fails its
-        # task with OperationalError, which tasks retry (workers.tasks.RETRY) on a fresh one.
-        pre_ping=False,
-    )
-    instrument_pool(engine, name)
-    return make_sessionmaker(engine)
+    # A prefork child runs one task at a time: a small pool is plenty.
+    return database_sessions(settings(), url, name, pool_size=2, max_overflow=2)
+
+
+def _redis_url() -> str:
+    url = settings().redis_url
+    if url is None:
+        raise RuntimeError("workers need REDIS_URL (smartroute worker sets it)")
+    return url
 
 
 @functools.cache
 def sessions() -> sessionmaker[Session]:
     """Sessions on the primary database."""
-    if settings().database_url is None:
+    url = settings().database_url
+    if url is None:
         raise RuntimeError("workers need DATABASE_URL (smartroute worker sets it)")
-    return _sessionmaker(settings().database_url, "smartroute-worker")
+    return _sessionmaker(url, "smartroute-worker")
 
 
 @functools.cache
@@ -89,7 +83,7 @@ def _fresh_pool_after_fork(**_kwargs) -> None:
 @functools.cache
 def cache() -> redis.Redis:
     """This process's Redis client for SmartRoute's own keys (not the broker's)."""
-    return redis_client(settings().redis_url)
+    return redis_client(_redis_url())
 
 
 @functools.cache
@@ -100,5 +94,5 @@ def driver_index() -> RedisDriverIndex:
 @functools.cache
 def publisher() -> Publisher:
     s = settings()
-    return Publisher(s.redis_url, replay_events=s.replay_events,
+    return Publisher(_redis_url(), replay_events=s.replay_events,
                      replay_ttl_s=s.outbox_retention_s)

@@ -1,9 +1,9 @@
 """The Celery app that ``celery -A workers.main`` (and ``smartroute worker|beat``) runs."""
 
+from smartroute.infra.celery_app import create_celery
 from smartroute.infra.logs import configure_logging
 from smartroute.infra.settings import Settings
 from workers import metrics_server  # noqa: F401 - serves the node's /metrics (worker_init)
-from workers.app import create_celery
 from workers.heartbeat import Heartbeat
 
 settings = Settings.from_env()

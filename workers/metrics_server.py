@@ -26,8 +26,8 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import ThreadingWSGIServer
 
 from smartroute.infra.metrics import multiprocess_dir, scrape_allowed
+from smartroute.infra.queues import queue_depths
 from smartroute.infra.settings import Settings
-from workers.queues import queue_depths
 
 log = logging.getLogger(__name__)
 

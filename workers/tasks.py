@@ -19,9 +19,17 @@ from dispatch.db import transaction_now
 from dispatch.matching import Outcome, dispatch_booking
 from dispatch.models import Booking
 from dispatch.stats import booking_stats
-from smartroute.infra import snapshots
+from smartroute.infra import heartbeat, snapshots
+from smartroute.infra.enqueue import (
+    ask_to_publish_again,
+    asked_to_publish_again,
+    publish_finished,
+    request_dispatch,
+    request_publish,
+)
 from smartroute.infra.metrics import ASSIGN_LATENCY, MATCH_OUTCOMES, PUSHES
-from workers import heartbeat, telemetry  # noqa: F401 - connects the task metrics signals
+from smartroute.infra.queues import queue_depths
+from workers import telemetry  # noqa: F401 - connects the task metrics signals
 from workers.context import (
     cache,
     cost_model,
@@ -32,14 +40,6 @@ from workers.context import (
     sessions,
     settings,
 )
-from workers.dispatching import (
-    ask_to_publish_again,
-    asked_to_publish_again,
-    publish_finished,
-    request_dispatch,
-    request_publish,
-)
-from workers.queues import queue_depths
 
 log = logging.getLogger(__name__)
 
@@ -184,7 +184,7 @@ def refresh_stats() -> dict:
 
 @shared_task(name="workers.tasks.refresh_health", acks_late=True, **RETRY)
 def refresh_health() -> dict:
-    """Record pool use, queue depths and live workers (workers.heartbeat) for operators."""
+    """Record pool use, queue depths and live workers (smartroute.infra.heartbeat) for operators."""
     app = refresh_health.app
     with sessions()() as session:
         connections = dict(session.execute(text(
@@ -252,7 +252,7 @@ def _run() -> tuple[int, bool]:
     """One publisher run: how many events it sent, and whether it finished (False when
     another publisher held the lock).
 
-    While it runs, commits do not ask for another run (workers.dispatching); it reads
+    While it runs, commits do not ask for another run (smartroute.infra.enqueue); it reads
     again until a read finds nothing, or its time is up. Then it lets commits ask again
     and reads until a read finds nothing: a commit that did not ask committed before
     that, so that last read has it. A busy engine thus sends a handful of publish

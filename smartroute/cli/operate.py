@@ -11,7 +11,7 @@ from smartroute.infra.settings import Settings
 
 
 def celery_app(settings: Settings):
-    from workers.app import create_celery
+    from smartroute.infra.celery_app import create_celery
 
     return create_celery(settings)
 

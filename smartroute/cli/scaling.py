@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 
 from celery import Celery
 
-from workers.queues import consumers, queue_depths
+from smartroute.infra.queues import consumers, queue_depths
 
 
 @dataclass(frozen=True)

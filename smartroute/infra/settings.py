@@ -13,7 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from dispatch.regions import Region, dispatch_queue, parse_regions, region_names
+from dispatch.regions import Region, parse_regions, region_names
+from smartroute.infra.queues import MAINTENANCE, NOTIFY, dispatch_queue
 
 
 class ConfigError(ValueError):
@@ -311,7 +312,7 @@ class Settings:
     @property
     def queues(self) -> tuple[str, ...]:
         """Every Celery queue: each region's dispatch queue, notify and maintenance."""
-        return (*self.dispatch_queues, "notify", "maintenance")
+        return (*self.dispatch_queues, NOTIFY, MAINTENANCE)
 
     @property
     def worker_queues(self) -> str:

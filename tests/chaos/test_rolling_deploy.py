@@ -21,11 +21,11 @@ import redis
 import socketio
 from sqlalchemy import text
 
+from smartroute.infra.celery_app import create_celery
 from tests.chaos import invariants
 from tests.chaos.load import Load
 from tests.integration.conftest import Listener, new_user
 from tests.support import free_port, healthy, wait_for
-from workers.app import create_celery
 
 pytestmark = [pytest.mark.chaos, pytest.mark.slow,
               pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")]

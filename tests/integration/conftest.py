@@ -14,9 +14,9 @@ import socketio
 
 from dispatch.users import ensure_bootstrap_admin
 from smartroute.cli.processes import api_argv, beat_argv, relay_argv, worker_argv
+from smartroute.infra.celery_app import create_celery
 from tests.conftest import QUEUES
 from tests.support import free_port, healthy, wait_for
-from workers.app import create_celery
 
 WORKER_PROCESSES = 4
 # What the tests present to read a /metrics endpoint (each asks for the metrics token).

@@ -10,8 +10,8 @@ import pytest
 from celery import Celery
 
 from smartroute.cli.processes import worker_argv
+from smartroute.infra.celery_app import create_celery
 from tests.support import free_port, wait_for
-from workers.app import create_celery
 
 
 class Node(NamedTuple):

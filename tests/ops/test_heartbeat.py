@@ -1,4 +1,5 @@
-"""Live workers, as health reports them: each node's heartbeat in Redis (workers.heartbeat)."""
+"""Live workers, as health reports them: each node's heartbeat in Redis
+(smartroute.infra.heartbeat)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,8 @@ import time
 
 import redis
 
+from smartroute.infra import heartbeat
 from tests.support import wait_for
-from workers import heartbeat
 
 
 def test_a_worker_node_beats_while_it_runs_and_leaves_when_it_stops(worker, settings):

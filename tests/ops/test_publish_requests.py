@@ -1,5 +1,5 @@
 """Publish requests are coalesced: one publisher message stands for every commit until
-the publisher's run ends (workers.dispatching, workers.tasks.publish_outbox)."""
+the publisher's run ends (smartroute.infra.enqueue, workers.tasks.publish_outbox)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import redis
 from sqlalchemy import func, select
 
 from dispatch.models import OutboxEvent
+from smartroute.infra.celery_app import create_celery
+from smartroute.infra.enqueue import PUBLISH_OUTBOX, PUBLISH_SCHEDULED, request_publish
 from tests import factories
 from workers import context
-from workers.app import create_celery
-from workers.dispatching import PUBLISH_OUTBOX, PUBLISH_SCHEDULED, request_publish
 
 
 def _publish_messages(cache: redis.Redis) -> list[dict]:

@@ -18,12 +18,12 @@ from pathlib import Path
 import pytest
 
 from smartroute.cli.processes import api_argv, relay_argv
+from smartroute.infra.celery_app import create_celery
 from smartroute.infra.embedded import redis_socket_path, start_redis, stop_redis
 from tests.support import free_port, healthy, wait_for
 from tests.web.conftest import Api, api, app  # noqa: F401 - fixtures shared with tests/web
 from web import create_app
 from workers import context
-from workers.app import create_celery
 
 # Small enough that a test's oversized body is a few KiB, at the floor settings allow.
 SERVER_MAX_BODY_BYTES = 4096

@@ -22,10 +22,10 @@ from dispatch.models import OutboxEvent
 from dispatch.users import ensure_bootstrap_admin
 from smartroute.cli.processes import relay_argv
 from smartroute.infra import push
+from smartroute.infra.enqueue import PUBLISH_SCHEDULED
 from tests import factories
 from tests.support import free_port, healthy, wait_for
 from workers import context
-from workers.dispatching import PUBLISH_SCHEDULED
 
 # python-socketio's client leaves a websocket the server closed for the garbage collector.
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
@@ -265,7 +265,7 @@ def test_a_second_publisher_leaves_at_once_and_its_wake_up_is_not_lost(
     lock a test could hold in that window, so the read is wrapped); events commit; a second
     publisher must return at once, not wait in its worker slot, and the holder must still
     send them."""
-    from workers.dispatching import PUBLISH_AGAIN
+    from smartroute.infra.enqueue import PUBLISH_AGAIN
     from workers.tasks import publish_outbox
 
     cache = redis.Redis.from_url(settings.redis_url)
@@ -275,7 +275,7 @@ def test_a_second_publisher_leaves_at_once_and_its_wake_up_is_not_lost(
 
     def claim_then_pause(session, limit=500):
         rows = real_claim(session, limit)
-        # The last read of a run: after the run let commits ask again (workers.dispatching).
+        # The last read of a run: after the run let commits ask again (smartroute.infra.enqueue).
         last_read = not rows and cache.get(PUBLISH_SCHEDULED) is None
         if threading.current_thread() is holder and last_read and not go.is_set():
             in_window.set()

@@ -22,10 +22,10 @@ from dispatch.models import Booking, Driver
 from dispatch.states import ACTIVE_STATUSES, DRIVER_STATUSES, Role, Status
 from dispatch.stats import booking_stats
 from smartroute.infra import snapshots
+from smartroute.infra.queues import queue_depths
 from web.api import api, parse_query
 from web.auth import requires
 from web.runtime import read_db, runtime, utcnow
-from workers.queues import queue_depths
 
 log = logging.getLogger(__name__)
 

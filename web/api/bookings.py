@@ -59,11 +59,12 @@ def create_booking():
         idempotency_key=key,
         region=region_for(body.pickup.lat, body.pickup.lng, settings.regions),
     )
+    if created:
+        enqueue_publish()
+        enqueue_dispatch(booking)
     session.commit()
     if created:
         BOOKINGS_CREATED.labels(booking.region).inc()
-        enqueue_publish()
-        enqueue_dispatch(booking)
     location = url_for("api.get_booking", booking_id=booking.id)
     return service.booking_payload(booking), 202, {"Location": location}
 
@@ -94,8 +95,8 @@ def list_bookings():
 def cancel_booking(booking_id: int):
     session = db()
     booking = service.cancel_booking(session, booking_id, actor(), now=utcnow())
-    session.commit()
     enqueue_publish()
+    session.commit()
     return service.booking_payload(booking)
 
 
@@ -105,8 +106,8 @@ def cancel_booking(booking_id: int):
 def driver_action(booking_id: int, action: str):
     session = db()
     booking = service.driver_action(session, booking_id, actor().id, action, now=utcnow())
-    session.commit()
     enqueue_follow_up(booking)
+    session.commit()
     return service.booking_payload(booking)
 
 

@@ -1,4 +1,5 @@
-"""The Celery app factory. ``workers.main`` builds the instance the worker and beat run."""
+"""The Celery app: the workers and beat run it (``workers.main``); the API and the relay
+send their messages through one of their own (smartroute.infra.enqueue)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,9 @@
-"""Asking for a booking to be matched: one message per booking, or one batch per window.
+"""Asking the workers for work: a booking matched (one message per booking, or one batch
+per window), committed events pushed.
 
-Used by the API after a commit and by tasks after theirs. With a batch window, the
+The API and the relay ask through ``Enqueue``, which waits for their transaction to commit
+(smartroute.infra.after_commit); tasks call the ``request_*`` functions after their own
+transaction ends. With a batch window, the
 first booking of a window in a region schedules the region's batch ``window`` seconds
 ahead (a Redis ``SET NX PX`` makes it the only one); bookings arriving meanwhile ride
 along. The countdown is a second or two, far below the broker's visibility timeout;
@@ -11,12 +14,17 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from dataclasses import dataclass
+from typing import Any
 
 import redis
 from celery import Celery
+from sqlalchemy.orm import Session
 
-from dispatch.regions import dispatch_queue
+from dispatch.models import Booking
 from dispatch.states import Status
+from smartroute.infra.after_commit import after_commit
+from smartroute.infra.queues import NOTIFY, dispatch_queue
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +36,8 @@ PUBLISH_OUTBOX = "workers.tasks.publish_outbox"
 PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2}
 
 
-def _send(app: Celery, name: str, args: list, queue: str, countdown: float | None = None):
+def _send(app: Celery, name: str, args: list[Any], queue: str,
+          countdown: float | None = None) -> None:
     app.send_task(name, args=args, queue=queue, countdown=countdown, retry=True,
                   retry_policy=PUBLISH_RETRY_POLICY)
 
@@ -93,7 +102,7 @@ def request_publish(app: Celery, cache: redis.Redis | None = None) -> None:
     try:
         if not _first(cache, PUBLISH_SCHEDULED, PUBLISH_PENDING_MS):
             return
-        _send(app, PUBLISH_OUTBOX, [], "notify")
+        _send(app, PUBLISH_OUTBOX, [], NOTIFY)
     except Exception:
         log.warning("could not request a publish; beat's will send the events", exc_info=True)
 
@@ -126,10 +135,41 @@ def asked_to_publish_again(cache: redis.Redis) -> bool:
         return False
 
 
-def request_follow_up(app: Celery, cache: redis.Redis | None, booking, window_s: float) -> None:
-    """After a driver's action on ``booking`` commits, wherever it came from (the API or the
+def request_follow_up(app: Celery, cache: redis.Redis | None, region: str, booking_id: int,
+                      status: str, window_s: float) -> None:
+    """After a driver's action on a booking commits, wherever it came from (the API or the
     relay): push the change, and have the booking matched again if it went back to
     pending (a decline). Never raises."""
     request_publish(app, cache)
-    if booking.status == Status.PENDING:
-        request_dispatch(app, cache, booking.region, window_s, booking.id)
+    if status == Status.PENDING:
+        request_dispatch(app, cache, region, window_s, booking_id)
+
+
+@dataclass(frozen=True)
+class Enqueue:
+    """What the API and the relay ask of the workers, sent once their transaction commits.
+
+    Each method notes the request on ``session`` (smartroute.infra.after_commit) and
+    returns at once: a rolled-back request asks for nothing. What a send needs of a booking
+    is read when it is asked for, so the send touches no session.
+    """
+
+    celery: Celery
+    cache: redis.Redis | None
+    window_s: float
+
+    def dispatch(self, session: Session, booking: Booking) -> None:
+        """Have a new booking matched."""
+        region, booking_id = booking.region, booking.id
+        after_commit(session, lambda: request_dispatch(self.celery, self.cache, region,
+                                                       self.window_s, booking_id))
+
+    def publish(self, session: Session) -> None:
+        """Push the events this transaction records."""
+        after_commit(session, lambda: request_publish(self.celery, self.cache))
+
+    def follow_up(self, session: Session, booking: Booking) -> None:
+        """After a driver's action: push it, and match the booking again if declined."""
+        region, booking_id, status = booking.region, booking.id, booking.status
+        after_commit(session, lambda: request_follow_up(self.celery, self.cache, region,
+                                                        booking_id, status, self.window_s))
