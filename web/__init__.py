@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from flask import Flask
+from flask.json.provider import DefaultJSONProvider
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from dispatch.db import make_sessionmaker
@@ -31,7 +32,8 @@ def create_app(settings: Settings | None = None) -> Flask:
             "the API needs DATABASE_URL and REDIS_URL; `smartroute api` fills them in "
             "with embedded services when they are unset"
         )
-    if settings.secret_key is None:
+    secret_key = settings.secret_key
+    if secret_key is None:
         raise RuntimeError("the API needs SMARTROUTE_SECRET_KEY to sign tokens; `smartroute api` "
                            "generates one in the data folder when it is unset")
     # No app-wide /static: the console's blueprint serves its own files.
@@ -40,6 +42,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.config.update(MAX_CONTENT_LENGTH=settings.max_body_bytes, DEBUG=False,
                       PROPAGATE_EXCEPTIONS=False)
     app.debug = False
+    assert isinstance(app.json, DefaultJSONProvider)  # Flask's own, unless a subclass says.
     app.json.sort_keys = False
     # Every connection opened is kept: the threads bound how many there are, and a pool that
     # closes what it opened beyond five makes PostgreSQL start a backend per busy request.
@@ -54,11 +57,14 @@ def create_app(settings: Settings | None = None) -> Flask:
         # The client's address is the one the nearest trusted proxy saw: the hops-th entry
         # from the right of X-Forwarded-For. With no hops configured the header is ignored,
         # since any client can write it.
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxy_hops)
+        # Flask's documented way to wrap its WSGI app; its stubs call it a method.
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app, x_for=settings.trusted_proxy_hops)
     cache = redis_client(redis_url)
     celery = create_celery(settings)
     app.extensions["smartroute"] = Runtime(
         settings=settings,
+        secret_key=secret_key,
         engine=engine,
         sessions=make_sessionmaker(engine),
         read_sessions=make_sessionmaker(replica),

@@ -50,7 +50,7 @@ def requires(*roles: Role) -> Callable:
 def _holder(token: str) -> Identity:
     """The identity of a live token (``smartroute.infra.identity``; the relay checks alike)."""
     settings, cache = runtime().settings, runtime().redis
-    identity = identify(token, secret_key=settings.secret_key, session=db(), cache=cache,
+    identity = identify(token, secret_key=runtime().secret_key, session=db(), cache=cache,
                         note_s=settings.token_recheck_s, now=utcnow())
     if identity is None:
         raise _invalid()

@@ -127,16 +127,16 @@ _PYDANTIC_CODES = {
 def validation_error(exc: ValidationError) -> tuple[dict, int]:
     """The error body naming the first bad field (all of them in ``details``), and its
     status: 400 for a body that is not an object at all, else 422."""
-    details = []
-    for err in exc.errors(include_url=False, include_input=False, include_context=False):
-        field = _field_name(tuple(err["loc"]))
-        details.append(
-            {"field": field, "code": _PYDANTIC_CODES.get(err["type"], "invalid_field"),
-             "message": err["msg"]}
-        )
-    first = details[0]
-    status = 400 if first["code"] in ("malformed_json", "invalid_body") else 422
-    return error_body(first["code"], first["message"], first["field"], details=details), status
+    found = [
+        (_field_name(tuple(err["loc"])), _PYDANTIC_CODES.get(err["type"], "invalid_field"),
+         err["msg"])
+        for err in exc.errors(include_url=False, include_input=False, include_context=False)
+    ]
+    details = [{"field": field, "code": code, "message": message}
+               for field, code, message in found]
+    field, code, message = found[0]
+    status = 400 if code in ("malformed_json", "invalid_body") else 422
+    return error_body(code, message, field, details=details), status
 
 
 def register_error_handlers(app: Flask) -> None:

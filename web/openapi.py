@@ -7,6 +7,8 @@ live server gives against this document, so the two cannot drift apart unnoticed
 
 from __future__ import annotations
 
+from typing import Any
+
 from flask import Blueprint
 
 from dispatch.states import BOOKING_STATUSES, DRIVER_STATUSES, ROLES
@@ -66,7 +68,7 @@ DRIVER = {
         "current_booking": {"oneOf": [BOOKING, {"type": "null"}]},
     },
 }
-TOKEN = {
+TOKEN: dict[str, Any] = {
     "type": "object",
     "required": ["token", "token_id", "expires_at"],
     "properties": {"token": {"type": "string"}, "token_id": {"type": "integer"},

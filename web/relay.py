@@ -53,7 +53,7 @@ from web.relay_transport import bound_transport
 log = logging.getLogger("smartroute.relay")
 
 
-def identify(settings: Settings, sessions: sessionmaker[Session],
+def identify(secret_key: str, sessions: sessionmaker[Session],
              token: object) -> Identity | None:
     """The identity behind a token the relay should accept, or None: the API's check, with
     the database asked every time (one query by the token's unique hash)."""
@@ -61,10 +61,18 @@ def identify(settings: Settings, sessions: sessionmaker[Session],
         return None
     try:
         with sessions() as session:
-            return shared_identify(token, secret_key=settings.secret_key, session=session)
+            return shared_identify(token, secret_key=secret_key, session=session)
     except SQLAlchemyError as exc:
         log.warning("token not checked, database unavailable: %s", exc.__class__.__name__)
         return None
+
+
+def _sid() -> str:
+    """The Socket.IO session of the event being handled, which Flask-SocketIO sets on the
+    request."""
+    # Flask's stubs know nothing of what Flask-SocketIO adds.
+    sid: str = request.sid  # type: ignore[attr-defined]
+    return sid
 
 
 def rooms_for(user_id: int, role: str) -> list[str]:
@@ -95,8 +103,9 @@ class CountingRedisManager(socketio_lib.RedisManager):
 
 def create_relay(settings: Settings) -> tuple[Flask, SocketIO]:
     database_url, redis_url = settings.database_url, settings.redis_url
-    if database_url is None or redis_url is None:
-        raise RuntimeError("the relay needs DATABASE_URL and REDIS_URL")
+    secret_key = settings.secret_key
+    if database_url is None or redis_url is None or secret_key is None:
+        raise RuntimeError("the relay needs DATABASE_URL, REDIS_URL and SMARTROUTE_SECRET_KEY")
     app = Flask(__name__)
     cache = redis.Redis.from_url(redis_url, socket_timeout=5)
     socketio = SocketIO(
@@ -122,7 +131,7 @@ def create_relay(settings: Settings) -> tuple[Flask, SocketIO]:
     @socketio.on("connect")
     def connect(auth):
         token = auth.get("token") if isinstance(auth, dict) else None
-        identity = identify(settings, sessions, token)
+        identity = identify(secret_key, sessions, token)
         if identity is None:
             raise ConnectionRefusedError("unauthorized: a valid token is required in auth")
         last = auth.get("last_event_id")
@@ -132,7 +141,7 @@ def create_relay(settings: Settings) -> tuple[Flask, SocketIO]:
             # connection is accepted, the refusal's data reaches every client.
             error = {"code": "invalid_field", "field": "last_event_id",
                      "message": f"last_event_id must be a whole number from 0 to {MAX_EVENT_ID}"}
-            emit("error", error, to=request.sid)
+            emit("error", error, to=_sid())
             raise socketio_lib.exceptions.ConnectionRefusedError(error["message"], error)
         rooms = rooms_for(identity.user_id, identity.role)
         for room in rooms:
@@ -141,7 +150,7 @@ def create_relay(settings: Settings) -> tuple[Flask, SocketIO]:
             # The rooms are joined first: an event published meanwhile arrives live, or in
             # the replay, or both (clients drop copies by event_id), never in neither.
             replay(last, rooms)
-        identities[request.sid] = identity
+        identities[_sid()] = identity
         RELAY_CONNECTIONS.labels(identity.role).inc()
 
     def replay(last: int, rooms: list[str]) -> None:
@@ -154,22 +163,22 @@ def create_relay(settings: Settings) -> tuple[Flask, SocketIO]:
             # A partial replay would look complete; the client reloads its state instead.
             emit("resync_required", {"reason": backlog.reason,
                                      "oldest_event_id": backlog.oldest_event_id},
-                 to=request.sid)
+                 to=_sid())
             RELAY_RESYNCS.labels(backlog.reason).inc()
             return
         for _event_id, event, data in backlog:
-            emit(event, data, to=request.sid)
+            emit(event, data, to=_sid())
         RELAY_REPLAYED.inc(len(backlog))
 
     @socketio.on("disconnect")
     def disconnect(*_args):
-        identity = identities.pop(request.sid, None)
+        identity = identities.pop(_sid(), None)
         if identity is not None:
             RELAY_CONNECTIONS.labels(identity.role).dec()
 
     @socketio.on("join_driver_room")
     def join_driver(data=None):
-        identity = identities[request.sid]
+        identity = identities[_sid()]
         user_id, role = identity.user_id, identity.role
         wanted = data.get("driver_id") if isinstance(data, dict) else None
         if role != "driver" or wanted != user_id:
@@ -179,7 +188,7 @@ def create_relay(settings: Settings) -> tuple[Flask, SocketIO]:
 
     @socketio.on("join_admin_room")
     def join_admin(_data=None):
-        if identities[request.sid].role != "admin":
+        if identities[_sid()].role != "admin":
             emit("error", {"code": "forbidden", "message": "only admins join the admin room"})
             return
         join_room(ADMIN_ROOM)
@@ -188,9 +197,9 @@ def create_relay(settings: Settings) -> tuple[Flask, SocketIO]:
     def driver_action(data=None):
         """Acknowledged with what ``POST /v1/bookings/<id>/<action>`` would answer, or 429
         while this connection's previous action is still running."""
-        answer, ended = actions.handle_on(request.sid, identities[request.sid], data)
+        answer, ended = actions.handle_on(_sid(), identities[_sid()], data)
         if ended:
-            socketio.server.disconnect(request.sid, namespace="/")
+            socketio.server.disconnect(_sid(), namespace="/")
         return answer
 
     def revalidate_forever():

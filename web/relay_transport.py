@@ -49,7 +49,9 @@ def bound_transport(app: Flask, socketio: SocketIO, max_message_bytes: int,
     # A copy: the dictionary Engine.IO holds is its driver module's own.
     eio._async = {**eio._async, "websocket": websocket}
     eio.max_http_buffer_size = max_message_bytes
-    app.wsgi_app = ConnectionCap(BodyLimit(app.wsgi_app, max_message_bytes), max_connections)
+    # Flask's documented way to wrap its WSGI app in middleware; its stubs call it a method.
+    app.wsgi_app = ConnectionCap(  # type: ignore[method-assign]
+        BodyLimit(app.wsgi_app, max_message_bytes), max_connections)
 
 
 class ConnectionCap:

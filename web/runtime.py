@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import redis
 from celery import Celery
 from flask import current_app, g
-from sqlalchemy import Engine
+from sqlalchemy import Engine, Row
 from sqlalchemy.orm import Session, sessionmaker
 
 from dispatch.models import Booking
@@ -26,6 +26,8 @@ from web.limits import RateLimits
 @dataclass(frozen=True)
 class Runtime:
     settings: Settings
+    # settings.secret_key, which the app refuses to start without.
+    secret_key: str
     engine: Engine
     sessions: sessionmaker[Session]
     # The replica's sessions when DATABASE_REPLICA_URL is set, else the primary's.
@@ -76,7 +78,7 @@ def enqueue_publish() -> None:
     runtime().enqueue.publish(db())
 
 
-def enqueue_follow_up(booking: Booking) -> None:
+def enqueue_follow_up(booking: Booking | Row) -> None:
     """After a driver's action, once it commits: push it, and match the booking again if
     declined."""
     runtime().enqueue.follow_up(db(), booking)

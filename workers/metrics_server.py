@@ -123,8 +123,11 @@ class _Quiet(WSGIRequestHandler):
 
 def serve(celery, settings: Settings) -> ThreadingWSGIServer:
     """Serve ``/metrics`` on the configured host and port from a daemon thread."""
+    port = settings.worker_metrics_port
+    if port is None:
+        raise ValueError("no SMARTROUTE_WORKER_METRICS_PORT to serve /metrics on")
     app = guarded(make_wsgi_app(registry(celery, settings.queues)), settings.metrics_token)
-    server = make_server(settings.worker_metrics_host, settings.worker_metrics_port, app,
+    server = make_server(settings.worker_metrics_host, port, app,
                          ThreadingWSGIServer, handler_class=_Quiet)
     threading.Thread(target=server.serve_forever, name="metrics-server", daemon=True).start()
     return server

@@ -70,11 +70,11 @@ def match_booking(booking_id: int) -> str:
     with sessions()() as session, session.begin():
         result = dispatch_booking(session, booking_id, match_policy())
         assigned = result.outcome == Outcome.ASSIGNED
-        created_at = session.get(Booking, booking_id).created_at if assigned else None
+        created_at = session.get_one(Booking, booking_id).created_at if assigned else None
     MATCH_OUTCOMES.labels(result.outcome.value).inc()
     if result.outcome in (Outcome.ASSIGNED, Outcome.EXPIRED):
         request_publish(match_booking.app, cache())
-    if result.outcome == Outcome.ASSIGNED:
+    if created_at is not None:  # Assigned.
         ASSIGN_LATENCY.observe((_now() - created_at).total_seconds())
         log.info(
             "booking assigned",
@@ -187,7 +187,7 @@ def refresh_health() -> dict:
     """Record pool use, queue depths and live workers (smartroute.infra.heartbeat) for operators."""
     app = refresh_health.app
     with sessions()() as session:
-        connections = dict(session.execute(text(
+        connections: dict[str, int] = dict(session.execute(text(
             "SELECT coalesce(nullif(application_name, ''), 'other'), count(*) "
             "FROM pg_stat_activity WHERE datname = current_database() GROUP BY 1"
         )).all())

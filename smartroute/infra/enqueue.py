@@ -19,6 +19,7 @@ from typing import Any
 
 import redis
 from celery import Celery
+from sqlalchemy import Row
 from sqlalchemy.orm import Session
 
 from dispatch.models import Booking
@@ -168,7 +169,7 @@ class Enqueue:
         """Push the events this transaction records."""
         after_commit(session, lambda: request_publish(self.celery, self.cache))
 
-    def follow_up(self, session: Session, booking: Booking) -> None:
+    def follow_up(self, session: Session, booking: Booking | Row) -> None:
         """After a driver's action: push it, and match the booking again if declined."""
         region, booking_id, status = booking.region, booking.id, booking.status
         after_commit(session, lambda: request_follow_up(self.celery, self.cache, region,

@@ -52,10 +52,10 @@ def identify(token: object, *, secret_key: str, session: Session,
         if claims is None:
             return None  # Forged or expired: no round trip to anyone.
     token_hash = tokens.hash_token(token)
-    use_notes = cache is not None and note_s > 0
-    if use_notes:
+    notes = cache if note_s > 0 else None
+    if notes is not None:
         try:
-            note = token_cache.read_note(cache, secret_key, token_hash, now)
+            note = token_cache.read_note(notes, secret_key, token_hash, now)
         except (redis.RedisError, OSError):
             note = None  # The database decides, as it always may.
         if note is not None and _agrees(note, claims):
@@ -66,8 +66,8 @@ def identify(token: object, *, secret_key: str, session: Session,
         return None
     identity = Identity(holder.user.id, holder.user.role, holder.token_id, token_hash,
                         holder.expires_at)
-    if use_notes:
-        token_cache.write_note(cache, secret_key, token_hash,
+    if notes is not None:
+        token_cache.write_note(notes, secret_key, token_hash,
                                token_cache.Note(identity.user_id, identity.role,
                                                 identity.token_id, identity.expires_at),
                                note_s)

@@ -113,7 +113,11 @@ class Publisher:
         marked sent in the caller's transaction, which holds the publisher lock; how many."""
         rows = outbox.claim_positioned(session, limit=limit)
         if rows:
-            self.deliver([(r.position, r.room, r.event, outbox.message(r)) for r in rows])
+            events = []
+            for r in rows:
+                assert r.position is not None  # Claimed rows are the positioned ones.
+                events.append((r.position, r.room, r.event, outbox.message(r)))
+            self.deliver(events)
             sent_at = dt.datetime.now(dt.UTC)
             outbox.mark_sent(session, [r.id for r in rows], sent_at)
             for r in rows:

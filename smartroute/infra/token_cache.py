@@ -102,7 +102,7 @@ def read_note(client: redis.Redis, secret: str, token_hash: str,
     revocation marker is set; None if the database must be asked. Raises if Redis is
     unreachable."""
     raw, marker = client.mget(NOTE_PREFIX + token_hash, REVOKED_PREFIX + token_hash)
-    if raw is None or marker is not None:
+    if not isinstance(raw, bytes) or marker is not None:
         return None
     note = _decode(secret, token_hash, raw)
     if note is None:

@@ -12,7 +12,7 @@ from dispatch.regions import region_for
 from dispatch.states import DRIVER_ACTIONS, Role
 from smartroute.infra.metrics import BOOKINGS_CREATED
 from web.api import api, parse_body, parse_query
-from web.auth import actor, requires
+from web.auth import actor, current_identity, requires
 from web.errors import ApiError
 from web.limits import limited
 from web.runtime import (
@@ -105,7 +105,8 @@ def cancel_booking(booking_id: int):
 @limited("driver action")
 def driver_action(booking_id: int, action: str):
     session = db()
-    booking = service.driver_action(session, booking_id, actor().id, action, now=utcnow())
+    booking = service.driver_action(session, booking_id, current_identity().user_id, action,
+                                    now=utcnow())
     enqueue_follow_up(booking)
     session.commit()
     return service.booking_payload(booking)

@@ -24,7 +24,7 @@ def _issued(user_id: int):
     settings = runtime().settings
     session = db()
     user = get_user(session, user_id)
-    token, row = tokens.issue(session, user, settings.secret_key, settings.token_ttl_s)
+    token, row = tokens.issue(session, user, runtime().secret_key, settings.token_ttl_s)
     session.commit()
     return tokens.token_payload(token, row), 201
 
@@ -68,7 +68,7 @@ def refresh_token():
     settings = runtime().settings
     session = db()
     user = get_user(session, identity.user_id)
-    rotated = tokens.rotate(session, user, identity.token_id, settings.secret_key,
+    rotated = tokens.rotate(session, user, identity.token_id, runtime().secret_key,
                             settings.token_ttl_s, settings.token_max_lifetime_s)
     if rotated is None:
         session.rollback()

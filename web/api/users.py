@@ -18,6 +18,6 @@ def post_user():
     session = db()
     settings = runtime().settings
     user = create_user(session, body.name, Role(body.role))
-    token, row = issue(session, user, settings.secret_key, settings.token_ttl_s)
+    token, row = issue(session, user, runtime().secret_key, settings.token_ttl_s)
     session.commit()
     return user_payload(user) | token_payload(token, row), 201
