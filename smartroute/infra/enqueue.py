@@ -3,11 +3,11 @@ per window), committed events pushed.
 
 The API and the relay ask through ``Enqueue``, which waits for their transaction to commit
 (smartroute.infra.after_commit); tasks call the ``request_*`` functions after their own
-transaction ends. With a batch window, the
-first booking of a window in a region schedules the region's batch ``window`` seconds
-ahead (a Redis ``SET NX PX`` makes it the only one); bookings arriving meanwhile ride
-along. The countdown is a second or two, far below the broker's visibility timeout;
-anything a lost message would have matched, the redispatch sweep finds in its row.
+transaction ends. With a batch window, the first booking of a window in a region schedules
+the region's batch ``window`` seconds ahead (a Redis ``SET NX PX`` makes it the only one);
+bookings arriving meanwhile ride along. The countdown is a second or two, far below the
+broker's visibility timeout; anything a lost message would have matched, the redispatch
+sweep finds in its row.
 """
 
 from __future__ import annotations
