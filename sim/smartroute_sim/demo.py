@@ -53,6 +53,14 @@ def _rider(api: Api, name: str, stop: threading.Event, rng: random.Random) -> No
         log.warning("demo rider stopped: %s", exc)
 
 
+def _online(driver: SimulatedDriver) -> bool:
+    try:
+        driver.go_online()
+    except socketio.exceptions.ConnectionError:
+        return False
+    return True
+
+
 def _driver(admin: Api, relay_url: str, name: str, stop: threading.Event,
             rng: random.Random) -> None:
     def tell(_driver: SimulatedDriver, booking_id: int, action: str) -> None:
@@ -64,9 +72,11 @@ def _driver(admin: Api, relay_url: str, name: str, stop: threading.Event,
         user_id, token = admin.create_user("driver", name)
         driver = SimulatedDriver(admin.with_token(token), user_id, _near_centre(rng), rng,
                                  relays=relay_url, on_step=tell)
-        driver.go_online()
+        while not _online(driver):
+            if stop.wait(0.5):  # The relay starts beside the API: it may not answer yet.
+                return
         driver.start(stop, decline=DECLINE_RATE, ride_s=RIDE_S)
-    except (requests.RequestException, socketio.exceptions.ConnectionError) as exc:
+    except requests.RequestException as exc:
         log.warning("demo driver %s stopped: %s", name, exc)
 
 
