@@ -26,6 +26,7 @@ import threading
 import time
 from collections.abc import Callable
 
+import requests
 import socketio
 
 from smartroute_sim.client import HTTP_TIMEOUT_S, Answer, Api, Endpoints, error_of
@@ -225,7 +226,7 @@ class SimulatedDriver:
                 return False
             self.stop.wait(0.2)
 
-    def ping(self):
+    def ping(self) -> requests.Response | None:
         """The location, sent; the answer, or None when nothing answered."""
         return self.api.answer("PUT", "/v1/drivers/me/location", self.position, retry=True)
 
