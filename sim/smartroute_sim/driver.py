@@ -71,6 +71,10 @@ class SimulatedDriver:
         self.on_step = on_step or _ignore  # After a step landed (the demo tells it).
         self.count = count or _ignore  # Events worth counting: socket drops, fallbacks.
         self.lock = threading.Lock()
+        # The relay runs one action per connection at a time and answers a second one 429
+        # "busy": steps over the connection go one after another, as an app sends them
+        # (a new offer's accept can otherwise overtake the last ride's complete).
+        self.stepping = threading.Lock()
         self.holding: int | None = None  # The booking in hand, from its offer until let go.
         self.offered: set[int] = set()
         self.offers: queue.Queue = queue.Queue()
@@ -189,8 +193,10 @@ class SimulatedDriver:
         if self.over_relay and sio is not None and sio.connected:
             started, relay = time.monotonic(), self.connecting_to
             try:
-                answer = sio.call("driver_action", {"booking_id": booking_id,
-                                                    "action": action}, timeout=HTTP_TIMEOUT_S)
+                with self.stepping:
+                    answer = sio.call("driver_action", {"booking_id": booking_id,
+                                                        "action": action},
+                                      timeout=HTTP_TIMEOUT_S)
             except socketio.exceptions.SocketIOError:
                 answer = None  # The relay went away mid-call.
             status = answer.get("status") if isinstance(answer, dict) else None

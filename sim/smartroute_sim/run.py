@@ -340,6 +340,9 @@ class LoadRun:
             "missing": missing,
             "unfinished": unfinished,
             "lost": missing + unfinished,
+            # Which, and where each stopped (the first few): what to look up after a run.
+            "lost_bookings": dict([(i, statuses.get(i, "missing")) for i in ids
+                                   if statuses.get(i) != FINAL_OK][:20]),
             "by_status": by_status,
             "double_assigned": double if double is not None else self.double_seen,
             "double_assigned_seen_by_drivers": self.double_seen,
