@@ -17,7 +17,7 @@ from smartroute.loadgen.engine import Target
 from smartroute.loadgen.report import write_chart
 from smartroute.loadgen.run import DriverPolicy, LoadPlan, LoadRun
 
-# The targets of issue 6, checked in every result.
+# The engine's performance targets, checked in every result.
 ACCEPT_P99_MS = 50.0
 CEILING_RATIO = 0.6
 PUSH_P99_BEYOND_WINDOW_MS = 1500.0
