@@ -63,7 +63,7 @@ def _in(obj: object, folders: tuple[Path, ...]) -> bool:
     """Whether ``obj`` is defined in a file under one of ``folders`` (the tests' own code,
     not the engine's or a library's)."""
     try:
-        source_file = inspect.getsourcefile(obj)  # type: ignore[arg-type]
+        source_file = inspect.getsourcefile(obj)
     except TypeError:
         return False
     return source_file is not None and any(
@@ -82,7 +82,7 @@ def _callees(function: types.FunctionType) -> Iterator[object]:
 
 
 def _starts_a_process(function: object, folders: tuple[Path, ...], seen: set[object]) -> bool:
-    function = inspect.unwrap(function)  # type: ignore[arg-type]
+    function = inspect.unwrap(function)
     if (not isinstance(function, types.FunctionType) or function in seen
             or not _in(function, folders)):
         return False
