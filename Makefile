@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
-$(VENV): requirements.txt requirements-dev.txt pyproject.toml
+$(VENV): requirements.txt requirements-dev.txt pyproject.toml sim/pyproject.toml
 	python3 -m venv $(VENV) && $(VENV)/bin/pip install -q -r requirements-dev.txt -e .
 	@touch $(VENV)
 

@@ -12,10 +12,10 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from smartroute.loadgen import ceiling
-from smartroute.loadgen.engine import Target
-from smartroute.loadgen.report import write_chart
-from smartroute.loadgen.run import DriverPolicy, LoadPlan, LoadRun
+from smartroute_sim import ceiling
+from smartroute_sim.engine import Target
+from smartroute_sim.report import write_chart
+from smartroute_sim.run import DriverPolicy, LoadPlan, LoadRun
 
 # The engine's performance targets, checked in every result.
 ACCEPT_P99_MS = 50.0
