@@ -16,11 +16,13 @@ up: $(VENV) ## Start the whole engine with the demo (embedded PostgreSQL and Red
 test: $(VENV) ## Run every test, as CI does.
 	$(PY) -m pytest
 
-test-fast: $(VENV) ## Skip the slow load, chaos and browser tests.
-	$(PY) -m pytest -m "not slow and not chaos and not browser"
+test-fast: $(VENV) ## The unit layer alone: no services, no processes, seconds.
+	$(PY) -m pytest -m unit
 
-lint: $(VENV) ## Lint with ruff.
+lint: $(VENV) ## Lint with ruff, check its formatting and the types with mypy, as CI does.
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 migrate: $(VENV) ## Migrate the database to head.
 	$(VENV)/bin/smartroute db upgrade

@@ -84,12 +84,12 @@ def create_app(settings: Settings | None = None) -> Flask:
 
 
 def database_engine(settings: Settings, url: str, name: str, *, keep_all: bool = False):
-    """The pool of the scaling guide: ``db_pool_size`` kept, up to ``db_max_overflow`` more
+    """A bounded pool: ``db_pool_size`` kept, up to ``db_max_overflow`` more
     opened under load and closed when returned. With ``keep_all``, every connection opened
     is kept (up to both together): for the API, whose threads bound how many it opens, and
     the relay, whose green threads queue for one at no cost. Opening a connection costs
     PostgreSQL a new backend process: 2 ms of its CPU per booking when the API's eight
-    threads shared five kept connections (docs/performance.md)."""
+    threads shared five kept connections (docs/bench/history.md)."""
     engine = make_engine(
         url,
         pool_size=settings.db_pool_size + (settings.db_max_overflow if keep_all else 0),

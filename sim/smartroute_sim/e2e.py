@@ -17,7 +17,7 @@ from smartroute_sim.engine import Target
 from smartroute_sim.report import write_chart
 from smartroute_sim.run import DriverPolicy, LoadPlan, LoadRun
 
-# The targets of issue 6, checked in every result.
+# The engine's performance targets, checked in every result.
 ACCEPT_P99_MS = 50.0
 CEILING_RATIO = 0.6
 PUSH_P99_BEYOND_WINDOW_MS = 1500.0

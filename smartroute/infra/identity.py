@@ -53,7 +53,7 @@ def identify(token: object, *, secret_key: str, session: Session,
             return None  # Forged or expired: no round trip to anyone.
     token_hash = tokens.hash_token(token)
     use_notes = cache is not None and note_s > 0
-    if use_notes:
+    if use_notes and cache is not None:
         try:
             note = token_cache.read_note(cache, secret_key, token_hash, now)
         except (redis.RedisError, OSError):
@@ -66,7 +66,7 @@ def identify(token: object, *, secret_key: str, session: Session,
         return None
     identity = Identity(holder.user.id, holder.user.role, holder.token_id, token_hash,
                         holder.expires_at)
-    if use_notes:
+    if use_notes and cache is not None:
         token_cache.write_note(cache, secret_key, token_hash,
                                token_cache.Note(identity.user_id, identity.role,
                                                 identity.token_id, identity.expires_at),

@@ -65,9 +65,10 @@ def _encode(secret: str, token_hash: str, note: Note) -> str:
                      _mac(secret, token_hash, note)))
 
 
-def _decode(secret: str, token_hash: str, raw: bytes) -> Note | None:
+def _decode(secret: str, token_hash: str, raw: bytes | str) -> Note | None:
     try:
-        user_id, role, token_id, expiry, mac = raw.decode().split(":")
+        text = raw.decode() if isinstance(raw, bytes) else raw
+        user_id, role, token_id, expiry, mac = text.split(":")
         note = Note(int(user_id), role, int(token_id),
                     dt.datetime.fromtimestamp(int(expiry), dt.UTC) if expiry else None)
     except (UnicodeDecodeError, ValueError, OverflowError, OSError):

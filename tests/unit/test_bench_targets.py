@@ -1,4 +1,4 @@
-"""The benchmark's verdict on a result: every target of issue 6, the ratio included."""
+"""The benchmark's verdict on a result: every performance target, the ratio included."""
 
 from smartroute_sim.e2e import targets_met
 
