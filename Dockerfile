@@ -1,6 +1,7 @@
 # One image for every SmartRoute process; the command picks the part (api, worker, relay, beat,
-# db upgrade). Production only: the embedded PostgreSQL and Redis (the `embedded` extra) and the
-# chart tooling of the load tools (`bench`) stay out, so DATABASE_URL and REDIS_URL are required.
+# db upgrade). Production only: the embedded PostgreSQL and Redis (the `embedded` extra) stay
+# out, so DATABASE_URL and REDIS_URL are required; the load tools (the `smartroute-sim`
+# distribution in sim/: demo, bench, simulate) are not even in the build context.
 
 # The wheel is built in its own stage so the sources and build tools stay out of the image.
 FROM python:3.11-slim AS build

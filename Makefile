@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
-$(VENV): requirements.txt requirements-dev.txt pyproject.toml
+$(VENV): requirements.txt requirements-dev.txt pyproject.toml sim/pyproject.toml sim/requirements.txt
 	python3 -m venv $(VENV) && $(VENV)/bin/pip install -q -r requirements-dev.txt -e .
 	@touch $(VENV)
 
@@ -16,11 +16,13 @@ up: $(VENV) ## Start the whole engine with the demo (embedded PostgreSQL and Red
 test: $(VENV) ## Run every test, as CI does.
 	$(PY) -m pytest
 
-test-fast: $(VENV) ## Skip the slow load, chaos and browser tests.
-	$(PY) -m pytest -m "not slow and not chaos and not browser"
+test-fast: $(VENV) ## The unit layer alone: no services, no processes, seconds.
+	$(PY) -m pytest -m unit
 
-lint: $(VENV) ## Lint with ruff.
+lint: $(VENV) ## Lint with ruff, check its formatting and the types with mypy, as CI does.
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 migrate: $(VENV) ## Migrate the database to head.
 	$(VENV)/bin/smartroute db upgrade

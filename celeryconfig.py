@@ -1,6 +1,6 @@
 """Celery settings, and only those. Broker URL and beat schedule come from SmartRoute's settings.
 
-Each choice below answers a known trap of Celery on Redis (see shared PITFALLS).
+Each choice below answers a known trap of Celery on Redis, named in the comment above it.
 """
 
 # JSON only: a message is data, never code (no pickle anywhere).

@@ -2,7 +2,7 @@
 
     python benchmarks/ceiling_cpu.py --tasks 3000,6000
 
-Runs the same measurement as ``bench e2e``'s ``celery_noop_ceiling`` (smartroute.loadgen.
+Runs the same measurement as ``bench e2e``'s ``celery_noop_ceiling`` (smartroute_sim.
 ceiling: a queue of no-op tasks, a worker with the engine's settings and two processes)
 on the embedded Redis in ``.smartroute/bench``, and reads the machine's CPU counters while
 it drains. Prints the drain rate, how busy both cores were, and CPU per task: whether the
@@ -22,7 +22,7 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from smartroute.infra.embedded import ensure_services  # noqa: E402
 from smartroute.infra.settings import Settings  # noqa: E402
-from smartroute.loadgen import ceiling  # noqa: E402
+from smartroute_sim import ceiling  # noqa: E402
 
 EVERY_S = 0.05
 

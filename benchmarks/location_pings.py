@@ -15,7 +15,7 @@ import random
 import statistics
 import time
 
-import requests
+from smartroute_sim.client import Api
 
 
 def main() -> None:
@@ -27,20 +27,18 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=10.0)
     args = parser.parse_args()
 
-    admin = requests.Session()
-    admin.headers["Authorization"] = f"Bearer {args.token}"
-    tokens = [admin.post(f"{args.api}/v1/users", json={"name": f"pinger-{i}", "role": "driver"},
-                         timeout=10).json()["token"] for i in range(args.drivers)]
+    api = Api(args.api)
+    admin = api.with_token(args.token)
+    tokens = [admin.create_user("driver", f"pinger-{i}")[1] for i in range(args.drivers)]
     deadline = time.monotonic() + args.duration
 
     def pinger(worker: int) -> list[float]:
-        http, rng, latencies = requests.Session(), random.Random(worker), []
+        rng, latencies = random.Random(worker), []
         mine = tokens[worker::args.threads]
         while time.monotonic() < deadline:
             token = rng.choice(mine)
             started = time.perf_counter()
-            response = http.put(f"{args.api}/v1/drivers/me/location", timeout=10,
-                                headers={"Authorization": f"Bearer {token}"},
+            response = api.call("PUT", "/v1/drivers/me/location", token=token,
                                 json={"lat": 38.7 + rng.random() / 10,
                                       "lng": -9.1 - rng.random() / 10})
             response.raise_for_status()

@@ -31,7 +31,7 @@ from sqlalchemy import text  # noqa: E402
 
 from dispatch import batches, tokens, users  # noqa: E402
 from dispatch.states import Role  # noqa: E402
-from smartroute import migrate  # noqa: E402
+from smartroute.infra import migrate  # noqa: E402
 from smartroute.infra.embedded import ensure_services  # noqa: E402
 from smartroute.infra.push import Publisher  # noqa: E402
 from smartroute.infra.settings import Settings  # noqa: E402

@@ -23,7 +23,7 @@ from pathlib import Path
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from smartroute.loadgen.engine import engine_processes  # noqa: E402
+from smartroute_sim.engine import engine_processes  # noqa: E402
 
 RATE_HZ = 100
 

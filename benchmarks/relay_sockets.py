@@ -28,8 +28,8 @@ import psutil
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from smartroute import migrate  # noqa: E402
 from smartroute.cli.processes import relay_argv  # noqa: E402
+from smartroute.infra import migrate  # noqa: E402
 from smartroute.infra.embedded import ensure_services  # noqa: E402
 
 BASELINE = 10

@@ -115,7 +115,7 @@ def make_engine(
     application_name: str = "smartroute",
     pre_ping: bool = True,
 ) -> Engine:
-    """An engine with the scaling guide's pool: 5 kept, 20 at most, 30 s to acquire.
+    """An engine with a bounded pool: 5 kept, 20 at most, 30 s to acquire.
 
     The session limits (``SessionLimits``) are the role's, set by ``smartroute db upgrade``;
     each new connection checks they are in force and raises ``SessionLimitsMissing`` if not,

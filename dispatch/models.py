@@ -138,7 +138,7 @@ class Booking(Base):
     pickup_lng: Mapped[float] = mapped_column(Double)
     dropoff_lat: Mapped[float] = mapped_column(Double)
     dropoff_lng: Mapped[float] = mapped_column(Double)
-    # The requested pickup, in UTC, split as the scaling guide's schema has it.
+    # The requested pickup, in UTC, as a date and a time (listings filter on the date).
     date: Mapped[dt.date] = mapped_column(Date)
     time: Mapped[dt.time] = mapped_column(Time)
     status: Mapped[str] = mapped_column(String(16), server_default="pending")

@@ -29,9 +29,10 @@ from smartroute.infra import heartbeat, migrate
 from smartroute.infra.embedded import ensure_database, ensure_services
 from smartroute.infra.settings import Settings
 
-# A skipped test fails a CI run (tests/plugins/no_skips_in_ci.py); pytester runs pytest
-# within a test, for the plugin's own test.
-pytest_plugins = ["tests.plugins.no_skips_in_ci", "pytester"]
+# A skipped test fails a CI run (tests/plugins/no_skips_in_ci.py); every test is marked unit or
+# integration by what it reaches (tests/plugins/layers.py); pytester runs pytest within a test,
+# for the plugins' own tests.
+pytest_plugins = ["tests.plugins.no_skips_in_ci", "tests.plugins.layers", "pytester"]
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_DATA_DIR = ROOT / ".smartroute" / "test"

@@ -76,7 +76,7 @@ class LiveCollector:
                 select(func.min(Booking.created_at)).where(Booking.status == Status.PENDING.value)
             )
             lag = oldest_unsent_age_s(session, now)
-        # The scaling guide calls this active_bookings_total, but `_total` is reserved for
+        # Not active_bookings_total: the `_total` suffix is reserved for
         # counters in Prometheus' naming rules (promtool rejects it on a gauge).
         yield GaugeMetricFamily("smartroute_active_bookings",
                                 "Bookings a driver holds (assigned, accepted, in progress).",

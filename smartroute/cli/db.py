@@ -29,7 +29,7 @@ def db_upgrade(revision: str) -> None:
 
     settings, services = with_services(settings_from_env())
     try:
-        migrate.upgrade(settings.database_url, revision, settings)
+        migrate.upgrade(services.database_url, revision, settings)
         if revision == "head":
             # Only the head schema is known to have the tables the token goes into.
             register_admin_token(with_admin_token(settings), caches_required=False)
@@ -45,7 +45,7 @@ def db_downgrade(revision: str) -> None:
 
     settings, services = with_services(settings_from_env())
     try:
-        migrate.downgrade(settings.database_url, revision)
+        migrate.downgrade(services.database_url, revision)
     finally:
         services.stop()
 
@@ -57,7 +57,7 @@ def db_check() -> None:
 
     settings, services = with_services(settings_from_env())
     try:
-        migrate.check(settings.database_url)
+        migrate.check(services.database_url)
     finally:
         services.stop()
     click.echo("models and migrations agree")

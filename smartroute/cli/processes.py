@@ -87,17 +87,18 @@ class Supervisor:
         return status
 
     def stop(self) -> None:
-        running = [c for c in self.children if c.process and c.process.poll() is None]
-        for child in running:
-            child.process.send_signal(signal.SIGTERM)
+        running = [(c.name, c.process) for c in self.children
+                   if c.process and c.process.poll() is None]
+        for _, process in running:
+            process.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + STOP_GRACE_S
-        for child in running:
+        for name, process in running:
             try:
-                child.process.wait(timeout=max(0.1, deadline - time.monotonic()))
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                log.warning("%s did not stop in %ss; killing it", child.name, STOP_GRACE_S)
-                child.process.kill()
-                child.process.wait()
+                log.warning("%s did not stop in %ss; killing it", name, STOP_GRACE_S)
+                process.kill()
+                process.wait()
         log.info("all processes stopped")
 
 

@@ -41,6 +41,7 @@ log = logging.getLogger("smartroute")
 @click.option("--demo/--no-demo", default=False, help="Run simulated drivers and riders.")
 def up(host: str, port: int, workers: int, demo: bool) -> None:
     """Start everything: migrations, API, workers and beat, supervised."""
+    start_demo = installed_demo() if demo else None
     settings, services = with_services(settings_from_env())
     try:
         settings, generated = kept_secret(settings, "admin_token")
@@ -57,11 +58,10 @@ def up(host: str, port: int, workers: int, demo: bool) -> None:
             log.error("the API did not become healthy within %ss", READY_TIMEOUT_S)
             supervisor.stopping.set()
             return
-        announce(url, f"http://{host}:{port + 1}", settings, generated)
-        if demo:
-            from smartroute.demo import start_demo
-
-            start_demo(url, settings.admin_token, supervisor.stopping)
+        relay_url = f"http://{host}:{port + 1}"
+        announce(url, relay_url, settings, generated)
+        if start_demo is not None:
+            start_demo(url, relay_url, settings.admin_token, supervisor.stopping)
 
     metrics_env = {"PROMETHEUS_MULTIPROC_DIR": str(fresh_metrics_dir(settings)),
                    "SMARTROUTE_RELAY_CORS_ORIGINS": ",".join(
@@ -73,6 +73,22 @@ def up(host: str, port: int, workers: int, demo: bool) -> None:
         "relay": relay_argv(host, port + 1),
     }
     sys.exit(run(settings, services, children, when_started, metrics_env))
+
+
+DEMO_GROUP = "smartroute.demo"
+
+
+def installed_demo():
+    """The demo's entry point (``smartroute.demo``), installed with the load tools; without
+    them, a usage error that says how to install them. Looked up before anything starts."""
+    from importlib.metadata import entry_points
+
+    found = list(entry_points(group=DEMO_GROUP))
+    if not found:
+        raise click.UsageError(
+            "--demo needs the load tools, which hold the demo: "
+            "pip install -e ./sim (from the repository's root)")
+    return found[0].load()
 
 
 def relay_origins(host: str, port: int, configured: tuple[str, ...] = ()) -> list[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 import click
 
@@ -45,20 +46,30 @@ def kept_secret(settings: Settings, name: str) -> tuple[Settings, bool]:
 
     path = settings.data_dir / name
     if path.exists():
-        return replace(settings, **{name: path.read_text().strip()}), False
+        kept: dict[str, Any] = {name: path.read_text().strip()}
+        return replace(settings, **kept), False
     secret = new_secret()
     path.parent.mkdir(parents=True, exist_ok=True)
     path.touch(mode=0o600)
     path.write_text(secret + "\n")
-    return replace(settings, **{name: secret}), True
+    generated: dict[str, Any] = {name: secret}
+    return replace(settings, **generated), True
 
 
 def prepare_database(settings: Settings) -> None:
     """Migrate to head and make sure the bootstrap admin holds the configured token."""
     from smartroute.infra import migrate
 
-    migrate.upgrade(settings.database_url, settings=settings)
+    migrate.upgrade(required(settings.database_url, "DATABASE_URL"), settings=settings)
     register_admin_token(settings, caches_required=True)
+
+
+def required(value: str | None, name: str) -> str:
+    """A setting the start sequence has filled in by now (the service URLs once
+    ``with_services`` has run, the admin token once ``with_admin_token`` has)."""
+    if value is None:
+        raise click.ClickException(f"{name} is not set")
+    return value
 
 
 def with_admin_token(settings: Settings) -> Settings:
@@ -99,12 +110,14 @@ def register_admin_token(settings: Settings, *, caches_required: bool) -> None:
     from smartroute.infra.snapshots import redis_client
     from smartroute.infra.token_cache import MARKER_TTL_S, forget
 
-    engine = make_engine(settings.database_url, pool_size=1, max_overflow=0)
+    engine = make_engine(required(settings.database_url, "DATABASE_URL"), pool_size=1,
+                         max_overflow=0)
     # Revocation markers live MARKER_TTL_S: a token revoked before that has none to renew.
     since = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=MARKER_TTL_S)
     try:
         with make_sessionmaker(engine)() as session, session.begin():
-            ensure_bootstrap_admin(session, settings.admin_token)
+            ensure_bootstrap_admin(session, required(settings.admin_token,
+                                                     "SMARTROUTE_ADMIN_TOKEN"))
             revoked = revoked_bootstrap_hashes(session, since)
     except BootstrapTokenRefused as exc:
         raise click.UsageError(f"SMARTROUTE_ADMIN_TOKEN: {exc}") from None
@@ -115,7 +128,7 @@ def register_admin_token(settings: Settings, *, caches_required: bool) -> None:
         raise
     finally:
         engine.dispose()
-    client = redis_client(settings.redis_url)
+    client = redis_client(required(settings.redis_url, "REDIS_URL"))
     deadline = time.monotonic() + CACHE_RETRY_S
     while True:
         try:

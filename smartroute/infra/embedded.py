@@ -53,8 +53,8 @@ _MAX_SOCKET_PATH = 100
 class EmbeddedServices:
     """What this process started, so it can stop exactly that and nothing else."""
 
-    database_url: str | None = None
-    redis_url: str | None = None
+    database_url: str
+    redis_url: str
     # Held so pgserver's exit hook, which stops the server it started, stays armed.
     _postgres: object | None = None
     _stoppers: list = field(default_factory=list)
@@ -167,15 +167,16 @@ def ensure_services(
     database_url: str | None, redis_url: str | None, data_dir: Path
 ) -> EmbeddedServices:
     """Fill in whichever of the two URLs is missing by starting the embedded service."""
-    services = EmbeddedServices(database_url=database_url, redis_url=redis_url)
     data_dir.mkdir(parents=True, exist_ok=True)
+    postgres: object | None = None
+    stoppers: list = []
     if database_url is None:
         log.info("DATABASE_URL unset: using embedded PostgreSQL in %s", data_dir / "postgres")
-        services.database_url, services._postgres = start_postgres(data_dir)
+        database_url, postgres = start_postgres(data_dir)
     if redis_url is None:
         log.info("REDIS_URL unset: using embedded Redis in %s", data_dir / "redis")
-        services.redis_url, started = start_redis(data_dir)
+        redis_url, started = start_redis(data_dir)
         if started:
             socket_path = redis_socket_path(data_dir)
-            services._stoppers.append(lambda: stop_redis(socket_path))
-    return services
+            stoppers.append(lambda: stop_redis(socket_path))
+    return EmbeddedServices(database_url, redis_url, postgres, stoppers)

@@ -21,6 +21,7 @@ import datetime as dt
 import json
 import uuid
 from dataclasses import dataclass
+from typing import cast
 
 import redis
 from sqlalchemy.orm import Session, sessionmaker
@@ -113,11 +114,9 @@ class Publisher:
         marked sent in the caller's transaction, which holds the publisher lock; how many."""
         rows = outbox.claim_positioned(session, limit=limit)
         if rows:
-            events = []
-            for r in rows:
-                assert r.position is not None  # Claimed rows are the positioned ones.
-                events.append((r.position, r.room, r.event, outbox.message(r)))
-            self.deliver(events)
+            # claim_positioned returns only rows that have a position.
+            self.deliver([(cast(int, r.position), r.room, r.event, outbox.message(r))
+                          for r in rows])
             sent_at = dt.datetime.now(dt.UTC)
             outbox.mark_sent(session, [r.id for r in rows], sent_at)
             for r in rows:

@@ -118,7 +118,7 @@ class Settings:
     # How long the API takes a token on the database's word before asking it again.
     token_recheck_s: int = 60
 
-    # Connection pool (the scaling guide: at most 20 connections, 5 kept).
+    # Connection pool of each process: 5 kept, 15 more under load, 20 at most.
     db_pool_size: int = 5
     db_max_overflow: int = 15
     db_pool_timeout_s: float = 30.0

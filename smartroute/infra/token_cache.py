@@ -65,9 +65,10 @@ def _encode(secret: str, token_hash: str, note: Note) -> str:
                      _mac(secret, token_hash, note)))
 
 
-def _decode(secret: str, token_hash: str, raw: bytes) -> Note | None:
+def _decode(secret: str, token_hash: str, raw: bytes | str) -> Note | None:
     try:
-        user_id, role, token_id, expiry, mac = raw.decode().split(":")
+        text = raw.decode() if isinstance(raw, bytes) else raw
+        user_id, role, token_id, expiry, mac = text.split(":")
         note = Note(int(user_id), role, int(token_id),
                     dt.datetime.fromtimestamp(int(expiry), dt.UTC) if expiry else None)
     except (UnicodeDecodeError, ValueError, OverflowError, OSError):
@@ -102,7 +103,7 @@ def read_note(client: redis.Redis, secret: str, token_hash: str,
     revocation marker is set; None if the database must be asked. Raises if Redis is
     unreachable."""
     raw, marker = client.mget(NOTE_PREFIX + token_hash, REVOKED_PREFIX + token_hash)
-    if not isinstance(raw, bytes) or marker is not None:
+    if raw is None or marker is not None:
         return None
     note = _decode(secret, token_hash, raw)
     if note is None:

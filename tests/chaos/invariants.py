@@ -72,7 +72,7 @@ def check(engine, load: Load, *, fetched_offers_count: bool = False) -> None:
                    if a.status == 200 and a.path.endswith("/complete"))
     assert done["relay"] and done["http"], f"rides completed, by way: {done}"
     # Offers to the fleet's drivers: a test may add drivers of its own that hold no socket.
-    fleet = {driver.client.id for driver in load.drivers}
+    fleet = {driver.id for driver in load.drivers}
     offers = {(b, d, v) for b, v, status, d in events if status == "assigned" and d in fleet}
     received = record.offers_received | (record.offers_fetched if fetched_offers_count else set())
     missed = offers - received

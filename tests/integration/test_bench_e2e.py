@@ -34,7 +34,7 @@ def test_bench_e2e_json_reports_every_booking_done_once(stack, admin):
     assert set(KEYS) <= set(result)
     assert result["bookings"] == 15
     assert result["checked_by"] == "sql"
-    outcome = {k: result.get(k) for k in ("missing", "unfinished", "by_status", "counts",
+    outcome = {k: result.get(k) for k in ("missing", "unfinished", "lost_bookings", "by_status",
                                           "errors", "double_assigned")}
     assert result["lost"] == 0, outcome
     assert result["double_assigned"] == 0, outcome

@@ -1,6 +1,6 @@
-"""The benchmark's verdict on a result: every target of issue 6, the ratio included."""
+"""The benchmark's verdict on a result: every performance target, the ratio included."""
 
-from smartroute.loadgen.e2e import targets_met
+from smartroute_sim.e2e import targets_met
 
 PASSING = {"accept_p99_ms": 40.0, "push_p99_ms": 200.0, "book_to_push_p99_ms": 900.0,
            "batch_window_s": 0.25, "lost": 0, "bookings": 100, "double_assigned": 0,

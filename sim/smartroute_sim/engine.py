@@ -219,7 +219,7 @@ def engine_root(api: str) -> int | None:
 # A role's needles must all appear: a dotted or punctuated needle anywhere in an argument,
 # a plain word only as a whole argument (so "--duration" is not "up").
 ROLES = (
-    ("ceiling", ("smartroute.loadgen.noop",)),
+    ("ceiling", ("smartroute_sim.noop",)),
     ("api", ("gunicorn", "web:create_app()")),
     ("relay", ("smartroute.cli.relay",)),
     ("beat", ("workers.main", "beat")),

@@ -2,8 +2,8 @@
 
 Built like ``workers.app.create_celery``: the same broker and ``celeryconfig`` (JSON, late
 acks, reject on worker lost, prefetch 1), so the only difference from the engine's worker
-is the task body. Run by ``smartroute.loadgen.ceiling`` as
-``celery -A smartroute.loadgen.noop worker``.
+is the task body. Run by ``smartroute_sim.ceiling`` as
+``celery -A smartroute_sim.noop worker``.
 """
 
 from celery import Celery
@@ -11,8 +11,7 @@ from celery import Celery
 from smartroute.infra.settings import ConfigError, Settings
 
 NOOP_QUEUE = "smartroute.bench.noop"
-NOOP_TASK = "smartroute.loadgen.noop.noop"
-
+NOOP_TASK = "smartroute_sim.noop.noop"
 
 
 def _broker() -> str | None:

@@ -82,9 +82,8 @@ def write_chart(path: Path, recorder: Recorder, title: str,
 
     Each dict maps a recorder name to the label drawn for it.
     """
-    from smartroute.infra.embedded import optional_import
+    import matplotlib
 
-    matplotlib = optional_import("matplotlib", "bench", "Drawing the chart")
     matplotlib.use("Agg")  # Headless: no display on servers or in CI.
     import matplotlib.pyplot as plt
 

@@ -17,8 +17,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from smartroute.loadgen.engine import broker_client
-from smartroute.loadgen.noop import NOOP_QUEUE, NOOP_TASK
+from smartroute_sim.client import Api
+from smartroute_sim.engine import broker_client
+from smartroute_sim.noop import NOOP_QUEUE, NOOP_TASK
 
 START_TIMEOUT_S = 60.0
 POLL_S = 0.01
@@ -38,7 +39,7 @@ class Ceiling:
 
 def worker_argv(concurrency: int) -> list[str]:
     """The engine's worker command (smartroute.cli.worker_argv) with the no-op app."""
-    return [sys.executable, "-m", "celery", "-A", "smartroute.loadgen.noop", "worker",
+    return [sys.executable, "-m", "celery", "-A", "smartroute_sim.noop", "worker",
             "--queues", NOOP_QUEUE, "--concurrency", str(concurrency),
             "--hostname", f"bench-noop-{os.getpid()}@%h", "--loglevel", "INFO",
             "--without-gossip", "--without-mingle"]
@@ -47,7 +48,7 @@ def worker_argv(concurrency: int) -> list[str]:
 def measure(broker_url: str, concurrency: int, tasks: int = 3000,
             log_path: Path | None = None, timeout_s: float = 120.0) -> Ceiling:
     """Fill the no-op queue with ``tasks`` messages, start a worker, time the drain."""
-    from smartroute.loadgen.noop import app
+    from smartroute_sim.noop import app
 
     client = broker_client(broker_url)
     if client is None:
@@ -93,17 +94,14 @@ def measure_http(api_url: str, requests_total: int = 3000, threads: int = 16) ->
     the HTTP requests a booking takes (the booking and pings; the driver actions too when
     they go over HTTP), it bounds the bookings a second this API server and client can
     carry, whatever the engine does behind them."""
-    import requests
-
-    url = api_url.rstrip("/") + "/health/live"
+    api = Api(api_url)
     per_thread = max(1, requests_total // threads)
     failures: list[int] = []
 
     def send() -> None:
-        with requests.Session() as session:
-            for _ in range(per_thread):
-                if session.get(url, timeout=10).status_code != 200:
-                    failures.append(1)
+        for _ in range(per_thread):
+            if api.call("GET", "/health/live").status_code != 200:
+                failures.append(1)
 
     pool = [threading.Thread(target=send) for _ in range(threads)]
     started = time.monotonic()

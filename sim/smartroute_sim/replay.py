@@ -1,4 +1,5 @@
-"""A seeded synthetic city for comparing matchers: the same riders and drivers, replayed.
+"""A seeded synthetic city for comparing matchers: the same riders and drivers, replayed
+offline through the domain's matchers (``smartroute bench matching``), no engine running.
 
 Riders appear in hotspots every window; a matched driver drives to the pickup, carries
 the rider to the dropoff and is free again there. Everything random is drawn up front

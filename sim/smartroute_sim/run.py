@@ -25,28 +25,19 @@ from dataclasses import dataclass
 
 import psutil
 import requests
-import socketio
 from sqlalchemy import text
 
 from dispatch.db import make_engine
 from dispatch.eta import GreatCircleEta
-from smartroute.loadgen.city import (
-    HTTP_TIMEOUT_S,
-    Api,
-    CityMap,
-    Driver,
-    Fleet,
-    Timers,
-    first_offer,
-    parse_time,
-)
-from smartroute.loadgen.engine import EngineWatch, Target, broker_client, queue_depths
-from smartroute.loadgen.report import Recorder
+from smartroute_sim.city import CityMap, Fleet, Timers, parse_time
+from smartroute_sim.client import Api
+from smartroute_sim.driver import SimulatedDriver
+from smartroute_sim.engine import EngineWatch, Target, broker_client, queue_depths
+from smartroute_sim.report import Recorder
 
 log = logging.getLogger(__name__)
 
 FINAL_OK = "completed"
-AFTER = {"accept": "accepted", "start": "in_progress", "complete": "completed"}
 
 
 @dataclass(frozen=True)
@@ -116,7 +107,8 @@ class LoadRun:
         sampler = threading.Thread(target=self._sample_loop, name="sampler", daemon=True)
         sampler.start()
         try:
-            self.fleet.bring_up(self.plan.drivers, self.plan.riders, self.on_offer, run_id)
+            self.fleet.bring_up(self.plan.drivers, self.plan.riders, self.on_offer, run_id,
+                                self.policy.actions_over)
             if threading.current_thread() is threading.main_thread():
                 # python-socketio chains its own SIGINT handler, which disconnects every
                 # client one by one first; Ctrl-C should stop the run (and the engine) now.
@@ -165,8 +157,8 @@ class LoadRun:
     def _book(self, rider, trip: dict, due: float, due_epoch: float) -> None:
         self.recorder.latency("send_lag", (time.monotonic() - due) * 1000)
         try:
-            response = self.api.call("POST", "/bookings", rider.token, trip, retry=True,
-                                     headers={"Idempotency-Key": uuid.uuid4().hex})
+            response = self.api.call("POST", "/v1/bookings", trip, token=rider.token,
+                                     retry=True, headers={"Idempotency-Key": uuid.uuid4().hex})
         except requests.RequestException:
             self.recorder.count("booking_errors")
             return
@@ -195,9 +187,10 @@ class LoadRun:
 
     # --- Drivers -------------------------------------------------------------------------
 
-    def on_offer(self, driver: Driver, data: dict, received: float) -> None:
+    def on_offer(self, driver: SimulatedDriver, data: dict, _how: str) -> None:
         """A new_assignment reached this driver's Socket.IO client (on its reader thread)."""
-        if not first_offer(driver, data):
+        received = time.time()
+        if not driver.first_offer(data):
             self.recorder.count("duplicate_pushes")
             return
         booking_id = data["id"]
@@ -205,8 +198,7 @@ class LoadRun:
             # A booking this run did not make (an engine shared with others): serve it, so
             # the driver is free again, but keep it out of this run's numbers.
             self.recorder.count("foreign_offers")
-            with driver.lock:
-                driver.holding = booking_id
+            driver.hold(booking_id)
             self.timers.submit(self._answer, driver, data)
             return
         assigned, created = parse_time(data.get("assigned_at")), parse_time(data.get("created_at"))
@@ -221,13 +213,11 @@ class LoadRun:
             sent = self.booked.get(booking_id)
         if first and sent is not None:
             self.recorder.latency("book_to_push", (received - sent) * 1000)
-        with driver.lock:
-            if driver.holding is not None and driver.holding != booking_id:
-                self.double_seen += 1
-            driver.holding = booking_id
+        if driver.hold(booking_id) is not None:
+            self.double_seen += 1
         self.timers.submit(self._answer, driver, data)
 
-    def _decide(self, driver: Driver) -> str:
+    def _decide(self, driver: SimulatedDriver) -> str:
         with driver.lock:
             r = driver.rng.random()
         if r < self.policy.ignore:
@@ -236,20 +226,20 @@ class LoadRun:
             return "decline"
         return "accept"
 
-    def _answer(self, driver: Driver, booking: dict) -> None:
+    def _answer(self, driver: SimulatedDriver, booking: dict) -> None:
         choice = self._decide(driver)
         if choice == "ignore":
             # The offer lapses after the offer window and goes to someone else.
             self.recorder.count("ignored")
-            self._let_go(driver, booking["id"])
+            driver.let_go(booking["id"])
             return
         if choice == "decline":
-            self._act(driver, booking["id"], "decline")
+            driver.act(booking["id"], "decline")
             self.recorder.count("declined")
-            self._let_go(driver, booking["id"])
+            driver.let_go(booking["id"])
             return
-        if not self._act(driver, booking["id"], "accept"):
-            self._let_go(driver, booking["id"])
+        if not driver.act(booking["id"], "accept"):
+            driver.let_go(booking["id"])
             return
         self.recorder.count("accepted")
         if self.policy.time_compression <= 0:
@@ -258,12 +248,12 @@ class LoadRun:
             self.timers.after(self._drive_s(driver.position, booking["pickup"]),
                               self._start, driver, booking)
 
-    def _start(self, driver: Driver, booking: dict) -> None:
+    def _start(self, driver: SimulatedDriver, booking: dict) -> None:
         if self.policy.time_compression > 0:
             driver.position = booking["pickup"]
             self._ping(driver)
-        if not self._act(driver, booking["id"], "start"):
-            self._let_go(driver, booking["id"])
+        if not driver.act(booking["id"], "start"):
+            driver.let_go(booking["id"])
             return
         self.recorder.count("started")
         if self.policy.time_compression <= 0:
@@ -272,12 +262,12 @@ class LoadRun:
             self.timers.after(self._drive_s(booking["pickup"], booking["dropoff"]),
                               self._complete, driver, booking)
 
-    def _complete(self, driver: Driver, booking: dict) -> None:
+    def _complete(self, driver: SimulatedDriver, booking: dict) -> None:
         if self.policy.time_compression > 0:
             driver.position = booking["dropoff"]
             self._ping(driver)
-        ok = self._act(driver, booking["id"], "complete")
-        self._let_go(driver, booking["id"])
+        ok = driver.act(booking["id"], "complete")
+        driver.let_go(booking["id"])
         if ok:
             self.recorder.count("completed")
             with self.all_done:
@@ -290,47 +280,12 @@ class LoadRun:
             a["lat"], a["lng"], b["lat"], b["lng"])
         return eta_s / self.policy.time_compression
 
-    def _act(self, driver: Driver, booking_id: int, action: str) -> bool:
-        status = self._send_action(driver, booking_id, action)
-        if status == 409 and self._already(driver, booking_id, action):
-            return True  # A retry of an action whose first attempt went through.
-        if status != 200:
-            self.recorder.count(f"{action}_refused")
-            log.info("%s of booking %s answered %s", action, booking_id, status)
-            return False
-        return True
+    def _ping(self, driver: SimulatedDriver) -> None:
+        response = driver.ping()
+        self.recorder.count("pings" if response is not None and response.status_code == 200
+                            else "ping_errors")
 
-    def _send_action(self, driver: Driver, booking_id: int, action: str) -> int:
-        """The action's status: over the driver's connection, or over HTTP when asked to or
-        when the connection is down (as an app would fall back)."""
-        client = driver.client
-        if self.policy.actions_over == "relay" and client is not None and client.connected:
-            try:
-                answer = client.call("driver_action", {"booking_id": booking_id,
-                                                       "action": action},
-                                     timeout=HTTP_TIMEOUT_S)
-                self.recorder.count("relay_actions")
-                return answer["status"]
-            except socketio.exceptions.SocketIOError:
-                self.recorder.count("relay_action_fallbacks")
-        return self.api.call("POST", f"/bookings/{booking_id}/{action}", driver.token,
-                             retry=True).status_code
-
-    def _already(self, driver: Driver, booking_id: int, action: str) -> bool:
-        response = self.api.call("GET", f"/bookings/{booking_id}", driver.token, retry=True)
-        return response.status_code == 200 and response.json()["status"] == AFTER.get(action)
-
-    def _let_go(self, driver: Driver, booking_id: int) -> None:
-        with driver.lock:
-            if driver.holding == booking_id:
-                driver.holding = None
-
-    def _ping(self, driver: Driver) -> None:
-        response = self.api.call("PUT", "/drivers/me/location", driver.token, driver.position,
-                                 retry=True)
-        self.recorder.count("pings" if response.status_code == 200 else "ping_errors")
-
-    def _ping_loop(self, driver: Driver) -> None:
+    def _ping_loop(self, driver: SimulatedDriver) -> None:
         if not self.running.is_set():
             return
         self._ping(driver)
@@ -385,6 +340,9 @@ class LoadRun:
             "missing": missing,
             "unfinished": unfinished,
             "lost": missing + unfinished,
+            # Which, and where each stopped (the first few): what to look up after a run.
+            "lost_bookings": dict([(i, statuses.get(i, "missing")) for i in ids
+                                   if statuses.get(i) != FINAL_OK][:20]),
             "by_status": by_status,
             "double_assigned": double if double is not None else self.double_seen,
             "double_assigned_seen_by_drivers": self.double_seen,
@@ -409,7 +367,8 @@ class LoadRun:
 
     def _api_checks(self, ids: list[int]) -> dict[int, str]:
         def status(booking_id: int) -> tuple[int, str | None]:
-            response = self.api.call("GET", f"/bookings/{booking_id}", self.target.admin_token)
+            response = self.api.call("GET", f"/v1/bookings/{booking_id}",
+                                     token=self.target.admin_token)
             return booking_id, response.json()["status"] if response.status_code == 200 else None
 
         with cf.ThreadPoolExecutor(16) as pool:

@@ -16,10 +16,10 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from smartroute.loadgen.city import CityMap
-from smartroute.loadgen.engine import Target
-from smartroute.loadgen.report import write_chart
-from smartroute.loadgen.run import DriverPolicy, LoadPlan, LoadRun
+from smartroute_sim.city import CityMap
+from smartroute_sim.engine import Target
+from smartroute_sim.report import write_chart
+from smartroute_sim.run import DriverPolicy, LoadPlan, LoadRun
 
 SIMULATED_DRIVERS = DriverPolicy(accept=0.85, decline=0.10, ignore=0.05, ping_every_s=4.0,
                                  time_compression=60.0)

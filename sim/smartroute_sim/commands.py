@@ -1,4 +1,5 @@
-"""Benchmarks that print numbers (``bench``) and the city simulation (``simulate``)."""
+"""The commands the load tools add to ``smartroute`` (entry points ``smartroute.commands``):
+benchmarks that print numbers (``bench``) and the city simulation (``simulate``)."""
 
 from __future__ import annotations
 
@@ -29,18 +30,18 @@ def bench_matching(seed: int, k: int, as_json: bool) -> None:
     from rich.progress import Progress
     from rich.table import Table
 
-    from dispatch import simulation
+    from smartroute_sim import replay
 
-    city = replace(simulation.City(), seed=seed)
-    matchers = {"nearest": simulation.nearest, "batched": simulation.batched(k),
-                "optimal": simulation.batched(None)}
+    city = replace(replay.City(), seed=seed)
+    matchers = {"nearest": replay.nearest, "batched": replay.batched(k),
+                "optimal": replay.batched(None)}
     results = {}
     with Progress(console=Console(stderr=True), transient=True, disable=as_json) as progress:
         for name, matcher in matchers.items():
             task = progress.add_task(f"{name:8}", total=city.windows)
-            outcome = simulation.replay(city, matcher, on_window=lambda t=task: progress.advance(t))
+            outcome = replay.replay(city, matcher, on_window=lambda t=task: progress.advance(t))
             results[name] = outcome.summary()
-    results["solve_1000x1000_s"] = round(simulation.solve_time(1000, seed), 4)
+    results["solve_1000x1000_s"] = round(replay.solve_time(1000, seed), 4)
     if as_json:
         click.echo(json.dumps(results))
         return
@@ -75,7 +76,7 @@ def load_target(api: str | None, relay: str | None, token: str | None, workers: 
     # engine this command started.
     signal.signal(signal.SIGTERM, interrupted)
 
-    from smartroute.loadgen.engine import running_engine, started_engine
+    from smartroute_sim.engine import running_engine, started_engine
 
     folder = Path(data_dir or os.environ.get("SMARTROUTE_DATA_DIR") or ".smartroute")
     if api is None:
@@ -135,7 +136,7 @@ def bench_e2e(api, relay, token, workers, data_dir, actions_over, rate, duration
     from rich.console import Console
     from rich.table import Table
 
-    from smartroute.loadgen.e2e import run_e2e
+    from smartroute_sim.e2e import run_e2e
 
     if rate <= 0 or duration <= 0:
         raise click.UsageError("--rate and --duration must be positive")
@@ -183,7 +184,7 @@ def simulate(api, relay, token, workers, data_dir, actions_over, drivers, rate, 
 
     from rich.console import Console
 
-    from smartroute.loadgen.simulate import run_simulation, summary_table
+    from smartroute_sim.simulate import run_simulation, summary_table
 
     if rate <= 0 or duration <= 0 or drivers <= 0 or speedup <= 0:
         raise click.UsageError("--drivers, --rate, --duration and --speedup must be positive")
