@@ -26,8 +26,7 @@ class Heartbeat(bootsteps.StartStopStep):
         self.timer_ref = None
 
     def start(self, worker) -> None:
-        self.timer_ref = worker.timer.call_repeatedly(EVERY_S, self._beat, (worker,),
-                                                      priority=10)
+        self.timer_ref = worker.timer.call_repeatedly(EVERY_S, self._beat, (worker,), priority=10)
         self._beat(worker)
 
     def stop(self, worker) -> None:

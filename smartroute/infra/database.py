@@ -15,8 +15,15 @@ from smartroute.infra.metrics import instrument_pool
 from smartroute.infra.settings import Settings
 
 
-def database_engine(settings: Settings, url: str, name: str, *, keep_all: bool = False,
-                    pool_size: int | None = None, max_overflow: int | None = None) -> Engine:
+def database_engine(
+    settings: Settings,
+    url: str,
+    name: str,
+    *,
+    keep_all: bool = False,
+    pool_size: int | None = None,
+    max_overflow: int | None = None,
+) -> Engine:
     """The pool of the scaling guide: ``db_pool_size`` kept, up to ``db_max_overflow`` more
     opened under load and closed when returned. With ``keep_all``, every connection opened
     is kept (up to both together): for the API, whose threads bound how many it opens, and
@@ -33,7 +40,8 @@ def database_engine(settings: Settings, url: str, name: str, *, keep_all: bool =
     engine = make_engine(
         url,
         pool_size=kept if pool_size is None else pool_size,
-        max_overflow=(0 if keep_all else settings.db_max_overflow) if max_overflow is None
+        max_overflow=(0 if keep_all else settings.db_max_overflow)
+        if max_overflow is None
         else max_overflow,
         pool_timeout=settings.db_pool_timeout_s,
         pool_recycle=settings.db_pool_recycle_s,
@@ -44,9 +52,18 @@ def database_engine(settings: Settings, url: str, name: str, *, keep_all: bool =
     return engine
 
 
-def database_sessions(settings: Settings, url: str, name: str, *, keep_all: bool = False,
-                      pool_size: int | None = None,
-                      max_overflow: int | None = None) -> sessionmaker[Session]:
+def database_sessions(
+    settings: Settings,
+    url: str,
+    name: str,
+    *,
+    keep_all: bool = False,
+    pool_size: int | None = None,
+    max_overflow: int | None = None,
+) -> sessionmaker[Session]:
     """Sessions on a new ``database_engine``; ``sessions.kw["bind"]`` is the engine."""
-    return make_sessionmaker(database_engine(settings, url, name, keep_all=keep_all,
-                                             pool_size=pool_size, max_overflow=max_overflow))
+    return make_sessionmaker(
+        database_engine(
+            settings, url, name, keep_all=keep_all, pool_size=pool_size, max_overflow=max_overflow
+        )
+    )

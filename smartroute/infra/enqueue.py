@@ -37,14 +37,28 @@ PUBLISH_OUTBOX = "workers.tasks.publish_outbox"
 PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2}
 
 
-def _send(app: Celery, name: str, args: list[Any], queue: str,
-          countdown: float | None = None) -> None:
-    app.send_task(name, args=args, queue=queue, countdown=countdown, retry=True,
-                  retry_policy=PUBLISH_RETRY_POLICY)
+def _send(
+    app: Celery, name: str, args: list[Any], queue: str, countdown: float | None = None
+) -> None:
+    app.send_task(
+        name,
+        args=args,
+        queue=queue,
+        countdown=countdown,
+        retry=True,
+        retry_policy=PUBLISH_RETRY_POLICY,
+    )
 
 
-def request_dispatch(app: Celery, cache: redis.Redis | None, region: str, window_s: float,
-                     booking_id: int | None = None, *, now: bool = False) -> None:
+def request_dispatch(
+    app: Celery,
+    cache: redis.Redis | None,
+    region: str,
+    window_s: float,
+    booking_id: int | None = None,
+    *,
+    now: bool = False,
+) -> None:
     """Have ``booking_id`` (or the region's waiting bookings) matched. Never raises."""
     queue = dispatch_queue(region)
     try:
@@ -60,8 +74,9 @@ def request_dispatch(app: Celery, cache: redis.Redis | None, region: str, window
             _send(app, DISPATCH_REGION, [region], queue, countdown=window_s)
     except Exception:
         # The row is the record; the sweeper will find the booking pending and enqueue it.
-        log.warning("could not request dispatch for region %s; the sweeper will", region,
-                    exc_info=True)
+        log.warning(
+            "could not request dispatch for region %s; the sweeper will", region, exc_info=True
+        )
 
 
 def _first_of_window(cache: redis.Redis | None, region: str, window_s: float) -> bool:
@@ -136,8 +151,14 @@ def asked_to_publish_again(cache: redis.Redis) -> bool:
         return False
 
 
-def request_follow_up(app: Celery, cache: redis.Redis | None, region: str, booking_id: int,
-                      status: str, window_s: float) -> None:
+def request_follow_up(
+    app: Celery,
+    cache: redis.Redis | None,
+    region: str,
+    booking_id: int,
+    status: str,
+    window_s: float,
+) -> None:
     """After a driver's action on a booking commits, wherever it came from (the API or the
     relay): push the change, and have the booking matched again if it went back to
     pending (a decline). Never raises."""
@@ -162,8 +183,10 @@ class Enqueue:
     def dispatch(self, session: Session, booking: Booking) -> None:
         """Have a new booking matched."""
         region, booking_id = booking.region, booking.id
-        after_commit(session, lambda: request_dispatch(self.celery, self.cache, region,
-                                                       self.window_s, booking_id))
+        after_commit(
+            session,
+            lambda: request_dispatch(self.celery, self.cache, region, self.window_s, booking_id),
+        )
 
     def publish(self, session: Session) -> None:
         """Push the events this transaction records."""
@@ -172,5 +195,9 @@ class Enqueue:
     def follow_up(self, session: Session, booking: Booking | Row) -> None:
         """After a driver's action: push it, and match the booking again if declined."""
         region, booking_id, status = booking.region, booking.id, booking.status
-        after_commit(session, lambda: request_follow_up(self.celery, self.cache, region,
-                                                        booking_id, status, self.window_s))
+        after_commit(
+            session,
+            lambda: request_follow_up(
+                self.celery, self.cache, region, booking_id, status, self.window_s
+            ),
+        )

@@ -31,7 +31,8 @@ def alive(client: redis.Redis, now: float) -> list[str]:
     """The nodes that beat within the last ``GONE_AFTER_S``, by name."""
     # redis-py types a synchronous client's reply as "this, or an awaitable of it".
     nodes: list[bytes] = client.zrangebyscore(  # type: ignore[assignment]
-        KEY, now - GONE_AFTER_S, "+inf")
+        KEY, now - GONE_AFTER_S, "+inf"
+    )
     return sorted(node.decode() for node in nodes)
 
 

@@ -21,14 +21,23 @@ LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
 def lint_imports(where: Path) -> subprocess.CompletedProcess[str]:
     """``lint-imports`` on the packages in ``where``, not on the installed ones."""
     env = {**os.environ, "PYTHONPATH": str(where)}
-    return subprocess.run([str(LINT_IMPORTS), "--no-cache"], cwd=where, env=env,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [str(LINT_IMPORTS), "--no-cache"],
+        cwd=where,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def copy_of_the_engine(tmp_path: Path) -> Path:
     for package in PACKAGES:
-        shutil.copytree(ROOT / package, tmp_path / package,
-                        ignore=shutil.ignore_patterns("__pycache__", "static"))
+        shutil.copytree(
+            ROOT / package,
+            tmp_path / package,
+            ignore=shutil.ignore_patterns("__pycache__", "static"),
+        )
     shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
     return tmp_path
 
@@ -49,8 +58,10 @@ def test_the_domain_importing_the_api_breaks_the_layers(tmp_path):
     (copy / "dispatch" / "_wrong.py").write_text("import web  # noqa: F401\n")
     result = lint_imports(copy)
     assert result.returncode != 0, result.stdout
-    assert "Layers: entry points, then web | workers, then infrastructure, then the domain " \
-           "BROKEN" in result.stdout
+    assert (
+        "Layers: entry points, then web | workers, then infrastructure, then the domain "
+        "BROKEN" in result.stdout
+    )
     assert "dispatch._wrong -> web" in result.stdout
 
 

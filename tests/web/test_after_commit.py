@@ -31,8 +31,10 @@ BOOKING = {"pickup": PICKUP, "dropoff": {"lat": 38.75, "lng": -9.14}}
 def _sent(redis_url: str) -> dict[str, list[str]]:
     """The task of each message waiting in the queues a request may send to."""
     broker = redis.Redis.from_url(redis_url)
-    return {queue: [json.loads(m)["headers"]["task"] for m in broker.lrange(queue, 0, -1)]
-            for queue in ("notify", "dispatch.default")}
+    return {
+        queue: [json.loads(m)["headers"]["task"] for m in broker.lrange(queue, 0, -1)]
+        for queue in ("notify", "dispatch.default")
+    }
 
 
 NOTHING: dict[str, list[str]] = {"notify": [], "dispatch.default": []}
@@ -63,7 +65,8 @@ def failing_commits():
 
 
 def test_a_view_asks_inside_its_transaction_and_nothing_leaves_before_the_commit(
-        app, clean_db, settings, now):
+    app, clean_db, settings, now
+):
     with app.test_request_context():
         session = db()
         booking = make.booking(session, make.rider(session), now=now)
@@ -87,7 +90,8 @@ def test_a_view_asks_inside_its_transaction_and_nothing_leaves_before_the_commit
 
 
 def test_a_booking_whose_commit_fails_enqueues_nothing_and_one_committed_enqueues(
-        api, app, settings, failing_commits, committed_sessions):
+    api, app, settings, failing_commits, committed_sessions
+):
     rider = api.user("rider")
     as_rider = api.as_(rider["token"])
     failing_commits(app.extensions["smartroute"].sessions)
@@ -116,24 +120,29 @@ def declining(settings, committed_sessions, now):
         token, row = tokens.issue(s, s.get(User, driver.user_id), settings.secret_key, 3600)
         holder = Identity(driver.user_id, "driver", row.id, hash_token(token), row.expires_at)
     unbatched = replace(settings, batch_window_s=0)
-    actions = DriverActions(unbatched, committed_sessions, create_celery(unbatched),
-                            redis.Redis.from_url(settings.redis_url))
+    actions = DriverActions(
+        unbatched,
+        committed_sessions,
+        create_celery(unbatched),
+        redis.Redis.from_url(settings.redis_url),
+    )
     redis.Redis.from_url(settings.redis_url).delete("notify", "dispatch.default")
     return actions, holder, {"booking_id": booking.id, "action": "decline"}
 
 
-def test_a_relay_action_whose_commit_fails_enqueues_nothing(
-        declining, settings, failing_commits):
+def test_a_relay_action_whose_commit_fails_enqueues_nothing(declining, settings, failing_commits):
     actions, holder, decline = declining
     failing_commits(actions.sessions)
     answer, ended = actions.handle(holder, decline)
     assert (answer["status"], answer["error"]["code"], ended) == (
-        503, "database_unavailable", False)
+        503,
+        "database_unavailable",
+        False,
+    )
     assert _sent(settings.redis_url) == NOTHING
 
 
-def test_a_committed_relay_decline_enqueues_its_publish_and_the_next_match(
-        declining, settings):
+def test_a_committed_relay_decline_enqueues_its_publish_and_the_next_match(declining, settings):
     actions, holder, decline = declining
     answer, ended = actions.handle(holder, decline)
     assert (answer["status"], answer["booking"]["status"], ended) == (200, "pending", False)

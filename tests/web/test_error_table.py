@@ -14,8 +14,12 @@ from web.errors import ANSWERS, error_answer
 
 
 def _domain_errors() -> list[type[domain.DispatchError]]:
-    found = [cls for module in (domain, drivers) for _, cls in inspect.getmembers(module)
-             if inspect.isclass(cls) and issubclass(cls, domain.DispatchError)]
+    found = [
+        cls
+        for module in (domain, drivers)
+        for _, cls in inspect.getmembers(module)
+        if inspect.isclass(cls) and issubclass(cls, domain.DispatchError)
+    ]
     return sorted(set(found), key=lambda cls: cls.__name__)
 
 
@@ -26,8 +30,10 @@ def test_every_domain_error_has_its_own_entry():
 
 def test_a_domain_error_keeps_its_code_message_and_details():
     body, status = error_answer(domain.NotFound("no such booking", booking_id=7))
-    assert (status, body) == (404, {"error": {"code": "not_found", "message": "no such booking",
-                                              "booking_id": 7}})
+    assert (status, body) == (
+        404,
+        {"error": {"code": "not_found", "message": "no such booking", "booking_id": 7}},
+    )
 
 
 def test_the_database_unavailable_is_one_answer_for_both_kinds():
@@ -39,5 +45,6 @@ def test_the_database_unavailable_is_one_answer_for_both_kinds():
 def test_anything_else_is_a_500_that_says_nothing_of_itself():
     body, status = error_answer(KeyError("secret detail"))
     assert status == 500
-    assert body == {"error": {"code": "internal_error",
-                              "message": "something went wrong on our side"}}
+    assert body == {
+        "error": {"code": "internal_error", "message": "something went wrong on our side"}
+    }
