@@ -1,7 +1,8 @@
 import datetime as dt
 
 from dispatch import sweeps
-from dispatch.matching import MatchPolicy, dispatch_booking
+from dispatch.matching.nearest import dispatch_booking
+from dispatch.matching.policy import MatchPolicy
 from dispatch.models import Driver
 from dispatch.stats import booking_stats
 from tests import factories as make
