@@ -14,6 +14,8 @@ from typing import Any, Protocol
 
 from sqlalchemy import Row
 
+from dispatch.models import Booking
+
 
 class BookingFields(Protocol):
     """The columns a payload is built from: a loaded ``Booking`` or a ``BookingSnapshot``."""
@@ -82,7 +84,7 @@ class BookingSnapshot:
 _COLUMNS = tuple(f.name for f in fields(BookingSnapshot))
 
 
-def snapshot(booking: Any) -> BookingSnapshot:
+def snapshot(booking: Booking | Row[Any]) -> BookingSnapshot:
     """The snapshot of a loaded ``Booking`` or of a row returned with its columns (the
     model's attribute names are its column names)."""
     if isinstance(booking, Row):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+from typing import Any
 
 from sqlalchemy import ColumnElement, Row, Update, bindparam, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -153,7 +154,7 @@ def driver_action(
 
 
 def _move_if_holder(session: Session, booking_id: int, driver_id: int, action: str,
-                    now: dt.datetime) -> Row[tuple[object, ...]] | None:
+                    now: dt.datetime) -> Row[Any] | None:
     """One compare-and-set UPDATE: the booking moves along ``action`` only if this driver
     holds it in the status the action starts from (and, to accept, before the offer
     lapses). A concurrent writer's lock is waited for and its result re-checked, as a

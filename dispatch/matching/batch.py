@@ -96,20 +96,20 @@ def dispatch_region(
     """
     now = now or transaction_now(session)
     bookings = claim_bookings(session, region, policy, now, limit)
-    outcome = BatchReport(full=len(bookings) == limit)
-    if not outcome.full:
+    report = BatchReport(full=len(bookings) == limit)
+    if not report.full:
         waiting_now = session.scalar(select(func.count()).where(*waiting(region, policy, now)))
-        outcome.held_elsewhere = max(0, (waiting_now or 0) - len(bookings))
+        report.held_elsewhere = max(0, (waiting_now or 0) - len(bookings))
     live: list[Booking] = []
     for booking in bookings:
         if booking.expires_at <= now:
             apply_transition(session, booking, "expire", now=now, actor=SYSTEM,
                              reason=NO_DRIVER_FOUND)
-            outcome.expired.append(booking.id)
+            report.expired.append(booking.id)
         else:
             live.append(booking)
     if not live:
-        return outcome
+        return report
 
     drivers = _free_drivers(session, live, policy, now, locator)
     declined = set(session.execute(
@@ -141,30 +141,30 @@ def dispatch_region(
         booking = by_id[assignment.booking_id]
         if assignment.driver_id in claimed:
             offers.append((booking, assignment.driver_id))
-            outcome.offered[booking.id] = assignment.driver_id
-            outcome.waited_s.append((now - booking.created_at).total_seconds())
+            report.offered[booking.id] = assignment.driver_id
+            report.waited_s.append((now - booking.created_at).total_seconds())
         else:
             # Round again at once: the rest of this batch's offers stand.
             booking.next_attempt_at = now
-            outcome.lost.append(booking.id)
+            report.lost.append(booking.id)
     make_offers(session, offers, policy, now)
     for booking in live:
-        if booking.id not in outcome.offered and booking.id not in outcome.lost:
+        if booking.id not in report.offered and booking.id not in report.lost:
             no_driver(booking, policy, now)
-            outcome.unmatched.append(booking.id)
+            report.unmatched.append(booking.id)
 
     log = DispatchLog(session, "batched", now)
-    outcome.batch_id = log.batch_id
+    report.batch_id = log.batch_id
     chosen = {a.booking_id: a.driver_id for a in result.assignments}
     taken_by = {a.driver_id: a.booking_id for a in result.assignments}
     for i, booking in enumerate(live):
-        status = (Outcome.ASSIGNED if booking.id in outcome.offered
-                  else Outcome.CLAIM_LOST if booking.id in outcome.lost else Outcome.NO_DRIVER)
+        status = (Outcome.ASSIGNED if booking.id in report.offered
+                  else Outcome.CLAIM_LOST if booking.id in report.lost else Outcome.NO_DRIVER)
         candidates = [
             log.candidate(
                 c.driver_id, float(distance[i, column[c.driver_id]]), eta_s=c.eta_s,
                 chosen=chosen.get(booking.id) == c.driver_id and status == Outcome.ASSIGNED,
-                reason=_reason(booking.id, c.driver_id, chosen, taken_by, outcome),
+                reason=_reason(booking.id, c.driver_id, chosen, taken_by, report),
             )
             for c in result.candidates.get(booking.id, [])
         ]
@@ -174,7 +174,7 @@ def dispatch_region(
             "free_drivers_seen": len(drivers),
         })
     log.flush()
-    return outcome
+    return report
 
 
 def _free(driver: Driver, now: dt.datetime) -> FreeDriver:
@@ -188,9 +188,9 @@ def _idle_s(driver: Driver, now: dt.datetime) -> float:
 
 
 def _reason(booking_id: int, driver_id: int, chosen: dict[int, int],
-            taken_by: dict[int, int], outcome: BatchReport) -> str:
+            taken_by: dict[int, int], report: BatchReport) -> str:
     if chosen.get(booking_id) == driver_id:
-        return CLAIM_LOST if booking_id in outcome.lost else OFFERED
+        return CLAIM_LOST if booking_id in report.lost else OFFERED
     other = taken_by.get(driver_id)
     if other is not None:
         return f"offered to booking {other} in the same batch (lower total ETA)"

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
+from dispatch.matching.policy import Outcome
 from dispatch.models import Booking, DispatchLogEntry
 
 OFFERED = "offered"
@@ -33,7 +34,7 @@ class DispatchLog:
                 "eta_s": None if eta_s is None else round(eta_s, 1), "chosen": chosen,
                 "reason": reason}
 
-    def record(self, booking: Booking, outcome: str, radius_km: float, batch_size: int,
+    def record(self, booking: Booking, outcome: Outcome, radius_km: float, batch_size: int,
                candidates: list[dict[str, Any]],
                excluded: dict[str, Any] | None = None) -> None:
         chosen = next((c for c in candidates if c["chosen"]), None)
