@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from dispatch.db import make_engine, make_sessionmaker
 from dispatch.eta import GreatCircleEta
-from dispatch.matching import MatchPolicy
+from dispatch.matching.policy import MatchPolicy
 from smartroute.infra.driver_index import RedisDriverIndex
 from smartroute.infra.metrics import instrument_pool
 from smartroute.infra.push import Publisher
