@@ -29,7 +29,8 @@ sys.path.insert(0, str(ROOT))
 
 from sqlalchemy import text  # noqa: E402
 
-from dispatch import batches, tokens, users  # noqa: E402
+from dispatch import tokens, users  # noqa: E402
+from dispatch.matching import batch as batches  # noqa: E402
 from dispatch.states import Role  # noqa: E402
 from smartroute.infra import migrate  # noqa: E402
 from smartroute.infra.embedded import ensure_services  # noqa: E402

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.orm import Session, sessionmaker
@@ -61,7 +62,7 @@ def set_role_limits(connection: Connection, limits: SessionLimits) -> None:
             f"ALTER ROLE CURRENT_USER IN DATABASE {quoted} SET {name} = {int(milliseconds)}"))
 
 
-def _require_limits(dbapi_connection, _record) -> None:
+def _require_limits(dbapi_connection: Any, _record: Any) -> None:
     """Refuse a connection on which PostgreSQL would not end a stalled transaction,
     a runaway statement or an endless lock wait: the fence is what keeps a paused worker's
     late write from landing."""
@@ -90,7 +91,8 @@ def transaction_now(session: Session) -> dt.datetime:
     gone silent), it decides by this clock: one clock for every process, read inside the
     transaction, so neither a skewed host clock nor a pause before the transaction moves it.
     """
-    return session.scalar(text("SELECT now()"))
+    now: dt.datetime = session.execute(text("SELECT now()")).scalar_one()
+    return now
 
 
 def sqlalchemy_url(url: str) -> str:

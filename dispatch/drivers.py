@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 from sqlalchemy import Row, bindparam, select, update
 from sqlalchemy.orm import Session
@@ -36,7 +37,7 @@ def _lock_driver(session: Session, driver_id: int) -> Driver:
 
 def update_location(
     session: Session, driver_id: int, lat: float, lng: float, *, now: dt.datetime
-) -> Row:
+) -> Row[Any]:
     """Record a driver's location ping; returns the driver's row (the model's names)."""
     driver = session.connection().execute(_PING, {
         "pinged_id": driver_id, "new_lat": lat, "new_lng": lng, "pinged_at": now,
@@ -49,7 +50,7 @@ def update_location(
 
 # Core, built once: the busiest write of all, a ping every few seconds from every driver.
 _PING = (
-    update(Driver.__table__)
+    update(Driver)
     .where(Driver.__table__.c.user_id == bindparam("pinged_id"))
     .values(lat=bindparam("new_lat"), lng=bindparam("new_lng"),
             last_seen_at=bindparam("pinged_at"), updated_at=bindparam("pinged_at"))
@@ -81,7 +82,7 @@ def current_booking(session: Session, driver_id: int) -> Booking | None:
     ).scalar_one_or_none()
 
 
-def driver_payload(driver: Driver | Row) -> dict:
+def driver_payload(driver: Driver | Row[Any]) -> dict[str, Any]:
     """A driver's state as the driver's app and admins see it."""
     return {
         "id": driver.user_id,

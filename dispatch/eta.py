@@ -26,7 +26,8 @@ def haversine_matrix_km(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     lat2, lng2 = np.radians(b[:, 0])[None, :], np.radians(b[:, 1])[None, :]
     dlat, dlng = (lat2 - lat1) / 2, (lng2 - lng1) / 2
     h = np.sin(dlat) ** 2 + np.cos(lat1) * np.cos(lat2) * np.sin(dlng) ** 2
-    return 2 * EARTH_RADIUS_KM * np.arcsin(np.minimum(1.0, np.sqrt(h)))
+    distance: np.ndarray = 2 * EARTH_RADIUS_KM * np.arcsin(np.minimum(1.0, np.sqrt(h)))
+    return distance
 
 
 @dataclass(frozen=True)

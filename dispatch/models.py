@@ -9,6 +9,7 @@ user. Code checks the same things earlier, for clearer errors.
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -280,8 +281,8 @@ class DispatchLogEntry(Base):
     radius_km: Mapped[float] = mapped_column(Double)
     batch_size: Mapped[int] = mapped_column(Integer)
     # [{driver_id, eta_s, distance_km, chosen, reason}], nearest first.
-    candidates: Mapped[list] = mapped_column(JSONB)
-    excluded: Mapped[dict] = mapped_column(JSONB)
+    candidates: Mapped[list[dict[str, Any]]] = mapped_column(JSONB)
+    excluded: Mapped[dict[str, Any]] = mapped_column(JSONB)
     created_at: Mapped[dt.datetime] = mapped_column(Timestamp, server_default=func.now())
 
     __table_args__ = (Index("ix_dispatch_log_booking_id", "booking_id"),)
@@ -307,7 +308,7 @@ class OutboxEvent(Base):
     booking_id: Mapped[int] = mapped_column(
         BigInteger, ForeignKey("cab_bookings.id", ondelete="CASCADE")
     )
-    payload: Mapped[dict] = mapped_column(JSONB)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONB)
     created_at: Mapped[dt.datetime] = mapped_column(Timestamp, server_default=func.now())
     sent_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)
     # The order of publication; NULL until the publisher reaches the row.

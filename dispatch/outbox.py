@@ -14,13 +14,17 @@ position sent before it.
 from __future__ import annotations
 
 import datetime as dt
+from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import bindparam, delete, func, select, text, update
+from sqlalchemy import CursorResult, bindparam, delete, func, select, text, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 from sqlalchemy.types import BigInteger
 
-from dispatch.models import OUTBOX_POSITIONS, Booking, OutboxEvent
+if TYPE_CHECKING:
+    from dispatch.bookings.payloads import BookingFields
+
+from dispatch.models import OUTBOX_POSITIONS, OutboxEvent
 from dispatch.states import Status
 
 ADMIN_ROOM = "admin_dashboard"
@@ -39,7 +43,7 @@ def rider_room(rider_id: int) -> str:
     return f"rider_{rider_id}"
 
 
-def pushes(booking: Booking) -> list[tuple[str, str]]:
+def pushes(booking: BookingFields) -> list[tuple[str, str]]:
     """The rooms and events the booking's current status goes to: admins and its rider
     always, and its driver when it has just been offered to them."""
     rows = [(ADMIN_ROOM, BOOKING_UPDATED), (rider_room(booking.user_id), BOOKING_UPDATED)]
@@ -97,13 +101,13 @@ def oldest_unsent_age_s(session: Session, now: dt.datetime) -> float:
 
 def prune(session: Session, *, sent_before: dt.datetime) -> int:
     """Delete events delivered before ``sent_before``; returns how many."""
-    return session.execute(
+    return cast("CursorResult[Any]", session.execute(
         delete(OutboxEvent).where(OutboxEvent.sent_at < sent_before)
         .execution_options(synchronize_session=False)
-    ).rowcount
+    )).rowcount
 
 
-def message(row: OutboxEvent) -> dict:
+def message(row: OutboxEvent) -> dict[str, Any]:
     """What a client receives: the booking as of the change, and the event's id (its
     position: the order clients see events in and name on reconnect)."""
     if row.position is None:

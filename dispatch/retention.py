@@ -7,7 +7,9 @@ until one comes back short, so no run holds many locks or runs long.
 
 from __future__ import annotations
 
-from sqlalchemy import text
+from typing import Any, cast
+
+from sqlalchemy import CursorResult, text
 from sqlalchemy.orm import Session
 
 # An Idempotency-Key answers a retry for this long; after it, the same key makes a new
@@ -36,12 +38,12 @@ _PRUNE_ACCESS_TOKENS = text("""
 
 def prune_idempotency_keys(session: Session, *, older_than_s: int, batch: int = 1000) -> int:
     """Delete up to ``batch`` idempotency keys older than ``older_than_s``; how many."""
-    return session.execute(_PRUNE_IDEMPOTENCY_KEYS,
-                           {"older_than_s": older_than_s, "batch": batch}).rowcount
+    return cast("CursorResult[Any]", session.execute(
+        _PRUNE_IDEMPOTENCY_KEYS, {"older_than_s": older_than_s, "batch": batch})).rowcount
 
 
 def prune_access_tokens(session: Session, *, older_than_s: int, batch: int = 1000) -> int:
     """Delete up to ``batch`` signed tokens expired or revoked more than ``older_than_s``
     ago; how many. Tokens without an expiry (the bootstrap admin's) are never deleted."""
-    return session.execute(_PRUNE_ACCESS_TOKENS,
-                           {"older_than_s": older_than_s, "batch": batch}).rowcount
+    return cast("CursorResult[Any]", session.execute(
+        _PRUNE_ACCESS_TOKENS, {"older_than_s": older_than_s, "batch": batch})).rowcount

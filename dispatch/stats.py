@@ -1,8 +1,13 @@
-"""Booking statistics for operators: counts by status, today's totals, time to assign."""
+"""Booking statistics for operators: counts by status, today's totals, time to assign.
+
+The API's stats, beat's snapshot and the Prometheus gauges all read them from here, so
+an "active booking" or "the oldest pending booking" means the same everywhere.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -11,7 +16,22 @@ from dispatch.models import Booking
 from dispatch.states import ACTIVE_STATUSES, Status
 
 
-def booking_stats(session: Session, *, now: dt.datetime) -> dict:
+def active_bookings(session: Session) -> int:
+    """How many bookings a driver holds (assigned, accepted, in progress)."""
+    return session.scalar(
+        select(func.count()).where(Booking.status.in_(ACTIVE_STATUSES))
+    ) or 0
+
+
+def oldest_pending_age_s(session: Session, now: dt.datetime) -> float | None:
+    """How long the oldest booking still waiting for a driver has waited; None if none."""
+    oldest = session.scalar(
+        select(func.min(Booking.created_at)).where(Booking.status == Status.PENDING.value)
+    )
+    return None if oldest is None else (now - oldest).total_seconds()
+
+
+def booking_stats(session: Session, *, now: dt.datetime) -> dict[str, Any]:
     """Counts by status, today's bookings by status, and time to assign over the last hour."""
     by_status = dict(
         session.execute(select(Booking.status, func.count()).group_by(Booking.status)).all()
@@ -32,9 +52,7 @@ def booking_stats(session: Session, *, now: dt.datetime) -> dict:
             func.count(Booking.assigned_at),
         ).where(Booking.assigned_at >= now - dt.timedelta(hours=1))
     ).one()
-    oldest_pending = session.scalar(
-        select(func.min(Booking.created_at)).where(Booking.status == Status.PENDING.value)
-    )
+    oldest_pending_s = oldest_pending_age_s(session, now)
     return {
         "computed_at": now.isoformat(),
         "by_status": {s.value: by_status.get(s.value, 0) for s in Status},
@@ -49,6 +67,6 @@ def booking_stats(session: Session, *, now: dt.datetime) -> dict:
             "sample": sample,
         },
         "oldest_pending_age_s": (
-            None if oldest_pending is None else round((now - oldest_pending).total_seconds(), 3)
+            None if oldest_pending_s is None else round(oldest_pending_s, 3)
         ),
     }

@@ -16,16 +16,17 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import select, update
+from sqlalchemy import Select, select, update
 from sqlalchemy.orm import Session
 
-from dispatch.bookings import NO_DRIVER_FOUND, SYSTEM, apply_transition, return_to_pending
+from dispatch.actors import SYSTEM
+from dispatch.bookings.transitions import NO_DRIVER_FOUND, apply_transition, return_to_pending
 from dispatch.db import transaction_now
 from dispatch.models import Booking, Driver
 from dispatch.states import DriverStatus, Status
 
 
-def _claim(session: Session, query, limit: int) -> list[Booking]:
+def _claim(session: Session, query: Select[Booking], limit: int) -> list[Booking]:
     return list(
         session.execute(
             query.order_by(Booking.id).limit(limit).with_for_update(skip_locked=True)

@@ -18,9 +18,10 @@ import hashlib
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import jwt
-from sqlalchemy import BigInteger, bindparam, func, select, text, update
+from sqlalchemy import BigInteger, ColumnElement, and_, bindparam, exists, func, select, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
@@ -49,6 +50,13 @@ class Holder:
     user: User
     token_id: int
     expires_at: dt.datetime | None
+
+
+def live() -> ColumnElement[bool]:
+    """The condition a live token's row meets: not revoked, and not expired by the
+    database's clock (a token without an expiry, the bootstrap one, lives until revoked)."""
+    return and_(AccessToken.revoked_at.is_(None),
+                AccessToken.expires_at.is_(None) | (AccessToken.expires_at > func.now()))
 
 
 def hash_token(token: str) -> str:
@@ -127,9 +135,7 @@ def authenticate(session: Session, token: str, claims: Claims | None) -> Holder 
     row = session.execute(
         select(AccessToken, User)
         .join(User, User.id == AccessToken.user_id)
-        .where(AccessToken.token_hash == hash_token(token),
-               AccessToken.revoked_at.is_(None),
-               (AccessToken.expires_at.is_(None)) | (AccessToken.expires_at > func.now()))
+        .where(AccessToken.token_hash == hash_token(token), live())
     ).one_or_none()
     if row is None:
         return None
@@ -166,9 +172,8 @@ def rotate(session: Session, user: User, token_id: int, secret: str, ttl_s: int,
     now = (now or dt.datetime.now(dt.UTC)).replace(microsecond=0)
     old = session.execute(
         update(AccessToken)
-        .where(AccessToken.id == token_id, AccessToken.user_id == user.id,
-               AccessToken.revoked_at.is_(None), AccessToken.expires_at.is_not(None),
-               AccessToken.expires_at > func.now())
+        .where(AccessToken.id == token_id, AccessToken.user_id == user.id, live(),
+               AccessToken.expires_at.is_not(None))
         .values(revoked_at=func.greatest(func.now(), AccessToken.issued_at))
         .returning(AccessToken.token_hash, AccessToken.session_started_at)
     ).one_or_none()
@@ -190,24 +195,22 @@ def ended_token_ids(session: Session, token_ids: Iterable[int]) -> set[int]:
     if not ids:
         return set()
     # One array parameter rather than one per id: a relay may hold thousands.
-    return set(session.scalars(text(
-        "SELECT asked.id FROM unnest(:ids) AS asked(id) WHERE NOT EXISTS ("
-        " SELECT 1 FROM access_tokens t WHERE t.id = asked.id AND t.revoked_at IS NULL"
-        " AND (t.expires_at IS NULL OR t.expires_at > now()))"
-    ).bindparams(bindparam("ids", ids, type_=ARRAY(BigInteger)))))
+    asked = func.unnest(bindparam("ids", ids, type_=ARRAY(BigInteger))).table_valued(
+        "id").render_derived(name="asked")
+    ended: set[int] = set(session.scalars(
+        select(asked.c.id).where(~exists().where(AccessToken.id == asked.c.id, live()))))
+    return ended
 
 
 def hold_live(session: Session, token_id: int) -> bool:
     """Whether token ``token_id`` is live, holding its row against revocation until the
     caller's transaction ends: what is done in that transaction was done with a live token."""
     return session.scalar(
-        select(AccessToken.id).where(
-            AccessToken.id == token_id, AccessToken.revoked_at.is_(None),
-            AccessToken.expires_at.is_(None) | (AccessToken.expires_at > func.now()))
+        select(AccessToken.id).where(AccessToken.id == token_id, live())
         .with_for_update(read=True)) is not None
 
 
-def token_payload(token: str, row: AccessToken) -> dict:
+def token_payload(token: str, row: AccessToken) -> dict[str, Any]:
     """How a newly issued token is shown: once, here; only its hash is kept."""
     return {"token": token, "token_id": row.id,
             "expires_at": row.expires_at.isoformat() if row.expires_at else None}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 from sqlalchemy import ColumnElement, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -59,18 +60,19 @@ def ensure_bootstrap_admin(session: Session, token: str) -> int:
             raise BootstrapTokenRefused("it is another user's issued token; choose a new one")
         if existing.revoked_at is not None:
             raise BootstrapTokenRefused("this token was revoked; choose a new one")
-        admin_id = existing.user_id
+        admin_id: int = existing.user_id
     else:
-        admin_id = session.scalar(
+        found = session.scalar(
             select(User.id).where(User.name == BOOTSTRAP_ADMIN_NAME,
                                   User.role == Role.ADMIN.value)
             .order_by(User.id).limit(1)
         )
-        if admin_id is None:
+        if found is None:
             admin = User(name=BOOTSTRAP_ADMIN_NAME, role=Role.ADMIN.value)
             session.add(admin)
             session.flush()
-            admin_id = admin.id
+            found = admin.id
+        admin_id = found
         session.execute(
             pg_insert(AccessToken)
             .values(user_id=admin_id, token_hash=token_hash, expires_at=None)
@@ -113,7 +115,7 @@ def get_user(session: Session, user_id: int) -> User:
     return user
 
 
-def user_payload(user: User) -> dict:
+def user_payload(user: User) -> dict[str, Any]:
     return {
         "id": user.id,
         "name": user.name,

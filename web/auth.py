@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from flask import g, request
 
-from dispatch.bookings import Actor
+from dispatch.actors import Actor
 from dispatch.states import Role
 from dispatch.tokens import MAX_TOKEN_LENGTH
 from smartroute.infra.identity import Identity, identify

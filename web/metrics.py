@@ -14,11 +14,9 @@ import time
 from flask import Blueprint, Flask, Response, current_app, g, request
 from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.core import GaugeMetricFamily
-from sqlalchemy import func, select
 
-from dispatch.models import Booking
 from dispatch.outbox import oldest_unsent_age_s
-from dispatch.states import ACTIVE_STATUSES, Status
+from dispatch.stats import active_bookings, oldest_pending_age_s
 from smartroute.infra import heartbeat, snapshots
 from smartroute.infra.metrics import HTTP_REQUEST_DURATION, exposition
 from smartroute.infra.queues import pooled_queue_depths
@@ -69,12 +67,8 @@ class LiveCollector:
     def _read(self):
         now = dt.datetime.now(dt.UTC)
         with self.runtime.read_sessions() as session:
-            active = session.scalar(
-                select(func.count()).where(Booking.status.in_(ACTIVE_STATUSES))
-            )
-            oldest = session.scalar(
-                select(func.min(Booking.created_at)).where(Booking.status == Status.PENDING.value)
-            )
+            active = active_bookings(session)
+            oldest_s = oldest_pending_age_s(session, now)
             lag = oldest_unsent_age_s(session, now)
         # Not active_bookings_total: the `_total` suffix is reserved for
         # counters in Prometheus' naming rules (promtool rejects it on a gauge).
@@ -86,7 +80,7 @@ class LiveCollector:
                                 value=lag)
         yield GaugeMetricFamily("smartroute_oldest_pending_booking_age_seconds",
                                 "Age of the oldest booking still waiting for a driver.",
-                                value=0 if oldest is None else (now - oldest).total_seconds())
+                                value=0 if oldest_s is None else oldest_s)
 
         depth = GaugeMetricFamily("smartroute_queue_depth", "Messages waiting per Celery queue.",
                                   labels=["queue"])

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 import redis
 from celery import Celery
 from flask import current_app, g
-from sqlalchemy import Engine, Row
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from dispatch.models import Booking
+from dispatch.bookings.payloads import BookingFields
 from smartroute.infra.enqueue import Enqueue
 from smartroute.infra.settings import Settings
 from web.limits import RateLimits
@@ -68,7 +68,7 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-def enqueue_dispatch(booking: Booking) -> None:
+def enqueue_dispatch(booking: BookingFields) -> None:
     """Have a new booking matched, once this request's transaction commits."""
     runtime().enqueue.dispatch(db(), booking)
 
@@ -78,7 +78,7 @@ def enqueue_publish() -> None:
     runtime().enqueue.publish(db())
 
 
-def enqueue_follow_up(booking: Booking | Row) -> None:
+def enqueue_follow_up(booking: BookingFields) -> None:
     """After a driver's action, once it commits: push it, and match the booking again if
     declined."""
     runtime().enqueue.follow_up(db(), booking)

@@ -24,7 +24,7 @@ from pydantic import (
     field_validator,
 )
 
-from dispatch.bookings import BookingRequest, Point
+from dispatch.bookings.creation import BookingRequest, Point
 from dispatch.states import BOOKING_STATUSES, DRIVER_ACTIONS
 
 ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")

@@ -13,7 +13,7 @@ from celery.signals import worker_process_init
 from sqlalchemy.orm import Session, sessionmaker
 
 from dispatch.eta import GreatCircleEta
-from dispatch.matching import MatchPolicy
+from dispatch.matching.policy import MatchPolicy
 from smartroute.infra.database import database_sessions
 from smartroute.infra.driver_index import RedisDriverIndex
 from smartroute.infra.push import Publisher

@@ -14,9 +14,11 @@ from celery import shared_task
 from sqlalchemy import select, text
 from sqlalchemy.exc import OperationalError
 
-from dispatch import batches, outbox, retention, sweeps
+from dispatch import outbox, retention, sweeps
 from dispatch.db import transaction_now
-from dispatch.matching import Outcome, dispatch_booking
+from dispatch.matching import batch as batches
+from dispatch.matching.nearest import dispatch_booking
+from dispatch.matching.policy import Outcome
 from dispatch.models import Booking
 from dispatch.stats import booking_stats
 from smartroute.infra import heartbeat, snapshots

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dispatch.batching import BatchResult, FreeDriver, Request, nearest_first, solve_batch
 from dispatch.eta import CostModel, GreatCircleEta
+from dispatch.matching.solver import BatchResult, FreeDriver, Request, nearest_first, solve_batch
 
 ORIGIN = (38.70, -9.20)  # South-west corner of the city (Lisbon's latitude).
 KM_PER_DEG_LAT = 111.32

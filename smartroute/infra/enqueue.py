@@ -19,10 +19,9 @@ from typing import Any
 
 import redis
 from celery import Celery
-from sqlalchemy import Row
 from sqlalchemy.orm import Session
 
-from dispatch.models import Booking
+from dispatch.bookings.payloads import BookingFields
 from dispatch.states import Status
 from smartroute.infra.after_commit import after_commit
 from smartroute.infra.queues import NOTIFY, dispatch_queue
@@ -180,7 +179,7 @@ class Enqueue:
     cache: redis.Redis | None
     window_s: float
 
-    def dispatch(self, session: Session, booking: Booking) -> None:
+    def dispatch(self, session: Session, booking: BookingFields) -> None:
         """Have a new booking matched."""
         region, booking_id = booking.region, booking.id
         after_commit(
@@ -192,7 +191,7 @@ class Enqueue:
         """Push the events this transaction records."""
         after_commit(session, lambda: request_publish(self.celery, self.cache))
 
-    def follow_up(self, session: Session, booking: Booking | Row) -> None:
+    def follow_up(self, session: Session, booking: BookingFields) -> None:
         """After a driver's action: push it, and match the booking again if declined."""
         region, booking_id, status = booking.region, booking.id, booking.status
         after_commit(

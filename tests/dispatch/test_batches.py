@@ -6,10 +6,10 @@ import threading
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
-from dispatch.batches import dispatch_region
-from dispatch.dispatch_log import entries_for
 from dispatch.eta import GreatCircleEta
-from dispatch.matching import MatchPolicy
+from dispatch.matching.batch import dispatch_region
+from dispatch.matching.log import entries_for
+from dispatch.matching.policy import MatchPolicy
 from dispatch.models import Booking, Decline
 from dispatch.regions import parse_regions, region_for
 from tests import factories as make

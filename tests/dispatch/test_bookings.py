@@ -4,9 +4,14 @@ import pytest
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
 
-from dispatch.bookings import Actor, cancel_booking, driver_action, get_booking_for
+from dispatch.actors import Actor
+from dispatch.bookings.creation import BookingRequest, create_booking
+from dispatch.bookings.payloads import BookingSnapshot, booking_payload
+from dispatch.bookings.queries import get_booking_for
+from dispatch.bookings.transitions import cancel_booking, driver_action
 from dispatch.errors import IdempotencyConflict, InvalidTransition, NotFound, NotOfferedToYou
-from dispatch.matching import MatchPolicy, Outcome, dispatch_booking
+from dispatch.matching.nearest import dispatch_booking
+from dispatch.matching.policy import MatchPolicy, Outcome
 from dispatch.models import Booking, BookingEvent, Decline, Driver
 from dispatch.states import Role
 from tests import factories as make
@@ -147,3 +152,32 @@ def test_check_constraints_hold(session, now, sql, constraint):
     make.booking(session, make.rider(session), now=now)
     with pytest.raises(IntegrityError, match=constraint), session.begin_nested():
         session.execute(text(sql))
+
+
+def test_a_new_booking_its_replay_and_a_driver_action_come_back_as_one_type(session, now):
+    rider = make.rider(session)
+    request = BookingRequest(make.LISBON, make.offset(make.LISBON, north_km=3))
+
+    def create():
+        return create_booking(session, rider.id, request, now=now, deadline_s=300,
+                              first_retry_s=5, idempotency_key="same-key")
+
+    (first, created), (again, created_again) = create(), create()
+    assert created and not created_again
+    assert type(first) is type(again) is BookingSnapshot
+    assert booking_payload(first) == booking_payload(again) == booking_payload(
+        session.get(Booking, first.id))
+
+    driver = make.driver(session, now=now)
+    dispatch_booking(session, first.id, MatchPolicy(), now)
+    declined = driver_action(session, first.id, driver.user_id, "decline", now=now)
+    assert type(declined) is BookingSnapshot
+    assert booking_payload(declined) == booking_payload(
+        session.get(Booking, first.id, populate_existing=True))
+    second, _ = create_booking(session, rider.id, request, now=now, deadline_s=300,
+                               first_retry_s=5)
+    dispatch_booking(session, second.id, MatchPolicy(), now)
+    accepted = driver_action(session, second.id, driver.user_id, "accept", now=now)
+    assert type(accepted) is BookingSnapshot
+    assert booking_payload(accepted) == booking_payload(
+        session.get(Booking, second.id, populate_existing=True))

@@ -4,7 +4,9 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from dispatch.matching import MatchPolicy, Outcome, claim_driver, dispatch_booking
+from dispatch.matching.claims import claim_driver
+from dispatch.matching.nearest import dispatch_booking
+from dispatch.matching.policy import MatchPolicy, Outcome
 from dispatch.models import Driver
 from tests import factories as make
 

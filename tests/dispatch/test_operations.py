@@ -1,9 +1,10 @@
 import datetime as dt
 
 from dispatch import sweeps
-from dispatch.matching import MatchPolicy, dispatch_booking
+from dispatch.matching.nearest import dispatch_booking
+from dispatch.matching.policy import MatchPolicy
 from dispatch.models import Driver
-from dispatch.stats import booking_stats
+from dispatch.stats import active_bookings, booking_stats, oldest_pending_age_s
 from tests import factories as make
 
 
@@ -30,3 +31,6 @@ def test_stats_count_by_status_and_time_to_assign(session, now):
     assert stats["active"] == 1 and stats["today"]["total"] == 2
     assert stats["time_to_assign_last_hour"] == {"mean_s": 4.0, "p95_s": 4.0, "sample": 1}
     assert stats["oldest_pending_age_s"] == 2.0
+    # The gauges read the same numbers the stats report.
+    assert active_bookings(session) == stats["active"]
+    assert oldest_pending_age_s(session, now) == stats["oldest_pending_age_s"]

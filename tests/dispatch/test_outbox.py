@@ -4,7 +4,8 @@ import pytest
 from sqlalchemy import select
 
 from dispatch import outbox
-from dispatch.matching import MatchPolicy, dispatch_booking
+from dispatch.matching.nearest import dispatch_booking
+from dispatch.matching.policy import MatchPolicy
 from dispatch.models import OutboxEvent
 from tests import factories as make
 

@@ -24,12 +24,14 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from dispatch import sweeps
-from dispatch.batches import dispatch_region
-from dispatch.bookings import Actor, cancel_booking, driver_action
+from dispatch.actors import Actor
+from dispatch.bookings.transitions import cancel_booking, driver_action
 from dispatch.drivers import set_availability
 from dispatch.errors import DispatchError
 from dispatch.eta import GreatCircleEta
-from dispatch.matching import MatchPolicy, dispatch_booking
+from dispatch.matching.batch import dispatch_region
+from dispatch.matching.nearest import dispatch_booking
+from dispatch.matching.policy import MatchPolicy
 from dispatch.models import Booking
 from dispatch.states import FINAL_STATUSES, DriverStatus, Role
 from tests import factories as make

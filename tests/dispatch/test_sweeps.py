@@ -3,7 +3,8 @@ import datetime as dt
 from sqlalchemy.orm import Session
 
 from dispatch import sweeps
-from dispatch.matching import MatchPolicy, dispatch_booking
+from dispatch.matching.nearest import dispatch_booking
+from dispatch.matching.policy import MatchPolicy
 from dispatch.models import Booking, Decline, Driver
 from tests import factories as make
 

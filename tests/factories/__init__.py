@@ -6,7 +6,7 @@ import datetime as dt
 
 from sqlalchemy.orm import Session
 
-from dispatch.bookings import BookingRequest, Point, create_booking
+from dispatch.bookings.creation import BookingRequest, Point, create_booking
 from dispatch.drivers import set_availability, update_location
 from dispatch.models import Booking, Driver, User
 from dispatch.states import DriverStatus, Role

@@ -13,9 +13,11 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from dispatch.bookings import Actor, cancel_booking, driver_action
+from dispatch.actors import Actor
+from dispatch.bookings.transitions import cancel_booking, driver_action
 from dispatch.errors import NotFound, NotOfferedToYou
-from dispatch.matching import MatchPolicy, Outcome, dispatch_booking
+from dispatch.matching.nearest import dispatch_booking
+from dispatch.matching.policy import MatchPolicy, Outcome
 from dispatch.models import Booking
 from dispatch.states import Role
 from tests import factories as make

@@ -14,7 +14,8 @@ import datetime as dt
 from sqlalchemy import text
 
 from dispatch.db import transaction_now
-from dispatch.matching import MatchPolicy, Outcome, dispatch_booking
+from dispatch.matching.nearest import dispatch_booking
+from dispatch.matching.policy import MatchPolicy, Outcome
 from dispatch.models import Booking, Driver
 from tests import factories as make
 

@@ -4,9 +4,9 @@ import sys
 
 import pytest
 
-from dispatch.batching import FreeDriver, Request, nearest_first, solve_batch
 from dispatch.eta import GreatCircleEta, haversine_matrix_km
 from dispatch.geo import haversine_km
+from dispatch.matching.solver import FreeDriver, Request, nearest_first, solve_batch
 from smartroute_sim.replay import City, batched, generate, nearest, replay
 
 COST = GreatCircleEta(speed_kmh=36.0, road_factor=1.0)  # 10 m/s: 1 km is 100 s.

@@ -13,7 +13,8 @@ from sqlalchemy import event, func, select
 from sqlalchemy.exc import OperationalError
 
 from dispatch import tokens
-from dispatch.matching import MatchPolicy, Outcome, dispatch_booking
+from dispatch.matching.nearest import dispatch_booking
+from dispatch.matching.policy import MatchPolicy, Outcome
 from dispatch.models import Booking, User
 from dispatch.tokens import hash_token
 from smartroute.infra.after_commit import after_commit, pending

@@ -103,9 +103,9 @@ def test_with_a_batch_window_a_region_gets_one_batch_per_window(api, settings):
 def test_admins_read_why_a_booking_got_its_driver(api, committed_sessions):
     import datetime as dt
 
-    from dispatch.batches import dispatch_region
     from dispatch.eta import GreatCircleEta
-    from dispatch.matching import MatchPolicy
+    from dispatch.matching.batch import dispatch_region
+    from dispatch.matching.policy import MatchPolicy
 
     rider = api.as_(api.user("rider")["token"])
     driver = api.as_(api.user("driver")["token"])

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from dispatch.bookings import booking_payload
+from dispatch.bookings.payloads import booking_payload
 from dispatch.drivers import driver_payload
 from dispatch.models import Booking, Driver
 from dispatch.states import ACTIVE_STATUSES, DRIVER_STATUSES, Role, Status

@@ -7,7 +7,7 @@ import re
 from flask import request, url_for
 
 from dispatch import bookings as service
-from dispatch.dispatch_log import entries_for
+from dispatch.matching.log import entries_for
 from dispatch.regions import region_for
 from dispatch.states import DRIVER_ACTIONS, Role
 from smartroute.infra.metrics import BOOKINGS_CREATED

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dispatch import drivers as service
-from dispatch.bookings import booking_payload
+from dispatch.bookings.payloads import booking_payload
 from dispatch.states import DriverStatus, Role
 from smartroute.infra.driver_index import RedisDriverIndex, best_effort
 from web.api import api, parse_body

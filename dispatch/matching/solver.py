@@ -10,12 +10,16 @@ of the unrestricted optimum.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
+import numpy.typing as npt
 from scipy.optimize import linear_sum_assignment
 
 from dispatch.eta import CostModel
+from dispatch.matching.policy import Candidate
 
 # Stands for "not a candidate": larger than any real batch total, so the solver uses such
 # a pair only when nothing real is left, and those pairs are then dropped.
@@ -38,12 +42,6 @@ class FreeDriver:
 
 
 @dataclass(frozen=True)
-class Candidate:
-    driver_id: int
-    eta_s: float
-
-
-@dataclass(frozen=True)
 class Assignment:
     booking_id: int
     driver_id: int
@@ -57,14 +55,22 @@ class BatchResult:
     candidates: dict[int, list[Candidate]] = field(default_factory=dict)
 
 
-def _points(items) -> np.ndarray:
+class _Located(Protocol):
+    @property
+    def lat(self) -> float: ...
+    @property
+    def lng(self) -> float: ...
+
+
+def _points(items: Sequence[_Located]) -> npt.NDArray[np.float64]:
     return np.array([[i.lat, i.lng] for i in items], dtype=float).reshape(-1, 2)
 
 
-def _tie_break(drivers: list[FreeDriver]) -> np.ndarray:
+def _tie_break(drivers: list[FreeDriver]) -> npt.NDArray[np.float64]:
     """A sub-second nudge toward the longest-idle driver among near-equals."""
     idle = np.array([d.idle_s for d in drivers], dtype=float)
-    return -np.minimum(idle, 3600.0) / 3600.0 * 0.5
+    nudge: npt.NDArray[np.float64] = -np.minimum(idle, 3600.0) / 3600.0 * 0.5
+    return nudge
 
 
 def solve_batch(
@@ -74,7 +80,7 @@ def solve_batch(
     *,
     k: int | None = 10,
     max_eta_s: float = float("inf"),
-    allowed: np.ndarray | None = None,
+    allowed: npt.NDArray[np.bool_] | None = None,
 ) -> BatchResult:
     """Minimum total ETA matching of ``requests`` to ``drivers``.
 
@@ -117,15 +123,17 @@ def solve_batch(
     return BatchResult(assignments, _nearest_candidates(requests, drivers, eta, eligible))
 
 
-def _nearest_candidates(requests, drivers, eta, eligible, limit: int = 10):
+def _nearest_candidates(requests: list[Request], drivers: list[FreeDriver],
+                        eta: npt.NDArray[np.float64], eligible: npt.NDArray[np.bool_],
+                        limit: int = 10) -> dict[int, list[Candidate]]:
     """Each booking's eligible drivers, nearest first, at most ``limit`` (for the log)."""
     limit = min(limit, len(drivers))
     masked = np.where(eligible, eta, np.inf)
     nearest = np.argpartition(masked, limit - 1, axis=1)[:, :limit]
-    candidates = {}
+    candidates: dict[int, list[Candidate]] = {}
     for r, request in enumerate(requests):
-        row = sorted(nearest[r], key=lambda c, r=r: masked[r, c])
-        candidates[request.id] = [Candidate(drivers[c].id, float(eta[r, c]))
+        row = sorted(nearest[r], key=masked[r].__getitem__)
+        candidates[request.id] = [Candidate(drivers[c].id, eta_s=float(eta[r, c]))
                                   for c in row if eligible[r, c]]
     return candidates
 

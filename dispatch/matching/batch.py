@@ -1,9 +1,9 @@
 """Live batched matching: a region's waiting bookings solved together, claimed one by one.
 
-A batch takes the region's pending, due bookings (``FOR UPDATE SKIP LOCKED``, so two
-batches never share a booking), solves the assignment problem over the free drivers
-near them, then claims each chosen driver with the same compare-and-set as the
-single-booking path. A claim lost to a concurrent batch (or to a driver going offline)
+A batch takes the region's pending, due bookings (``claims.claim_bookings``, so two
+batches never share a booking), solves the assignment problem (``solver``) over the free
+drivers near them, then claims each chosen driver with the same compare-and-set as the
+nearest-first path. A claim lost to a concurrent batch (or to a driver going offline)
 leaves every other offer committed and sends that booking round again at once.
 """
 
@@ -17,15 +17,17 @@ import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from dispatch.batching import FreeDriver, Request, solve_batch
-from dispatch.bookings import NO_DRIVER_FOUND, SYSTEM, apply_transition
+from dispatch.actors import SYSTEM
+from dispatch.bookings.transitions import NO_DRIVER_FOUND, apply_transition
 from dispatch.db import transaction_now
-from dispatch.dispatch_log import CLAIM_LOST, OFFERED, DispatchLog
 from dispatch.eta import CostModel, haversine_matrix_km
 from dispatch.geo import bounding_box
-from dispatch.matching import MatchPolicy, claim_drivers, make_offers, no_driver
+from dispatch.matching.claims import claim_bookings, claim_drivers, waiting
+from dispatch.matching.log import CLAIM_LOST, OFFERED, DispatchLog
+from dispatch.matching.offers import make_offers, no_driver
+from dispatch.matching.policy import MatchPolicy, Outcome, free_driver
+from dispatch.matching.solver import FreeDriver, Request, solve_batch
 from dispatch.models import Booking, Decline, Driver
-from dispatch.states import DriverStatus, Status
 
 
 class DriverLocator(Protocol):
@@ -34,7 +36,9 @@ class DriverLocator(Protocol):
 
 
 @dataclass
-class BatchOutcome:
+class BatchReport:
+    """What one batch did with its bookings, for the task that ran it."""
+
     batch_id: str | None = None
     offered: dict[int, int] = field(default_factory=dict)  # booking id -> driver id
     waited_s: list[float] = field(default_factory=list)  # created -> offered, per offer
@@ -52,32 +56,9 @@ class BatchOutcome:
         return bool(self.lost) or self.full
 
 
-def _waiting(region: str, policy: MatchPolicy, now: dt.datetime) -> tuple:
-    pickup_at = func.timezone("UTC", Booking.date + Booking.time)
-    return (
-        Booking.status == Status.PENDING.value,
-        Booking.region == region,
-        pickup_at <= now + dt.timedelta(seconds=policy.schedule_lead_s),
-    )
-
-
-def _claim_bookings(session, region: str, policy: MatchPolicy, now, limit) -> list[Booking]:
-    return list(session.execute(
-        select(Booking)
-        .where(*_waiting(region, policy, now))
-        .order_by(Booking.created_at)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    ).scalars())
-
-
-def _free_drivers(session, bookings: list[Booking], policy: MatchPolicy, now,
-                  locator: DriverLocator | None) -> list[Driver]:
-    conditions = [
-        Driver.status == DriverStatus.AVAILABLE.value,
-        Driver.lat.is_not(None),
-        Driver.last_seen_at >= now - dt.timedelta(seconds=policy.driver_stale_s),
-    ]
+def _free_drivers(session: Session, bookings: list[Booking], policy: MatchPolicy,
+                  now: dt.datetime, locator: DriverLocator | None) -> list[Driver]:
+    conditions = [free_driver(policy, now)]
     if locator is not None:
         nearby = locator.near_any([(b.pickup_lat, b.pickup_lng,
                                     policy.radius_for(b.match_attempts)) for b in bookings])
@@ -90,10 +71,11 @@ def _free_drivers(session, bookings: list[Booking], policy: MatchPolicy, now,
             ).scalars())
     boxes = [bounding_box(b.pickup_lat, b.pickup_lng, policy.radius_for(b.match_attempts))
              for b in bookings]
-    if all(box is not None for box in boxes):
+    known = [box for box in boxes if box is not None]
+    if len(known) == len(boxes):
         conditions += [
-            Driver.lat.between(min(b[0] for b in boxes), max(b[1] for b in boxes)),
-            Driver.lng.between(min(b[2] for b in boxes), max(b[3] for b in boxes)),
+            Driver.lat.between(min(b[0] for b in known), max(b[1] for b in known)),
+            Driver.lng.between(min(b[2] for b in known), max(b[3] for b in known)),
         ]
     return list(session.execute(select(Driver).where(*conditions)).scalars())
 
@@ -107,27 +89,27 @@ def dispatch_region(
     now: dt.datetime | None = None,
     limit: int = 500,
     locator: DriverLocator | None = None,
-) -> BatchOutcome:
+) -> BatchReport:
     """Match one batch of a region's waiting bookings. Safe to run concurrently and twice.
 
-    ``now`` defaults to the database's clock, as in ``dispatch.matching.dispatch_booking``.
+    ``now`` defaults to the database's clock, as in ``dispatch.matching.nearest.dispatch_booking``.
     """
     now = now or transaction_now(session)
-    bookings = _claim_bookings(session, region, policy, now, limit)
-    outcome = BatchOutcome(full=len(bookings) == limit)
-    if not outcome.full:
-        waiting = session.scalar(select(func.count()).where(*_waiting(region, policy, now)))
-        outcome.held_elsewhere = max(0, waiting - len(bookings))
-    live = []
+    bookings = claim_bookings(session, region, policy, now, limit)
+    report = BatchReport(full=len(bookings) == limit)
+    if not report.full:
+        waiting_now = session.scalar(select(func.count()).where(*waiting(region, policy, now)))
+        report.held_elsewhere = max(0, (waiting_now or 0) - len(bookings))
+    live: list[Booking] = []
     for booking in bookings:
         if booking.expires_at <= now:
             apply_transition(session, booking, "expire", now=now, actor=SYSTEM,
                              reason=NO_DRIVER_FOUND)
-            outcome.expired.append(booking.id)
+            report.expired.append(booking.id)
         else:
             live.append(booking)
     if not live:
-        return outcome
+        return report
 
     drivers = _free_drivers(session, live, policy, now, locator)
     declined = set(session.execute(
@@ -147,42 +129,42 @@ def dispatch_region(
 
     result = solve_batch(
         [Request(b.id, b.pickup_lat, b.pickup_lng) for b in live],
-        [FreeDriver(d.user_id, d.lat, d.lng, _idle_s(d, now)) for d in drivers],
+        [_free(d, now) for d in drivers],
         cost, k=policy.candidates, allowed=allowed,
     )
     by_id = {b.id: b for b in live}
     # One statement claims every chosen driver (in driver order, so two batches racing for
     # drivers wait for each other instead of deadlocking), one makes every offer.
     claimed = claim_drivers(session, [a.driver_id for a in result.assignments], now)
-    offers = []
+    offers: list[tuple[Booking, int]] = []
     for assignment in result.assignments:
         booking = by_id[assignment.booking_id]
         if assignment.driver_id in claimed:
             offers.append((booking, assignment.driver_id))
-            outcome.offered[booking.id] = assignment.driver_id
-            outcome.waited_s.append((now - booking.created_at).total_seconds())
+            report.offered[booking.id] = assignment.driver_id
+            report.waited_s.append((now - booking.created_at).total_seconds())
         else:
             # Round again at once: the rest of this batch's offers stand.
             booking.next_attempt_at = now
-            outcome.lost.append(booking.id)
+            report.lost.append(booking.id)
     make_offers(session, offers, policy, now)
     for booking in live:
-        if booking.id not in outcome.offered and booking.id not in outcome.lost:
+        if booking.id not in report.offered and booking.id not in report.lost:
             no_driver(booking, policy, now)
-            outcome.unmatched.append(booking.id)
+            report.unmatched.append(booking.id)
 
     log = DispatchLog(session, "batched", now)
-    outcome.batch_id = log.batch_id
+    report.batch_id = log.batch_id
     chosen = {a.booking_id: a.driver_id for a in result.assignments}
     taken_by = {a.driver_id: a.booking_id for a in result.assignments}
     for i, booking in enumerate(live):
-        status = ("assigned" if booking.id in outcome.offered
-                  else "claim_lost" if booking.id in outcome.lost else "no_driver")
+        status = (Outcome.ASSIGNED if booking.id in report.offered
+                  else Outcome.CLAIM_LOST if booking.id in report.lost else Outcome.NO_DRIVER)
         candidates = [
             log.candidate(
                 c.driver_id, float(distance[i, column[c.driver_id]]), eta_s=c.eta_s,
-                chosen=chosen.get(booking.id) == c.driver_id and status == "assigned",
-                reason=_reason(booking.id, c.driver_id, chosen, taken_by, outcome),
+                chosen=chosen.get(booking.id) == c.driver_id and status == Outcome.ASSIGNED,
+                reason=_reason(booking.id, c.driver_id, chosen, taken_by, report),
             )
             for c in result.candidates.get(booking.id, [])
         ]
@@ -192,7 +174,13 @@ def dispatch_region(
             "free_drivers_seen": len(drivers),
         })
     log.flush()
-    return outcome
+    return report
+
+
+def _free(driver: Driver, now: dt.datetime) -> FreeDriver:
+    """A driver selected as free, for the solver (a free driver has a location)."""
+    assert driver.lat is not None and driver.lng is not None, "a free driver is located"
+    return FreeDriver(driver.user_id, driver.lat, driver.lng, _idle_s(driver, now))
 
 
 def _idle_s(driver: Driver, now: dt.datetime) -> float:
@@ -200,9 +188,9 @@ def _idle_s(driver: Driver, now: dt.datetime) -> float:
 
 
 def _reason(booking_id: int, driver_id: int, chosen: dict[int, int],
-            taken_by: dict[int, int], outcome: BatchOutcome) -> str:
+            taken_by: dict[int, int], report: BatchReport) -> str:
     if chosen.get(booking_id) == driver_id:
-        return CLAIM_LOST if booking_id in outcome.lost else OFFERED
+        return CLAIM_LOST if booking_id in report.lost else OFFERED
     other = taken_by.get(driver_id)
     if other is not None:
         return f"offered to booking {other} in the same batch (lower total ETA)"

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from typing import Any
 
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
+from dispatch.matching.policy import Outcome
 from dispatch.models import Booking, DispatchLogEntry
 
 OFFERED = "offered"
@@ -22,17 +24,19 @@ class DispatchLog:
     def __init__(self, session: Session, matcher: str, now: dt.datetime) -> None:
         self.session, self.matcher, self.now = session, matcher, now
         self.batch_id = str(uuid.uuid4())
-        self.rows: list[dict] = []
+        self.rows: list[dict[str, Any]] = []
 
     @staticmethod
-    def candidate(driver_id: int, distance_km: float, *, eta_s: float | None = None,
-                  chosen: bool = False, reason: str) -> dict:
-        return {"driver_id": driver_id, "distance_km": round(distance_km, 3),
+    def candidate(driver_id: int, distance_km: float | None, *, eta_s: float | None = None,
+                  chosen: bool = False, reason: str) -> dict[str, Any]:
+        return {"driver_id": driver_id,
+                "distance_km": None if distance_km is None else round(distance_km, 3),
                 "eta_s": None if eta_s is None else round(eta_s, 1), "chosen": chosen,
                 "reason": reason}
 
-    def record(self, booking: Booking, outcome: str, radius_km: float, batch_size: int,
-               candidates: list[dict], excluded: dict | None = None) -> None:
+    def record(self, booking: Booking, outcome: Outcome, radius_km: float, batch_size: int,
+               candidates: list[dict[str, Any]],
+               excluded: dict[str, Any] | None = None) -> None:
         chosen = next((c for c in candidates if c["chosen"]), None)
         self.rows.append(dict(
             booking_id=booking.id,
@@ -54,7 +58,7 @@ class DispatchLog:
             self.rows = []
 
 
-def entries_for(session: Session, booking_id: int) -> list[dict]:
+def entries_for(session: Session, booking_id: int) -> list[dict[str, Any]]:
     """A booking's dispatch log, oldest attempt first."""
     rows = session.execute(
         select(DispatchLogEntry).where(DispatchLogEntry.booking_id == booking_id)

@@ -1,0 +1,142 @@
+"""Creating a booking, once per idempotency key.
+
+A rider's client may send the same request twice (a retry after a lost answer); with an
+``Idempotency-Key`` the second gets the first's booking back instead of a new one. The
+key is claimed in the same transaction as the booking, under a savepoint, so a
+concurrent request with the same key finds one booking, never two.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from sqlalchemy import insert, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.orm import Session
+
+from dispatch.actors import Actor
+from dispatch.bookings.events import record_event
+from dispatch.bookings.payloads import BookingSnapshot, snapshot
+from dispatch.errors import IdempotencyConflict
+from dispatch.models import Booking, IdempotencyKey
+from dispatch.regions import DEFAULT_REGION
+from dispatch.states import Role, Status
+
+
+@dataclass(frozen=True)
+class Point:
+    lat: float
+    lng: float
+
+
+@dataclass(frozen=True)
+class BookingRequest:
+    """What a rider asks for; ``pickup_at`` None means as soon as possible."""
+
+    pickup: Point
+    dropoff: Point
+    pickup_at: dt.datetime | None = None
+
+    def fingerprint(self) -> str:
+        """A stable hash of the request, to tell a retry from a different request."""
+        body = json.dumps(asdict(self), sort_keys=True, default=lambda v: v.isoformat())
+        return hashlib.sha256(body.encode()).hexdigest()
+
+
+def create_booking(
+    session: Session,
+    rider_id: int,
+    request: BookingRequest,
+    *,
+    now: dt.datetime,
+    deadline_s: int,
+    first_retry_s: int,
+    idempotency_key: str | None = None,
+    region: str = DEFAULT_REGION,
+) -> tuple[BookingSnapshot, bool]:
+    """Create a pending booking; returns it and whether it is new (False: an idempotent
+    replay)."""
+    fingerprint = request.fingerprint()
+    if idempotency_key is not None:
+        existing = _replay(session, rider_id, idempotency_key, fingerprint)
+        if existing is not None:
+            return existing, False
+
+    pickup_at = request.pickup_at or now
+    start = max(now, pickup_at)
+    values: dict[str, Any] = {
+        "user_id": rider_id,
+        "pickup_lat": request.pickup.lat,
+        "pickup_lng": request.pickup.lng,
+        "dropoff_lat": request.dropoff.lat,
+        "dropoff_lng": request.dropoff.lng,
+        "date": pickup_at.astimezone(dt.UTC).date(),
+        "time": pickup_at.astimezone(dt.UTC).time(),
+        "status": Status.PENDING.value,
+        "version": 1,
+        "region": region,
+        # The caller enqueues the first attempt right after commit; the sweeper's retry is
+        # the safety net for a message the broker lost, so it waits a little.
+        "next_attempt_at": now + dt.timedelta(seconds=first_retry_s),
+        "expires_at": start + dt.timedelta(seconds=deadline_s),
+        "created_at": now,
+        "updated_at": now,
+    }
+    if idempotency_key is None:
+        return _insert_booking(session, values), True
+    try:
+        with session.begin_nested():
+            booking = _insert_booking(session, values)
+            claimed = session.execute(
+                pg_insert(IdempotencyKey)
+                .values(
+                    user_id=rider_id,
+                    key=idempotency_key,
+                    request_hash=fingerprint,
+                    booking_id=booking.id,
+                )
+                .on_conflict_do_nothing()
+                .returning(IdempotencyKey.key)
+            ).first()
+            if claimed is None:
+                raise _KeyTaken
+    except _KeyTaken:
+        # A concurrent request with the same key committed first (ON CONFLICT waited for
+        # it); ours is rolled back to the savepoint and theirs is the answer.
+        existing = _replay(session, rider_id, idempotency_key, fingerprint)
+        assert existing is not None, "a conflicting idempotency key must be readable"
+        return existing, False
+    return booking, True
+
+
+def _insert_booking(session: Session, values: dict[str, Any]) -> BookingSnapshot:
+    # Core, built once: the row is only read back to answer, announce and enqueue it.
+    booking = snapshot(session.connection().execute(_INSERT_BOOKING, values).one())
+    record_event(session, booking, None, Actor(values["user_id"], Role.RIDER), "booked")
+    return booking
+
+
+_INSERT_BOOKING = insert(Booking).returning(*Booking.__table__.c)
+
+
+class _KeyTaken(Exception):
+    pass
+
+
+def _replay(session: Session, rider_id: int, key: str,
+            fingerprint: str) -> BookingSnapshot | None:
+    row = session.execute(
+        select(IdempotencyKey).where(IdempotencyKey.user_id == rider_id, IdempotencyKey.key == key)
+    ).scalar_one_or_none()
+    if row is None:
+        return None
+    if row.request_hash != fingerprint:
+        raise IdempotencyConflict(
+            "this Idempotency-Key was used with a different request body", key=key
+        )
+    booking = session.get(Booking, row.booking_id)
+    return None if booking is None else snapshot(booking)
