@@ -130,7 +130,7 @@ def test_the_wheel_carries_no_load_tool_demo_or_simulation(wheel):
                             if n.endswith(".dist-info/entry_points.txt"))
     modules = {n.removesuffix(".py").removesuffix("/__init__").replace("/", ".")
                for n in names if n.endswith(".py")}
-    assert "smartroute.cli.serve" in modules and "dispatch.batching" in modules
+    assert "smartroute.cli.serve" in modules and "dispatch.matching.solver" in modules
     carried = sorted(m for m in modules if m.startswith(TOOL_MODULES) or "loadgen" in m)
     assert not carried
     # Only the engine's own command: it declares no command or demo of the load tools.
