@@ -1,3 +1,3 @@
-from smartroute.cli import main
+from smartroute.cli.main import main
 
 main()

@@ -2,9 +2,10 @@
 ``smartroute up`` run).
 
 eventlet must patch the standard library before anything else is imported, or Redis calls
-hang (Flask-SocketIO #235) and locks made at import stay un-greened. ``web.relay`` sits in
-a package whose ``__init__`` imports Flask, SQLAlchemy, redis and Celery, so the patch
-happens here, in a module that imports nothing before it.
+hang and locks made at import stay un-greened. ``web.relay`` sits in a package whose
+``__init__`` imports Flask, SQLAlchemy, redis and Celery, so the patch happens here, in a
+module that imports nothing before it, inside packages (``smartroute``, ``smartroute.cli``)
+that import nothing either (tests/unit/test_relay_entry_point.py).
 
 It patches everything, psycopg2 included: psycopg2 waits on PostgreSQL in C, where
 eventlet cannot switch, unless the patch installs eventlet's wait callback. Without it,
