@@ -33,8 +33,10 @@ def beat_schedule(settings: Settings) -> dict:
         "refresh-booking-stats": _every(settings.stats_every_s, "refresh_stats"),
         "refresh-health-metrics": _every(settings.health_every_s, "refresh_health"),
         # The safety net behind the publish each commit asks for.
-        "publish-outbox": {**_every(settings.publish_every_s, "publish_outbox"),
-                           "options": {"queue": "notify", "expires": settings.publish_every_s}},
+        "publish-outbox": {
+            **_every(settings.publish_every_s, "publish_outbox"),
+            "options": {"queue": "notify", "expires": settings.publish_every_s},
+        },
         "prune-outbox": _every(3600.0, "prune_outbox"),
         # Each run deletes a bounded number of rows (workers.tasks.PRUNE_*), so these run
         # often enough to keep up with a busy day's keys.

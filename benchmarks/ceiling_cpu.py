@@ -56,9 +56,11 @@ def main() -> None:
             inside = [r for r in readings if end - measured.seconds <= r[0] <= end]
             busy = inside[-1][1] - inside[0][1]
             idle = inside[-1][2] - inside[0][2]
-            print(f"{measured.done} no-op tasks in {measured.seconds:.2f} s: "
-                  f"{measured.per_s:.0f}/s; both cores {100 * busy / (busy + idle):.0f} % busy; "
-                  f"{1000 * busy / measured.done:.2f} ms of CPU per task")
+            print(
+                f"{measured.done} no-op tasks in {measured.seconds:.2f} s: "
+                f"{measured.per_s:.0f}/s; both cores {100 * busy / (busy + idle):.0f} % busy; "
+                f"{1000 * busy / measured.done:.2f} ms of CPU per task"
+            )
     finally:
         stop.set()
 

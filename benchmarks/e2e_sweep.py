@@ -18,9 +18,19 @@ import subprocess
 import sys
 from pathlib import Path
 
-COLUMNS = ("rate_offered", "rate_sustained", "accept_p99_ms", "assign_p99_ms", "push_p99_ms",
-           "book_to_push_p99_ms", "lost", "double_assigned", "max_rss_mb",
-           "celery_noop_ceiling", "ratio")
+COLUMNS = (
+    "rate_offered",
+    "rate_sustained",
+    "accept_p99_ms",
+    "assign_p99_ms",
+    "push_p99_ms",
+    "book_to_push_p99_ms",
+    "lost",
+    "double_assigned",
+    "max_rss_mb",
+    "celery_noop_ceiling",
+    "ratio",
+)
 
 
 def main() -> None:
@@ -35,8 +45,17 @@ def main() -> None:
     print("| command | " + " | ".join(COLUMNS) + " | all targets met |")
     print("|---" * (len(COLUMNS) + 2) + "|")
     for rate in args.rates.split(","):
-        argv = ["smartroute", "bench", "e2e", "--rate", rate, "--duration", args.duration,
-                *args.extra, "--json"]
+        argv = [
+            "smartroute",
+            "bench",
+            "e2e",
+            "--rate",
+            rate,
+            "--duration",
+            args.duration,
+            *args.extra,
+            "--json",
+        ]
         done = subprocess.run([sys.executable, "-m", *argv], capture_output=True, text=True)
         if done.returncode != 0:
             print(f"| `{shlex.join(argv)}` | failed: {done.stderr.strip()[-300:]} |")
@@ -46,8 +65,12 @@ def main() -> None:
         with out.open("a") as f:
             f.write(json.dumps(result) + "\n")
         cells = [str(result.get(c)) for c in COLUMNS]
-        print(f"| `{shlex.join(argv)}` | " + " | ".join(cells)
-              + f" | {result['meets_targets']['all']} |", flush=True)
+        print(
+            f"| `{shlex.join(argv)}` | "
+            + " | ".join(cells)
+            + f" | {result['meets_targets']['all']} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

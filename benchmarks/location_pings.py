@@ -34,13 +34,16 @@ def main() -> None:
 
     def pinger(worker: int) -> list[float]:
         rng, latencies = random.Random(worker), []
-        mine = tokens[worker::args.threads]
+        mine = tokens[worker :: args.threads]
         while time.monotonic() < deadline:
             token = rng.choice(mine)
             started = time.perf_counter()
-            response = api.call("PUT", "/v1/drivers/me/location", token=token,
-                                json={"lat": 38.7 + rng.random() / 10,
-                                      "lng": -9.1 - rng.random() / 10})
+            response = api.call(
+                "PUT",
+                "/v1/drivers/me/location",
+                token=token,
+                json={"lat": 38.7 + rng.random() / 10, "lng": -9.1 - rng.random() / 10},
+            )
             response.raise_for_status()
             latencies.append(time.perf_counter() - started)
         return latencies
@@ -50,8 +53,10 @@ def main() -> None:
         latencies = sorted(x for part in pool.map(pinger, range(args.threads)) for x in part)
     elapsed = time.monotonic() - started
     q = statistics.quantiles(latencies, n=100)
-    print(f"{len(latencies)} pings in {elapsed:.1f} s: {len(latencies) / elapsed:.0f} pings/s; "
-          f"latency p50 {q[49] * 1000:.1f} ms, p99 {q[98] * 1000:.1f} ms")
+    print(
+        f"{len(latencies)} pings in {elapsed:.1f} s: {len(latencies) / elapsed:.0f} pings/s; "
+        f"latency p50 {q[49] * 1000:.1f} ms, p99 {q[98] * 1000:.1f} ms"
+    )
 
 
 if __name__ == "__main__":

@@ -69,8 +69,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--bookings", type=int, default=300)
     parser.add_argument("--batch", type=int, default=20, help="bookings per batch")
-    parser.add_argument("--top", type=int, default=25,
-                        help="functions to list (0: no profiler, so the CPU times are exact)")
+    parser.add_argument(
+        "--top",
+        type=int,
+        default=25,
+        help="functions to list (0: no profiler, so the CPU times are exact)",
+    )
     parser.add_argument("--steps", help="profile only the steps whose name matches this regex")
     parser.add_argument("--match", help="only functions whose file:line(name) matches this regex")
     parser.add_argument("--sort", default="cumulative", choices=("cumulative", "tottime"))
@@ -81,8 +85,10 @@ def main() -> None:
     settings = replace(
         base.with_services(services.database_url, services.redis_url),
         secret_key=base.secret_key or "profile-secret-key-0123456789-0123456789",
-        booking_limit_per_token=LIMIT, booking_limit_per_address=LIMIT,
-        location_limit_per_token=LIMIT, location_limit_per_address=LIMIT,
+        booking_limit_per_token=LIMIT,
+        booking_limit_per_address=LIMIT,
+        location_limit_per_token=LIMIT,
+        location_limit_per_address=LIMIT,
     )
     migrate.upgrade(settings.database_url)
     from web import create_app
@@ -104,8 +110,9 @@ def main() -> None:
     client = app.test_client()
 
     def call(method: str, path: str, token: str, json=None, expect=200):
-        response = client.open(path, method=method, json=json,
-                               headers={"Authorization": f"Bearer {token}"})
+        response = client.open(
+            path, method=method, json=json, headers={"Authorization": f"Bearer {token}"}
+        )
         assert response.status_code == expect, (path, response.status_code, response.json)
         return response.json
 
@@ -124,23 +131,39 @@ def main() -> None:
 
     def batch():
         with rt.sessions() as session, session.begin():
-            return batches.dispatch_region(session, "default", policy, cost,
-                                           now=dt.datetime.now(dt.UTC), limit=500)
+            return batches.dispatch_region(
+                session, "default", policy, cost, now=dt.datetime.now(dt.UTC), limit=500
+            )
 
     done = 0
     while done < args.bookings:
-        booked = [steps.run("POST /v1/bookings", call, "POST", "/v1/bookings", rider_token,
-                            body, expect=202) for _ in range(args.batch)]
+        booked = [
+            steps.run(
+                "POST /v1/bookings", call, "POST", "/v1/bookings", rider_token, body, expect=202
+            )
+            for _ in range(args.batch)
+        ]
         outcome = steps.run("batch (worker)", batch)
         assert len(outcome.offered) == len(booked), outcome
         steps.run("publish (worker)", publish)
         for booking_id, driver_id in outcome.offered.items():
             for action in ("accept", "start", "complete"):
-                steps.run(f"POST …/{action}", call, "POST",
-                          f"/v1/bookings/{booking_id}/{action}", by_driver[driver_id])
+                steps.run(
+                    f"POST …/{action}",
+                    call,
+                    "POST",
+                    f"/v1/bookings/{booking_id}/{action}",
+                    by_driver[driver_id],
+                )
         for token in driver_tokens:
-            steps.run("PUT /v1/drivers/me/location", call, "PUT", "/v1/drivers/me/location",
-                      token, {"lat": 12.97, "lng": 77.59})
+            steps.run(
+                "PUT /v1/drivers/me/location",
+                call,
+                "PUT",
+                "/v1/drivers/me/location",
+                token,
+                {"lat": 12.97, "lng": 77.59},
+            )
         steps.run("publish (worker)", publish)
         done += len(booked)
 
@@ -149,8 +172,10 @@ def main() -> None:
     total = 0.0
     for name, seconds in steps.cpu.items():
         total += seconds
-        print(f"{name:32} {steps.calls[name]:7} {seconds / steps.calls[name] * 1e3:9.2f} "
-              f"{seconds / done * 1e3:12.2f}")
+        print(
+            f"{name:32} {steps.calls[name]:7} {seconds / steps.calls[name] * 1e3:9.2f} "
+            f"{seconds / done * 1e3:12.2f}"
+        )
     print(f"{'all':32} {'':7} {'':9} {total / done * 1e3:12.2f}")
     if steps.profiler:
         out = io.StringIO()

@@ -68,9 +68,23 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     bench = subprocess.Popen(
-        [sys.executable, "-m", "smartroute", "bench", "e2e", "--rate", args.rate,
-         "--duration", args.duration, "--ceiling-tasks", "500", "--json"],
-        stdout=open(out / "e2e.json", "w"), stderr=open(out / "e2e.log", "w"))  # noqa: SIM115
+        [
+            sys.executable,
+            "-m",
+            "smartroute",
+            "bench",
+            "e2e",
+            "--rate",
+            args.rate,
+            "--duration",
+            args.duration,
+            "--ceiling-tasks",
+            "500",
+            "--json",
+        ],
+        stdout=open(out / "e2e.json", "w"),  # noqa: SIM115 - the child holds it until it exits
+        stderr=open(out / "e2e.log", "w"),  # noqa: SIM115
+    )
     engine_log = Path(".smartroute/bench/engine.log")
     started, launched = time.monotonic(), time.time()
     # The engine logs every dispatched batch: the first one after this run began means load.
@@ -79,19 +93,43 @@ def main() -> None:
         if bench.poll() is not None:
             raise SystemExit("bench e2e ended before the load began; see e2e.log")
         # The log is truncated when the engine starts, so after launch it holds only this run.
-        if engine_log.exists() and engine_log.stat().st_ctime > launched and \
-                "batch dispatched" in engine_log.read_text(errors="replace"):
+        if (
+            engine_log.exists()
+            and engine_log.stat().st_ctime > launched
+            and "batch dispatched" in engine_log.read_text(errors="replace")
+        ):
             break
         time.sleep(0.5)
     root = psutil.Process(bench.pid)
     spies = []
     for role, process in engine_processes(root.pid):
         target = out / f"{role}-{process.pid}.txt"
-        spies.append((role, process.pid, target, subprocess.Popen(
-            [str(Path(sys.executable).with_name("py-spy")), "record", "--pid",
-             str(process.pid), "--duration", str(int(args.record)), "--rate", str(RATE_HZ),
-             "--format", "raw", "--nonblocking", "--output", str(target)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)))
+        spies.append(
+            (
+                role,
+                process.pid,
+                target,
+                subprocess.Popen(
+                    [
+                        str(Path(sys.executable).with_name("py-spy")),
+                        "record",
+                        "--pid",
+                        str(process.pid),
+                        "--duration",
+                        str(int(args.record)),
+                        "--rate",
+                        str(RATE_HZ),
+                        "--format",
+                        "raw",
+                        "--nonblocking",
+                        "--output",
+                        str(target),
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                ),
+            )
+        )
     for _, _, _, spy in spies:
         spy.wait()
     bench.wait()

@@ -47,13 +47,20 @@ def drivers_with_tokens(database_url: str, count: int) -> list[str]:
     conn = psycopg2.connect(database_url)
     try:
         with conn, conn.cursor() as cur:
-            cur.execute("INSERT INTO users (name, role) SELECT 'bench-relay-driver', 'driver' "
-                        "FROM generate_series(1, %s) RETURNING id", (count,))
+            cur.execute(
+                "INSERT INTO users (name, role) SELECT 'bench-relay-driver', 'driver' "
+                "FROM generate_series(1, %s) RETURNING id",
+                (count,),
+            )
             ids = [row[0] for row in cur.fetchall()]
             tokens = [f"bench-relay-driver-{user_id}" for user_id in ids]
-            cur.executemany("INSERT INTO access_tokens (user_id, token_hash) VALUES (%s, %s)",
-                            [(user_id, hashlib.sha256(token.encode()).hexdigest())
-                             for user_id, token in zip(ids, tokens, strict=True)])
+            cur.executemany(
+                "INSERT INTO access_tokens (user_id, token_hash) VALUES (%s, %s)",
+                [
+                    (user_id, hashlib.sha256(token.encode()).hexdigest())
+                    for user_id, token in zip(ids, tokens, strict=True)
+                ],
+            )
     finally:
         conn.close()
     return tokens
@@ -75,16 +82,18 @@ def read_frame(sock: socket.socket, buffer: bytes) -> tuple[bytes, bytes]:
     length = buffer[1] & 127
     if length >= 126:
         raise ValueError("an unexpectedly long frame")
-    return buffer[2:2 + length], buffer[2 + length:]
+    return buffer[2 : 2 + length], buffer[2 + length :]
 
 
 def connect(port: int, token: str, timeout_s: float) -> socket.socket:
     """A WebSocket connection with its Socket.IO CONNECT accepted."""
     sock = socket.create_connection(("127.0.0.1", port), timeout=timeout_s)
     key = base64.b64encode(os.urandom(16)).decode()
-    sock.sendall(f"GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                 f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-                 f"Sec-WebSocket-Version: 13\r\n\r\n".encode())
+    sock.sendall(
+        f"GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+        f"Sec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
     buffer = b""
     while b"\r\n\r\n" not in buffer:
         chunk = sock.recv(4096)
@@ -106,9 +115,13 @@ def connect(port: int, token: str, timeout_s: float) -> socket.socket:
 
 def measure(env: dict, mode: str, count: int, tokens: list[str], timeout_s: float) -> None:
     port = free_port()
-    relay = subprocess.Popen(relay_argv("127.0.0.1", port), env={
-        **env, "SMARTROUTE_RELAY_ASYNC_MODE": mode}, stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL, start_new_session=True)
+    relay = subprocess.Popen(
+        relay_argv("127.0.0.1", port),
+        env={**env, "SMARTROUTE_RELAY_ASYNC_MODE": mode},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     held: list[socket.socket] = []
     try:
         deadline = time.monotonic() + 60
@@ -135,8 +148,7 @@ def measure(env: dict, mode: str, count: int, tokens: list[str], timeout_s: floa
             except OSError as exc:
                 failed += 1
                 if failed == 1:
-                    print(f"  first refusal at connection {i + 1}: {exc.__class__.__name__} "
-                          f"{exc}")
+                    print(f"  first refusal at connection {i + 1}: {exc.__class__.__name__} {exc}")
                 if failed >= 20:
                     break
         elapsed = time.monotonic() - start
@@ -144,11 +156,13 @@ def measure(env: dict, mode: str, count: int, tokens: list[str], timeout_s: floa
         rss = process.memory_info().rss
         per_socket = (rss - baseline) / max(1, len(held) - BASELINE) if baseline else 0
         times.sort()
-        print(f"{mode:9} {count:5} asked, {len(held):5} held, {failed} refused or timed out; "
-              f"connect median {1000 * statistics.median(times):.1f} ms, p99 "
-              f"{1000 * times[int(0.99 * (len(times) - 1))]:.1f} ms, all in {elapsed:.1f} s; "
-              f"RSS {rss / 2**20:.0f} MB ({baseline / 2**20:.0f} MB at {BASELINE}), "
-              f"{per_socket / 1024:.0f} KB per connection, {process.num_threads()} threads")
+        print(
+            f"{mode:9} {count:5} asked, {len(held):5} held, {failed} refused or timed out; "
+            f"connect median {1000 * statistics.median(times):.1f} ms, p99 "
+            f"{1000 * times[int(0.99 * (len(times) - 1))]:.1f} ms, all in {elapsed:.1f} s; "
+            f"RSS {rss / 2**20:.0f} MB ({baseline / 2**20:.0f} MB at {BASELINE}), "
+            f"{per_socket / 1024:.0f} KB per connection, {process.num_threads()} threads"
+        )
     finally:
         for sock in held:
             sock.close()
@@ -164,8 +178,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--modes", default="eventlet,threading")
     parser.add_argument("--sockets", default="500,2000")
-    parser.add_argument("--max-connections", type=int, default=None,
-                        help="SMARTROUTE_RELAY_MAX_CONNECTIONS for the eventlet relay")
+    parser.add_argument(
+        "--max-connections",
+        type=int,
+        default=None,
+        help="SMARTROUTE_RELAY_MAX_CONNECTIONS for the eventlet relay",
+    )
     parser.add_argument("--timeout-s", type=float, default=5.0)
     args = parser.parse_args()
     counts = [int(n) for n in args.sockets.split(",")]
@@ -174,9 +192,13 @@ def main() -> None:
     services = ensure_services(None, None, Path(".smartroute/bench"))
     try:
         tokens = drivers_with_tokens(services.database_url, max(counts))
-        env = {**os.environ, "DATABASE_URL": services.database_url,
-               "REDIS_URL": services.redis_url, "SMARTROUTE_SECRET_KEY": SECRET,
-               "SMARTROUTE_LOG_LEVEL": "WARNING"}
+        env = {
+            **os.environ,
+            "DATABASE_URL": services.database_url,
+            "REDIS_URL": services.redis_url,
+            "SMARTROUTE_SECRET_KEY": SECRET,
+            "SMARTROUTE_LOG_LEVEL": "WARNING",
+        }
         if args.max_connections:
             env["SMARTROUTE_RELAY_MAX_CONNECTIONS"] = str(args.max_connections)
         for mode in args.modes.split(","):

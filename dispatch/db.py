@@ -58,8 +58,9 @@ def set_role_limits(connection: Connection, limits: SessionLimits) -> None:
     quoted = connection.dialect.identifier_preparer.quote_identifier(database)
     for name, milliseconds in limits.as_milliseconds().items():
         # Identifiers and integers only: ALTER ROLE takes no bound parameters.
-        connection.execute(text(
-            f"ALTER ROLE CURRENT_USER IN DATABASE {quoted} SET {name} = {int(milliseconds)}"))
+        connection.execute(
+            text(f"ALTER ROLE CURRENT_USER IN DATABASE {quoted} SET {name} = {int(milliseconds)}")
+        )
 
 
 def _require_limits(dbapi_connection: Any, _record: Any) -> None:
@@ -69,8 +70,10 @@ def _require_limits(dbapi_connection: Any, _record: Any) -> None:
     names = list(SessionLimits().as_milliseconds())
     with dbapi_connection.cursor() as cursor:
         # One round trip: current_setting(name) is what SHOW name shows.
-        cursor.execute("SELECT current_user, current_database(), "
-                       + ", ".join(f"current_setting('{name}')" for name in names))
+        cursor.execute(
+            "SELECT current_user, current_database(), "
+            + ", ".join(f"current_setting('{name}')" for name in names)
+        )
         role, database, *shown = cursor.fetchone()
     missing = [name for name, value in zip(names, shown, strict=True) if value in ("0", "0ms")]
     # The query opened a transaction; end it, or the connection's first real transaction
@@ -81,7 +84,8 @@ def _require_limits(dbapi_connection: Any, _record: Any) -> None:
         raise SessionLimitsMissing(
             f"PostgreSQL role {role!r} has no {', '.join(missing)} on database "
             f"{database!r}; run `{UPGRADE_COMMAND}` (it sets them with ALTER ROLE) or set "
-            "them on the role by hand")
+            "them on the role by hand"
+        )
 
 
 def transaction_now(session: Session) -> dt.datetime:

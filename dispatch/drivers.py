@@ -39,9 +39,19 @@ def update_location(
     session: Session, driver_id: int, lat: float, lng: float, *, now: dt.datetime
 ) -> Row[Any]:
     """Record a driver's location ping; returns the driver's row (the model's names)."""
-    driver = session.connection().execute(_PING, {
-        "pinged_id": driver_id, "new_lat": lat, "new_lng": lng, "pinged_at": now,
-    }).first()
+    driver = (
+        session.connection()
+        .execute(
+            _PING,
+            {
+                "pinged_id": driver_id,
+                "new_lat": lat,
+                "new_lng": lng,
+                "pinged_at": now,
+            },
+        )
+        .first()
+    )
     if driver is None:
         raise NotFound("no such driver", driver_id=driver_id)
     expire_loaded(session, Driver, driver_id)
@@ -52,8 +62,12 @@ def update_location(
 _PING = (
     update(Driver)
     .where(Driver.__table__.c.user_id == bindparam("pinged_id"))
-    .values(lat=bindparam("new_lat"), lng=bindparam("new_lng"),
-            last_seen_at=bindparam("pinged_at"), updated_at=bindparam("pinged_at"))
+    .values(
+        lat=bindparam("new_lat"),
+        lng=bindparam("new_lng"),
+        last_seen_at=bindparam("pinged_at"),
+        updated_at=bindparam("pinged_at"),
+    )
     .returning(*Driver.__table__.c)
 )
 

@@ -94,12 +94,16 @@ class AccessToken(Base):
 
     __table_args__ = (
         CheckConstraint("expires_at IS NULL OR expires_at > issued_at", name="expires_after_issue"),
-        CheckConstraint("revoked_at IS NULL OR revoked_at >= issued_at",
-                        name="revoked_after_issue"),
+        CheckConstraint(
+            "revoked_at IS NULL OR revoked_at >= issued_at", name="revoked_after_issue"
+        ),
         # The prune task's scans (dispatch/retention.py): long-expired and long-revoked rows.
         Index("ix_access_tokens_expires_at", "expires_at"),
-        Index("ix_access_tokens_revoked_at", "revoked_at",
-              postgresql_where=text("revoked_at IS NOT NULL")),
+        Index(
+            "ix_access_tokens_revoked_at",
+            "revoked_at",
+            postgresql_where=text("revoked_at IS NOT NULL"),
+        ),
         CheckConstraint("session_started_at <= issued_at", name="session_started_before_issue"),
     )
 

@@ -61,50 +61,73 @@ def try_lock(session: Session) -> bool:
 def assign_positions(session: Session, limit: int = 500) -> int:
     """Give the oldest committed unsent rows without one the next positions, in id order;
     how many. The caller holds the publisher lock and commits before delivering them."""
-    ids = list(session.scalars(
-        select(OutboxEvent.id).where(OutboxEvent.sent_at.is_(None), OutboxEvent.position.is_(None))
-        .order_by(OutboxEvent.id).limit(limit)))
+    ids = list(
+        session.scalars(
+            select(OutboxEvent.id)
+            .where(OutboxEvent.sent_at.is_(None), OutboxEvent.position.is_(None))
+            .order_by(OutboxEvent.id)
+            .limit(limit)
+        )
+    )
     if not ids:
         return 0
     # The sequence hands out values in any order within one statement; sorting them here
     # makes the id order the position order without relying on how a query is executed.
-    positions = sorted(session.scalars(
-        select(OUTBOX_POSITIONS.next_value()).select_from(func.generate_series(1, len(ids)))))
+    positions = sorted(
+        session.scalars(
+            select(OUTBOX_POSITIONS.next_value()).select_from(func.generate_series(1, len(ids)))
+        )
+    )
     arrays = ARRAY(BigInteger)
-    session.execute(text(
-        "UPDATE outbox_events o SET position = v.position FROM "
-        "(SELECT unnest(:ids) AS id, unnest(:positions) AS position) v WHERE o.id = v.id"
-    ).bindparams(bindparam("ids", type_=arrays), bindparam("positions", type_=arrays)),
-        {"ids": ids, "positions": positions})
+    session.execute(
+        text(
+            "UPDATE outbox_events o SET position = v.position FROM "
+            "(SELECT unnest(:ids) AS id, unnest(:positions) AS position) v WHERE o.id = v.id"
+        ).bindparams(bindparam("ids", type_=arrays), bindparam("positions", type_=arrays)),
+        {"ids": ids, "positions": positions},
+    )
     return len(ids)
 
 
 def claim_positioned(session: Session, limit: int = 500) -> list[OutboxEvent]:
     """The unsent rows that have a position, in position order, for the lock holder."""
-    return list(session.scalars(
-        select(OutboxEvent)
-        .where(OutboxEvent.sent_at.is_(None), OutboxEvent.position.is_not(None))
-        .order_by(OutboxEvent.position).limit(limit)))
+    return list(
+        session.scalars(
+            select(OutboxEvent)
+            .where(OutboxEvent.sent_at.is_(None), OutboxEvent.position.is_not(None))
+            .order_by(OutboxEvent.position)
+            .limit(limit)
+        )
+    )
 
 
 def mark_sent(session: Session, ids: list[int], now: dt.datetime) -> None:
-    session.execute(update(OutboxEvent).where(OutboxEvent.id.in_(ids)).values(sent_at=now)
-                    .execution_options(synchronize_session=False))
+    session.execute(
+        update(OutboxEvent)
+        .where(OutboxEvent.id.in_(ids))
+        .values(sent_at=now)
+        .execution_options(synchronize_session=False)
+    )
 
 
 def oldest_unsent_age_s(session: Session, now: dt.datetime) -> float:
     """How long the oldest undelivered push has waited (0 when none waits)."""
-    oldest = session.scalar(select(func.min(OutboxEvent.created_at))
-                            .where(OutboxEvent.sent_at.is_(None)))
+    oldest = session.scalar(
+        select(func.min(OutboxEvent.created_at)).where(OutboxEvent.sent_at.is_(None))
+    )
     return 0.0 if oldest is None else max(0.0, (now - oldest).total_seconds())
 
 
 def prune(session: Session, *, sent_before: dt.datetime) -> int:
     """Delete events delivered before ``sent_before``; returns how many."""
-    return cast("CursorResult[Any]", session.execute(
-        delete(OutboxEvent).where(OutboxEvent.sent_at < sent_before)
-        .execution_options(synchronize_session=False)
-    )).rowcount
+    return cast(
+        "CursorResult[Any]",
+        session.execute(
+            delete(OutboxEvent)
+            .where(OutboxEvent.sent_at < sent_before)
+            .execution_options(synchronize_session=False)
+        ),
+    ).rowcount
 
 
 def message(row: OutboxEvent) -> dict[str, Any]:
@@ -113,5 +136,3 @@ def message(row: OutboxEvent) -> dict[str, Any]:
     if row.position is None:
         raise ValueError(f"outbox event {row.id} has no position yet")
     return row.payload | {"event_id": row.position}
-
-

@@ -38,12 +38,16 @@ _PRUNE_ACCESS_TOKENS = text("""
 
 def prune_idempotency_keys(session: Session, *, older_than_s: int, batch: int = 1000) -> int:
     """Delete up to ``batch`` idempotency keys older than ``older_than_s``; how many."""
-    return cast("CursorResult[Any]", session.execute(
-        _PRUNE_IDEMPOTENCY_KEYS, {"older_than_s": older_than_s, "batch": batch})).rowcount
+    return cast(
+        "CursorResult[Any]",
+        session.execute(_PRUNE_IDEMPOTENCY_KEYS, {"older_than_s": older_than_s, "batch": batch}),
+    ).rowcount
 
 
 def prune_access_tokens(session: Session, *, older_than_s: int, batch: int = 1000) -> int:
     """Delete up to ``batch`` signed tokens expired or revoked more than ``older_than_s``
     ago; how many. Tokens without an expiry (the bootstrap admin's) are never deleted."""
-    return cast("CursorResult[Any]", session.execute(
-        _PRUNE_ACCESS_TOKENS, {"older_than_s": older_than_s, "batch": batch})).rowcount
+    return cast(
+        "CursorResult[Any]",
+        session.execute(_PRUNE_ACCESS_TOKENS, {"older_than_s": older_than_s, "batch": batch}),
+    ).rowcount

@@ -1,10 +1,10 @@
 """The booking state machine: which status may follow which, and who may cause it.
 
-    pending ──offer──▶ assigned ──accept──▶ accepted ──start──▶ in_progress ──complete──▶ completed
-       ▲                  │
-       └──decline/lapse───┘
-    pending, assigned, accepted ──cancel──▶ cancelled
-    pending ──deadline──▶ expired
+pending ──offer──▶ assigned ──accept──▶ accepted ──start──▶ in_progress ──complete──▶ completed
+   ▲                  │
+   └──decline/lapse───┘
+pending, assigned, accepted ──cancel──▶ cancelled
+pending ──deadline──▶ expired
 """
 
 from __future__ import annotations

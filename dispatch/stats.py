@@ -18,9 +18,7 @@ from dispatch.states import ACTIVE_STATUSES, Status
 
 def active_bookings(session: Session) -> int:
     """How many bookings a driver holds (assigned, accepted, in progress)."""
-    return session.scalar(
-        select(func.count()).where(Booking.status.in_(ACTIVE_STATUSES))
-    ) or 0
+    return session.scalar(select(func.count()).where(Booking.status.in_(ACTIVE_STATUSES))) or 0
 
 
 def oldest_pending_age_s(session: Session, now: dt.datetime) -> float | None:
@@ -66,7 +64,5 @@ def booking_stats(session: Session, *, now: dt.datetime) -> dict[str, Any]:
             "p95_s": None if p95_s is None else round(float(p95_s), 3),
             "sample": sample,
         },
-        "oldest_pending_age_s": (
-            None if oldest_pending_s is None else round(oldest_pending_s, 3)
-        ),
+        "oldest_pending_age_s": (None if oldest_pending_s is None else round(oldest_pending_s, 3)),
     }

@@ -34,8 +34,9 @@ def _claim(session: Session, query: Select[Booking], limit: int) -> list[Booking
     )
 
 
-def lapse_offers(session: Session, *, now: dt.datetime | None = None,
-                 limit: int = 500) -> list[int]:
+def lapse_offers(
+    session: Session, *, now: dt.datetime | None = None, limit: int = 500
+) -> list[int]:
     """Offers left unanswered past their window go back to pending; returns their ids."""
     now = now or transaction_now(session)
     lapsed = _claim(
@@ -50,8 +51,9 @@ def lapse_offers(session: Session, *, now: dt.datetime | None = None,
     return [b.id for b in lapsed]
 
 
-def expire_overdue(session: Session, *, now: dt.datetime | None = None,
-                   limit: int = 500) -> list[int]:
+def expire_overdue(
+    session: Session, *, now: dt.datetime | None = None, limit: int = 500
+) -> list[int]:
     """Pending bookings past their deadline become expired; returns their ids."""
     now = now or transaction_now(session)
     overdue = _claim(

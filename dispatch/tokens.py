@@ -55,8 +55,10 @@ class Holder:
 def live() -> ColumnElement[bool]:
     """The condition a live token's row meets: not revoked, and not expired by the
     database's clock (a token without an expiry, the bootstrap one, lives until revoked)."""
-    return and_(AccessToken.revoked_at.is_(None),
-                AccessToken.expires_at.is_(None) | (AccessToken.expires_at > func.now()))
+    return and_(
+        AccessToken.revoked_at.is_(None),
+        AccessToken.expires_at.is_(None) | (AccessToken.expires_at > func.now()),
+    )
 
 
 def hash_token(token: str) -> str:
@@ -73,21 +75,41 @@ def new_secret() -> str:
     return secrets.token_urlsafe(32)
 
 
-def sign(secret: str, user_id: int, role: str, token_id: int, issued_at: dt.datetime,
-         expires_at: dt.datetime) -> str:
-    claims = {"iss": ISSUER, "sub": str(user_id), "role": role, "jti": str(token_id),
-              "iat": issued_at, "exp": expires_at}
+def sign(
+    secret: str,
+    user_id: int,
+    role: str,
+    token_id: int,
+    issued_at: dt.datetime,
+    expires_at: dt.datetime,
+) -> str:
+    claims = {
+        "iss": ISSUER,
+        "sub": str(user_id),
+        "role": role,
+        "jti": str(token_id),
+        "iat": issued_at,
+        "exp": expires_at,
+    }
     return jwt.encode(claims, secret, algorithm=ALGORITHM)
 
 
 def verify(secret: str, token: str) -> Claims | None:
     """The claims of a token signed with ``secret`` and not yet expired; None otherwise."""
     try:
-        claims = jwt.decode(token, secret, algorithms=[ALGORITHM], issuer=ISSUER,
-                            options={"require": ["exp", "iat", "sub", "jti", "iss"]})
-        return Claims(user_id=int(claims["sub"]), role=str(claims["role"]),
-                      token_id=int(claims["jti"]),
-                      expires_at=dt.datetime.fromtimestamp(claims["exp"], dt.UTC))
+        claims = jwt.decode(
+            token,
+            secret,
+            algorithms=[ALGORITHM],
+            issuer=ISSUER,
+            options={"require": ["exp", "iat", "sub", "jti", "iss"]},
+        )
+        return Claims(
+            user_id=int(claims["sub"]),
+            role=str(claims["role"]),
+            token_id=int(claims["jti"]),
+            expires_at=dt.datetime.fromtimestamp(claims["exp"], dt.UTC),
+        )
     except (jwt.PyJWTError, KeyError, TypeError, ValueError):
         return None
 
@@ -104,10 +126,16 @@ def _verified(secret: str, token: str) -> Claims | None:
     return verify(secret, token)
 
 
-def issue(session: Session, user: User, secret: str, ttl_s: int,
-          now: dt.datetime | None = None, *,
-          session_started_at: dt.datetime | None = None,
-          not_after: dt.datetime | None = None) -> tuple[str, AccessToken]:
+def issue(
+    session: Session,
+    user: User,
+    secret: str,
+    ttl_s: int,
+    now: dt.datetime | None = None,
+    *,
+    session_started_at: dt.datetime | None = None,
+    not_after: dt.datetime | None = None,
+) -> tuple[str, AccessToken]:
     """A new signed token for ``user``, valid for ``ttl_s`` seconds (and never past
     ``not_after``). It starts a new family unless ``session_started_at`` carries one over.
     The caller commits."""
@@ -116,8 +144,13 @@ def issue(session: Session, user: User, secret: str, ttl_s: int,
     if not_after is not None:
         expires_at = min(expires_at, not_after)
     # The row id goes into the token, so the row exists first; its hash follows.
-    row = AccessToken(user_id=user.id, token_hash=new_secret(), issued_at=now,
-                      expires_at=expires_at, session_started_at=session_started_at or now)
+    row = AccessToken(
+        user_id=user.id,
+        token_hash=new_secret(),
+        issued_at=now,
+        expires_at=expires_at,
+        session_started_at=session_started_at or now,
+    )
     session.add(row)
     session.flush()
     token = sign(secret, user.id, user.role, row.id, now, expires_at)
@@ -158,9 +191,15 @@ def revoke(session: Session, user_id: int, token_id: int | None = None) -> list[
     return list(session.scalars(statement))
 
 
-def rotate(session: Session, user: User, token_id: int, secret: str, ttl_s: int,
-           max_lifetime_s: int, now: dt.datetime | None = None
-           ) -> tuple[str, AccessToken, str] | None:
+def rotate(
+    session: Session,
+    user: User,
+    token_id: int,
+    secret: str,
+    ttl_s: int,
+    max_lifetime_s: int,
+    now: dt.datetime | None = None,
+) -> tuple[str, AccessToken, str] | None:
     """Refresh: revoke token ``token_id`` and issue its successor in the same family.
 
     Returns the new token, its row and the old token's hash; None if the old token is no
@@ -172,8 +211,12 @@ def rotate(session: Session, user: User, token_id: int, secret: str, ttl_s: int,
     now = (now or dt.datetime.now(dt.UTC)).replace(microsecond=0)
     old = session.execute(
         update(AccessToken)
-        .where(AccessToken.id == token_id, AccessToken.user_id == user.id, live(),
-               AccessToken.expires_at.is_not(None))
+        .where(
+            AccessToken.id == token_id,
+            AccessToken.user_id == user.id,
+            live(),
+            AccessToken.expires_at.is_not(None),
+        )
         .values(revoked_at=func.greatest(func.now(), AccessToken.issued_at))
         .returning(AccessToken.token_hash, AccessToken.session_started_at)
     ).one_or_none()
@@ -183,8 +226,9 @@ def rotate(session: Session, user: User, token_id: int, secret: str, ttl_s: int,
     not_after = started + dt.timedelta(seconds=max_lifetime_s)
     if not_after <= now:
         return None
-    token, row = issue(session, user, secret, ttl_s, now, session_started_at=started,
-                       not_after=not_after)
+    token, row = issue(
+        session, user, secret, ttl_s, now, session_started_at=started, not_after=not_after
+    )
     return token, row, old_hash
 
 
@@ -195,22 +239,36 @@ def ended_token_ids(session: Session, token_ids: Iterable[int]) -> set[int]:
     if not ids:
         return set()
     # One array parameter rather than one per id: a relay may hold thousands.
-    asked = func.unnest(bindparam("ids", ids, type_=ARRAY(BigInteger))).table_valued(
-        "id").render_derived(name="asked")
-    ended: set[int] = set(session.scalars(
-        select(asked.c.id).where(~exists().where(AccessToken.id == asked.c.id, live()))))
+    asked = (
+        func.unnest(bindparam("ids", ids, type_=ARRAY(BigInteger)))
+        .table_valued("id")
+        .render_derived(name="asked")
+    )
+    ended: set[int] = set(
+        session.scalars(
+            select(asked.c.id).where(~exists().where(AccessToken.id == asked.c.id, live()))
+        )
+    )
     return ended
 
 
 def hold_live(session: Session, token_id: int) -> bool:
     """Whether token ``token_id`` is live, holding its row against revocation until the
     caller's transaction ends: what is done in that transaction was done with a live token."""
-    return session.scalar(
-        select(AccessToken.id).where(AccessToken.id == token_id, live())
-        .with_for_update(read=True)) is not None
+    return (
+        session.scalar(
+            select(AccessToken.id)
+            .where(AccessToken.id == token_id, live())
+            .with_for_update(read=True)
+        )
+        is not None
+    )
 
 
 def token_payload(token: str, row: AccessToken) -> dict[str, Any]:
     """How a newly issued token is shown: once, here; only its hash is kept."""
-    return {"token": token, "token_id": row.id,
-            "expires_at": row.expires_at.isoformat() if row.expires_at else None}
+    return {
+        "token": token,
+        "token_id": row.id,
+        "expires_at": row.expires_at.isoformat() if row.expires_at else None,
+    }

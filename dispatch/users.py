@@ -49,23 +49,32 @@ def ensure_bootstrap_admin(session: Session, token: str) -> int:
     session.execute(select(func.pg_advisory_xact_lock(BOOTSTRAP_LOCK)))
     token_hash = hash_token(token)
     existing = session.execute(
-        select(AccessToken.user_id, AccessToken.expires_at, AccessToken.revoked_at, User.name,
-               User.role)
+        select(
+            AccessToken.user_id,
+            AccessToken.expires_at,
+            AccessToken.revoked_at,
+            User.name,
+            User.role,
+        )
         .join(User, User.id == AccessToken.user_id)
         .where(AccessToken.token_hash == token_hash)
     ).one_or_none()
     if existing is not None:
-        if existing.expires_at is not None or existing.name != BOOTSTRAP_ADMIN_NAME \
-                or existing.role != Role.ADMIN.value:
+        if (
+            existing.expires_at is not None
+            or existing.name != BOOTSTRAP_ADMIN_NAME
+            or existing.role != Role.ADMIN.value
+        ):
             raise BootstrapTokenRefused("it is another user's issued token; choose a new one")
         if existing.revoked_at is not None:
             raise BootstrapTokenRefused("this token was revoked; choose a new one")
         admin_id: int = existing.user_id
     else:
         found = session.scalar(
-            select(User.id).where(User.name == BOOTSTRAP_ADMIN_NAME,
-                                  User.role == Role.ADMIN.value)
-            .order_by(User.id).limit(1)
+            select(User.id)
+            .where(User.name == BOOTSTRAP_ADMIN_NAME, User.role == Role.ADMIN.value)
+            .order_by(User.id)
+            .limit(1)
         )
         if found is None:
             admin = User(name=BOOTSTRAP_ADMIN_NAME, role=Role.ADMIN.value)
@@ -80,8 +89,11 @@ def ensure_bootstrap_admin(session: Session, token: str) -> int:
         )
     session.execute(
         update(AccessToken)
-        .where(_bootstrap_tokens(), AccessToken.revoked_at.is_(None),
-               AccessToken.token_hash != token_hash)
+        .where(
+            _bootstrap_tokens(),
+            AccessToken.revoked_at.is_(None),
+            AccessToken.token_hash != token_hash,
+        )
         .values(revoked_at=func.greatest(func.now(), AccessToken.issued_at))
     )
     return admin_id
@@ -92,20 +104,24 @@ def revoked_bootstrap_hashes(session: Session, since: dt.datetime) -> list[str]:
 
     Every start hands them to the caches again, so a start that could not reach Redis
     when it revoked them is made good by the next one."""
-    return list(session.scalars(
-        select(AccessToken.token_hash)
-        .where(_bootstrap_tokens(), AccessToken.revoked_at >= since)
-        .order_by(AccessToken.id)
-    ))
+    return list(
+        session.scalars(
+            select(AccessToken.token_hash)
+            .where(_bootstrap_tokens(), AccessToken.revoked_at >= since)
+            .order_by(AccessToken.id)
+        )
+    )
 
 
 def _bootstrap_tokens() -> ColumnElement[bool]:
     """Bootstrap tokens: the bootstrap admin's tokens without an expiry. Every issued
     token has one (dispatch/tokens.py), so the operator's are the only ones without."""
-    bootstrap_admins = select(User.id).where(User.name == BOOTSTRAP_ADMIN_NAME,
-                                             User.role == Role.ADMIN.value)
-    return AccessToken.user_id.in_(bootstrap_admins.scalar_subquery()) \
-        & AccessToken.expires_at.is_(None)
+    bootstrap_admins = select(User.id).where(
+        User.name == BOOTSTRAP_ADMIN_NAME, User.role == Role.ADMIN.value
+    )
+    return AccessToken.user_id.in_(bootstrap_admins.scalar_subquery()) & AccessToken.expires_at.is_(
+        None
+    )
 
 
 def get_user(session: Session, user_id: int) -> User:

@@ -80,8 +80,9 @@ def settings() -> Settings:
 
 
 def reset_schema(database_url: str) -> None:
-    conn = psycopg2.connect(make_url(database_url).set(drivername="postgresql")
-                            .render_as_string(hide_password=False))
+    conn = psycopg2.connect(
+        make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
+    )
     try:
         conn.autocommit = True
         with conn.cursor() as cur:
@@ -102,8 +103,9 @@ def session(engine) -> Session:
     """A session inside an outer transaction that is rolled back after the test."""
     with engine.connect() as conn:
         outer = conn.begin()
-        with Session(bind=conn, join_transaction_mode="create_savepoint",
-                     expire_on_commit=False) as s:
+        with Session(
+            bind=conn, join_transaction_mode="create_savepoint", expire_on_commit=False
+        ) as s:
             yield s
         outer.rollback()
 

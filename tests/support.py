@@ -52,15 +52,19 @@ def waiting_on_locks(engine, application_name: str, wait_event: str | None = Non
 
     # A fresh connection each time: pg_stat_activity is a per-transaction snapshot.
     with engine.connect() as probe:
-        return probe.scalar(text(
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name = :name "
-            "AND wait_event_type = 'Lock' AND (:event IS NULL OR wait_event = :event)"),
-            {"name": application_name, "event": wait_event})
+        return probe.scalar(
+            text(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = :name "
+                "AND wait_event_type = 'Lock' AND (:event IS NULL OR wait_event = :event)"
+            ),
+            {"name": application_name, "event": wait_event},
+        )
 
 
 def stop_consuming(celery: Celery, node: str, queue_name: str, broker: redis.Redis) -> None:
     """Cancel ``node``'s consumer of ``queue_name`` and prove it no longer pops from it."""
     celery.control.cancel_consumer(queue_name, destination=[node], reply=True)
+
     # A blocking pop already in flight may still take one message; kombu's BRPOP returns
     # within 1 s, so a probe that survives 2 s shows the consumer is really gone. The probe
     # names a booking that cannot exist, so running it is harmless.

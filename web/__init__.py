@@ -34,13 +34,16 @@ def create_app(settings: Settings | None = None) -> Flask:
         )
     secret_key = settings.secret_key
     if secret_key is None:
-        raise RuntimeError("the API needs SMARTROUTE_SECRET_KEY to sign tokens; `smartroute api` "
-                           "generates one in the data folder when it is unset")
+        raise RuntimeError(
+            "the API needs SMARTROUTE_SECRET_KEY to sign tokens; `smartroute api` "
+            "generates one in the data folder when it is unset"
+        )
     # No app-wide /static: the console's blueprint serves its own files.
     app = Flask(__name__, static_folder=None)
     # Never the interactive debugger, whatever FLASK_DEBUG says: it runs code on request.
-    app.config.update(MAX_CONTENT_LENGTH=settings.max_body_bytes, DEBUG=False,
-                      PROPAGATE_EXCEPTIONS=False)
+    app.config.update(
+        MAX_CONTENT_LENGTH=settings.max_body_bytes, DEBUG=False, PROPAGATE_EXCEPTIONS=False
+    )
     app.debug = False
     assert isinstance(app.json, DefaultJSONProvider)  # Flask's own, unless a subclass says.
     app.json.sort_keys = False
@@ -48,8 +51,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     # closes what it opened beyond five makes PostgreSQL start a backend per busy request.
     engine = database_engine(settings, database_url, "smartroute-api", keep_all=True)
     replica = (
-        database_engine(settings, settings.database_replica_url, "smartroute-api-replica",
-                        keep_all=True)
+        database_engine(
+            settings, settings.database_replica_url, "smartroute-api-replica", keep_all=True
+        )
         if settings.database_replica_url
         else engine
     )
@@ -59,7 +63,8 @@ def create_app(settings: Settings | None = None) -> Flask:
         # since any client can write it.
         # Flask's documented way to wrap its WSGI app; its stubs call it a method.
         app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
-            app.wsgi_app, x_for=settings.trusted_proxy_hops)
+            app.wsgi_app, x_for=settings.trusted_proxy_hops
+        )
     cache = redis_client(redis_url)
     celery = create_celery(settings)
     app.extensions["smartroute"] = Runtime(
@@ -71,16 +76,26 @@ def create_app(settings: Settings | None = None) -> Flask:
         celery=celery,
         enqueue=Enqueue(celery, cache, settings.batch_window_s),
         redis=cache,
-        limits=RateLimits(redis_url, {
-            "booking": (settings.booking_limit_per_token, settings.booking_limit_per_address),
-            "location": (settings.location_limit_per_token, settings.location_limit_per_address),
-            "refresh": (settings.refresh_limit_per_token, None),
-            "driver action": (settings.driver_action_limit_per_token, None),
-        }),
+        limits=RateLimits(
+            redis_url,
+            {
+                "booking": (settings.booking_limit_per_token, settings.booking_limit_per_address),
+                "location": (
+                    settings.location_limit_per_token,
+                    settings.location_limit_per_address,
+                ),
+                "refresh": (settings.refresh_limit_per_token, None),
+                "driver action": (settings.driver_action_limit_per_token, None),
+            },
+        ),
     )
-    guard_edge(app, AddressGate(cache, settings.request_limit_per_address,
-                                settings.auth_failure_limit_per_address),
-               settings.max_body_bytes)
+    guard_edge(
+        app,
+        AddressGate(
+            cache, settings.request_limit_per_address, settings.auth_failure_limit_per_address
+        ),
+        settings.max_body_bytes,
+    )
     app.url_map.converters["id"] = IdConverter
     app.teardown_appcontext(close_db)
     register_error_handlers(app)

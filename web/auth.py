@@ -19,12 +19,17 @@ def _bearer_token() -> str:
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     if not header:
-        raise ApiError(401, "unauthorized", "an Authorization: Bearer token is required",
-                       "Authorization")
+        raise ApiError(
+            401, "unauthorized", "an Authorization: Bearer token is required", "Authorization"
+        )
     token = token.strip()
     if scheme.lower() != "bearer" or not token or len(token) > MAX_TOKEN_LENGTH:
-        raise ApiError(401, "unauthorized", "the Authorization header must be 'Bearer <token>'",
-                       "Authorization")
+        raise ApiError(
+            401,
+            "unauthorized",
+            "the Authorization header must be 'Bearer <token>'",
+            "Authorization",
+        )
     return token
 
 
@@ -50,16 +55,23 @@ def requires(*roles: Role) -> Callable:
 def _holder(token: str) -> Identity:
     """The identity of a live token (``smartroute.infra.identity``; the relay checks alike)."""
     settings, cache = runtime().settings, runtime().redis
-    identity = identify(token, secret_key=runtime().secret_key, session=db(), cache=cache,
-                        note_s=settings.token_recheck_s, now=utcnow())
+    identity = identify(
+        token,
+        secret_key=runtime().secret_key,
+        session=db(),
+        cache=cache,
+        note_s=settings.token_recheck_s,
+        now=utcnow(),
+    )
     if identity is None:
         raise _invalid()
     return identity
 
 
 def _invalid() -> ApiError:
-    return ApiError(401, "unauthorized", "the token is not valid: unknown, expired or revoked",
-                    "Authorization")
+    return ApiError(
+        401, "unauthorized", "the token is not valid: unknown, expired or revoked", "Authorization"
+    )
 
 
 def actor() -> Actor:

@@ -13,8 +13,7 @@ from flask import Blueprint, request
 
 from web.runtime import runtime
 
-console = Blueprint("console", __name__, static_folder="static",
-                    static_url_path="/console/static")
+console = Blueprint("console", __name__, static_folder="static", static_url_path="/console/static")
 
 
 def relay_url() -> str:

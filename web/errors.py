@@ -36,8 +36,9 @@ class Answer:
     field: str | None = None
 
 
-DATABASE_UNAVAILABLE = Answer(503, "database_unavailable",
-                              "the database is unavailable; try again shortly")
+DATABASE_UNAVAILABLE = Answer(
+    503, "database_unavailable", "the database is unavailable; try again shortly"
+)
 INTERNAL_ERROR = Answer(500, "internal_error", "something went wrong on our side")
 
 # Looked up along the error's class hierarchy: the most specific entry wins.
@@ -65,11 +66,23 @@ class InvalidInput(Exception):
 class ApiError(Exception):
     """An error raised at the edge (bad input, bad token), already knowing its status."""
 
-    def __init__(self, status: int, code: str, message: str, field: str | None = None, *,
-                 headers: dict[str, str] | None = None, **extra: Any) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        field: str | None = None,
+        *,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
         super().__init__(message)
         self.status, self.code, self.message, self.field, self.extra = (
-            status, code, message, field, extra,
+            status,
+            code,
+            message,
+            field,
+            extra,
         )
         self.headers = headers or {}
 
@@ -83,8 +96,9 @@ def error_body(code: str, message: str, field: str | None = None, **extra: Any) 
     return {"error": body}
 
 
-def error_response(status: int, code: str, message: str, field: str | None = None,
-                   **extra: Any) -> tuple[Response, int]:
+def error_response(
+    status: int, code: str, message: str, field: str | None = None, **extra: Any
+) -> tuple[Response, int]:
     return jsonify(error_body(code, message, field, **extra)), status
 
 
@@ -104,8 +118,9 @@ def error_answer(exc: Exception) -> tuple[dict, int]:
         return validation_error(exc)
     answer = answer_for(exc)
     if isinstance(exc, domain.DispatchError):
-        return error_body(answer.code or exc.code, answer.message or exc.message, answer.field,
-                          **exc.details), answer.status
+        return error_body(
+            answer.code or exc.code, answer.message or exc.message, answer.field, **exc.details
+        ), answer.status
     assert answer.code is not None and answer.message is not None
     return error_body(answer.code, answer.message, answer.field), answer.status
 
@@ -128,12 +143,14 @@ def validation_error(exc: ValidationError) -> tuple[dict, int]:
     """The error body naming the first bad field (all of them in ``details``), and its
     status: 400 for a body that is not an object at all, else 422."""
     found = [
-        (_field_name(tuple(err["loc"])), _PYDANTIC_CODES.get(err["type"], "invalid_field"),
-         err["msg"])
+        (
+            _field_name(tuple(err["loc"])),
+            _PYDANTIC_CODES.get(err["type"], "invalid_field"),
+            err["msg"],
+        )
         for err in exc.errors(include_url=False, include_input=False, include_context=False)
     ]
-    details = [{"field": field, "code": code, "message": message}
-               for field, code, message in found]
+    details = [{"field": field, "code": code, "message": message} for field, code, message in found]
     field, code, message = found[0]
     status = 400 if code in ("malformed_json", "invalid_body") else 422
     return error_body(code, message, field, details=details), status

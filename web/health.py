@@ -46,13 +46,19 @@ def scraper_or_admin(view: Callable) -> Callable:
     def wrapper(*args, **kwargs):
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
         expected = runtime().settings.metrics_token
-        if (expected is not None and scheme.lower() == "bearer"
-                and hmac.compare_digest(token.strip().encode(), expected.encode())):
+        if (
+            expected is not None
+            and scheme.lower() == "bearer"
+            and hmac.compare_digest(token.strip().encode(), expected.encode())
+        ):
             return view(*args, **kwargs)
         if not request.headers.get("Authorization"):
-            raise ApiError(401, "unauthorized",
-                           "an Authorization: Bearer token (the metrics token or an admin's) "
-                           "is required", "Authorization")
+            raise ApiError(
+                401,
+                "unauthorized",
+                "an Authorization: Bearer token (the metrics token or an admin's) is required",
+                "Authorization",
+            )
         _admin()
         return view(*args, **kwargs)
 
@@ -112,7 +118,8 @@ def _cached_dependencies() -> dict:
     cache = current_app.extensions.get("smartroute.health")
     if cache is None:
         cache = current_app.extensions.setdefault(
-            "smartroute.health", CachedChecks(lambda: _dependencies(app_runtime), CHECK_TTL_S))
+            "smartroute.health", CachedChecks(lambda: _dependencies(app_runtime), CHECK_TTL_S)
+        )
     return cache.get()
 
 

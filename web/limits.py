@@ -44,8 +44,13 @@ def storage_url(redis_url: str) -> str:
 
 
 def _too_many(what: str, retry_after: int) -> ApiError:
-    return ApiError(429, "rate_limited", f"too many {what}; retry in {retry_after} s",
-                    retry_after_s=retry_after, headers={"Retry-After": str(retry_after)})
+    return ApiError(
+        429,
+        "rate_limited",
+        f"too many {what}; retry in {retry_after} s",
+        retry_after_s=retry_after,
+        headers={"Retry-After": str(retry_after)},
+    )
 
 
 class RateLimits:
@@ -70,8 +75,9 @@ class RateLimits:
                 raise _too_many(f"{kind} requests from this {scope}", retry_after)
 
 
-def seconds_over(limiter: SlidingWindowCounterRateLimiter, item: RateLimitItem,
-                 *keys: str) -> int | None:
+def seconds_over(
+    limiter: SlidingWindowCounterRateLimiter, item: RateLimitItem, *keys: str
+) -> int | None:
     """Count one hit on ``keys`` against ``item``: None if it is within the limit (or Redis
     could not be asked: a limit never stops a request by failing), else the seconds to
     wait. The API's per-token limits and the relay's action limit both count this way."""
@@ -99,8 +105,7 @@ def limited(kind: str) -> Callable:
     return decorate
 
 
-def _retry_after(previous: float, current: float, limit: int, elapsed: float,
-                 window: int) -> int:
+def _retry_after(previous: float, current: float, limit: int, elapsed: float, window: int) -> int:
     """Seconds until a sliding-window count (``previous`` weighted by what is left of it,
     plus ``current``) falls below ``limit`` if nothing more is counted meanwhile."""
     if current < limit and previous > 0:
@@ -142,15 +147,18 @@ class AddressGate:
             log.warning("address limits not checked: %s", exc.__class__.__name__)
             return
         for item, current, previous, what in (
-            (self.failures, int(failed or 0), int(failed_before or 0),
-             "failed authentications from this address"),
+            (
+                self.failures,
+                int(failed or 0),
+                int(failed_before or 0),
+                "failed authentications from this address",
+            ),
             (self.requests, int(count) - 1, int(before or 0), "requests from this address"),
         ):
             window = item.get_expiry()
             elapsed = now % window
             if previous * (1 - elapsed / window) + current >= item.amount:
-                raise _too_many(what, _retry_after(previous, current, item.amount, elapsed,
-                                                   window))
+                raise _too_many(what, _retry_after(previous, current, item.amount, elapsed, window))
 
     def failed(self, address: str) -> None:
         """Count a token that ``address`` presented and authentication refused."""
@@ -199,7 +207,10 @@ def guard_edge(app: Flask, gate: AddressGate, max_body_bytes: int) -> None:
     def _count_failed_authentication(response):
         # Only a token that was presented and refused counts: a missing header costs no
         # lookup, and is what a browser's first request looks like.
-        if (response.status_code == 401 and _gated(request.path)
-                and "Authorization" in request.headers):
+        if (
+            response.status_code == 401
+            and _gated(request.path)
+            and "Authorization" in request.headers
+        ):
             gate.failed(request.remote_addr or "unknown")
         return response

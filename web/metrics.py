@@ -49,8 +49,7 @@ def time_requests(app: Flask) -> None:
 def _queue_depths(app_runtime: Runtime) -> dict[str, int]:
     """Messages waiting in each queue, through a connection of the app's broker pool (kept
     between scrapes) rather than a new one per scrape."""
-    return pooled_queue_depths(app_runtime.celery, app_runtime.settings.queues,
-                               BROKER_TIMEOUT_S)
+    return pooled_queue_depths(app_runtime.celery, app_runtime.settings.queues, BROKER_TIMEOUT_S)
 
 
 class LiveCollector:
@@ -72,32 +71,44 @@ class LiveCollector:
             lag = oldest_unsent_age_s(session, now)
         # Not active_bookings_total: the `_total` suffix is reserved for
         # counters in Prometheus' naming rules (promtool rejects it on a gauge).
-        yield GaugeMetricFamily("smartroute_active_bookings",
-                                "Bookings a driver holds (assigned, accepted, in progress).",
-                                value=active)
-        yield GaugeMetricFamily("smartroute_outbox_lag_seconds",
-                                "Age of the oldest push not yet delivered to the relays.",
-                                value=lag)
-        yield GaugeMetricFamily("smartroute_oldest_pending_booking_age_seconds",
-                                "Age of the oldest booking still waiting for a driver.",
-                                value=0 if oldest_s is None else oldest_s)
+        yield GaugeMetricFamily(
+            "smartroute_active_bookings",
+            "Bookings a driver holds (assigned, accepted, in progress).",
+            value=active,
+        )
+        yield GaugeMetricFamily(
+            "smartroute_outbox_lag_seconds",
+            "Age of the oldest push not yet delivered to the relays.",
+            value=lag,
+        )
+        yield GaugeMetricFamily(
+            "smartroute_oldest_pending_booking_age_seconds",
+            "Age of the oldest booking still waiting for a driver.",
+            value=0 if oldest_s is None else oldest_s,
+        )
 
-        depth = GaugeMetricFamily("smartroute_queue_depth", "Messages waiting per Celery queue.",
-                                  labels=["queue"])
+        depth = GaugeMetricFamily(
+            "smartroute_queue_depth", "Messages waiting per Celery queue.", labels=["queue"]
+        )
         try:
             for queue, count in _queue_depths(self.runtime).items():
                 depth.add_metric([queue], count)
         except Exception as exc:  # The broker being down must not break the scrape.
             log.warning("queue depth unavailable: %s", exc.__class__.__name__)
         yield depth
-        yield GaugeMetricFamily("smartroute_workers_alive", "Worker nodes beating (heartbeat).",
-                                value=len(heartbeat.alive(self.runtime.redis, time.time())))
+        yield GaugeMetricFamily(
+            "smartroute_workers_alive",
+            "Worker nodes beating (heartbeat).",
+            value=len(heartbeat.alive(self.runtime.redis, time.time())),
+        )
 
         stats = snapshots.load(self.runtime.redis, snapshots.STATS_KEY)
         if stats is not None:
             by_status = GaugeMetricFamily(
-                "smartroute_bookings", "Bookings by status (from beat's stats snapshot).",
-                labels=["status"])
+                "smartroute_bookings",
+                "Bookings by status (from beat's stats snapshot).",
+                labels=["status"],
+            )
             for status, count in stats["by_status"].items():
                 by_status.add_metric([status], count)
             yield by_status
@@ -108,6 +119,7 @@ class LiveCollector:
 def get_metrics():
     collector = current_app.extensions.get("smartroute.infra.metrics")
     if collector is None:
-        collector = current_app.extensions.setdefault("smartroute.infra.metrics",
-                                                      LiveCollector(runtime(), health.CHECK_TTL_S))
+        collector = current_app.extensions.setdefault(
+            "smartroute.infra.metrics", LiveCollector(runtime(), health.CHECK_TTL_S)
+        )
     return Response(exposition(collector), mimetype=CONTENT_TYPE_LATEST)

@@ -71,39 +71,70 @@ DRIVER = {
 TOKEN: dict[str, Any] = {
     "type": "object",
     "required": ["token", "token_id", "expires_at"],
-    "properties": {"token": {"type": "string"}, "token_id": {"type": "integer"},
-                   "expires_at": NULLABLE_TIME},
+    "properties": {
+        "token": {"type": "string"},
+        "token_id": {"type": "integer"},
+        "expires_at": NULLABLE_TIME,
+    },
 }
-USER_ID = {"name": "user_id", "in": "path", "required": True,
-           "schema": {"type": "integer", "minimum": 1, "maximum": 2**63 - 1}}
+USER_ID = {
+    "name": "user_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "integer", "minimum": 1, "maximum": 2**63 - 1},
+}
 NULLABLE_SECONDS = {"type": ["number", "null"]}
 COUNTS = {"type": "object", "additionalProperties": {"type": "integer", "minimum": 0}}
 OVERVIEW = {
     "type": "object",
-    "required": ["computed_at", "open_by_status", "today", "time_to_assign_last_hour",
-                 "queue_depths", "minutes"],
+    "required": [
+        "computed_at",
+        "open_by_status",
+        "today",
+        "time_to_assign_last_hour",
+        "queue_depths",
+        "minutes",
+    ],
     "properties": {
         "computed_at": {"type": "string", "format": "date-time"},
         "open_by_status": COUNTS,
-        "today": {"type": "object", "required": ["total", "by_status"],
-                  "properties": {"total": {"type": "integer"}, "by_status": COUNTS}},
-        "time_to_assign_last_hour": {
-            "type": "object", "required": ["mean_s", "p95_s", "sample"],
-            "properties": {"mean_s": NULLABLE_SECONDS, "p95_s": NULLABLE_SECONDS,
-                           "sample": {"type": "integer"}}},
-        "queue_depths": COUNTS,
-        "minutes": {"type": "array", "items": {
+        "today": {
             "type": "object",
-            "required": ["minute", "created", "assigned", "completed",
-                         "mean_time_to_assign_s"],
-            "properties": {"minute": {"type": "string", "format": "date-time"},
-                           "created": {"type": "integer"}, "assigned": {"type": "integer"},
-                           "completed": {"type": "integer"},
-                           "mean_time_to_assign_s": NULLABLE_SECONDS}}},
+            "required": ["total", "by_status"],
+            "properties": {"total": {"type": "integer"}, "by_status": COUNTS},
+        },
+        "time_to_assign_last_hour": {
+            "type": "object",
+            "required": ["mean_s", "p95_s", "sample"],
+            "properties": {
+                "mean_s": NULLABLE_SECONDS,
+                "p95_s": NULLABLE_SECONDS,
+                "sample": {"type": "integer"},
+            },
+        },
+        "queue_depths": COUNTS,
+        "minutes": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["minute", "created", "assigned", "completed", "mean_time_to_assign_s"],
+                "properties": {
+                    "minute": {"type": "string", "format": "date-time"},
+                    "created": {"type": "integer"},
+                    "assigned": {"type": "integer"},
+                    "completed": {"type": "integer"},
+                    "mean_time_to_assign_s": NULLABLE_SECONDS,
+                },
+            },
+        },
     },
 }
-ID = {"name": "booking_id", "in": "path", "required": True,
-      "schema": {"type": "integer", "minimum": 1, "maximum": 2**63 - 1}}
+ID = {
+    "name": "booking_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "integer", "minimum": 1, "maximum": 2**63 - 1},
+}
 
 
 def _json(schema: dict, description: str) -> dict:
@@ -115,14 +146,21 @@ def _query(name: str, schema: dict) -> dict:
 
 
 def _errors(*statuses: int) -> dict:
-    return {str(s): _json(ERROR, "an error, naming the field where there is one")
-            for s in (400, 401, 403, 404, 413, 422, 429, 503, *statuses)}
+    return {
+        str(s): _json(ERROR, "an error, naming the field where there is one")
+        for s in (400, 401, 403, 404, 413, 422, 429, 503, *statuses)
+    }
 
 
 def _body(model) -> dict:
-    return {"required": True,
-            "content": {"application/json": {"schema": model.model_json_schema(
-                ref_template="#/components/schemas/{model}")}}}
+    return {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": model.model_json_schema(ref_template="#/components/schemas/{model}")
+            }
+        },
+    }
 
 
 def _operation(summary: str, ok: int, schema: dict, *, body=None, params=(), errors=()) -> dict:
@@ -151,91 +189,174 @@ def document() -> dict:
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
         "paths": {
-            "/v1/users": {"post": _operation(
-                "Create a user (admin)", 201, {
-                    "type": "object",
-                    "required": ["id", "name", "role", "token", "token_id", "expires_at"],
-                    "properties": {"id": {"type": "integer"}, "name": {"type": "string"},
-                                   "role": {"enum": list(ROLES)}, "created_at": NULLABLE_TIME,
-                                   **TOKEN["properties"]}},
-                body=NewUser)},
-            "/v1/tokens": {"post": _operation("Refresh: revoke the presented token and issue its "
-                                              "successor", 201, TOKEN) | {
-                "description": (
-                    "The presented token is revoked and its successor issued in one "
-                    "transaction. The successor carries over its family's first sign-in and "
-                    "never outlives SMARTROUTE_TOKEN_MAX_LIFETIME_S (30 days) after it; past "
-                    "that, or for a token already refreshed or revoked, the answer is 401 and "
-                    "the user signs in again. The bootstrap admin token is not refreshed "
-                    "(403): an admin issues itself a signed token with "
-                    "POST /v1/users/{user_id}/tokens.")}},
-            "/v1/tokens/current": {"delete": {
-                "summary": "Sign out: revoke the token this request carries",
-                "security": [{"bearer": []}], "parameters": [],
-                "responses": {"204": {"description": "revoked"}, **_errors()}}},
+            "/v1/users": {
+                "post": _operation(
+                    "Create a user (admin)",
+                    201,
+                    {
+                        "type": "object",
+                        "required": ["id", "name", "role", "token", "token_id", "expires_at"],
+                        "properties": {
+                            "id": {"type": "integer"},
+                            "name": {"type": "string"},
+                            "role": {"enum": list(ROLES)},
+                            "created_at": NULLABLE_TIME,
+                            **TOKEN["properties"],
+                        },
+                    },
+                    body=NewUser,
+                )
+            },
+            "/v1/tokens": {
+                "post": _operation(
+                    "Refresh: revoke the presented token and issue its successor", 201, TOKEN
+                )
+                | {
+                    "description": (
+                        "The presented token is revoked and its successor issued in one "
+                        "transaction. The successor carries over its family's first sign-in and "
+                        "never outlives SMARTROUTE_TOKEN_MAX_LIFETIME_S (30 days) after it; past "
+                        "that, or for a token already refreshed or revoked, the answer is 401 and "
+                        "the user signs in again. The bootstrap admin token is not refreshed "
+                        "(403): an admin issues itself a signed token with "
+                        "POST /v1/users/{user_id}/tokens."
+                    )
+                }
+            },
+            "/v1/tokens/current": {
+                "delete": {
+                    "summary": "Sign out: revoke the token this request carries",
+                    "security": [{"bearer": []}],
+                    "parameters": [],
+                    "responses": {"204": {"description": "revoked"}, **_errors()},
+                }
+            },
             "/v1/users/{user_id}/tokens": {
-                "post": _operation("Issue a token for a user (admin)", 201, TOKEN,
-                                   params=[USER_ID]),
+                "post": _operation(
+                    "Issue a token for a user (admin)", 201, TOKEN, params=[USER_ID]
+                ),
                 "delete": _operation(
-                    "Revoke every token of a user (admin)", 200, {
-                        "type": "object", "required": ["user_id", "revoked"],
-                        "properties": {"user_id": {"type": "integer"},
-                                       "revoked": {"type": "integer", "minimum": 0}}},
-                    params=[USER_ID]),
+                    "Revoke every token of a user (admin)",
+                    200,
+                    {
+                        "type": "object",
+                        "required": ["user_id", "revoked"],
+                        "properties": {
+                            "user_id": {"type": "integer"},
+                            "revoked": {"type": "integer", "minimum": 0},
+                        },
+                    },
+                    params=[USER_ID],
+                ),
             },
             "/v1/bookings": {
-                "post": _operation("Book a ride (rider)", 202, BOOKING, body=NewBooking,
-                                   errors=(409,)),
+                "post": _operation(
+                    "Book a ride (rider)", 202, BOOKING, body=NewBooking, errors=(409,)
+                ),
                 "get": _operation(
-                    "List bookings, newest first (admin)", 200, {
-                        "type": "object", "required": ["bookings", "next_cursor"],
-                        "properties": {"bookings": {"type": "array", "items": BOOKING},
-                                       "next_cursor": {"type": ["string", "null"]}}},
+                    "List bookings, newest first (admin)",
+                    200,
+                    {
+                        "type": "object",
+                        "required": ["bookings", "next_cursor"],
+                        "properties": {
+                            "bookings": {"type": "array", "items": BOOKING},
+                            "next_cursor": {"type": ["string", "null"]},
+                        },
+                    },
                     params=[
-                        {"name": "status", "in": "query",
-                         "schema": {"enum": list(BOOKING_STATUSES)}},
-                        {"name": "date", "in": "query",
-                         "schema": {"type": "string", "format": "date"}},
-                        {"name": "limit", "in": "query",
-                         "schema": {"type": "integer", "minimum": 1, "maximum": 200}},
+                        {
+                            "name": "status",
+                            "in": "query",
+                            "schema": {"enum": list(BOOKING_STATUSES)},
+                        },
+                        {
+                            "name": "date",
+                            "in": "query",
+                            "schema": {"type": "string", "format": "date"},
+                        },
+                        {
+                            "name": "limit",
+                            "in": "query",
+                            "schema": {"type": "integer", "minimum": 1, "maximum": 200},
+                        },
                         {"name": "cursor", "in": "query", "schema": {"type": "string"}},
-                    ]),
+                    ],
+                ),
             },
-            "/v1/bookings/{booking_id}": {"get": _operation("Read a booking", 200, BOOKING,
-                                                            params=[ID])},
+            "/v1/bookings/{booking_id}": {
+                "get": _operation("Read a booking", 200, BOOKING, params=[ID])
+            },
             "/v1/bookings/{booking_id}/cancel": {"post": booking_action},
-            **{f"/v1/bookings/{{booking_id}}/{action}": {"post": booking_action}
-               for action in ("accept", "decline", "start", "complete")},
-            "/v1/bookings/{booking_id}/dispatch-log": {"get": _operation(
-                "Why a booking got its driver (admin)", 200, {
-                    "type": "object", "required": ["booking_id", "status", "attempts"],
-                    "properties": {"booking_id": {"type": "integer"},
-                                   "status": {"enum": list(BOOKING_STATUSES)},
-                                   "attempts": {"type": "array"}}},
-                params=[ID])},
+            **{
+                f"/v1/bookings/{{booking_id}}/{action}": {"post": booking_action}
+                for action in ("accept", "decline", "start", "complete")
+            },
+            "/v1/bookings/{booking_id}/dispatch-log": {
+                "get": _operation(
+                    "Why a booking got its driver (admin)",
+                    200,
+                    {
+                        "type": "object",
+                        "required": ["booking_id", "status", "attempts"],
+                        "properties": {
+                            "booking_id": {"type": "integer"},
+                            "status": {"enum": list(BOOKING_STATUSES)},
+                            "attempts": {"type": "array"},
+                        },
+                    },
+                    params=[ID],
+                )
+            },
             "/v1/drivers/me": {"get": _operation("The calling driver", 200, DRIVER)},
-            "/v1/drivers/me/location": {"put": _operation("Location ping (driver)", 200, DRIVER,
-                                                          body=Location)},
-            "/v1/drivers/me/status": {"put": _operation("Go available or offline (driver)", 200,
-                                                        DRIVER, body=DriverStatusChange,
-                                                        errors=(409,))},
-            "/v1/admin/drivers": {"get": _operation(
-                "Drivers with their status and location, for the map (admin)", 200, {
-                    "type": "object", "required": ["drivers"],
-                    "properties": {"drivers": {"type": "array", "items": DRIVER}}},
-                params=[_query("status", {"enum": list(DRIVER_STATUSES)}),
-                        _query("limit", {"type": "integer", "minimum": 1, "maximum": 5000})])},
-            "/v1/admin/bookings/open": {"get": _operation(
-                "Bookings waiting for or holding a driver, newest first (admin)", 200, {
-                    "type": "object", "required": ["bookings"],
-                    "properties": {"bookings": {"type": "array", "items": BOOKING}}},
-                params=[_query("limit", {"type": "integer", "minimum": 1, "maximum": 1000})])},
-            "/v1/admin/overview": {"get": _operation(
-                "Open bookings by status, queue depths and the last minutes (admin)", 200,
-                OVERVIEW,
-                params=[_query("minutes", {"type": "integer", "minimum": 1, "maximum": 60})])},
-            "/v1/stats": {"get": _operation("Booking statistics (admin)", 200,
-                                            {"type": "object"})},
+            "/v1/drivers/me/location": {
+                "put": _operation("Location ping (driver)", 200, DRIVER, body=Location)
+            },
+            "/v1/drivers/me/status": {
+                "put": _operation(
+                    "Go available or offline (driver)",
+                    200,
+                    DRIVER,
+                    body=DriverStatusChange,
+                    errors=(409,),
+                )
+            },
+            "/v1/admin/drivers": {
+                "get": _operation(
+                    "Drivers with their status and location, for the map (admin)",
+                    200,
+                    {
+                        "type": "object",
+                        "required": ["drivers"],
+                        "properties": {"drivers": {"type": "array", "items": DRIVER}},
+                    },
+                    params=[
+                        _query("status", {"enum": list(DRIVER_STATUSES)}),
+                        _query("limit", {"type": "integer", "minimum": 1, "maximum": 5000}),
+                    ],
+                )
+            },
+            "/v1/admin/bookings/open": {
+                "get": _operation(
+                    "Bookings waiting for or holding a driver, newest first (admin)",
+                    200,
+                    {
+                        "type": "object",
+                        "required": ["bookings"],
+                        "properties": {"bookings": {"type": "array", "items": BOOKING}},
+                    },
+                    params=[_query("limit", {"type": "integer", "minimum": 1, "maximum": 1000})],
+                )
+            },
+            "/v1/admin/overview": {
+                "get": _operation(
+                    "Open bookings by status, queue depths and the last minutes (admin)",
+                    200,
+                    OVERVIEW,
+                    params=[_query("minutes", {"type": "integer", "minimum": 1, "maximum": 60})],
+                )
+            },
+            "/v1/stats": {"get": _operation("Booking statistics (admin)", 200, {"type": "object"})},
         },
     }
 

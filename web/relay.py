@@ -53,8 +53,7 @@ from web.relay_transport import bound_transport
 log = logging.getLogger("smartroute.relay")
 
 
-def identify(secret_key: str, sessions: sessionmaker[Session],
-             token: object) -> Identity | None:
+def identify(secret_key: str, sessions: sessionmaker[Session], token: object) -> Identity | None:
     """The identity behind a token the relay should accept, or None: the API's check, with
     the database asked every time (one query by the token's unique hash)."""
     if not isinstance(token, str) or not token:
@@ -122,8 +121,7 @@ def create_relay(settings: Settings) -> tuple[Flask, SocketIO]:
     )
     # Before any client connects: the limit holds for a message as it is read, before the
     # token in it (or any token at all) has been looked at.
-    bound_transport(app, socketio, settings.relay_max_message_bytes,
-                    settings.relay_max_connections)
+    bound_transport(app, socketio, settings.relay_max_message_bytes, settings.relay_max_connections)
     identities: dict[str, Identity] = {}
     sessions = database_sessions(settings, database_url, "smartroute-relay", keep_all=True)
     actions = DriverActions(settings, sessions, create_celery(settings), cache)
@@ -139,8 +137,11 @@ def create_relay(settings: Settings) -> tuple[Flask, SocketIO]:
             # Refused before anything is registered for the connection, so nothing is
             # left behind; the error event reaches clients that read events before the
             # connection is accepted, the refusal's data reaches every client.
-            error = {"code": "invalid_field", "field": "last_event_id",
-                     "message": f"last_event_id must be a whole number from 0 to {MAX_EVENT_ID}"}
+            error = {
+                "code": "invalid_field",
+                "field": "last_event_id",
+                "message": f"last_event_id must be a whole number from 0 to {MAX_EVENT_ID}",
+            }
             emit("error", error, to=_sid())
             raise socketio_lib.exceptions.ConnectionRefusedError(error["message"], error)
         rooms = rooms_for(identity.user_id, identity.role)
@@ -161,9 +162,11 @@ def create_relay(settings: Settings) -> tuple[Flask, SocketIO]:
             backlog = Resync("replay_unavailable", None)
         if isinstance(backlog, Resync):
             # A partial replay would look complete; the client reloads its state instead.
-            emit("resync_required", {"reason": backlog.reason,
-                                     "oldest_event_id": backlog.oldest_event_id},
-                 to=_sid())
+            emit(
+                "resync_required",
+                {"reason": backlog.reason, "oldest_event_id": backlog.oldest_event_id},
+                to=_sid(),
+            )
             RELAY_RESYNCS.labels(backlog.reason).inc()
             return
         for _event_id, event, data in backlog:
@@ -223,25 +226,33 @@ def create_relay(settings: Settings) -> tuple[Flask, SocketIO]:
         try:
             cache.ping()
         except (redis.RedisError, OSError) as exc:
-            return {"status": "degraded", "redis": {"status": "down",
-                                                     "error": exc.__class__.__name__}}, 503
+            return {
+                "status": "degraded",
+                "redis": {"status": "down", "error": exc.__class__.__name__},
+            }, 503
         return {"status": "ok", "redis": {"status": "ok"}}
 
     @app.get("/metrics")
     def metrics():
         # The same token as the API's /metrics; with none configured nobody may scrape.
         if not scrape_allowed(settings.metrics_token, request.headers.get("Authorization")):
-            return ({"error": {"code": "unauthorized",
-                               "message": "/metrics needs Authorization: Bearer "
-                                          "<SMARTROUTE_METRICS_TOKEN>"}},
-                    401, {"WWW-Authenticate": 'Bearer realm="metrics"'})
+            return (
+                {
+                    "error": {
+                        "code": "unauthorized",
+                        "message": "/metrics needs Authorization: Bearer "
+                        "<SMARTROUTE_METRICS_TOKEN>",
+                    }
+                },
+                401,
+                {"WWW-Authenticate": 'Bearer realm="metrics"'},
+            )
         return Response(exposition(), mimetype=CONTENT_TYPE_LATEST)
 
     return app, socketio
 
 
-def ended_sessions(sessions: sessionmaker[Session],
-                   identities: dict[str, Identity]) -> list[str]:
+def ended_sessions(sessions: sessionmaker[Session], identities: dict[str, Identity]) -> list[str]:
     """Connections whose token has expired or been revoked since they connected: one query
     for every connection of this relay, so Redis being down changes nothing."""
     now = dt.datetime.now(dt.UTC)
@@ -250,8 +261,7 @@ def ended_sessions(sessions: sessionmaker[Session],
         return []
     with sessions() as session:
         ended = tokens.ended_token_ids(session, {i.token_id for _, i in current})
-    return [sid for sid, identity in current
-            if identity.token_id in ended or identity.expired(now)]
+    return [sid for sid, identity in current if identity.token_id in ended or identity.expired(now)]
 
 
 def main() -> None:
@@ -262,8 +272,10 @@ def main() -> None:
     settings = Settings.from_env()
     configure_logging(settings)
     if None in (settings.database_url, settings.redis_url, settings.secret_key):
-        raise SystemExit("the relay needs DATABASE_URL, REDIS_URL and SMARTROUTE_SECRET_KEY "
-                         "(smartroute relay fills them in)")
+        raise SystemExit(
+            "the relay needs DATABASE_URL, REDIS_URL and SMARTROUTE_SECRET_KEY "
+            "(smartroute relay fills them in)"
+        )
     app, socketio = create_relay(settings)
     log.info("relay listening on %s:%s (%s)", args.host, args.port, settings.relay_async_mode)
     # Stops gracefully on SIGTERM; never serves Werkzeug's interactive debugger.

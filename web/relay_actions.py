@@ -61,18 +61,26 @@ class DriverActions:
     def __post_init__(self) -> None:
         self._enqueue = Enqueue(self.celery, self.cache, self.settings.batch_window_s)
         self._per_token = parse(self.settings.relay_action_limit_per_token)
-        self._limiter = SlidingWindowCounterRateLimiter(
-            storage_from_string(storage_url(self.settings.redis_url))) \
-            if self.settings.redis_url else None
+        self._limiter = (
+            SlidingWindowCounterRateLimiter(
+                storage_from_string(storage_url(self.settings.redis_url))
+            )
+            if self.settings.redis_url
+            else None
+        )
 
     def handle_on(self, connection: str, holder: Identity, message: Any) -> tuple[dict, bool]:
         """``handle``, unless ``connection`` already has an action running: then a 429 at
         once, so no connection holds more than one database connection."""
         with self._guard:
             if connection in self._running:
-                return _answer(429, error_body(
-                    "busy", "this connection's previous action is still running; wait for "
-                            "its answer")), False
+                return _answer(
+                    429,
+                    error_body(
+                        "busy",
+                        "this connection's previous action is still running; wait for its answer",
+                    ),
+                ), False
             self._running.add(connection)
         try:
             return self.handle(holder, message)
@@ -89,9 +97,14 @@ class DriverActions:
             return _answer(403, error_body("forbidden", "only drivers act on bookings")), False
         retry_after = self._over_limit(holder.user_id)
         if retry_after is not None:
-            return _answer(429, error_body(
-                "rate_limited", f"too many driver actions from this token; retry in "
-                                f"{retry_after} s", retry_after_s=retry_after)), False
+            return _answer(
+                429,
+                error_body(
+                    "rate_limited",
+                    f"too many driver actions from this token; retry in {retry_after} s",
+                    retry_after_s=retry_after,
+                ),
+            ), False
         try:
             action = DriverActionMessage.model_validate(message)
         except ValidationError as exc:
@@ -109,8 +122,9 @@ class DriverActions:
         if self._limiter is None:
             return None
         # Keyed as the API keys its per-token limits: by the user the token belongs to.
-        return seconds_over(self._limiter, self._per_token, "smartroute", "relay_action",
-                            "token", str(driver_id))
+        return seconds_over(
+            self._limiter, self._per_token, "smartroute", "relay_action", "token", str(driver_id)
+        )
 
     def _carry_out(self, holder: Identity, action: DriverActionMessage) -> tuple[dict, bool]:
         """The action in one transaction; its push (and a declined booking's matching) is
@@ -120,8 +134,13 @@ class DriverActions:
             if not self._still_valid(session, holder):
                 session.rollback()
                 return _stale(), True
-            booking = service.driver_action(session, action.booking_id, holder.user_id,
-                                            action.action, now=dt.datetime.now(dt.UTC))
+            booking = service.driver_action(
+                session,
+                action.booking_id,
+                holder.user_id,
+                action.action,
+                now=dt.datetime.now(dt.UTC),
+            )
             self._enqueue.follow_up(session, booking)
             session.commit()
         except Exception as exc:
@@ -136,8 +155,9 @@ class DriverActions:
                     log.error("database unavailable: %s", exc.__class__.__name__)
                 else:
                     log.exception("driver action failed")
-            RELAY_DRIVER_ACTIONS.labels(action.action,
-                                        "refused" if status < 500 else "failed").inc()
+            RELAY_DRIVER_ACTIONS.labels(
+                action.action, "refused" if status < 500 else "failed"
+            ).inc()
             return _answer(status, body), False
         finally:
             session.close()
@@ -150,5 +170,6 @@ def _answer(status: int, body: dict) -> dict:
 
 
 def _stale() -> dict:
-    return _answer(401, error_body("unauthorized", "the token has expired or been revoked; "
-                                                   "connect again"))
+    return _answer(
+        401, error_body("unauthorized", "the token has expired or been revoked; connect again")
+    )

@@ -52,8 +52,10 @@ class _Handlers:
             if self.stopping and message == "connect":
                 raise ConnectionRefusedError("relay_stopping: connect to another relay")
             if self.stopping and message != "disconnect":
-                return {"status": 503, **error_body(
-                    "relay_stopping", "this relay is stopping: try again elsewhere")}
+                return {
+                    "status": 503,
+                    **error_body("relay_stopping", "this relay is stopping: try again elsewhere"),
+                }
             self.running += 1
             try:
                 return handle(handler, message, namespace, sid, *args)
@@ -68,8 +70,15 @@ def serve(app: Flask, socketio: SocketIO, host: str, port: int, **server_options
     are served by Flask-SocketIO as they were. ``server_options`` go to the web server
     (eventlet's ``max_size``, say)."""
     if socketio.server.eio.async_mode != "eventlet":
-        socketio.run(app, host=host, port=port, log_output=False, debug=False,
-                     use_reloader=False, **server_options)
+        socketio.run(
+            app,
+            host=host,
+            port=port,
+            log_output=False,
+            debug=False,
+            use_reloader=False,
+            **server_options,
+        )
         return
     import eventlet
     import eventlet.wsgi

@@ -32,8 +32,9 @@ CONTROL_FRAME_MAX = 125
 TOO_BIG = 1009
 
 
-def bound_transport(app: Flask, socketio: SocketIO, max_message_bytes: int,
-                    max_connections: int) -> None:
+def bound_transport(
+    app: Flask, socketio: SocketIO, max_message_bytes: int, max_connections: int
+) -> None:
     """Make ``socketio``'s Engine.IO server read no message, on any transport, beyond
     ``max_message_bytes``, and serve at most ``max_connections`` Socket.IO requests (each
     WebSocket is one for its whole life) at once."""
@@ -44,14 +45,17 @@ def bound_transport(app: Flask, socketio: SocketIO, max_message_bytes: int,
         websocket = _simple_websocket()
     else:
         # Another mode would bring its own reader, which nobody has checked for this limit.
-        raise RuntimeError(f"the relay has no bounded WebSocket reader for async mode "
-                           f"{eio.async_mode!r}; use eventlet or threading")
+        raise RuntimeError(
+            f"the relay has no bounded WebSocket reader for async mode "
+            f"{eio.async_mode!r}; use eventlet or threading"
+        )
     # A copy: the dictionary Engine.IO holds is its driver module's own.
     eio._async = {**eio._async, "websocket": websocket}
     eio.max_http_buffer_size = max_message_bytes
     # Flask's documented way to wrap its WSGI app in middleware; its stubs call it a method.
     app.wsgi_app = ConnectionCap(  # type: ignore[method-assign]
-        BodyLimit(app.wsgi_app, max_message_bytes), max_connections)
+        BodyLimit(app.wsgi_app, max_message_bytes), max_connections
+    )
 
 
 class ConnectionCap:
@@ -76,11 +80,19 @@ class ConnectionCap:
             if not full:
                 self.open += 1
         if full:
-            body = b'{"error": {"code": "relay_full", "message": "this relay holds all the ' \
-                   b'connections it may; try again shortly"}}'
-            start_response("503 Service Unavailable", [
-                ("Content-Type", "application/json"), ("Content-Length", str(len(body))),
-                ("Retry-After", "5"), ("Connection", "close")])
+            body = (
+                b'{"error": {"code": "relay_full", "message": "this relay holds all the '
+                b'connections it may; try again shortly"}}'
+            )
+            start_response(
+                "503 Service Unavailable",
+                [
+                    ("Content-Type", "application/json"),
+                    ("Content-Length", str(len(body))),
+                    ("Retry-After", "5"),
+                    ("Connection", "close"),
+                ],
+            )
             return [body]
         try:
             # A WebSocket's whole life is inside this call, in both modes.
@@ -107,11 +119,18 @@ class BodyLimit:
         except ValueError:
             length = self.limit + 1
         if chunked or length > self.limit:
-            body = (b'{"error": {"code": "payload_too_large", "message": "a request body may '
-                    b'hold at most %d bytes, with a Content-Length"}}' % self.limit)
-            start_response("413 Request Entity Too Large", [
-                ("Content-Type", "application/json"), ("Content-Length", str(len(body))),
-                ("Connection", "close")])
+            body = (
+                b'{"error": {"code": "payload_too_large", "message": "a request body may '
+                b'hold at most %d bytes, with a Content-Length"}}' % self.limit
+            )
+            start_response(
+                "413 Request Entity Too Large",
+                [
+                    ("Content-Type", "application/json"),
+                    ("Content-Length", str(len(body))),
+                    ("Connection", "close"),
+                ],
+            )
             return [body]
         return self.app(environ, start_response)
 
@@ -153,8 +172,9 @@ def _eventlet_websocket() -> type:
         message_limit: int
 
         @staticmethod
-        def _apply_mask(data: bytes, mask: tuple[int, ...], length: int | None = None,
-                        offset: int = 0) -> bytes:
+        def _apply_mask(
+            data: bytes, mask: tuple[int, ...], length: int | None = None, offset: int = 0
+        ) -> bytes:
             # Eventlet unmasks a byte at a time in Python, about a second of CPU per MB: a
             # client sending within the limit could still keep the relay's one thread busy.
             # The same XOR, done on whole integers.
@@ -162,8 +182,9 @@ def _eventlet_websocket() -> type:
                 length = len(data)
             key = bytes(mask[(offset + i) % 4] for i in range(4))
             stream = (key * (length // 4 + 1))[:length]
-            return (int.from_bytes(data[:length], "big")
-                    ^ int.from_bytes(stream, "big")).to_bytes(length, "big")
+            return (int.from_bytes(data[:length], "big") ^ int.from_bytes(stream, "big")).to_bytes(
+                length, "big"
+            )
 
         def _recv_frame(self, message=None):
             spent = message.size if message is not None else 0
@@ -224,8 +245,9 @@ def _simple_websocket() -> type:
         """
 
         def __init__(self, handler, server, **kwargs) -> None:
-            super().__init__(handler, server,
-                             max_message_size=int(server.max_http_buffer_size), **kwargs)
+            super().__init__(
+                handler, server, max_message_size=int(server.max_http_buffer_size), **kwargs
+            )
 
         def __call__(self, environ, start_response):
             # As Engine.IO's, with the server above.

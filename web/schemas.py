@@ -94,11 +94,20 @@ def _printable_name(value: str) -> str:
 
 # The raw input is bounded too, so normalisation never runs on an unbounded string; the
 # schema clients read states the limit that counts.
-Name = Annotated[str, StringConstraints(max_length=4 * MAX_NAME_LENGTH),
-                 AfterValidator(_printable_name),
-                 WithJsonSchema({"type": "string", "minLength": 1, "maxLength": MAX_NAME_LENGTH,
-                                 "description": "Counted after NFC normalisation; no control, "
-                                                "format, surrogate or private-use characters."})]
+Name = Annotated[
+    str,
+    StringConstraints(max_length=4 * MAX_NAME_LENGTH),
+    AfterValidator(_printable_name),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": MAX_NAME_LENGTH,
+            "description": "Counted after NFC normalisation; no control, "
+            "format, surrogate or private-use characters.",
+        }
+    ),
+]
 
 
 class NewUser(Strict):

@@ -94,5 +94,4 @@ def driver_index() -> RedisDriverIndex:
 @functools.cache
 def publisher() -> Publisher:
     s = settings()
-    return Publisher(_redis_url(), replay_events=s.replay_events,
-                     replay_ttl_s=s.outbox_retention_s)
+    return Publisher(_redis_url(), replay_events=s.replay_events, replay_ttl_s=s.outbox_retention_s)

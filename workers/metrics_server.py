@@ -40,8 +40,9 @@ class QueueDepthCollector:
         self.queues = queues
 
     def collect(self):
-        depth = GaugeMetricFamily("smartroute_queue_depth", "Messages waiting per Celery queue.",
-                                  labels=["queue"])
+        depth = GaugeMetricFamily(
+            "smartroute_queue_depth", "Messages waiting per Celery queue.", labels=["queue"]
+        )
         try:
             for queue, count in queue_depths(self.celery, self.queues).items():
                 depth.add_metric([queue], count)
@@ -105,12 +106,17 @@ def guarded(app, metrics_token: str | None):
 
     def guarded_app(environ, start_response):
         if not scrape_allowed(metrics_token, environ.get("HTTP_AUTHORIZATION")):
-            start_response("401 Unauthorized", [
-                ("Content-Type", "application/json"),
-                ("WWW-Authenticate", 'Bearer realm="metrics"'),
-            ])
-            return [b'{"error": {"code": "unauthorized", "message": '
-                    b'"/metrics needs Authorization: Bearer <SMARTROUTE_METRICS_TOKEN>"}}']
+            start_response(
+                "401 Unauthorized",
+                [
+                    ("Content-Type", "application/json"),
+                    ("WWW-Authenticate", 'Bearer realm="metrics"'),
+                ],
+            )
+            return [
+                b'{"error": {"code": "unauthorized", "message": '
+                b'"/metrics needs Authorization: Bearer <SMARTROUTE_METRICS_TOKEN>"}}'
+            ]
         return app(environ, start_response)
 
     return guarded_app
@@ -127,8 +133,9 @@ def serve(celery, settings: Settings) -> ThreadingWSGIServer:
     if port is None:
         raise ValueError("no SMARTROUTE_WORKER_METRICS_PORT to serve /metrics on")
     app = guarded(make_wsgi_app(registry(celery, settings.queues)), settings.metrics_token)
-    server = make_server(settings.worker_metrics_host, port, app,
-                         ThreadingWSGIServer, handler_class=_Quiet)
+    server = make_server(
+        settings.worker_metrics_host, port, app, ThreadingWSGIServer, handler_class=_Quiet
+    )
     threading.Thread(target=server.serve_forever, name="metrics-server", daemon=True).start()
     return server
 
@@ -143,13 +150,18 @@ def _start(sender=None, **_kwargs) -> None:
     if settings.worker_metrics_port is None:
         return
     if not multiprocess_dir():
-        log.warning("PROMETHEUS_MULTIPROC_DIR is unset: /metrics shows the main process only, "
-                    "not the pool's tasks (smartroute worker sets it)")
+        log.warning(
+            "PROMETHEUS_MULTIPROC_DIR is unset: /metrics shows the main process only, "
+            "not the pool's tasks (smartroute worker sets it)"
+        )
     if not settings.metrics_token:
         log.warning("SMARTROUTE_METRICS_TOKEN is unset: /metrics refuses every scrape")
     _server.append(serve(sender.app, settings))
-    log.info("worker metrics on %s:%s/metrics", settings.worker_metrics_host,
-             settings.worker_metrics_port)
+    log.info(
+        "worker metrics on %s:%s/metrics",
+        settings.worker_metrics_host,
+        settings.worker_metrics_port,
+    )
 
 
 @worker_shutdown.connect

@@ -80,8 +80,11 @@ def match_booking(booking_id: int) -> str:
         ASSIGN_LATENCY.observe((_now() - created_at).total_seconds())
         log.info(
             "booking assigned",
-            extra={"booking_id": booking_id, "driver_id": result.driver_id,
-                   "distance_km": round(result.distance_km or 0, 3)},
+            extra={
+                "booking_id": booking_id,
+                "driver_id": result.driver_id,
+                "distance_km": round(result.distance_km or 0, 3),
+            },
         )
     return result.outcome.value
 
@@ -91,8 +94,14 @@ def dispatch_region(region: str) -> dict:
     """Match a batch of the region's waiting bookings as one assignment problem."""
     started = _now()  # For the latency metric only: the batch decides by the database's clock.
     with sessions()() as session, session.begin():
-        outcome = batches.dispatch_region(session, region, match_policy(), cost_model(),
-                                          limit=settings().batch_limit, locator=driver_index())
+        outcome = batches.dispatch_region(
+            session,
+            region,
+            match_policy(),
+            cost_model(),
+            limit=settings().batch_limit,
+            locator=driver_index(),
+        )
     for waited_s in outcome.waited_s:
         ASSIGN_LATENCY.observe(waited_s + (_now() - started).total_seconds())
     MATCH_OUTCOMES.labels("assigned").inc(len(outcome.offered))
@@ -106,16 +115,28 @@ def dispatch_region(region: str) -> dict:
     elif outcome.held_elsewhere:
         _request(region)  # After a window: whoever holds them may have let go by then.
     if outcome.offered or outcome.lost:
-        log.info("batch dispatched", extra={
-            "region": region, "batch_id": outcome.batch_id, "offered": len(outcome.offered),
-            "lost": len(outcome.lost), "unmatched": len(outcome.unmatched)})
-    return {"offered": len(outcome.offered), "unmatched": len(outcome.unmatched),
-            "lost": len(outcome.lost), "expired": len(outcome.expired)}
+        log.info(
+            "batch dispatched",
+            extra={
+                "region": region,
+                "batch_id": outcome.batch_id,
+                "offered": len(outcome.offered),
+                "lost": len(outcome.lost),
+                "unmatched": len(outcome.unmatched),
+            },
+        )
+    return {
+        "offered": len(outcome.offered),
+        "unmatched": len(outcome.unmatched),
+        "lost": len(outcome.lost),
+        "expired": len(outcome.expired),
+    }
 
 
 def _request(region: str, booking_id: int | None = None, *, now: bool = False) -> None:
-    request_dispatch(dispatch_region.app, cache(), region,
-                     settings().batch_window_s, booking_id, now=now)
+    request_dispatch(
+        dispatch_region.app, cache(), region, settings().batch_window_s, booking_id, now=now
+    )
 
 
 def _enqueue_matches(session_factory, booking_ids: list[int]) -> None:
@@ -179,8 +200,7 @@ def refresh_stats() -> dict:
     """Recompute booking stats into Redis for GET /v1/stats and the metrics scrape."""
     with reader()() as session:
         stats = booking_stats(session, now=_now())
-    snapshots.save(cache(), snapshots.STATS_KEY, stats,
-                   settings().stats_ttl_s)
+    snapshots.save(cache(), snapshots.STATS_KEY, stats, settings().stats_ttl_s)
     return stats["by_status"]
 
 
@@ -189,18 +209,21 @@ def refresh_health() -> dict:
     """Record pool use, queue depths and live workers (smartroute.infra.heartbeat) for operators."""
     app = refresh_health.app
     with sessions()() as session:
-        connections: dict[str, int] = dict(session.execute(text(
-            "SELECT coalesce(nullif(application_name, ''), 'other'), count(*) "
-            "FROM pg_stat_activity WHERE datname = current_database() GROUP BY 1"
-        )).all())
+        connections: dict[str, int] = dict(
+            session.execute(
+                text(
+                    "SELECT coalesce(nullif(application_name, ''), 'other'), count(*) "
+                    "FROM pg_stat_activity WHERE datname = current_database() GROUP BY 1"
+                )
+            ).all()
+        )
     snapshot = {
         "computed_at": _now().isoformat(),
         "database_connections": connections,
         "queue_depths": queue_depths(app, settings().queues),
         "workers_alive": heartbeat.alive(cache(), time.time()),
     }
-    snapshots.save(cache(), snapshots.HEALTH_KEY, snapshot,
-                   settings().stats_ttl_s)
+    snapshots.save(cache(), snapshots.HEALTH_KEY, snapshot, settings().stats_ttl_s)
     return snapshot
 
 

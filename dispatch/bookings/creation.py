@@ -127,8 +127,7 @@ class _KeyTaken(Exception):
     pass
 
 
-def _replay(session: Session, rider_id: int, key: str,
-            fingerprint: str) -> BookingSnapshot | None:
+def _replay(session: Session, rider_id: int, key: str, fingerprint: str) -> BookingSnapshot | None:
     row = session.execute(
         select(IdempotencyKey).where(IdempotencyKey.user_id == rider_id, IdempotencyKey.key == key)
     ).scalar_one_or_none()

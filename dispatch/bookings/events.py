@@ -49,7 +49,10 @@ class Change:
 
 
 def record_event(
-    session: Session, booking: BookingFields, from_status: str | None, actor: Actor,
+    session: Session,
+    booking: BookingFields,
+    from_status: str | None,
+    actor: Actor,
     reason: str,
 ) -> None:
     """Append the booking's current status to its audit trail, and queue its pushes."""
@@ -61,16 +64,25 @@ def record_events(session: Session, changes: list[Change]) -> None:
     if not changes:
         return
     session.flush()
-    pushed = [(room, event, c.booking.id, json.dumps(booking_payload(c.booking)))
-              for c in changes for room, event in pushes(c.booking)]
+    pushed = [
+        (room, event, c.booking.id, json.dumps(booking_payload(c.booking)))
+        for c in changes
+        for room, event in pushes(c.booking)
+    ]
     rooms, events, pushed_ids, payloads = (list(column) for column in zip(*pushed, strict=True))
-    session.connection().execute(_RECORD_EVENTS, {
-        "rooms": rooms, "events": events, "pushed_ids": pushed_ids, "payloads": payloads,
-        "booking_ids": [c.booking.id for c in changes],
-        "from_statuses": [c.from_status for c in changes],
-        "to_statuses": [c.booking.status for c in changes],
-        "driver_ids": [c.booking.driver_id for c in changes],
-        "actor_ids": [c.actor.id for c in changes],
-        "reasons": [c.reason for c in changes],
-        "versions": [c.booking.version for c in changes],
-    })
+    session.connection().execute(
+        _RECORD_EVENTS,
+        {
+            "rooms": rooms,
+            "events": events,
+            "pushed_ids": pushed_ids,
+            "payloads": payloads,
+            "booking_ids": [c.booking.id for c in changes],
+            "from_statuses": [c.from_status for c in changes],
+            "to_statuses": [c.booking.status for c in changes],
+            "driver_ids": [c.booking.driver_id for c in changes],
+            "actor_ids": [c.actor.id for c in changes],
+            "reasons": [c.reason for c in changes],
+            "versions": [c.booking.version for c in changes],
+        },
+    )

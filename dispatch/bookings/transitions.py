@@ -30,8 +30,9 @@ from dispatch.states import TRANSITIONS, DriverStatus, Role, Status, next_status
 NO_DRIVER_FOUND = "no driver found before the deadline"
 
 
-def lock_booking(session: Session, booking_id: int,
-                 *conditions: ColumnElement[bool]) -> Booking | None:
+def lock_booking(
+    session: Session, booking_id: int, *conditions: ColumnElement[bool]
+) -> Booking | None:
     """The booking's latest version, row-locked until the caller's transaction ends; None if
     there is none (or, given ``conditions``, none that meets them).
 
@@ -43,7 +44,9 @@ def lock_booking(session: Session, booking_id: int,
     if not conditions:
         return session.get(Booking, booking_id, with_for_update=True, populate_existing=True)
     return session.execute(
-        select(Booking).where(Booking.id == booking_id, *conditions).with_for_update()
+        select(Booking)
+        .where(Booking.id == booking_id, *conditions)
+        .with_for_update()
         .execution_options(populate_existing=True)
     ).scalar_one_or_none()
 
@@ -66,11 +69,11 @@ def apply_transition(
     return previous
 
 
-def apply_transitions(session: Session, bookings: list[Booking], action: str, *,
-                      now: dt.datetime, actor: Actor) -> None:
+def apply_transitions(
+    session: Session, bookings: list[Booking], action: str, *, now: dt.datetime, actor: Actor
+) -> None:
     """``apply_transition`` for many locked bookings at once: one flush, one record."""
-    changes = [Change(booking, _move(booking, action, now), actor, action)
-               for booking in bookings]
+    changes = [Change(booking, _move(booking, action, now), actor, action) for booking in bookings]
     record_events(session, changes)
 
 
@@ -98,10 +101,12 @@ _drivers = Driver.__table__.c
 # Built once: constructing a statement costs more than running it.
 _RELEASE_DRIVER = (
     update(Driver)
-    .where(_drivers.user_id == bindparam("released_id"),
-           _drivers.status == DriverStatus.BUSY.value)
-    .values(status=DriverStatus.AVAILABLE.value, available_since=bindparam("released_at"),
-            updated_at=bindparam("released_at"))
+    .where(_drivers.user_id == bindparam("released_id"), _drivers.status == DriverStatus.BUSY.value)
+    .values(
+        status=DriverStatus.AVAILABLE.value,
+        available_since=bindparam("released_at"),
+        updated_at=bindparam("released_at"),
+    )
 )
 
 
@@ -134,17 +139,28 @@ def driver_action(
         booking = lock_booking(session, booking_id, Booking.driver_id == driver_id)
         if booking is None:
             # Not this driver's (or gone): say why from the row as it is, without its lock.
-            current = _offered_to(session, session.get(Booking, booking_id,
-                                                       populate_existing=True),
-                                  booking_id, driver_id, action, now)
+            current = _offered_to(
+                session,
+                session.get(Booking, booking_id, populate_existing=True),
+                booking_id,
+                driver_id,
+                action,
+                now,
+            )
             raise _cannot(action, current)
         return_to_pending(session, booking, "decline", now=now, actor=actor)
         return snapshot(booking)
     moved = _move_if_holder(session, booking_id, driver_id, action, now)
     if moved is None:
         # Nothing moved: say why, from the row as it is now.
-        current = _offered_to(session, session.get(Booking, booking_id, populate_existing=True),
-                              booking_id, driver_id, action, now)
+        current = _offered_to(
+            session,
+            session.get(Booking, booking_id, populate_existing=True),
+            booking_id,
+            driver_id,
+            action,
+            now,
+        )
         raise _cannot(action, current)
     booking_now = snapshot(moved)
     record_event(session, booking_now, _source(action).value, actor, action)
@@ -153,17 +169,27 @@ def driver_action(
     return booking_now
 
 
-def _move_if_holder(session: Session, booking_id: int, driver_id: int, action: str,
-                    now: dt.datetime) -> Row[Any] | None:
+def _move_if_holder(
+    session: Session, booking_id: int, driver_id: int, action: str, now: dt.datetime
+) -> Row[Any] | None:
     """One compare-and-set UPDATE: the booking moves along ``action`` only if this driver
     holds it in the status the action starts from (and, to accept, before the offer
     lapses). A concurrent writer's lock is waited for and its result re-checked, as a
     ``SELECT … FOR UPDATE`` would; the row stays locked until the caller's commit.
 
     Core, not the ORM: the booking is only read back to answer and announce it."""
-    moved = session.connection().execute(_move_statement(action), {
-        "moved_id": booking_id, "holder_id": driver_id, "moved_at": now,
-    }).first()
+    moved = (
+        session.connection()
+        .execute(
+            _move_statement(action),
+            {
+                "moved_id": booking_id,
+                "holder_id": driver_id,
+                "moved_at": now,
+            },
+        )
+        .first()
+    )
     expire_loaded(session, Booking, booking_id)
     return moved
 
@@ -172,18 +198,26 @@ def _move_if_holder(session: Session, booking_id: int, driver_id: int, action: s
 def _move_statement(action: str) -> Update:
     """Built once per action, like ``_RELEASE_DRIVER``."""
     bookings = Booking.__table__.c
-    conditions = [bookings.id == bindparam("moved_id"),
-                  bookings.driver_id == bindparam("holder_id"),
-                  bookings.status == _source(action).value]
+    conditions = [
+        bookings.id == bindparam("moved_id"),
+        bookings.driver_id == bindparam("holder_id"),
+        bookings.status == _source(action).value,
+    ]
     if action == "accept":
         # The window closes by the database's clock, the one the lapse sweep goes by, not by
         # the clock of whichever API or relay process took the driver's answer.
-        conditions.append(bookings.offer_expires_at.is_(None)
-                          | (bookings.offer_expires_at > func.now()))
+        conditions.append(
+            bookings.offer_expires_at.is_(None) | (bookings.offer_expires_at > func.now())
+        )
     return (
-        update(Booking).where(*conditions)
-        .values(status=TRANSITIONS[action][1].value, version=bookings.version + 1,
-                updated_at=bindparam("moved_at"), offer_expires_at=None)
+        update(Booking)
+        .where(*conditions)
+        .values(
+            status=TRANSITIONS[action][1].value,
+            version=bookings.version + 1,
+            updated_at=bindparam("moved_at"),
+            offer_expires_at=None,
+        )
         .returning(*Booking.__table__.c)
     )
 
@@ -194,8 +228,14 @@ def _source(action: str) -> Status:
     return source
 
 
-def _offered_to(session: Session, booking: Booking | None, booking_id: int, driver_id: int,
-                action: str, now: dt.datetime) -> Booking:
+def _offered_to(
+    session: Session,
+    booking: Booking | None,
+    booking_id: int,
+    driver_id: int,
+    action: str,
+    now: dt.datetime,
+) -> Booking:
     """The booking, if ``driver_id`` holds it and may still ``action`` it; raises if not."""
     if booking is None:
         raise NotFound("no such booking", booking_id=booking_id)
@@ -205,8 +245,11 @@ def _offered_to(session: Session, booking: Booking | None, booking_id: int, driv
             current_status=booking.status,
             version=booking.version,
         )
-    if (action == "accept" and booking.offer_expires_at
-            and booking.offer_expires_at <= transaction_now(session)):
+    if (
+        action == "accept"
+        and booking.offer_expires_at
+        and booking.offer_expires_at <= transaction_now(session)
+    ):
         raise InvalidTransition(
             "the offer window has closed", current_status=booking.status, version=booking.version
         )

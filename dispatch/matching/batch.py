@@ -56,21 +56,31 @@ class BatchReport:
         return bool(self.lost) or self.full
 
 
-def _free_drivers(session: Session, bookings: list[Booking], policy: MatchPolicy,
-                  now: dt.datetime, locator: DriverLocator | None) -> list[Driver]:
+def _free_drivers(
+    session: Session,
+    bookings: list[Booking],
+    policy: MatchPolicy,
+    now: dt.datetime,
+    locator: DriverLocator | None,
+) -> list[Driver]:
     conditions = [free_driver(policy, now)]
     if locator is not None:
-        nearby = locator.near_any([(b.pickup_lat, b.pickup_lng,
-                                    policy.radius_for(b.match_attempts)) for b in bookings])
+        nearby = locator.near_any(
+            [(b.pickup_lat, b.pickup_lng, policy.radius_for(b.match_attempts)) for b in bookings]
+        )
         if nearby is not None:
             # The index narrows the search; PostgreSQL still decides who is free and fresh.
             if not nearby:
                 return []
-            return list(session.execute(
-                select(Driver).where(*conditions, Driver.user_id.in_(sorted(nearby)))
-            ).scalars())
-    boxes = [bounding_box(b.pickup_lat, b.pickup_lng, policy.radius_for(b.match_attempts))
-             for b in bookings]
+            return list(
+                session.execute(
+                    select(Driver).where(*conditions, Driver.user_id.in_(sorted(nearby)))
+                ).scalars()
+            )
+    boxes = [
+        bounding_box(b.pickup_lat, b.pickup_lng, policy.radius_for(b.match_attempts))
+        for b in bookings
+    ]
     known = [box for box in boxes if box is not None]
     if len(known) == len(boxes):
         conditions += [
@@ -103,8 +113,9 @@ def dispatch_region(
     live: list[Booking] = []
     for booking in bookings:
         if booking.expires_at <= now:
-            apply_transition(session, booking, "expire", now=now, actor=SYSTEM,
-                             reason=NO_DRIVER_FOUND)
+            apply_transition(
+                session, booking, "expire", now=now, actor=SYSTEM, reason=NO_DRIVER_FOUND
+            )
             report.expired.append(booking.id)
         else:
             live.append(booking)
@@ -112,10 +123,13 @@ def dispatch_region(
         return report
 
     drivers = _free_drivers(session, live, policy, now, locator)
-    declined = set(session.execute(
-        select(Decline.booking_id, Decline.driver_id)
-        .where(Decline.booking_id.in_([b.id for b in live]))
-    ).all())
+    declined = set(
+        session.execute(
+            select(Decline.booking_id, Decline.driver_id).where(
+                Decline.booking_id.in_([b.id for b in live])
+            )
+        ).all()
+    )
     pickups = np.array([[b.pickup_lat, b.pickup_lng] for b in live]).reshape(-1, 2)
     spots = np.array([[d.lat, d.lng] for d in drivers]).reshape(-1, 2)
     distance = haversine_matrix_km(pickups, spots)
@@ -130,7 +144,9 @@ def dispatch_region(
     result = solve_batch(
         [Request(b.id, b.pickup_lat, b.pickup_lng) for b in live],
         [_free(d, now) for d in drivers],
-        cost, k=policy.candidates, allowed=allowed,
+        cost,
+        k=policy.candidates,
+        allowed=allowed,
     )
     by_id = {b.id: b for b in live}
     # One statement claims every chosen driver (in driver order, so two batches racing for
@@ -158,21 +174,35 @@ def dispatch_region(
     chosen = {a.booking_id: a.driver_id for a in result.assignments}
     taken_by = {a.driver_id: a.booking_id for a in result.assignments}
     for i, booking in enumerate(live):
-        status = (Outcome.ASSIGNED if booking.id in report.offered
-                  else Outcome.CLAIM_LOST if booking.id in report.lost else Outcome.NO_DRIVER)
+        status = (
+            Outcome.ASSIGNED
+            if booking.id in report.offered
+            else Outcome.CLAIM_LOST
+            if booking.id in report.lost
+            else Outcome.NO_DRIVER
+        )
         candidates = [
             log.candidate(
-                c.driver_id, float(distance[i, column[c.driver_id]]), eta_s=c.eta_s,
+                c.driver_id,
+                float(distance[i, column[c.driver_id]]),
+                eta_s=c.eta_s,
                 chosen=chosen.get(booking.id) == c.driver_id and status == Outcome.ASSIGNED,
                 reason=_reason(booking.id, c.driver_id, chosen, taken_by, report),
             )
             for c in result.candidates.get(booking.id, [])
         ]
-        log.record(booking, status, float(radii[i]), len(live), candidates, {
-            "declined": sorted(d for b, d in declined if b == booking.id),
-            "beyond_radius": int((distance[i] > radii[i]).sum()),
-            "free_drivers_seen": len(drivers),
-        })
+        log.record(
+            booking,
+            status,
+            float(radii[i]),
+            len(live),
+            candidates,
+            {
+                "declined": sorted(d for b, d in declined if b == booking.id),
+                "beyond_radius": int((distance[i] > radii[i]).sum()),
+                "free_drivers_seen": len(drivers),
+            },
+        )
     log.flush()
     return report
 
@@ -187,8 +217,13 @@ def _idle_s(driver: Driver, now: dt.datetime) -> float:
     return (now - driver.available_since).total_seconds() if driver.available_since else 0.0
 
 
-def _reason(booking_id: int, driver_id: int, chosen: dict[int, int],
-            taken_by: dict[int, int], report: BatchReport) -> str:
+def _reason(
+    booking_id: int,
+    driver_id: int,
+    chosen: dict[int, int],
+    taken_by: dict[int, int],
+    report: BatchReport,
+) -> str:
     if chosen.get(booking_id) == driver_id:
         return CLAIM_LOST if booking_id in report.lost else OFFERED
     other = taken_by.get(driver_id)

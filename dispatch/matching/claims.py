@@ -23,8 +23,11 @@ from dispatch.states import DriverStatus, Status
 
 def claim_driver(session: Session, driver_id: int, now: dt.datetime) -> bool:
     """Compare-and-set an available driver to busy; False if someone else got there first."""
-    claimed = session.connection().execute(
-        _CLAIM_DRIVER, {"claimed_id": driver_id, "claimed_at": now}).first()
+    claimed = (
+        session.connection()
+        .execute(_CLAIM_DRIVER, {"claimed_id": driver_id, "claimed_at": now})
+        .first()
+    )
     expire_loaded(session, Driver, driver_id)
     return claimed is not None
 
@@ -34,8 +37,11 @@ def claim_drivers(session: Session, driver_ids: list[int], now: dt.datetime) -> 
     in id order, so two batches racing for drivers wait for each other, never deadlock."""
     if not driver_ids:
         return set()
-    claimed: set[int] = set(session.connection().execute(
-        _CLAIM_DRIVERS, {"claimed_ids": sorted(driver_ids), "claimed_at": now}).scalars())
+    claimed: set[int] = set(
+        session.connection()
+        .execute(_CLAIM_DRIVERS, {"claimed_ids": sorted(driver_ids), "claimed_at": now})
+        .scalars()
+    )
     for driver_id in claimed:
         expire_loaded(session, Driver, driver_id)
     return claimed
@@ -52,8 +58,10 @@ _CLAIM_DRIVERS = text("""
 """)
 _CLAIM_DRIVER = (
     update(Driver)
-    .where(Driver.__table__.c.user_id == bindparam("claimed_id"),
-           Driver.__table__.c.status == DriverStatus.AVAILABLE.value)
+    .where(
+        Driver.__table__.c.user_id == bindparam("claimed_id"),
+        Driver.__table__.c.status == DriverStatus.AVAILABLE.value,
+    )
     .values(status=DriverStatus.BUSY.value, updated_at=bindparam("claimed_at"))
     .returning(Driver.__table__.c.user_id)
 )
@@ -70,14 +78,17 @@ def waiting(region: str, policy: MatchPolicy, now: dt.datetime) -> tuple[ColumnE
     )
 
 
-def claim_bookings(session: Session, region: str, policy: MatchPolicy, now: dt.datetime,
-                   limit: int) -> list[Booking]:
+def claim_bookings(
+    session: Session, region: str, policy: MatchPolicy, now: dt.datetime, limit: int
+) -> list[Booking]:
     """Up to ``limit`` of the region's waiting bookings, oldest first, locked for this
     transaction; those another transaction holds are skipped, not waited for."""
-    return list(session.execute(
-        select(Booking)
-        .where(*waiting(region, policy, now))
-        .order_by(Booking.created_at)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    ).scalars())
+    return list(
+        session.execute(
+            select(Booking)
+            .where(*waiting(region, policy, now))
+            .order_by(Booking.created_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        ).scalars()
+    )

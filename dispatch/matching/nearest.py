@@ -41,8 +41,7 @@ def _distance_km(lat: float, lng: float) -> ColumnElement[float]:
     a = func.power(func.sin(dlat), 2) + func.cos(func.radians(lat)) * func.cos(
         func.radians(Driver.lat)
     ) * func.power(func.sin(dlng), 2)
-    distance: ColumnElement[float] = 2 * EARTH_RADIUS_KM * func.asin(
-        func.least(1.0, func.sqrt(a)))
+    distance: ColumnElement[float] = 2 * EARTH_RADIUS_KM * func.asin(func.least(1.0, func.sqrt(a)))
     return distance
 
 
@@ -101,20 +100,34 @@ def dispatch_booking(
     for candidate in candidates:
         if claim_driver(session, candidate.driver_id, now):
             make_offer(session, booking, candidate.driver_id, policy, now)
-            log.record(booking, Outcome.ASSIGNED, radius_km, 1, [
-                log.candidate(c.driver_id, c.distance_km, chosen=c is candidate,
-                              reason=_nearest_reason(c, candidate, candidates))
-                for c in candidates
-            ])
+            log.record(
+                booking,
+                Outcome.ASSIGNED,
+                radius_km,
+                1,
+                [
+                    log.candidate(
+                        c.driver_id,
+                        c.distance_km,
+                        chosen=c is candidate,
+                        reason=_nearest_reason(c, candidate, candidates),
+                    )
+                    for c in candidates
+                ],
+            )
             log.flush()
             return MatchResult(
                 Outcome.ASSIGNED, booking_id, candidate.driver_id, candidate.distance_km
             )
 
     no_driver(booking, policy, now)
-    log.record(booking, Outcome.NO_DRIVER, radius_km, 1, [
-        log.candidate(c.driver_id, c.distance_km, reason=CLAIM_LOST) for c in candidates
-    ])
+    log.record(
+        booking,
+        Outcome.NO_DRIVER,
+        radius_km,
+        1,
+        [log.candidate(c.driver_id, c.distance_km, reason=CLAIM_LOST) for c in candidates],
+    )
     log.flush()
     return MatchResult(Outcome.NO_DRIVER, booking_id)
 

@@ -23,16 +23,16 @@ def make_offer(
     apply_transition(session, booking, "offer", now=now, actor=SYSTEM)
 
 
-def make_offers(session: Session, offers: list[tuple[Booking, int]], policy: MatchPolicy,
-                now: dt.datetime) -> None:
+def make_offers(
+    session: Session, offers: list[tuple[Booking, int]], policy: MatchPolicy, now: dt.datetime
+) -> None:
     """``make_offer`` for many locked pending bookings, each to a driver this transaction has
     claimed: one UPDATE round trip and one record for all of them."""
     for booking, driver_id in offers:
         booking.driver_id = driver_id
         booking.assigned_at = now
         booking.offer_expires_at = now + dt.timedelta(seconds=policy.offer_window_s)
-    apply_transitions(session, [booking for booking, _ in offers], "offer", now=now,
-                      actor=SYSTEM)
+    apply_transitions(session, [booking for booking, _ in offers], "offer", now=now, actor=SYSTEM)
 
 
 def no_driver(booking: Booking, policy: MatchPolicy, now: dt.datetime) -> None:

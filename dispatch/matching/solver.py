@@ -109,11 +109,13 @@ def solve_batch(
             sub_eligible &= mask
         if not sub_eligible.any():
             break
-        matrix = np.where(sub_eligible, cost_matrix[np.ix_(open_rows, open_cols)],
-                          NOT_A_CANDIDATE)
+        matrix = np.where(sub_eligible, cost_matrix[np.ix_(open_rows, open_cols)], NOT_A_CANDIDATE)
         rows, cols = linear_sum_assignment(matrix)
-        made = [(open_rows[r], open_cols[c]) for r, c in zip(rows, cols, strict=True)
-                if sub_eligible[r, c]]
+        made = [
+            (open_rows[r], open_cols[c])
+            for r, c in zip(rows, cols, strict=True)
+            if sub_eligible[r, c]
+        ]
         if not made:
             break
         pairs += made
@@ -123,9 +125,13 @@ def solve_batch(
     return BatchResult(assignments, _nearest_candidates(requests, drivers, eta, eligible))
 
 
-def _nearest_candidates(requests: list[Request], drivers: list[FreeDriver],
-                        eta: npt.NDArray[np.float64], eligible: npt.NDArray[np.bool_],
-                        limit: int = 10) -> dict[int, list[Candidate]]:
+def _nearest_candidates(
+    requests: list[Request],
+    drivers: list[FreeDriver],
+    eta: npt.NDArray[np.float64],
+    eligible: npt.NDArray[np.bool_],
+    limit: int = 10,
+) -> dict[int, list[Candidate]]:
     """Each booking's eligible drivers, nearest first, at most ``limit`` (for the log)."""
     limit = min(limit, len(drivers))
     masked = np.where(eligible, eta, np.inf)
@@ -133,8 +139,9 @@ def _nearest_candidates(requests: list[Request], drivers: list[FreeDriver],
     candidates: dict[int, list[Candidate]] = {}
     for r, request in enumerate(requests):
         row = sorted(nearest[r], key=masked[r].__getitem__)
-        candidates[request.id] = [Candidate(drivers[c].id, eta_s=float(eta[r, c]))
-                                  for c in row if eligible[r, c]]
+        candidates[request.id] = [
+            Candidate(drivers[c].id, eta_s=float(eta[r, c])) for c in row if eligible[r, c]
+        ]
     return candidates
 
 

@@ -26,16 +26,25 @@ def upgrade() -> None:
         sa.Column("id", sa.BigInteger(), nullable=False),
         sa.Column("user_id", sa.BigInteger(), nullable=False),
         sa.Column("token_hash", sa.String(length=64), nullable=False),
-        sa.Column("issued_at", sa.DateTime(timezone=True), server_default=sa.text("now()"),
-                  nullable=False),
+        sa.Column(
+            "issued_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False
+        ),
         sa.Column("expires_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=True),
-        sa.CheckConstraint("expires_at IS NULL OR expires_at > issued_at",
-                           name=op.f("ck_access_tokens_expires_after_issue")),
-        sa.CheckConstraint("revoked_at IS NULL OR revoked_at >= issued_at",
-                           name=op.f("ck_access_tokens_revoked_after_issue")),
-        sa.ForeignKeyConstraint(["user_id"], ["users.id"],
-                                name=op.f("fk_access_tokens_user_id_users"), ondelete="CASCADE"),
+        sa.CheckConstraint(
+            "expires_at IS NULL OR expires_at > issued_at",
+            name=op.f("ck_access_tokens_expires_after_issue"),
+        ),
+        sa.CheckConstraint(
+            "revoked_at IS NULL OR revoked_at >= issued_at",
+            name=op.f("ck_access_tokens_revoked_after_issue"),
+        ),
+        sa.ForeignKeyConstraint(
+            ["user_id"],
+            ["users.id"],
+            name=op.f("fk_access_tokens_user_id_users"),
+            ondelete="CASCADE",
+        ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_access_tokens")),
         sa.UniqueConstraint("token_hash", name=op.f("uq_access_tokens_token_hash")),
     )
@@ -58,8 +67,10 @@ def downgrade() -> None:
         " SELECT DISTINCT ON (user_id) user_id, token_hash FROM access_tokens"
         " WHERE revoked_at IS NULL ORDER BY user_id, issued_at DESC) t WHERE t.user_id = u.id"
     )
-    op.execute("UPDATE users SET token_hash = md5(random()::text) || md5(random()::text) "
-               "WHERE token_hash IS NULL")
+    op.execute(
+        "UPDATE users SET token_hash = md5(random()::text) || md5(random()::text) "
+        "WHERE token_hash IS NULL"
+    )
     op.alter_column("users", "token_hash", nullable=False)
     op.create_unique_constraint(op.f("uq_users_token_hash"), "users", ["token_hash"])
     op.drop_index(op.f("ix_access_tokens_user_id"), table_name="access_tokens")

@@ -22,15 +22,26 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    op.add_column("access_tokens", sa.Column("session_started_at", sa.DateTime(timezone=True),
-                                             server_default=sa.text("now()"), nullable=True))
+    op.add_column(
+        "access_tokens",
+        sa.Column(
+            "session_started_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
+            nullable=True,
+        ),
+    )
     op.execute("UPDATE access_tokens SET session_started_at = issued_at")
     op.alter_column("access_tokens", "session_started_at", nullable=False)
-    op.create_check_constraint(op.f("ck_access_tokens_session_started_before_issue"),
-                               "access_tokens", "session_started_at <= issued_at")
+    op.create_check_constraint(
+        op.f("ck_access_tokens_session_started_before_issue"),
+        "access_tokens",
+        "session_started_at <= issued_at",
+    )
 
 
 def downgrade() -> None:
-    op.drop_constraint(op.f("ck_access_tokens_session_started_before_issue"), "access_tokens",
-                       type_="check")
+    op.drop_constraint(
+        op.f("ck_access_tokens_session_started_before_issue"), "access_tokens", type_="check"
+    )
     op.drop_column("access_tokens", "session_started_at")

@@ -33,8 +33,7 @@ def upgrade() -> None:
     # with ids (whoever does that empties the replay streams too, or the publisher stops
     # loudly on the first position Redis refuses).
     op.execute("ALTER SEQUENCE outbox_event_positions OWNED BY outbox_events.position")
-    op.create_unique_constraint(op.f("uq_outbox_events_position"), "outbox_events",
-                                ["position"])
+    op.create_unique_constraint(op.f("uq_outbox_events_position"), "outbox_events", ["position"])
 
 
 def downgrade() -> None:

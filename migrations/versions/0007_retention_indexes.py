@@ -22,8 +22,12 @@ depends_on: str | Sequence[str] | None = None
 INDEXES = (
     ("ix_idempotency_keys_created_at", "idempotency_keys", ["created_at"], None),
     ("ix_access_tokens_expires_at", "access_tokens", ["expires_at"], None),
-    ("ix_access_tokens_revoked_at", "access_tokens", ["revoked_at"],
-     sa.text("revoked_at IS NOT NULL")),
+    (
+        "ix_access_tokens_revoked_at",
+        "access_tokens",
+        ["revoked_at"],
+        sa.text("revoked_at IS NOT NULL"),
+    ),
 )
 
 
@@ -34,13 +38,18 @@ def upgrade() -> None:
     with op.get_context().autocommit_block():
         op.execute("SET statement_timeout = 0")
         for name, table, columns, where in INDEXES:
-            op.create_index(name, table, columns, postgresql_concurrently=True,
-                            postgresql_where=where, if_not_exists=True)
+            op.create_index(
+                name,
+                table,
+                columns,
+                postgresql_concurrently=True,
+                postgresql_where=where,
+                if_not_exists=True,
+            )
         op.execute("RESET statement_timeout")
 
 
 def downgrade() -> None:
     with op.get_context().autocommit_block():
         for name, table, _columns, _where in INDEXES:
-            op.drop_index(name, table_name=table, postgresql_concurrently=True,
-                          if_exists=True)
+            op.drop_index(name, table_name=table, postgresql_concurrently=True, if_exists=True)

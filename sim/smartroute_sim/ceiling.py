@@ -39,14 +39,33 @@ class Ceiling:
 
 def worker_argv(concurrency: int) -> list[str]:
     """The engine's worker command (smartroute.cli.worker_argv) with the no-op app."""
-    return [sys.executable, "-m", "celery", "-A", "smartroute_sim.noop", "worker",
-            "--queues", NOOP_QUEUE, "--concurrency", str(concurrency),
-            "--hostname", f"bench-noop-{os.getpid()}@%h", "--loglevel", "INFO",
-            "--without-gossip", "--without-mingle"]
+    return [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "smartroute_sim.noop",
+        "worker",
+        "--queues",
+        NOOP_QUEUE,
+        "--concurrency",
+        str(concurrency),
+        "--hostname",
+        f"bench-noop-{os.getpid()}@%h",
+        "--loglevel",
+        "INFO",
+        "--without-gossip",
+        "--without-mingle",
+    ]
 
 
-def measure(broker_url: str, concurrency: int, tasks: int = 3000,
-            log_path: Path | None = None, timeout_s: float = 120.0) -> Ceiling:
+def measure(
+    broker_url: str,
+    concurrency: int,
+    tasks: int = 3000,
+    log_path: Path | None = None,
+    timeout_s: float = 120.0,
+) -> Ceiling:
     """Fill the no-op queue with ``tasks`` messages, start a worker, time the drain."""
     from smartroute_sim.noop import app
 
@@ -60,8 +79,13 @@ def measure(broker_url: str, concurrency: int, tasks: int = 3000,
             app.send_task(NOOP_TASK, queue=NOOP_QUEUE, producer=producer)
     env = {**os.environ, "CELERY_BROKER_URL": broker_url}
     log = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
-    worker = subprocess.Popen(worker_argv(concurrency), env=env, stdout=log,
-                              stderr=subprocess.STDOUT, start_new_session=True)
+    worker = subprocess.Popen(
+        worker_argv(concurrency),
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + START_TIMEOUT_S
         # The worker's startup is not Celery's per-message cost: start timing at the first

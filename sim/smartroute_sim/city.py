@@ -41,9 +41,10 @@ class CityMap:
     def _point(self, x_km: float, y_km: float) -> dict:
         half = self.size_km / 2
         x, y = min(max(x_km, -half), half), min(max(y_km, -half), half)
-        return {"lat": round(CENTRE[0] + y / KM_PER_DEG_LAT, 6),
-                "lng": round(CENTRE[1] + x / (KM_PER_DEG_LAT * math.cos(math.radians(CENTRE[0]))),
-                             6)}
+        return {
+            "lat": round(CENTRE[0] + y / KM_PER_DEG_LAT, 6),
+            "lng": round(CENTRE[1] + x / (KM_PER_DEG_LAT * math.cos(math.radians(CENTRE[0]))), 6),
+        }
 
     def centres(self) -> list[tuple[float, float]]:
         rng = random.Random(self.seed)
@@ -56,8 +57,9 @@ class CityMap:
 
     def trip(self, rng: random.Random, centres: list[tuple[float, float]]) -> dict:
         x, y = rng.choice(centres)
-        pickup = self._point(rng.gauss(x, self.hotspot_spread_km),
-                             rng.gauss(y, self.hotspot_spread_km))
+        pickup = self._point(
+            rng.gauss(x, self.hotspot_spread_km), rng.gauss(y, self.hotspot_spread_km)
+        )
         return {"pickup": pickup, "dropoff": self.anywhere(rng)}
 
 
@@ -126,8 +128,9 @@ class Rider:
 class Fleet:
     """Creates the city's drivers and riders through the API and keeps their connections."""
 
-    def __init__(self, api: Api, relay_url: str, admin_token: str, city: CityMap,
-                 recorder: Recorder) -> None:
+    def __init__(
+        self, api: Api, relay_url: str, admin_token: str, city: CityMap, recorder: Recorder
+    ) -> None:
         self.api = api
         self.relay_url = relay_url
         self.admin = api.with_token(admin_token)
@@ -136,18 +139,31 @@ class Fleet:
         self.drivers: list[SimulatedDriver] = []
         self.riders: list[Rider] = []
 
-    def bring_up(self, drivers: int, riders: int, on_offer: OfferHandler, run_id: str,
-                 actions_over: str = "relay", threads: int = 16) -> None:
+    def bring_up(
+        self,
+        drivers: int,
+        riders: int,
+        on_offer: OfferHandler,
+        run_id: str,
+        actions_over: str = "relay",
+        threads: int = 16,
+    ) -> None:
         rng = random.Random(self.city.seed)
         seeds = [rng.random() for _ in range(drivers)]
 
         def driver(i: int) -> SimulatedDriver:
             driver_rng = random.Random(seeds[i])
             user_id, token = self.admin.create_user("driver", f"{run_id}-driver-{i}")
-            d = SimulatedDriver(self.api.with_token(token), user_id,
-                                self.city.anywhere(driver_rng), driver_rng,
-                                relays=self.relay_url, over_relay=actions_over == "relay",
-                                on_offer=on_offer, count=self.recorder.count)
+            d = SimulatedDriver(
+                self.api.with_token(token),
+                user_id,
+                self.city.anywhere(driver_rng),
+                driver_rng,
+                relays=self.relay_url,
+                over_relay=actions_over == "relay",
+                on_offer=on_offer,
+                count=self.recorder.count,
+            )
             d.go_online()
             return d
 

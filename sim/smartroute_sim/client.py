@@ -49,15 +49,17 @@ def failure_of(exc: requests.RequestException) -> str:
         return "unsent"
     reason = getattr(exc.args[0], "reason", None) if exc.args else None
     if isinstance(exc, requests.ConnectionError) and isinstance(
-            reason, urllib3.exceptions.NewConnectionError):
+        reason, urllib3.exceptions.NewConnectionError
+    ):
         return "unsent"
     return "cut"
 
 
 def error_of(response: requests.Response) -> dict:
     """The error object of an error answer in JSON, else an empty one."""
-    if response.status_code >= 400 and response.headers.get(
-            "content-type", "").startswith("application/json"):
+    if response.status_code >= 400 and response.headers.get("content-type", "").startswith(
+        "application/json"
+    ):
         error = response.json().get("error")
         return error if isinstance(error, dict) else {}
     return {}
@@ -99,9 +101,15 @@ class Api:
 
     Paths are the API's own (``/v1/bookings``)."""
 
-    def __init__(self, urls: list[str] | str, token: str | None = None, *,
-                 start: int = 0, timeout_s: float = HTTP_TIMEOUT_S,
-                 observe: Callable[[Answer], None] | None = None) -> None:
+    def __init__(
+        self,
+        urls: list[str] | str,
+        token: str | None = None,
+        *,
+        start: int = 0,
+        timeout_s: float = HTTP_TIMEOUT_S,
+        observe: Callable[[Answer], None] | None = None,
+    ) -> None:
         self.endpoints = Endpoints(urls, start)
         self.token = token
         self.timeout_s = timeout_s
@@ -133,9 +141,17 @@ class Api:
             self._local.session = session
         return session
 
-    def call(self, method: str, path: str, json: dict | None = None, *,
-             headers: dict | None = None, token: str | None = None, retry: bool = False,
-             timeout_s: float | None = None) -> requests.Response:
+    def call(
+        self,
+        method: str,
+        path: str,
+        json: dict | None = None,
+        *,
+        headers: dict | None = None,
+        token: str | None = None,
+        retry: bool = False,
+        timeout_s: float | None = None,
+    ) -> requests.Response:
         """One request; with ``retry``, once more if the connection broke (gunicorn closes
         idle keep-alive connections, and a request can race that close; or the server went
         away and the next one is asked). Retry only what is safe to send twice: location
@@ -147,26 +163,46 @@ class Api:
             self._sent.add()
             started = time.monotonic()
             try:
-                response = self._session().request(method, url + path, json=json,
-                                                   headers=headers,
-                                                   timeout=timeout_s or self.timeout_s)
+                response = self._session().request(
+                    method,
+                    url + path,
+                    json=json,
+                    headers=headers,
+                    timeout=timeout_s or self.timeout_s,
+                )
             except requests.RequestException as exc:
                 if self.observe is not None:
-                    self.observe(Answer(path, None, started, time.monotonic() - started,
-                                        url=url, failure=failure_of(exc)))
+                    self.observe(
+                        Answer(
+                            path,
+                            None,
+                            started,
+                            time.monotonic() - started,
+                            url=url,
+                            failure=failure_of(exc),
+                        )
+                    )
                 self.endpoints.unreachable(url)
                 if retry and attempt == 1 and isinstance(exc, requests.ConnectionError):
                     continue
                 raise
             if self.observe is not None:
-                self.observe(Answer(path, response.status_code, started,
-                                    time.monotonic() - started, error_of(response).get("code"),
-                                    url=url))
+                self.observe(
+                    Answer(
+                        path,
+                        response.status_code,
+                        started,
+                        time.monotonic() - started,
+                        error_of(response).get("code"),
+                        url=url,
+                    )
+                )
             return response
         raise AssertionError("unreachable")
 
-    def answer(self, method: str, path: str, json: dict | None = None, **kwargs
-               ) -> requests.Response | None:
+    def answer(
+        self, method: str, path: str, json: dict | None = None, **kwargs
+    ) -> requests.Response | None:
         """``call``, with None when nothing answered (refused, reset or timed out)."""
         try:
             return self.call(method, path, json, **kwargs)

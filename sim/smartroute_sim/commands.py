@@ -33,8 +33,11 @@ def bench_matching(seed: int, k: int, as_json: bool) -> None:
     from smartroute_sim import replay
 
     city = replace(replay.City(), seed=seed)
-    matchers = {"nearest": replay.nearest, "batched": replay.batched(k),
-                "optimal": replay.batched(None)}
+    matchers = {
+        "nearest": replay.nearest,
+        "batched": replay.batched(k),
+        "optimal": replay.batched(None),
+    }
     results = {}
     with Progress(console=Console(stderr=True), transient=True, disable=as_json) as progress:
         for name, matcher in matchers.items():
@@ -45,26 +48,41 @@ def bench_matching(seed: int, k: int, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(results))
         return
-    table = Table(title=f"Matching on a seeded city (seed {seed}, {city.drivers} drivers, "
-                        f"~{city.riders_per_window} riders per {city.window_s:g}s window)")
-    for column in ("matcher", "mean pickup ETA s", "p95 pickup ETA s", "match rate",
-                   "solve time s"):
+    table = Table(
+        title=f"Matching on a seeded city (seed {seed}, {city.drivers} drivers, "
+        f"~{city.riders_per_window} riders per {city.window_s:g}s window)"
+    )
+    for column in (
+        "matcher",
+        "mean pickup ETA s",
+        "p95 pickup ETA s",
+        "match rate",
+        "solve time s",
+    ):
         table.add_column(column, justify="left" if column == "matcher" else "right")
     for name in matchers:
         r = results[name]
-        table.add_row(name, f"{r['mean_pickup_eta_s']:.1f}", f"{r['p95_pickup_eta_s']:.1f}",
-                      f"{r['match_rate']:.3f}", f"{r['solve_time_s']:.4f}")
+        table.add_row(
+            name,
+            f"{r['mean_pickup_eta_s']:.1f}",
+            f"{r['p95_pickup_eta_s']:.1f}",
+            f"{r['match_rate']:.3f}",
+            f"{r['solve_time_s']:.4f}",
+        )
     console = Console()
     console.print(table)
     gain = 1 - results["batched"]["mean_pickup_eta_s"] / results["nearest"]["mean_pickup_eta_s"]
     gap = results["batched"]["mean_pickup_eta_s"] / results["optimal"]["mean_pickup_eta_s"] - 1
-    console.print(f"batched: mean pickup ETA {gain:.1%} below nearest-first and "
-                  f"{gap:.2%} above the batches' optimum; one 1000×1000 batch: "
-                  f"{results['solve_1000x1000_s']:.3f} s")
+    console.print(
+        f"batched: mean pickup ETA {gain:.1%} below nearest-first and "
+        f"{gap:.2%} above the batches' optimum; one 1000×1000 batch: "
+        f"{results['solve_1000x1000_s']:.3f} s"
+    )
 
 
-def load_target(api: str | None, relay: str | None, token: str | None, workers: int,
-                 data_dir: str | None):
+def load_target(
+    api: str | None, relay: str | None, token: str | None, workers: int, data_dir: str | None
+):
     """An engine to load: the one at --api, or one started here (context manager)."""
     import contextlib
     import signal
@@ -89,21 +107,40 @@ def load_target(api: str | None, relay: str | None, token: str | None, workers: 
 
 
 _load_options = [
-    click.option("--api", default=None,
-                 help="A running engine's URL. Without it, `smartroute up` is started here "
-                      "(embedded services, limits raised for load)."),
+    click.option(
+        "--api",
+        default=None,
+        help="A running engine's URL. Without it, `smartroute up` is started here "
+        "(embedded services, limits raised for load).",
+    ),
     click.option("--relay", default=None, help="The relay's URL [default: the API port + 1]."),
-    click.option("--token", default=None, envvar="SMARTROUTE_ADMIN_TOKEN",
-                 help="Admin token for --api [default: the data folder's admin_token]."),
-    click.option("--workers", default=2, show_default=True,
-                 help="Celery processes of an engine started here."),
-    click.option("--data-dir", default=None,
-                 help="Embedded services' folder [default: .smartroute/bench when starting "
-                      "the engine, else SMARTROUTE_DATA_DIR]."),
-    click.option("--driver-actions", "actions_over", type=click.Choice(["relay", "http"]),
-                 default="relay", show_default=True,
-                 help="How drivers accept, decline, start and complete: over their Socket.IO "
-                      "connection, or with POST /v1/bookings/<id>/<action>."),
+    click.option(
+        "--token",
+        default=None,
+        envvar="SMARTROUTE_ADMIN_TOKEN",
+        help="Admin token for --api [default: the data folder's admin_token].",
+    ),
+    click.option(
+        "--workers",
+        default=2,
+        show_default=True,
+        help="Celery processes of an engine started here.",
+    ),
+    click.option(
+        "--data-dir",
+        default=None,
+        help="Embedded services' folder [default: .smartroute/bench when starting "
+        "the engine, else SMARTROUTE_DATA_DIR].",
+    ),
+    click.option(
+        "--driver-actions",
+        "actions_over",
+        type=click.Choice(["relay", "http"]),
+        default="relay",
+        show_default=True,
+        help="How drivers accept, decline, start and complete: over their Socket.IO "
+        "connection, or with POST /v1/bookings/<id>/<action>.",
+    ),
 ]
 
 
@@ -117,18 +154,48 @@ def with_load_options(command):
 @with_load_options
 @click.option("--rate", default=20.0, show_default=True, help="Bookings per second offered.")
 @click.option("--duration", default=20.0, show_default=True, help="Seconds of booking.")
-@click.option("--drivers", default=None, type=int,
-              help="Drivers online [default: enough for two batch windows of bookings].")
+@click.option(
+    "--drivers",
+    default=None,
+    type=int,
+    help="Drivers online [default: enough for two batch windows of bookings].",
+)
 @click.option("--seed", default=1, show_default=True)
-@click.option("--drain", default=30.0, show_default=True,
-              help="Seconds to wait, after the last booking, for every ride to complete.")
-@click.option("--ceiling-tasks", default=3000, show_default=True,
-              help="No-op tasks drained to measure Celery's ceiling.")
-@click.option("--chart", default=None, type=click.Path(dir_okay=False),
-              help="Also write a PNG chart of latencies, throughput and queue depth here.")
+@click.option(
+    "--drain",
+    default=30.0,
+    show_default=True,
+    help="Seconds to wait, after the last booking, for every ride to complete.",
+)
+@click.option(
+    "--ceiling-tasks",
+    default=3000,
+    show_default=True,
+    help="No-op tasks drained to measure Celery's ceiling.",
+)
+@click.option(
+    "--chart",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="Also write a PNG chart of latencies, throughput and queue depth here.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def bench_e2e(api, relay, token, workers, data_dir, actions_over, rate, duration, drivers, seed,
-              drain, ceiling_tasks, chart, as_json) -> None:
+def bench_e2e(
+    api,
+    relay,
+    token,
+    workers,
+    data_dir,
+    actions_over,
+    rate,
+    duration,
+    drivers,
+    seed,
+    drain,
+    ceiling_tasks,
+    chart,
+    as_json,
+) -> None:
     """Open-loop bookings at a fixed rate through API, workers and relay; latency, losses,
     memory, and the ratio to Celery's own no-op ceiling."""
     import json
@@ -144,13 +211,25 @@ def bench_e2e(api, relay, token, workers, data_dir, actions_over, rate, duration
 
     def progress(row: dict) -> None:
         if not as_json:
-            console.print(f"t={row['t']:5.0f}s booked {row.get('booked', 0):6} "
-                          f"pushed {row.get('pushed', 0):6} completed {row.get('completed', 0):6}"
-                          f" waiting {row.get('waiting', 0):5} queue {row.get('queue_depth')}")
+            console.print(
+                f"t={row['t']:5.0f}s booked {row.get('booked', 0):6} "
+                f"pushed {row.get('pushed', 0):6} completed {row.get('completed', 0):6}"
+                f" waiting {row.get('waiting', 0):5} queue {row.get('queue_depth')}"
+            )
 
     with load_target(api, relay, token, workers, data_dir) as target:
-        result = run_e2e(target, rate, duration, drivers, seed, drain, ceiling_tasks, progress,
-                         Path(chart) if chart else None, actions_over)
+        result = run_e2e(
+            target,
+            rate,
+            duration,
+            drivers,
+            seed,
+            drain,
+            ceiling_tasks,
+            progress,
+            Path(chart) if chart else None,
+            actions_over,
+        )
     if as_json:
         click.echo(json.dumps(result))
         return
@@ -168,16 +247,42 @@ def bench_e2e(api, relay, token, workers, data_dir, actions_over, rate, duration
 @click.option("--rate", default=2.0, show_default=True, help="Bookings per second.")
 @click.option("--duration", default=60.0, show_default=True, help="Seconds of booking.")
 @click.option("--seed", default=1, show_default=True, help="The city's seed.")
-@click.option("--chart", default="smartroute-simulate.png", show_default=True,
-              type=click.Path(dir_okay=False), help="Where to write the PNG chart.")
-@click.option("--drain", default=None, type=float,
-              help="Seconds to let rides finish after the last booking "
-                   "[default: the offer window + 30].")
-@click.option("--speedup", default=60.0, show_default=True,
-              help="Simulated seconds of driving per real second.")
+@click.option(
+    "--chart",
+    default="smartroute-simulate.png",
+    show_default=True,
+    type=click.Path(dir_okay=False),
+    help="Where to write the PNG chart.",
+)
+@click.option(
+    "--drain",
+    default=None,
+    type=float,
+    help="Seconds to let rides finish after the last booking [default: the offer window + 30].",
+)
+@click.option(
+    "--speedup",
+    default=60.0,
+    show_default=True,
+    help="Simulated seconds of driving per real second.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-def simulate(api, relay, token, workers, data_dir, actions_over, drivers, rate, duration, seed,
-             chart, drain, speedup, as_json) -> None:
+def simulate(
+    api,
+    relay,
+    token,
+    workers,
+    data_dir,
+    actions_over,
+    drivers,
+    rate,
+    duration,
+    seed,
+    chart,
+    drain,
+    speedup,
+    as_json,
+) -> None:
     """A seeded synthetic city of real clients: drivers ping, accept, drive and complete;
     riders book. Live progress, then a summary table and a PNG chart."""
     import json
@@ -189,10 +294,19 @@ def simulate(api, relay, token, workers, data_dir, actions_over, drivers, rate, 
     if rate <= 0 or duration <= 0 or drivers <= 0 or speedup <= 0:
         raise click.UsageError("--drivers, --rate, --duration and --speedup must be positive")
     with load_target(api, relay, token, workers, data_dir) as target:
-        result = run_simulation(target, drivers, rate, duration, seed, Path(chart), drain,
-                                live=not as_json, speedup=speedup, actions_over=actions_over)
+        result = run_simulation(
+            target,
+            drivers,
+            rate,
+            duration,
+            seed,
+            Path(chart),
+            drain,
+            live=not as_json,
+            speedup=speedup,
+            actions_over=actions_over,
+        )
     if as_json:
         click.echo(json.dumps(result))
     else:
         Console().print(summary_table(result))
-

@@ -49,12 +49,22 @@ def _ignore(*_args) -> None:
 class SimulatedDriver:
     """One driver of ``api``'s user ``user_id`` (``api`` carries its token)."""
 
-    def __init__(self, api: Api, user_id: int, position: dict, rng: random.Random, *,
-                 relays: list[str] | str, relay_start: int = 0, over_relay: bool = True,
-                 last_event_id: int | None = None, on_offer: OfferHandler | None = None,
-                 on_connect: Callable[[SimulatedDriver, str], None] | None = None,
-                 on_step: Callable[[SimulatedDriver, int, str], None] | None = None,
-                 count: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        api: Api,
+        user_id: int,
+        position: dict,
+        rng: random.Random,
+        *,
+        relays: list[str] | str,
+        relay_start: int = 0,
+        over_relay: bool = True,
+        last_event_id: int | None = None,
+        on_offer: OfferHandler | None = None,
+        on_connect: Callable[[SimulatedDriver, str], None] | None = None,
+        on_step: Callable[[SimulatedDriver, int, str], None] | None = None,
+        count: Callable[[str], None] | None = None,
+    ) -> None:
         self.api = api
         self.id = user_id
         self.position = position
@@ -107,8 +117,9 @@ class SimulatedDriver:
         # One relay: python-socketio reconnects to it by itself. Several: this driver moves
         # to the next one itself (_stay_connected), which python-socketio cannot.
         failover = len(self.relays.urls) > 1
-        self.sio = socketio.Client(reconnection=not failover, reconnection_delay=0.2,
-                                   reconnection_delay_max=1)
+        self.sio = socketio.Client(
+            reconnection=not failover, reconnection_delay=0.2, reconnection_delay_max=1
+        )
         self.sio.on("new_assignment", self._pushed)
         self.sio.on("connect", lambda: self.on_connect(self, self.connecting_to))
         self.sio.on("disconnect", self._dropped)
@@ -116,8 +127,7 @@ class SimulatedDriver:
 
     def _connect(self, url: str) -> None:
         self.connecting_to = url
-        self.sio.connect(url, auth=self.auth, transports=["websocket"],
-                         wait_timeout=HTTP_TIMEOUT_S)
+        self.sio.connect(url, auth=self.auth, transports=["websocket"], wait_timeout=HTTP_TIMEOUT_S)
 
     def _dropped(self, *_reason) -> None:
         self.disconnected.set()
@@ -177,8 +187,11 @@ class SimulatedDriver:
     def fetch_offer(self) -> None:
         """Ask the API what this driver holds; an offer found there is handed on."""
         response = self.api.answer("GET", "/v1/drivers/me")
-        current = response.json().get("current_booking") if (
-            response is not None and response.status_code == 200) else None
+        current = (
+            response.json().get("current_booking")
+            if (response is not None and response.status_code == 200)
+            else None
+        )
         if current and current["status"] == "assigned" and self.holding is None:
             self.on_offer(self, current, "fetch")
 
@@ -194,17 +207,27 @@ class SimulatedDriver:
             started, relay = time.monotonic(), self.connecting_to
             try:
                 with self.stepping:
-                    answer = sio.call("driver_action", {"booking_id": booking_id,
-                                                        "action": action},
-                                      timeout=HTTP_TIMEOUT_S)
+                    answer = sio.call(
+                        "driver_action",
+                        {"booking_id": booking_id, "action": action},
+                        timeout=HTTP_TIMEOUT_S,
+                    )
             except socketio.exceptions.SocketIOError:
                 answer = None  # The relay went away mid-call.
             status = answer.get("status") if isinstance(answer, dict) else None
             error = answer.get("error") or {} if status is not None and status >= 400 else {}
             if self.api.observe is not None:
-                self.api.observe(Answer(f"relay {path}", status, started,
-                                        time.monotonic() - started, error.get("code"),
-                                        url=relay, failure=None if status else "cut"))
+                self.api.observe(
+                    Answer(
+                        f"relay {path}",
+                        status,
+                        started,
+                        time.monotonic() - started,
+                        error.get("code"),
+                        url=relay,
+                        failure=None if status else "cut",
+                    )
+                )
             if status is not None:
                 self.count("relay_actions")
                 return status, error
@@ -222,11 +245,17 @@ class SimulatedDriver:
             status, error = self.send(booking_id, action)
             if status == 200:
                 return True
-            if status == 409 and error.get("code") == "invalid_transition" \
-                    and error.get("current_status") == LANDED.get(action):
+            if (
+                status == 409
+                and error.get("code") == "invalid_transition"
+                and error.get("current_status") == LANDED.get(action)
+            ):
                 return True  # An earlier attempt landed; its answer was lost.
-            if not persist or self.stop.is_set() or (
-                    status is not None and status not in RETRYABLE):
+            if (
+                not persist
+                or self.stop.is_set()
+                or (status is not None and status not in RETRYABLE)
+            ):
                 self.count(f"{action}_refused")
                 log.info("%s of booking %s answered %s", action, booking_id, status)
                 return False
@@ -238,15 +267,22 @@ class SimulatedDriver:
 
     # --- The app's own loops ---------------------------------------------------------------
 
-    def start(self, stop: threading.Event, decline: float = 0.0, ride_s: float = 0.0,
-              ping_every_s: float = 1.0) -> None:
+    def start(
+        self,
+        stop: threading.Event,
+        decline: float = 0.0,
+        ride_s: float = 0.0,
+        ping_every_s: float = 1.0,
+    ) -> None:
         """Run the app on threads until ``stop``: each offer declined with probability
         ``decline``, else accepted, started and, ``ride_s`` later, completed."""
         self.stop = stop
         self.decline, self.ride_s, self.ping_every_s = decline, ride_s, ping_every_s
         self.sio.on("resync_required", lambda _data: self.fetch_offer())
-        self.threads = [threading.Thread(target=self._work, daemon=True),
-                        threading.Thread(target=self._ping_loop, daemon=True)]
+        self.threads = [
+            threading.Thread(target=self._work, daemon=True),
+            threading.Thread(target=self._ping_loop, daemon=True),
+        ]
         if len(self.relays.urls) > 1:
             self.threads.append(threading.Thread(target=self._stay_connected, daemon=True))
         for thread in self.threads:
@@ -280,9 +316,13 @@ class SimulatedDriver:
     def _ping_loop(self) -> None:
         while not self.stop.wait(self.ping_every_s):
             response = self.ping()
-            if (response is not None and response.status_code == 200
-                    and response.json()["status"] == "busy" and self.holding is None
-                    and self.offers.empty()):
+            if (
+                response is not None
+                and response.status_code == 200
+                and response.json()["status"] == "busy"
+                and self.holding is None
+                and self.offers.empty()
+            ):
                 self.fetch_offer()
 
     def close(self) -> None:

@@ -87,8 +87,9 @@ def _healthy(url: str, path: str = "/health") -> bool:
 
 
 @contextlib.contextmanager
-def started_engine(workers: int, data_dir: Path, extra_env: dict[str, str] | None = None
-                   ) -> Iterator[Target]:
+def started_engine(
+    workers: int, data_dir: Path, extra_env: dict[str, str] | None = None
+) -> Iterator[Target]:
     """Run ``smartroute up --workers N`` on free ports for the duration of the block.
 
     Embedded PostgreSQL and Redis (unless DATABASE_URL / REDIS_URL are set) are started
@@ -107,31 +108,55 @@ def started_engine(workers: int, data_dir: Path, extra_env: dict[str, str] | Non
             _empty_database(services.database_url)
         if base.redis_url is None:
             redis.Redis.from_url(services.redis_url).flushdb()
-        settings = Settings.from_env({
-            **os.environ, **BENCH_LIMITS, **(extra_env or {}),
-            "DATABASE_URL": services.database_url, "REDIS_URL": services.redis_url,
-            "SMARTROUTE_DATA_DIR": str(data_dir),
-        })
+        settings = Settings.from_env(
+            {
+                **os.environ,
+                **BENCH_LIMITS,
+                **(extra_env or {}),
+                "DATABASE_URL": services.database_url,
+                "REDIS_URL": services.redis_url,
+                "SMARTROUTE_DATA_DIR": str(data_dir),
+            }
+        )
         port = _free_port_pair()
-        env = {**os.environ, **BENCH_LIMITS, **(extra_env or {}), **settings.to_env(),
-               "SMARTROUTE_LOG_FORMAT": "json"}
+        env = {
+            **os.environ,
+            **BENCH_LIMITS,
+            **(extra_env or {}),
+            **settings.to_env(),
+            "SMARTROUTE_LOG_FORMAT": "json",
+        }
         log_path = data_dir / "engine.log"
         with open(log_path, "wb") as log:
             process = subprocess.Popen(
-                [sys.executable, "-m", "smartroute", "up", "--port", str(port),
-                 "--workers", str(workers)],
-                env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                [
+                    sys.executable,
+                    "-m",
+                    "smartroute",
+                    "up",
+                    "--port",
+                    str(port),
+                    "--workers",
+                    str(workers),
+                ],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         try:
             api, relay = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{port + 1}"
             deadline = time.monotonic() + START_TIMEOUT_S
             token_file = data_dir / "admin_token"
             while not (_healthy(api, "/health/live") and _healthy(relay) and token_file.exists()):
                 if process.poll() is not None:
-                    raise RuntimeError(f"smartroute up exited with {process.returncode}; "
-                                       f"see {log_path}")
+                    raise RuntimeError(
+                        f"smartroute up exited with {process.returncode}; see {log_path}"
+                    )
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"the engine did not come up in {START_TIMEOUT_S:g}s; "
-                                       f"see {log_path}")
+                    raise RuntimeError(
+                        f"the engine did not come up in {START_TIMEOUT_S:g}s; see {log_path}"
+                    )
                 # No readiness event to wait on: poll, bounded by the deadline.
                 time.sleep(0.25)
             token = settings.admin_token or token_file.read_text().strip()
@@ -181,8 +206,10 @@ def running_engine(api: str, relay: str, admin_token: str | None, data_dir: Path
     if token is None and (data_dir / "admin_token").exists():
         token = (data_dir / "admin_token").read_text().strip()
     if token is None:
-        raise ValueError("an admin token is needed: --token, SMARTROUTE_ADMIN_TOKEN, or "
-                         f"{data_dir / 'admin_token'}")
+        raise ValueError(
+            "an admin token is needed: --token, SMARTROUTE_ADMIN_TOKEN, or "
+            f"{data_dir / 'admin_token'}"
+        )
     root = engine_root(api)
     concurrency = _worker_concurrency(engine_processes(root)) or 2
     return Target(api.rstrip("/"), relay.rstrip("/"), token, settings, concurrency, root)
@@ -196,9 +223,11 @@ def engine_root(api: str) -> int | None:
 
     port = urlsplit(api).port
     try:
-        listeners = [c.pid for c in psutil.net_connections(kind="tcp")
-                     if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port
-                     and c.pid]
+        listeners = [
+            c.pid
+            for c in psutil.net_connections(kind="tcp")
+            if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port and c.pid
+        ]
     except psutil.AccessDenied:
         return None
     if not listeners:
@@ -209,8 +238,9 @@ def engine_root(api: str) -> int | None:
             if role_of(ancestor.cmdline()) == "supervisor":
                 return ancestor.pid
         # gunicorn's master: its parent started the API and, presumably, the rest.
-        master = next((p for p in [process, *process.parents()]
-                       if role_of(p.cmdline()) != "api"), None)
+        master = next(
+            (p for p in [process, *process.parents()] if role_of(p.cmdline()) != "api"), None
+        )
         return master.pid if master is not None else None
     except psutil.Error:
         return None
@@ -354,17 +384,22 @@ class EngineWatch:
         engine, services = self._find()
         self._measure(engine, services)
         cpu_to = cpu_by_role([*engine, *services])
-        return self.report({role: used - self.cpu_from.get(role, 0.0)
-                            for role, used in cpu_to.items()} if self.cpu_from else {})
+        return self.report(
+            {role: used - self.cpu_from.get(role, 0.0) for role, used in cpu_to.items()}
+            if self.cpu_from
+            else {}
+        )
 
     def report(self, cpu_used: dict[str, float]) -> dict:
         by_role: dict[str, float] = {}
         for role, rss in self.peaks.values():
             by_role[role] = max(by_role.get(role, 0.0), rss / 2**20)
-        return {"max_rss_mb": round(max(by_role.values(), default=0.0), 1),
-                "max_rss_mb_by_role": {k: round(v, 1) for k, v in sorted(by_role.items())},
-                "processes": len(self.peaks),
-                "cpu_s_by_role": {k: round(v, 2) for k, v in sorted(cpu_used.items())}}
+        return {
+            "max_rss_mb": round(max(by_role.values(), default=0.0), 1),
+            "max_rss_mb_by_role": {k: round(v, 1) for k, v in sorted(by_role.items())},
+            "processes": len(self.peaks),
+            "cpu_s_by_role": {k: round(v, 2) for k, v in sorted(cpu_used.items())},
+        }
 
 
 def cpu_by_role(processes: list[tuple[str, psutil.Process]]) -> dict[str, float]:
@@ -378,8 +413,7 @@ def cpu_by_role(processes: list[tuple[str, psutil.Process]]) -> dict[str, float]
             t = process.cpu_times()
         except psutil.Error:
             continue
-        used[role] = (used.get(role, 0.0) + t.user + t.system + t.children_user
-                      + t.children_system)
+        used[role] = used.get(role, 0.0) + t.user + t.system + t.children_user + t.children_system
     return used
 
 

@@ -82,8 +82,9 @@ def generate(city: City) -> tuple[list[FreeDriver], list[Ride]]:
     rng = np.random.default_rng(city.seed)
     dx, dy = rng.uniform(0, city.size_km, (2, city.drivers))
     dlat, dlng = _to_latlng(dx, dy)
-    drivers = [FreeDriver(i, float(a), float(b)) for i, (a, b) in enumerate(zip(dlat, dlng,
-                                                                                 strict=True))]
+    drivers = [
+        FreeDriver(i, float(a), float(b)) for i, (a, b) in enumerate(zip(dlat, dlng, strict=True))
+    ]
     centres = rng.uniform(0.15 * city.size_km, 0.85 * city.size_km, (city.hotspots, 2))
     rides, next_id = [], 0
     for window in range(city.windows):
@@ -95,8 +96,17 @@ def generate(city: City) -> tuple[list[FreeDriver], list[Ride]]:
         qlat, qlng = _to_latlng(dropoff[:, 0], dropoff[:, 1])
         trips = rng.uniform(*city.trip_s, n)
         for i in range(n):
-            rides.append(Ride(next_id, window, float(plat[i]), float(plng[i]), float(qlat[i]),
-                              float(qlng[i]), float(trips[i])))
+            rides.append(
+                Ride(
+                    next_id,
+                    window,
+                    float(plat[i]),
+                    float(plng[i]),
+                    float(qlat[i]),
+                    float(qlng[i]),
+                    float(trips[i]),
+                )
+            )
             next_id += 1
     return drivers, rides
 
@@ -115,8 +125,12 @@ def nearest(requests, drivers, cost, max_eta_s) -> BatchResult:
     return nearest_first(requests, drivers, cost, max_eta_s=max_eta_s)
 
 
-def replay(city: City, matcher: Matcher, cost: CostModel | None = None,
-           on_window: Callable[[], None] | None = None) -> Outcome:
+def replay(
+    city: City,
+    matcher: Matcher,
+    cost: CostModel | None = None,
+    on_window: Callable[[], None] | None = None,
+) -> Outcome:
     """Run the city window by window with ``matcher`` deciding every batch."""
     cost = cost or GreatCircleEta()
     drivers, rides = generate(city)
@@ -131,8 +145,11 @@ def replay(city: City, matcher: Matcher, cost: CostModel | None = None,
     for window in range(city.windows):
         waiting = [r for r in waiting if window - r.window < city.max_wait_windows]
         waiting += by_window.get(window, [])
-        free = [FreeDriver(d, *position[d], idle_s=(window - idle_since[d]) * city.window_s)
-                for d, t in free_at.items() if t <= window]
+        free = [
+            FreeDriver(d, *position[d], idle_s=(window - idle_since[d]) * city.window_s)
+            for d, t in free_at.items()
+            if t <= window
+        ]
         requests = [Request(r.id, r.lat, r.lng) for r in waiting]
         started = time.perf_counter()
         result = matcher(requests, free, cost, city.max_pickup_eta_s)
@@ -157,10 +174,12 @@ def solve_time(n: int, seed: int = 1, cost: CostModel | None = None) -> float:
     rng = np.random.default_rng(seed)
     lat, lng = _to_latlng(*rng.uniform(0, 12, (2, n)))
     dlat, dlng = _to_latlng(*rng.uniform(0, 12, (2, n)))
-    requests = [Request(i, float(a), float(b)) for i, (a, b) in enumerate(zip(lat, lng,
-                                                                               strict=True))]
-    drivers = [FreeDriver(i, float(a), float(b)) for i, (a, b) in enumerate(zip(dlat, dlng,
-                                                                                strict=True))]
+    requests = [
+        Request(i, float(a), float(b)) for i, (a, b) in enumerate(zip(lat, lng, strict=True))
+    ]
+    drivers = [
+        FreeDriver(i, float(a), float(b)) for i, (a, b) in enumerate(zip(dlat, dlng, strict=True))
+    ]
     started = time.perf_counter()
     solve_batch(requests, drivers, cost or GreatCircleEta(), k=None)
     return time.perf_counter() - started

@@ -63,9 +63,13 @@ def percentile(values: list[float], q: float) -> float | None:
 
 
 def latency_summary(values: list[float]) -> dict:
-    return {"n": len(values), "p50_ms": percentile(values, 50), "p95_ms": percentile(values, 95),
-            "p99_ms": percentile(values, 99),
-            "max_ms": round(max(values), 1) if values else None}
+    return {
+        "n": len(values),
+        "p50_ms": percentile(values, 50),
+        "p95_ms": percentile(values, 95),
+        "p99_ms": percentile(values, 99),
+        "max_ms": round(max(values), 1) if values else None,
+    }
 
 
 def per_second(times: list[float], end: float) -> tuple[np.ndarray, np.ndarray]:
@@ -75,9 +79,14 @@ def per_second(times: list[float], end: float) -> tuple[np.ndarray, np.ndarray]:
     return bins[:-1], counts
 
 
-def write_chart(path: Path, recorder: Recorder, title: str,
-                latencies: dict[str, str], throughput: dict[str, str],
-                gauges: dict[str, str]) -> Path:
+def write_chart(
+    path: Path,
+    recorder: Recorder,
+    title: str,
+    latencies: dict[str, str],
+    throughput: dict[str, str],
+    gauges: dict[str, str],
+) -> Path:
     """One PNG: latency distributions (CDF), throughput over time, queue depth over time.
 
     Each dict maps a recorder name to the label drawn for it.
@@ -94,8 +103,11 @@ def write_chart(path: Path, recorder: Recorder, title: str,
         if values.size == 0:
             continue
         values = np.maximum(values, 0.1)  # A log axis cannot show zero.
-        ax_lat.plot(values, np.arange(1, values.size + 1) / values.size,
-                    label=f"{label} (p99 {np.percentile(values, 99):.0f} ms)")
+        ax_lat.plot(
+            values,
+            np.arange(1, values.size + 1) / values.size,
+            label=f"{label} (p99 {np.percentile(values, 99):.0f} ms)",
+        )
     ax_lat.set_xscale("log")
     ax_lat.set_xlabel("latency, ms (log scale)")
     ax_lat.set_ylabel("fraction of requests")

@@ -70,9 +70,14 @@ class LoadPlan:
 
 
 class LoadRun:
-    def __init__(self, target: Target, plan: LoadPlan, policy: DriverPolicy,
-                 city: CityMap | None = None,
-                 on_sample: Callable[[dict], None] | None = None) -> None:
+    def __init__(
+        self,
+        target: Target,
+        plan: LoadPlan,
+        policy: DriverPolicy,
+        city: CityMap | None = None,
+        on_sample: Callable[[dict], None] | None = None,
+    ) -> None:
         self.target = target
         self.plan = plan
         self.policy = policy
@@ -107,8 +112,9 @@ class LoadRun:
         sampler = threading.Thread(target=self._sample_loop, name="sampler", daemon=True)
         sampler.start()
         try:
-            self.fleet.bring_up(self.plan.drivers, self.plan.riders, self.on_offer, run_id,
-                                self.policy.actions_over)
+            self.fleet.bring_up(
+                self.plan.drivers, self.plan.riders, self.on_offer, run_id, self.policy.actions_over
+            )
             if threading.current_thread() is threading.main_thread():
                 # python-socketio chains its own SIGINT handler, which disconnects every
                 # client one by one first; Ctrl-C should stop the run (and the engine) now.
@@ -126,7 +132,8 @@ class LoadRun:
             self._drain()
             self.http_requests = self.api.sent - http_before
             self.loadgen_cpu_percent = round(
-                100 * (_cpu_s() - cpu_before) / max(1e-9, time.monotonic() - wall_before), 1)
+                100 * (_cpu_s() - cpu_before) / max(1e-9, time.monotonic() - wall_before), 1
+            )
         finally:
             self.running.clear()
             sampler.join()
@@ -150,15 +157,22 @@ class LoadRun:
             delay = due - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
-            self.send_pool.submit(self._book, self.fleet.riders[i % len(self.fleet.riders)],
-                                  trip, due, due + offset)
+            self.send_pool.submit(
+                self._book, self.fleet.riders[i % len(self.fleet.riders)], trip, due, due + offset
+            )
         self.sending_window = (start, start + count / self.plan.rate)
 
     def _book(self, rider, trip: dict, due: float, due_epoch: float) -> None:
         self.recorder.latency("send_lag", (time.monotonic() - due) * 1000)
         try:
-            response = self.api.call("POST", "/v1/bookings", trip, token=rider.token,
-                                     retry=True, headers={"Idempotency-Key": uuid.uuid4().hex})
+            response = self.api.call(
+                "POST",
+                "/v1/bookings",
+                trip,
+                token=rider.token,
+                retry=True,
+                headers={"Idempotency-Key": uuid.uuid4().hex},
+            )
         except requests.RequestException:
             self.recorder.count("booking_errors")
             return
@@ -245,8 +259,9 @@ class LoadRun:
         if self.policy.time_compression <= 0:
             self._start(driver, booking)
         else:
-            self.timers.after(self._drive_s(driver.position, booking["pickup"]),
-                              self._start, driver, booking)
+            self.timers.after(
+                self._drive_s(driver.position, booking["pickup"]), self._start, driver, booking
+            )
 
     def _start(self, driver: SimulatedDriver, booking: dict) -> None:
         if self.policy.time_compression > 0:
@@ -259,8 +274,12 @@ class LoadRun:
         if self.policy.time_compression <= 0:
             self._complete(driver, booking)
         else:
-            self.timers.after(self._drive_s(booking["pickup"], booking["dropoff"]),
-                              self._complete, driver, booking)
+            self.timers.after(
+                self._drive_s(booking["pickup"], booking["dropoff"]),
+                self._complete,
+                driver,
+                booking,
+            )
 
     def _complete(self, driver: SimulatedDriver, booking: dict) -> None:
         if self.policy.time_compression > 0:
@@ -277,13 +296,15 @@ class LoadRun:
     def _drive_s(self, a: dict, b: dict) -> float:
         # The engine's own cost model: a driver takes as long as the matcher expected.
         eta_s = GreatCircleEta(speed_kmh=self.policy.speed_kmh).eta_s(
-            a["lat"], a["lng"], b["lat"], b["lng"])
+            a["lat"], a["lng"], b["lat"], b["lng"]
+        )
         return eta_s / self.policy.time_compression
 
     def _ping(self, driver: SimulatedDriver) -> None:
         response = driver.ping()
-        self.recorder.count("pings" if response is not None and response.status_code == 200
-                            else "ping_errors")
+        self.recorder.count(
+            "pings" if response is not None and response.status_code == 200 else "ping_errors"
+        )
 
     def _ping_loop(self, driver: SimulatedDriver) -> None:
         if not self.running.is_set():
@@ -307,7 +328,10 @@ class LoadRun:
             per_queue = {f"depth:{q}": n for q, n in (depths or {}).items()}
             row = self.recorder.sample(
                 queue_depth=sum(depths.values()) if depths is not None else None,
-                waiting=waiting, busy_drivers=busy, **per_queue)
+                waiting=waiting,
+                busy_drivers=busy,
+                **per_queue,
+            )
             if self.on_sample is not None:
                 self.on_sample(row)
             time.sleep(1.0)
@@ -332,8 +356,11 @@ class LoadRun:
         window = self.target.settings.batch_window_s
         # Steady-state throughput: assignments pushed while bookings were being sent, shifted
         # by the batch window (a booking's push trails its send by about one window).
-        in_window = [t for t in self.recorder.times.get("pushed", [])
-                     if start + window <= t + self.recorder.started <= end + window]
+        in_window = [
+            t
+            for t in self.recorder.times.get("pushed", [])
+            if start + window <= t + self.recorder.started <= end + window
+        ]
         span = max(1e-9, end - start)
         return {
             "bookings": len(ids),
@@ -341,8 +368,9 @@ class LoadRun:
             "unfinished": unfinished,
             "lost": missing + unfinished,
             # Which, and where each stopped (the first few): what to look up after a run.
-            "lost_bookings": dict([(i, statuses.get(i, "missing")) for i in ids
-                                   if statuses.get(i) != FINAL_OK][:20]),
+            "lost_bookings": dict(
+                [(i, statuses.get(i, "missing")) for i in ids if statuses.get(i) != FINAL_OK][:20]
+            ),
             "by_status": by_status,
             "double_assigned": double if double is not None else self.double_seen,
             "double_assigned_seen_by_drivers": self.double_seen,
@@ -353,22 +381,26 @@ class LoadRun:
             "http_requests": self.http_requests,
             "max_queue_depth": {
                 key.removeprefix("depth:"): max(row.get(key) or 0 for row in self.recorder.samples)
-                for key in {k for row in self.recorder.samples for k in row
-                            if k.startswith("depth:")}},
+                for key in {
+                    k for row in self.recorder.samples for k in row if k.startswith("depth:")
+                }
+            },
             # The generator shares the machine's cores with the engine: what it used of them.
             "loadgen_cpu_percent": self.loadgen_cpu_percent,
             # What one booking's whole life (book, match, push, accept, start, complete,
             # the drivers' pings meanwhile) cost each part of the engine, in CPU.
             "cpu_ms_per_booking_by_role": {
                 role: round(1000 * seconds / max(1, len(ids)), 2)
-                for role, seconds in memory.get("cpu_s_by_role", {}).items()},
+                for role, seconds in memory.get("cpu_s_by_role", {}).items()
+            },
             **memory,
         }
 
     def _api_checks(self, ids: list[int]) -> dict[int, str]:
         def status(booking_id: int) -> tuple[int, str | None]:
-            response = self.api.call("GET", f"/v1/bookings/{booking_id}",
-                                     token=self.target.admin_token)
+            response = self.api.call(
+                "GET", f"/v1/bookings/{booking_id}", token=self.target.admin_token
+            )
             return booking_id, response.json()["status"] if response.status_code == 200 else None
 
         with cf.ThreadPoolExecutor(16) as pool:
@@ -402,16 +434,20 @@ SELECT count(*) FROM holds a JOIN holds b
 """
 
 
-def sql_checks(database_url: str, ids: list[int], driver_ids: list[int]
-               ) -> tuple[dict[int, str], int]:
+def sql_checks(
+    database_url: str, ids: list[int], driver_ids: list[int]
+) -> tuple[dict[int, str], int]:
     """Each booking's status, and how many pairs of holds by one driver overlapped."""
-    engine = make_engine(database_url, pool_size=1, max_overflow=0,
-                         application_name="smartroute-bench")
+    engine = make_engine(
+        database_url, pool_size=1, max_overflow=0, application_name="smartroute-bench"
+    )
     try:
         with engine.connect() as conn:
-            statuses = dict(conn.execute(
-                text("SELECT id, status FROM cab_bookings WHERE id = ANY(:ids)"),
-                {"ids": ids}).all())
+            statuses = dict(
+                conn.execute(
+                    text("SELECT id, status FROM cab_bookings WHERE id = ANY(:ids)"), {"ids": ids}
+                ).all()
+            )
             double = conn.scalar(text(DOUBLE_ASSIGNED_SQL), {"drivers": driver_ids})
     finally:
         engine.dispose()

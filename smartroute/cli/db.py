@@ -61,5 +61,3 @@ def db_check() -> None:
     finally:
         services.stop()
     click.echo("models and migrations agree")
-
-

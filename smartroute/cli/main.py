@@ -3,7 +3,6 @@ installed distributions declare in the ``smartroute.commands`` entry-point group
 tools, ``pip install -e ./sim``, add ``bench`` and ``simulate`` that way, so the engine never
 imports them and a production install goes without them)."""
 
-
 from __future__ import annotations
 
 import logging
@@ -29,8 +28,16 @@ def main() -> None:
     """
 
 
-for command in (serve.up, serve.api, serve.worker, serve.relay, serve.beat, db.db,
-                operate.queues, operate.autoscale):
+for command in (
+    serve.up,
+    serve.api,
+    serve.worker,
+    serve.relay,
+    serve.beat,
+    db.db,
+    operate.queues,
+    operate.autoscale,
+):
     main.add_command(command)
 
 
@@ -42,8 +49,7 @@ def _add_installed_commands(group: click.Group) -> None:
         try:
             command = entry.load()
         except Exception as exc:  # A broken plugin must not take the engine's commands down.
-            log.warning("the command %r (%s) could not be loaded: %s", entry.name, entry.value,
-                        exc)
+            log.warning("the command %r (%s) could not be loaded: %s", entry.name, entry.value, exc)
             continue
         group.add_command(command, entry.name)
 

@@ -87,8 +87,9 @@ class Supervisor:
         return status
 
     def stop(self) -> None:
-        running = [(c.name, c.process) for c in self.children
-                   if c.process and c.process.poll() is None]
+        running = [
+            (c.name, c.process) for c in self.children if c.process and c.process.poll() is None
+        ]
         for _, process in running:
             process.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + STOP_GRACE_S
@@ -113,25 +114,40 @@ READY_TIMEOUT_S = 60.0
 def api_argv(host: str, port: int, processes: int, threads: int) -> list[str]:
     return python_module(
         "gunicorn",
-        "--bind", f"{host}:{port}",
-        "--workers", str(processes),
-        "--worker-class", "gthread",
-        "--threads", str(threads),
-        "--graceful-timeout", "10",
-        "--log-level", "warning",
-        "--config", "python:web.gunicorn_conf",
+        "--bind",
+        f"{host}:{port}",
+        "--workers",
+        str(processes),
+        "--worker-class",
+        "gthread",
+        "--threads",
+        str(threads),
+        "--graceful-timeout",
+        "10",
+        "--log-level",
+        "warning",
+        "--config",
+        "python:web.gunicorn_conf",
         "web:create_app()",
     )
 
 
 def worker_argv(concurrency: int, queues: str, name: str = "worker@%h") -> list[str]:
     return python_module(
-        "celery", "-A", "workers.main", "worker",
-        "--queues", queues,
-        "--concurrency", str(concurrency),
-        "--hostname", name,
-        "--loglevel", "INFO",
-        "--without-gossip", "--without-mingle",
+        "celery",
+        "-A",
+        "workers.main",
+        "worker",
+        "--queues",
+        queues,
+        "--concurrency",
+        str(concurrency),
+        "--hostname",
+        name,
+        "--loglevel",
+        "INFO",
+        "--without-gossip",
+        "--without-mingle",
     )
 
 
@@ -141,9 +157,14 @@ def relay_argv(host: str, port: int) -> list[str]:
 
 def beat_argv(data_dir: Path) -> list[str]:
     return python_module(
-        "celery", "-A", "workers.main", "beat",
-        "--schedule", str((data_dir / "beat-schedule").resolve()),
-        "--loglevel", "INFO",
+        "celery",
+        "-A",
+        "workers.main",
+        "beat",
+        "--schedule",
+        str((data_dir / "beat-schedule").resolve()),
+        "--loglevel",
+        "INFO",
     )
 
 
@@ -202,5 +223,3 @@ def run(
         return supervisor.watch()
     finally:
         services.stop()
-
-

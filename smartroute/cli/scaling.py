@@ -26,8 +26,9 @@ class QueueReport:
     processes_needed: int
 
 
-def processes_needed(depth: int, drain_per_s: float, busy_processes: int,
-                     target_wait_s: float) -> int:
+def processes_needed(
+    depth: int, drain_per_s: float, busy_processes: int, target_wait_s: float
+) -> int:
     """Processes that would clear ``depth`` messages within ``target_wait_s``.
 
     Each busy process drains ``drain_per_s / busy_processes`` messages a second. With no
@@ -59,8 +60,14 @@ def pool_sizes(stats: dict) -> dict[str, int]:
     return {node: len(s.get("pool", {}).get("processes", [])) for node, s in stats.items()}
 
 
-def measure(app: Celery, queues: tuple[str, ...], *, window_s: float = 2.0,
-            target_wait_s: float = 5.0, timeout: float = 1.0) -> list[QueueReport]:
+def measure(
+    app: Celery,
+    queues: tuple[str, ...],
+    *,
+    window_s: float = 2.0,
+    target_wait_s: float = 5.0,
+    timeout: float = 1.0,
+) -> list[QueueReport]:
     """Depth, consumers and drain rate of each queue, sampled over ``window_s``."""
     inspect = app.control.inspect(timeout=timeout)
     before_stats = inspect.stats() or {}
@@ -75,13 +82,15 @@ def measure(app: Celery, queues: tuple[str, ...], *, window_s: float = 2.0,
     reports = []
     for queue in queues:
         drain = max(0, after.get(queue, 0) - before.get(queue, 0)) / elapsed
-        reports.append(QueueReport(
-            queue=queue,
-            depth=depths.get(queue, 0),
-            consumers=sorted(by_queue.get(queue, [])),
-            drain_per_s=round(drain, 2),
-            processes_needed=processes_needed(depths.get(queue, 0), drain, busy, target_wait_s),
-        ))
+        reports.append(
+            QueueReport(
+                queue=queue,
+                depth=depths.get(queue, 0),
+                consumers=sorted(by_queue.get(queue, [])),
+                drain_per_s=round(drain, 2),
+                processes_needed=processes_needed(depths.get(queue, 0), drain, busy, target_wait_s),
+            )
+        )
     return reports
 
 
@@ -92,8 +101,9 @@ class Resize:
     target: int
 
 
-def plan(reports: list[QueueReport], sizes: dict[str, int], minimum: int,
-         maximum: int) -> list[Resize]:
+def plan(
+    reports: list[QueueReport], sizes: dict[str, int], minimum: int, maximum: int
+) -> list[Resize]:
     """Spread the processes the queues need evenly over the nodes, within the bounds."""
     if not sizes:
         return []

@@ -63,9 +63,12 @@ def up(host: str, port: int, workers: int, demo: bool) -> None:
         if start_demo is not None:
             start_demo(url, relay_url, settings.admin_token, supervisor.stopping)
 
-    metrics_env = {"PROMETHEUS_MULTIPROC_DIR": str(fresh_metrics_dir(settings)),
-                   "SMARTROUTE_RELAY_CORS_ORIGINS": ",".join(
-                       relay_origins(host, port, settings.relay_cors_origins))}
+    metrics_env = {
+        "PROMETHEUS_MULTIPROC_DIR": str(fresh_metrics_dir(settings)),
+        "SMARTROUTE_RELAY_CORS_ORIGINS": ",".join(
+            relay_origins(host, port, settings.relay_cors_origins)
+        ),
+    }
     children = {
         "api": api_argv(host, port, processes=2, threads=8),
         "worker": worker_argv(workers, settings.worker_queues),
@@ -87,7 +90,8 @@ def installed_demo():
     if not found:
         raise click.UsageError(
             "--demo needs the load tools, which hold the demo: "
-            "pip install -e ./sim (from the repository's root)")
+            "pip install -e ./sim (from the repository's root)"
+        )
     return found[0].load()
 
 
@@ -110,12 +114,20 @@ def announce(url: str, relay_url: str, settings: Settings, generated: bool) -> N
     from rich.console import Console
     from rich.panel import Panel
 
-    where = "generated and saved in " + str(settings.data_dir / "admin_token") if generated else (
-        "from SMARTROUTE_ADMIN_TOKEN" if os.environ.get("SMARTROUTE_ADMIN_TOKEN")
-        else "saved in " + str(settings.data_dir / "admin_token")
+    where = (
+        "generated and saved in " + str(settings.data_dir / "admin_token")
+        if generated
+        else (
+            "from SMARTROUTE_ADMIN_TOKEN"
+            if os.environ.get("SMARTROUTE_ADMIN_TOKEN")
+            else "saved in " + str(settings.data_dir / "admin_token")
+        )
     )
-    metrics_where = ("from SMARTROUTE_METRICS_TOKEN" if os.environ.get("SMARTROUTE_METRICS_TOKEN")
-                     else "saved in " + str(settings.data_dir / "metrics_token"))
+    metrics_where = (
+        "from SMARTROUTE_METRICS_TOKEN"
+        if os.environ.get("SMARTROUTE_METRICS_TOKEN")
+        else "saved in " + str(settings.data_dir / "metrics_token")
+    )
     Console(stderr=True).print(
         Panel.fit(
             f"API      {url}/v1\nHealth   {url}/health\nRelay    {relay_url}\n"
@@ -142,22 +154,38 @@ def api(host: str, port: int, processes: int, threads: int) -> None:
     except BaseException:
         services.stop()
         raise
-    sys.exit(run(settings, services, {"api": api_argv(host, port, processes, threads)},
-                  extra_env=own_metrics_env(settings, f"api-{port}")))
+    sys.exit(
+        run(
+            settings,
+            services,
+            {"api": api_argv(host, port, processes, threads)},
+            extra_env=own_metrics_env(settings, f"api-{port}"),
+        )
+    )
 
 
 @click.command()
 @click.option("--concurrency", "-c", default=2, show_default=True, help="Worker processes.")
-@click.option("--queues", "-Q", default=None,
-              help="Comma-separated queues [default: every region's dispatch.<region>, notify "
-                   "and maintenance].")
+@click.option(
+    "--queues",
+    "-Q",
+    default=None,
+    help="Comma-separated queues [default: every region's dispatch.<region>, notify "
+    "and maintenance].",
+)
 @click.option("--name", "-n", default="worker@%h", show_default=True, help="Worker node name.")
 def worker(concurrency: int, queues: str | None, name: str) -> None:
     """Run a Celery worker (matching and sweeps)."""
     settings, services = with_services(settings_from_env())
     queues = queues or settings.worker_queues
-    sys.exit(run(settings, services, {"worker": worker_argv(concurrency, queues, name)},
-                  extra_env=own_metrics_env(settings, f"worker-{name}")))
+    sys.exit(
+        run(
+            settings,
+            services,
+            {"worker": worker_argv(concurrency, queues, name)},
+            extra_env=own_metrics_env(settings, f"worker-{name}"),
+        )
+    )
 
 
 @click.command()
@@ -166,8 +194,14 @@ def worker(concurrency: int, queues: str | None, name: str) -> None:
 def relay(host: str, port: int) -> None:
     """Run the Socket.IO relay (pushes to drivers, riders and admins)."""
     settings, services = with_services(settings_from_env())
-    sys.exit(run(settings, services, {"relay": relay_argv(host, port)},
-                  extra_env=own_metrics_env(settings, f"relay-{port}")))
+    sys.exit(
+        run(
+            settings,
+            services,
+            {"relay": relay_argv(host, port)},
+            extra_env=own_metrics_env(settings, f"relay-{port}"),
+        )
+    )
 
 
 @click.command()
@@ -175,5 +209,3 @@ def beat() -> None:
     """Run Celery beat (the sweeps). Run exactly one."""
     settings, services = with_services(settings_from_env())
     sys.exit(run(settings, services, {"beat": beat_argv(settings.data_dir)}))
-
-

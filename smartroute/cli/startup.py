@@ -76,8 +76,10 @@ def with_admin_token(settings: Settings) -> Settings:
     """Settings with an admin token: SMARTROUTE_ADMIN_TOKEN, or the data folder's."""
     settings, generated = kept_secret(settings, "admin_token")
     if generated:
-        log.warning("SMARTROUTE_ADMIN_TOKEN is unset: generated one, saved in %s",
-                    settings.data_dir / "admin_token")
+        log.warning(
+            "SMARTROUTE_ADMIN_TOKEN is unset: generated one, saved in %s",
+            settings.data_dir / "admin_token",
+        )
     return settings
 
 
@@ -110,21 +112,24 @@ def register_admin_token(settings: Settings, *, caches_required: bool) -> None:
     from smartroute.infra.snapshots import redis_client
     from smartroute.infra.token_cache import MARKER_TTL_S, forget
 
-    engine = make_engine(required(settings.database_url, "DATABASE_URL"), pool_size=1,
-                         max_overflow=0)
+    engine = make_engine(
+        required(settings.database_url, "DATABASE_URL"), pool_size=1, max_overflow=0
+    )
     # Revocation markers live MARKER_TTL_S: a token revoked before that has none to renew.
     since = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=MARKER_TTL_S)
     try:
         with make_sessionmaker(engine)() as session, session.begin():
-            ensure_bootstrap_admin(session, required(settings.admin_token,
-                                                     "SMARTROUTE_ADMIN_TOKEN"))
+            ensure_bootstrap_admin(
+                session, required(settings.admin_token, "SMARTROUTE_ADMIN_TOKEN")
+            )
             revoked = revoked_bootstrap_hashes(session, since)
     except BootstrapTokenRefused as exc:
         raise click.UsageError(f"SMARTROUTE_ADMIN_TOKEN: {exc}") from None
     except ProgrammingError as exc:
         if getattr(exc.orig, "pgcode", None) == "42P01":  # undefined_table
             raise click.ClickException(
-                "the database has no tables yet: run `smartroute db upgrade` first") from None
+                "the database has no tables yet: run `smartroute db upgrade` first"
+            ) from None
         raise
     finally:
         engine.dispose()
@@ -141,9 +146,10 @@ def register_admin_token(settings: Settings, *, caches_required: bool) -> None:
             if caches_required:
                 raise click.ClickException(
                     f"Redis is unreachable ({exc.__class__.__name__}): revoked admin tokens "
-                    "cannot be dropped from the token cache, so the API will not start") from None
-            log.warning("Redis is unreachable: revoked admin tokens stay in the token cache "
-                        "until the API starts")
+                    "cannot be dropped from the token cache, so the API will not start"
+                ) from None
+            log.warning(
+                "Redis is unreachable: revoked admin tokens stay in the token cache "
+                "until the API starts"
+            )
             break
-
-

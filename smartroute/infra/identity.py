@@ -33,9 +33,15 @@ class Identity:
         return self.expires_at is not None and self.expires_at <= now
 
 
-def identify(token: object, *, secret_key: str, session: Session,
-             cache: redis.Redis | None = None, note_s: int = 0,
-             now: dt.datetime | None = None) -> Identity | None:
+def identify(
+    token: object,
+    *,
+    secret_key: str,
+    session: Session,
+    cache: redis.Redis | None = None,
+    note_s: int = 0,
+    now: dt.datetime | None = None,
+) -> Identity | None:
     """The identity behind ``token`` if it is well formed, correctly signed (or the
     bootstrap token), unexpired and live in the database; None otherwise.
 
@@ -59,18 +65,23 @@ def identify(token: object, *, secret_key: str, session: Session,
         except (redis.RedisError, OSError):
             note = None  # The database decides, as it always may.
         if note is not None and _agrees(note, claims):
-            return Identity(note.user_id, note.role, note.token_id, token_hash,
-                            note.expires_at)
+            return Identity(note.user_id, note.role, note.token_id, token_hash, note.expires_at)
     holder = tokens.authenticate(session, token, claims)
     if holder is None:
         return None
-    identity = Identity(holder.user.id, holder.user.role, holder.token_id, token_hash,
-                        holder.expires_at)
+    identity = Identity(
+        holder.user.id, holder.user.role, holder.token_id, token_hash, holder.expires_at
+    )
     if notes is not None:
-        token_cache.write_note(notes, secret_key, token_hash,
-                               token_cache.Note(identity.user_id, identity.role,
-                                                identity.token_id, identity.expires_at),
-                               note_s)
+        token_cache.write_note(
+            notes,
+            secret_key,
+            token_hash,
+            token_cache.Note(
+                identity.user_id, identity.role, identity.token_id, identity.expires_at
+            ),
+            note_s,
+        )
     return identity
 
 
@@ -80,4 +91,8 @@ def _agrees(note: token_cache.Note, claims: tokens.Claims | None) -> bool:
     if claims is None:
         return True
     return (note.user_id, note.role, note.token_id, note.expires_at) == (
-        claims.user_id, claims.role, claims.token_id, claims.expires_at)
+        claims.user_id,
+        claims.role,
+        claims.token_id,
+        claims.expires_at,
+    )

@@ -55,7 +55,15 @@ def configure_logging(settings: Settings, *, stream=None) -> None:
     # Library chatter (and Celery's line per task received and succeeded) stays at
     # WARNING unless asked for.
     for noisy in (
-        "sqlalchemy", "kombu", "amqp", "urllib3", "werkzeug", "pgserver", "alembic.runtime",
-        "celery.worker.strategy", "celery.app.trace", "celery.beat",
+        "sqlalchemy",
+        "kombu",
+        "amqp",
+        "urllib3",
+        "werkzeug",
+        "pgserver",
+        "alembic.runtime",
+        "celery.worker.strategy",
+        "celery.app.trace",
+        "celery.beat",
     ):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

@@ -38,11 +38,14 @@ DATABASE_CONNECTIONS_ACTIVE = Gauge(
     ["component"],
     multiprocess_mode="livesum",
 )
-TASKS = Counter("smartroute_tasks_total", "Celery tasks finished, by task and outcome.",
-                ["task", "state"])
+TASKS = Counter(
+    "smartroute_tasks_total", "Celery tasks finished, by task and outcome.", ["task", "state"]
+)
 TASK_FAILURES = Counter("smartroute_task_failures_total", "Celery tasks that raised.", ["task"])
 TASK_DURATION = Histogram(
-    "smartroute_task_duration_seconds", "Celery task run time.", ["task"],
+    "smartroute_task_duration_seconds",
+    "Celery task run time.",
+    ["task"],
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
 ASSIGN_LATENCY = Histogram(
@@ -52,21 +55,27 @@ ASSIGN_LATENCY = Histogram(
 )
 PUSHES = Counter("smartroute_pushes_total", "Outbox events delivered to the relays.")
 RELAY_CONNECTIONS = Gauge(
-    "smartroute_relay_connections", "Socket.IO clients connected, by room kind.", ["kind"],
+    "smartroute_relay_connections",
+    "Socket.IO clients connected, by room kind.",
+    ["kind"],
     multiprocess_mode="livesum",
 )
-RELAY_REPLAYED = Counter("smartroute_relay_replayed_total",
-                         "Events replayed to clients that reconnected.")
+RELAY_REPLAYED = Counter(
+    "smartroute_relay_replayed_total", "Events replayed to clients that reconnected."
+)
 RELAY_DRIVER_ACTIONS = Counter(
     "smartroute_relay_driver_actions_total",
     "Driver actions sent over the relay, by action and outcome (done, refused, failed).",
     ["action", "outcome"],
 )
-MATCH_OUTCOMES = Counter("smartroute_match_outcomes_total", "Matching attempts by outcome.",
-                         ["outcome"])
-BOOKINGS_CREATED = Counter("smartroute_bookings_created_total",
-                           "Bookings accepted by the API (not idempotent repeats), by region.",
-                           ["region"])
+MATCH_OUTCOMES = Counter(
+    "smartroute_match_outcomes_total", "Matching attempts by outcome.", ["outcome"]
+)
+BOOKINGS_CREATED = Counter(
+    "smartroute_bookings_created_total",
+    "Bookings accepted by the API (not idempotent repeats), by region.",
+    ["region"],
+)
 PUSH_LATENCY = Histogram(
     "smartroute_push_latency_seconds",
     "From an outbox row's creation (its transaction's start) to its delivery to the relays.",
@@ -117,7 +126,11 @@ def instrument_pool(engine, component: str) -> None:
     event.listen(engine, "checkout", lambda *_: gauge.inc())
     event.listen(engine, "checkin", lambda *_: gauge.dec())
 
+
 # A reconnecting client told to reload its state over HTTP instead of a replay, by reason
 # (older than the replay window, a replay log reset, Redis unavailable).
-RELAY_RESYNCS = Counter("smartroute_relay_resyncs_total",
-                        "Reconnecting clients told to resync instead of replaying.", ["reason"])
+RELAY_RESYNCS = Counter(
+    "smartroute_relay_resyncs_total",
+    "Reconnecting clients told to resync instead of replaying.",
+    ["reason"],
+)

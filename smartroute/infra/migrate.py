@@ -22,9 +22,11 @@ def alembic_config(database_url: str) -> Config:
 
 
 def session_limits(settings: Settings) -> SessionLimits:
-    return SessionLimits(idle_in_transaction_s=settings.db_idle_in_transaction_timeout_s,
-                         statement_s=settings.db_statement_timeout_s,
-                         lock_s=settings.db_lock_timeout_s)
+    return SessionLimits(
+        idle_in_transaction_s=settings.db_idle_in_transaction_timeout_s,
+        statement_s=settings.db_statement_timeout_s,
+        lock_s=settings.db_lock_timeout_s,
+    )
 
 
 def upgrade(database_url: str, revision: str = "head", settings: Settings | None = None) -> None:

@@ -56,14 +56,25 @@ def emit_message(host_id: str, room: str, event: str, data: dict) -> str:
     """What ``socketio.RedisManager.emit`` publishes for a relay to emit ``event`` to
     ``room`` (python-socketio's ``PubSubManager.emit``, JSON-encoded as the relays' manager
     decodes it). tests/integration/test_push.py fails if the two ever part ways."""
-    return json.dumps({"method": "emit", "event": event, "data": [data], "binary": False,
-                       "namespace": "/", "room": room, "skip_sid": None, "callback": None,
-                       "host_id": host_id})
+    return json.dumps(
+        {
+            "method": "emit",
+            "event": event,
+            "data": [data],
+            "binary": False,
+            "namespace": "/",
+            "room": room,
+            "skip_sid": None,
+            "callback": None,
+            "host_id": host_id,
+        }
+    )
 
 
 class Publisher:
-    def __init__(self, redis_url: str, *, replay_events: int = 20000,
-                 replay_ttl_s: int = 86400) -> None:
+    def __init__(
+        self, redis_url: str, *, replay_events: int = 20000, replay_ttl_s: int = 86400
+    ) -> None:
         self.redis = redis.Redis.from_url(redis_url, socket_timeout=5)
         self.host_id = uuid.uuid4().hex
         self.replay_events = replay_events
@@ -79,8 +90,13 @@ class Publisher:
         appends = []
         for position, room, event, data in events:
             appends.append((len(pipe), position, room))
-            pipe.xadd(replay_key(room), {"event": event, "data": json.dumps(data)},
-                      id=f"{position}-0", minid=floor, approximate=True)
+            pipe.xadd(
+                replay_key(room),
+                {"event": event, "data": json.dumps(data)},
+                id=f"{position}-0",
+                minid=floor,
+                approximate=True,
+            )
             pipe.publish(CHANNEL, emit_message(self.host_id, room, event, data))
         # The markers expire with the streams: after a retention with no event at all,
         # every stream is gone, and so is the claim that this Redis holds the window.
@@ -90,8 +106,9 @@ class Publisher:
         results = pipe.execute(raise_on_error=False)
         refused = {}
         for index, position, room in appends:
-            if isinstance(results[index], redis.ResponseError) and \
-                    "equal or smaller" in str(results[index]):
+            if isinstance(results[index], redis.ResponseError) and "equal or smaller" in str(
+                results[index]
+            ):
                 refused[index] = (position, room)
         for index, result in enumerate(results):
             if isinstance(result, Exception) and index not in refused:
@@ -103,7 +120,8 @@ class Publisher:
             # a client needing it is told to resync anyway. Anything else is a hole.
             if position >= floor and not self._holds(room, position):
                 raise ReplayOrderError(
-                    f"{replay_key(room)} refused position {position}, which it does not hold")
+                    f"{replay_key(room)} refused position {position}, which it does not hold"
+                )
 
     def _holds(self, room: str, position: int) -> bool:
         entry_id = f"{position}-0"
@@ -115,8 +133,9 @@ class Publisher:
         rows = outbox.claim_positioned(session, limit=limit)
         if rows:
             # claim_positioned returns only rows that have a position.
-            self.deliver([(cast(int, r.position), r.room, r.event, outbox.message(r))
-                          for r in rows])
+            self.deliver(
+                [(cast(int, r.position), r.room, r.event, outbox.message(r)) for r in rows]
+            )
             sent_at = dt.datetime.now(dt.UTC)
             outbox.mark_sent(session, [r.id for r in rows], sent_at)
             for r in rows:
@@ -151,8 +170,9 @@ class Resync:
     oldest_event_id: int | None
 
 
-def catch_up(client: redis.Redis, rooms: list[str],
-             after_event_id: int) -> list[tuple[int, str, dict]] | Resync:
+def catch_up(
+    client: redis.Redis, rooms: list[str], after_event_id: int
+) -> list[tuple[int, str, dict]] | Resync:
     """Events in ``rooms`` after ``after_event_id``, oldest first, as (event_id, event,
     data); or a Resync when the streams can no longer show all of them.
 
@@ -173,6 +193,12 @@ def catch_up(client: redis.Redis, rooms: list[str],
     oldest = max(int(since), int(floor or 0))
     if after_event_id + 1 < oldest:
         return Resync("older_than_replay_window", oldest)
-    return sorted((int(entry_id.decode().split("-")[0]), fields[b"event"].decode(),
-                   json.loads(fields[b"data"]))
-                  for entries in streams for entry_id, fields in entries)
+    return sorted(
+        (
+            int(entry_id.decode().split("-")[0]),
+            fields[b"event"].decode(),
+            json.loads(fields[b"data"]),
+        )
+        for entries in streams
+        for entry_id, fields in entries
+    )

@@ -75,7 +75,8 @@ def _secret(env: Mapping[str, str], name: str) -> str | None:
     if value is not None and len(value) < MIN_SECRET_KEY_LENGTH:
         raise ConfigError(
             f"{name} must be at least {MIN_SECRET_KEY_LENGTH} characters; "
-            "`python -c 'import secrets; print(secrets.token_urlsafe(32))'` makes one")
+            "`python -c 'import secrets; print(secrets.token_urlsafe(32))'` makes one"
+        )
     return value
 
 
@@ -96,8 +97,9 @@ def _optional(env: Mapping[str, str], name: str) -> str | None:
 def _relay_public_url(env: Mapping[str, str]) -> str | None:
     url = _optional(env, "SMARTROUTE_RELAY_PUBLIC_URL")
     if url is not None and not url.startswith(("http://", "https://")):
-        raise ConfigError(f"SMARTROUTE_RELAY_PUBLIC_URL must start with http:// or https://, "
-                          f"got {url!r}")
+        raise ConfigError(
+            f"SMARTROUTE_RELAY_PUBLIC_URL must start with http:// or https://, got {url!r}"
+        )
     return url.rstrip("/") if url else None
 
 
@@ -228,7 +230,8 @@ class Settings:
             # The fence that ends a stalled process's transaction: 0 (PostgreSQL's "never")
             # would silently remove it, so less than a second is refused.
             db_idle_in_transaction_timeout_s=_float(
-                env, "SMARTROUTE_DB_IDLE_IN_TRANSACTION_TIMEOUT_S", 10.0, minimum=1.0),
+                env, "SMARTROUTE_DB_IDLE_IN_TRANSACTION_TIMEOUT_S", 10.0, minimum=1.0
+            ),
             offer_window_s=_int(env, "SMARTROUTE_OFFER_WINDOW_S", 25, minimum=1),
             dispatch_deadline_s=_int(env, "SMARTROUTE_DISPATCH_DEADLINE_S", 300, minimum=1),
             match_radius_km=_float(env, "SMARTROUTE_MATCH_RADIUS_KM", 5.0, minimum=0.1),
@@ -254,44 +257,55 @@ class Settings:
             road_factor=_float(env, "SMARTROUTE_ROAD_FACTOR", 1.35, minimum=1.0),
             regions=_regions(env),
             booking_limit_per_token=_limit(env, "SMARTROUTE_BOOKING_LIMIT_PER_TOKEN", "20/minute"),
-            booking_limit_per_address=_limit(env, "SMARTROUTE_BOOKING_LIMIT_PER_ADDRESS",
-                                             "600/minute"),
-            location_limit_per_token=_limit(env, "SMARTROUTE_LOCATION_LIMIT_PER_TOKEN",
-                                            "120/minute"),
-            location_limit_per_address=_limit(env, "SMARTROUTE_LOCATION_LIMIT_PER_ADDRESS",
-                                              "6000/minute"),
+            booking_limit_per_address=_limit(
+                env, "SMARTROUTE_BOOKING_LIMIT_PER_ADDRESS", "600/minute"
+            ),
+            location_limit_per_token=_limit(
+                env, "SMARTROUTE_LOCATION_LIMIT_PER_TOKEN", "120/minute"
+            ),
+            location_limit_per_address=_limit(
+                env, "SMARTROUTE_LOCATION_LIMIT_PER_ADDRESS", "6000/minute"
+            ),
             relay_async_mode=env.get("SMARTROUTE_RELAY_ASYNC_MODE") or "eventlet",
             relay_cors_origins=tuple(
-                o.strip() for o in env.get("SMARTROUTE_RELAY_CORS_ORIGINS", "").split(",")
-                if o.strip()),
+                o.strip()
+                for o in env.get("SMARTROUTE_RELAY_CORS_ORIGINS", "").split(",")
+                if o.strip()
+            ),
             relay_public_url=_relay_public_url(env),
-            relay_max_message_bytes=_int(env, "SMARTROUTE_RELAY_MAX_MESSAGE_BYTES", 64 * 1024,
-                                         minimum=1024),
+            relay_max_message_bytes=_int(
+                env, "SMARTROUTE_RELAY_MAX_MESSAGE_BYTES", 64 * 1024, minimum=1024
+            ),
             relay_revalidate_every_s=_float(env, "SMARTROUTE_RELAY_REVALIDATE_EVERY_S", 1.0, 0.1),
             publish_every_s=_float(env, "SMARTROUTE_PUBLISH_EVERY_S", 1.0, 0.1),
             outbox_retention_s=_int(env, "SMARTROUTE_OUTBOX_RETENTION_S", 86400, minimum=60),
-            db_statement_timeout_s=_float(env, "SMARTROUTE_DB_STATEMENT_TIMEOUT_S", 30.0,
-                                          minimum=1.0),
+            db_statement_timeout_s=_float(
+                env, "SMARTROUTE_DB_STATEMENT_TIMEOUT_S", 30.0, minimum=1.0
+            ),
             db_lock_timeout_s=_float(env, "SMARTROUTE_DB_LOCK_TIMEOUT_S", 5.0, minimum=0.1),
             idempotency_ttl_s=_int(env, "SMARTROUTE_IDEMPOTENCY_TTL_S", 86400, minimum=60),
-            token_prune_after_s=_int(env, "SMARTROUTE_TOKEN_PRUNE_AFTER_S", 7 * 86400,
-                                     minimum=60),
-            request_limit_per_address=_limit(env, "SMARTROUTE_REQUEST_LIMIT_PER_ADDRESS",
-                                             "6000/minute"),
+            token_prune_after_s=_int(env, "SMARTROUTE_TOKEN_PRUNE_AFTER_S", 7 * 86400, minimum=60),
+            request_limit_per_address=_limit(
+                env, "SMARTROUTE_REQUEST_LIMIT_PER_ADDRESS", "6000/minute"
+            ),
             auth_failure_limit_per_address=_limit(
-                env, "SMARTROUTE_AUTH_FAILURE_LIMIT_PER_ADDRESS", "60/minute"),
+                env, "SMARTROUTE_AUTH_FAILURE_LIMIT_PER_ADDRESS", "60/minute"
+            ),
             trusted_proxy_hops=_int(env, "SMARTROUTE_TRUSTED_PROXY_HOPS", 0),
             refresh_limit_per_token=_limit(env, "SMARTROUTE_REFRESH_LIMIT_PER_TOKEN", "10/hour"),
             driver_action_limit_per_token=_limit(
-                env, "SMARTROUTE_DRIVER_ACTION_LIMIT_PER_TOKEN", "60/minute"),
+                env, "SMARTROUTE_DRIVER_ACTION_LIMIT_PER_TOKEN", "60/minute"
+            ),
             worker_metrics_port=_port(env, "SMARTROUTE_WORKER_METRICS_PORT"),
             worker_metrics_host=env.get("SMARTROUTE_WORKER_METRICS_HOST") or "127.0.0.1",
             replay_events=_int(env, "SMARTROUTE_REPLAY_EVENTS", 20000, minimum=1),
-            token_max_lifetime_s=_int(env, "SMARTROUTE_TOKEN_MAX_LIFETIME_S", 30 * 24 * 3600,
-                                      minimum=60),
+            token_max_lifetime_s=_int(
+                env, "SMARTROUTE_TOKEN_MAX_LIFETIME_S", 30 * 24 * 3600, minimum=60
+            ),
             relay_max_connections=_int(env, "SMARTROUTE_RELAY_MAX_CONNECTIONS", 1024, minimum=1),
-            relay_action_limit_per_token=_limit(env, "SMARTROUTE_RELAY_ACTION_LIMIT_PER_TOKEN",
-                                                "60/minute"),
+            relay_action_limit_per_token=_limit(
+                env, "SMARTROUTE_RELAY_ACTION_LIMIT_PER_TOKEN", "60/minute"
+            ),
         )
 
     @property
@@ -340,4 +354,3 @@ class Settings:
             if value:
                 env[name] = value
         return env
-

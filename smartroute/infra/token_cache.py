@@ -54,23 +54,36 @@ class Note:
 
 def _mac(secret: str, token_hash: str, note: Note) -> str:
     expiry = "" if note.expires_at is None else str(int(note.expires_at.timestamp()))
-    message = "\x00".join(("smartroute-token-note", token_hash, str(note.user_id), note.role,
-                           str(note.token_id), expiry))
+    message = "\x00".join(
+        (
+            "smartroute-token-note",
+            token_hash,
+            str(note.user_id),
+            note.role,
+            str(note.token_id),
+            expiry,
+        )
+    )
     return hmac.new(secret.encode(), message.encode(), hashlib.sha256).hexdigest()
 
 
 def _encode(secret: str, token_hash: str, note: Note) -> str:
     expiry = "" if note.expires_at is None else str(int(note.expires_at.timestamp()))
-    return ":".join((str(note.user_id), note.role, str(note.token_id), expiry,
-                     _mac(secret, token_hash, note)))
+    return ":".join(
+        (str(note.user_id), note.role, str(note.token_id), expiry, _mac(secret, token_hash, note))
+    )
 
 
 def _decode(secret: str, token_hash: str, raw: bytes | str) -> Note | None:
     try:
         text = raw.decode() if isinstance(raw, bytes) else raw
         user_id, role, token_id, expiry, mac = text.split(":")
-        note = Note(int(user_id), role, int(token_id),
-                    dt.datetime.fromtimestamp(int(expiry), dt.UTC) if expiry else None)
+        note = Note(
+            int(user_id),
+            role,
+            int(token_id),
+            dt.datetime.fromtimestamp(int(expiry), dt.UTC) if expiry else None,
+        )
     except (UnicodeDecodeError, ValueError, OverflowError, OSError):
         return None
     if not hmac.compare_digest(mac, _mac(secret, token_hash, note)):
@@ -78,8 +91,7 @@ def _decode(secret: str, token_hash: str, raw: bytes | str) -> Note | None:
     return note
 
 
-def write_note(client: redis.Redis, secret: str, token_hash: str, note: Note,
-               trust_s: int) -> bool:
+def write_note(client: redis.Redis, secret: str, token_hash: str, note: Note, trust_s: int) -> bool:
     """The one cache write for a token: after the database accepted it. Best effort
     (Redis down only costs a database round trip later); refused if the token has been
     revoked. Returns whether the note was written."""
@@ -89,16 +101,22 @@ def write_note(client: redis.Redis, secret: str, token_hash: str, note: Note,
     if ttl <= 0:
         return False
     try:
-        return bool(client.eval(_WRITE_UNLESS_REVOKED, 2, NOTE_PREFIX + token_hash,
-                                REVOKED_PREFIX + token_hash,
-                                _encode(secret, token_hash, note), ttl))
+        return bool(
+            client.eval(
+                _WRITE_UNLESS_REVOKED,
+                2,
+                NOTE_PREFIX + token_hash,
+                REVOKED_PREFIX + token_hash,
+                _encode(secret, token_hash, note),
+                ttl,
+            )
+        )
     except (redis.RedisError, OSError) as exc:
         log.warning("token note not written: %s", exc.__class__.__name__)
         return False
 
 
-def read_note(client: redis.Redis, secret: str, token_hash: str,
-              now: dt.datetime) -> Note | None:
+def read_note(client: redis.Redis, secret: str, token_hash: str, now: dt.datetime) -> Note | None:
     """The note on this token if it is signed with ``secret``, unexpired and no
     revocation marker is set; None if the database must be asked. Raises if Redis is
     unreachable."""

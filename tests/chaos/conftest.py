@@ -50,17 +50,27 @@ class ChaosStack(Stack):
         redis_url, _ = start_redis(data_dir)
         # The stack's session limits are the role's: its quick idle fence comes from here.
         migrate.upgrade(database_url, settings=Settings.from_env(CHAOS_TUNING))
-        super().__init__(settings.with_services(database_url, redis_url), tmp_path_factory,
-                         tuning=CHAOS_TUNING, worker_processes=1, worker_name="alpha")
+        super().__init__(
+            settings.with_services(database_url, redis_url),
+            tmp_path_factory,
+            tuning=CHAOS_TUNING,
+            worker_processes=1,
+            worker_name="alpha",
+        )
         self.workers = {"alpha": self.worker, "beta": self.start_worker("beta")}
         self.beat = self.start_beat()
 
     # Processes ------------------------------------------------------------------------
 
     def start_worker(self, node: str) -> subprocess.Popen:
-        return self._spawn(f"worker-{node}", worker_argv(
-            1, ",".join((*self.settings.dispatch_queues, "notify", "maintenance")),
-            f"{node}-{self.port}@%h"))
+        return self._spawn(
+            f"worker-{node}",
+            worker_argv(
+                1,
+                ",".join((*self.settings.dispatch_queues, "notify", "maintenance")),
+                f"{node}-{self.port}@%h",
+            ),
+        )
 
     def restart_worker(self, node: str) -> None:
         self.workers[node] = self.start_worker(node)
@@ -79,9 +89,13 @@ class ChaosStack(Stack):
         origins = f"{self.url},{self.relay_url},{relay_url}"
         log = open(self.logs / f"{name}.log", "wb")  # noqa: SIM115 - closed in stop()
         self.log_files.append(log)
-        return subprocess.Popen(relay_argv("127.0.0.1", port),
-                                env={**self.env, "SMARTROUTE_RELAY_CORS_ORIGINS": origins},
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        return subprocess.Popen(
+            relay_argv("127.0.0.1", port),
+            env={**self.env, "SMARTROUTE_RELAY_CORS_ORIGINS": origins},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
     def restart_beat(self) -> None:
         self.beat = self.start_beat(f"beat-{len(self.log_files)}")
@@ -121,8 +135,9 @@ class ChaosStack(Stack):
 @pytest.fixture(scope="package")
 def chaos(settings, tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("chaos-services")
-    stack = ChaosStack(replace(settings, database_url=None, redis_url=None), tmp_path_factory,
-                       data_dir)
+    stack = ChaosStack(
+        replace(settings, database_url=None, redis_url=None), tmp_path_factory, data_dir
+    )
     try:
         stack.wait_ready()
         yield stack
@@ -149,8 +164,11 @@ def chaos_engine(chaos):
 @pytest.fixture
 def chaos_admin(chaos, chaos_engine) -> Client:
     """A clean slate for each fault: no bookings, users or drivers left from the last."""
-    wait_for(lambda: chaos.relay_up() and healthy(chaos.url, chaos.settings.metrics_token), 60,
-             "the stack to be healthy")
+    wait_for(
+        lambda: chaos.relay_up() and healthy(chaos.url, chaos.settings.metrics_token),
+        60,
+        "the stack to be healthy",
+    )
     truncate_all(chaos_engine)
     empty_redis(chaos.settings.redis_url)
     with make_sessionmaker(chaos_engine).begin() as session:

@@ -42,8 +42,10 @@ CENTRE = (38.7223, -9.1393)
 
 
 def _near(rng: random.Random, km: float = 2.0) -> dict:
-    return {"lat": CENTRE[0] + rng.uniform(-km, km) / 111,
-            "lng": CENTRE[1] + rng.uniform(-km, km) / 87}
+    return {
+        "lat": CENTRE[0] + rng.uniform(-km, km) / 111,
+        "lng": CENTRE[1] + rng.uniform(-km, km) / 87,
+    }
 
 
 @dataclass
@@ -85,26 +87,38 @@ class Load:
     spread over them, the rider on the first API server. Half the drivers act over their
     relay connection, the other half over HTTP."""
 
-    def __init__(self, admin: Client, relay_url: str, drivers: int = 8, rate: float = 4.0,
-                 api_urls: list[str] | None = None, relay_urls: list[str] | None = None):
+    def __init__(
+        self,
+        admin: Client,
+        relay_url: str,
+        drivers: int = 8,
+        rate: float = 4.0,
+        api_urls: list[str] | None = None,
+        relay_urls: list[str] | None = None,
+    ):
         self.record = Record()
         self.stop = threading.Event()
         self.booking = threading.Event()
         api_urls = api_urls or [admin.base_url]
         # The admin's token, as the test's client sends it.
-        set_up = Api(admin.base_url,
-                     admin.http.headers["Authorization"].removeprefix("Bearer "))
+        set_up = Api(admin.base_url, admin.http.headers["Authorization"].removeprefix("Bearer "))
         self.drivers: list[SimulatedDriver] = []
         for i in range(drivers):
             user_id, token = set_up.create_user("driver", f"driver-{i}")
             driver = SimulatedDriver(
-                Api(api_urls, token, start=i // 2, observe=self.record.answered), user_id,
-                _near(random.Random(i), 1.0), random.Random(i),
+                Api(api_urls, token, start=i // 2, observe=self.record.answered),
+                user_id,
+                _near(random.Random(i), 1.0),
+                random.Random(i),
                 # Drivers acting over HTTP and over the relay alike on each relay.
-                relays=relay_urls or relay_url, relay_start=i // 2, over_relay=i % 2 == 0,
+                relays=relay_urls or relay_url,
+                relay_start=i // 2,
+                over_relay=i % 2 == 0,
                 # From the start: an offer made before the first connection is replayed.
-                last_event_id=0, on_offer=self.record.offered,
-                on_connect=self.record.connected)
+                last_event_id=0,
+                on_offer=self.record.offered,
+                on_connect=self.record.connected,
+            )
             driver.go_online()
             driver.start(self.stop)
             self.drivers.append(driver)
@@ -143,8 +157,9 @@ class Load:
         key = str(uuid.uuid4())
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not self.stop.is_set():
-            response = self.rider.answer("POST", "/v1/bookings", body,
-                                         headers={"Idempotency-Key": key})
+            response = self.rider.answer(
+                "POST", "/v1/bookings", body, headers={"Idempotency-Key": key}
+            )
             if response is not None and response.status_code in (200, 202):
                 with self.record.lock:
                     self.record.accepted.add(response.json()["id"])

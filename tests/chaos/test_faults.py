@@ -20,8 +20,11 @@ from tests.chaos.load import Load
 from tests.integration.conftest import new_user
 from tests.support import wait_for, waiting_on_locks
 
-pytestmark = [pytest.mark.chaos, pytest.mark.slow,
-              pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")]
+pytestmark = [
+    pytest.mark.chaos,
+    pytest.mark.slow,
+    pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"),
+]
 
 WARM_UP = 8  # Bookings accepted before the fault, so it strikes a running engine.
 
@@ -33,8 +36,11 @@ def _warm(load: Load, at_least: int = WARM_UP) -> None:
 def _after_heal(load: Load, more: int = WARM_UP) -> None:
     """The engine takes new bookings again after the fault, then the riders stop."""
     count = len(load.record.accepted)
-    wait_for(lambda: len(load.record.accepted) >= count + more, 60,
-             "bookings to be accepted again after the fault")
+    wait_for(
+        lambda: len(load.record.accepted) >= count + more,
+        60,
+        "bookings to be accepted again after the fault",
+    )
     load.stop_booking()
 
 
@@ -45,8 +51,11 @@ def test_a_worker_child_and_then_its_parent_are_killed(chaos, chaos_admin, chaos
         os.kill(children[0], signal.SIGKILL)
         # The parent replaces its child; then the parent itself dies, unannounced, with
         # whatever message it had reserved still unacknowledged in Redis.
-        wait_for(lambda: chaos.worker_pids("alpha")[1] not in ([], children), 20,
-                 "the parent to replace its child")
+        wait_for(
+            lambda: chaos.worker_pids("alpha")[1] not in ([], children),
+            20,
+            "the parent to replace its child",
+        )
         os.kill(parent, signal.SIGKILL)
         chaos.workers["alpha"].wait(timeout=10)
         _after_heal(load)
@@ -55,23 +64,24 @@ def test_a_worker_child_and_then_its_parent_are_killed(chaos, chaos_admin, chaos
 
 
 def test_a_stalled_worker_wakes_past_the_offer_window_and_its_write_changes_nothing(
-        chaos, chaos_admin, chaos_engine):
+    chaos, chaos_admin, chaos_engine
+):
     # Far from the load's city centre, out of every load driver's reach: a booking that
     # can go only to `near` (nearest) or `far`.
     spot = {"lat": 38.45, "lng": -9.14}
     near = new_user(chaos_admin, "driver", "near")
     far = new_user(chaos_admin, "driver", "far")
     for driver, north in ((near, 0.001), (far, 0.004)):
-        driver.call("PUT", "/v1/drivers/me/location",
-                    json={"lat": spot["lat"] + north, "lng": spot["lng"]})
+        driver.call(
+            "PUT", "/v1/drivers/me/location", json={"lat": spot["lat"] + north, "lng": spot["lng"]}
+        )
         driver.call("PUT", "/v1/drivers/me/status", json={"status": "available"})
     rider = new_user(chaos_admin, "rider", "stalled-rider")
 
     with Load(chaos_admin, chaos.relay_url) as load, chaos_engine.connect() as blocker:
         _warm(load)
         held = blocker.begin()
-        blocker.execute(text("SELECT 1 FROM drivers WHERE user_id = :d FOR UPDATE"),
-                        {"d": near.id})
+        blocker.execute(text("SELECT 1 FROM drivers WHERE user_id = :d FOR UPDATE"), {"d": near.id})
         trip = {"pickup": spot, "dropoff": {"lat": 38.47, "lng": -9.15}}
         booking_id = rider.call("POST", "/v1/bookings", expect=202, json=trip)["id"]
         stalled = _task_blocked_on_a_lock(chaos, chaos_engine)
@@ -81,19 +91,28 @@ def test_a_stalled_worker_wakes_past_the_offer_window_and_its_write_changes_noth
             held.rollback()  # The stalled worker's claim on `near` now succeeds, uncommitted.
             # PostgreSQL ends the stalled session (idle in transaction), undoing its claim;
             # the other worker offers the booking to `near`, who declines; `far` takes it.
-            wait_for(lambda: _status(rider, booking_id) == ("assigned", near.id), 30,
-                     "the booking to be offered to `near` by the worker still running")
+            wait_for(
+                lambda: _status(rider, booking_id) == ("assigned", near.id),
+                30,
+                "the booking to be offered to `near` by the worker still running",
+            )
             near.call("POST", f"/v1/bookings/{booking_id}/decline")
-            wait_for(lambda: _status(rider, booking_id) == ("assigned", far.id), 30,
-                     "the booking to go to `far`")
+            wait_for(
+                lambda: _status(rider, booking_id) == ("assigned", far.id),
+                30,
+                "the booking to go to `far`",
+            )
             for action in ("accept", "start", "complete"):
                 far.call("POST", f"/v1/bookings/{booking_id}/{action}")
             before = _trail(chaos_engine, booking_id)
         finally:
             os.kill(stalled_pid, signal.SIGCONT)
         # The woken worker finds its session gone; its task fails or retries and re-reads.
-        wait_for(lambda: not _running(chaos, stalled["id"]), 60,
-                 "the woken worker to finish its stale task")
+        wait_for(
+            lambda: not _running(chaos, stalled["id"]),
+            60,
+            "the woken worker to finish its stale task",
+        )
         assert _trail(chaos_engine, booking_id) == before, "the stale write changed the booking"
         assert near.call("GET", "/v1/drivers/me")["current_booking"] is None
         _after_heal(load)
@@ -121,18 +140,25 @@ def test_postgres_restarts_and_the_api_answers_503_meanwhile(chaos, chaos_admin,
 
         def booking_answers():
             with load.record.lock:
-                return [a for a in load.record.answers
-                        if a.path == "/v1/bookings" and a.started > outage_started]
+                return [
+                    a
+                    for a in load.record.answers
+                    if a.path == "/v1/bookings" and a.started > outage_started
+                ]
 
-        wait_for(lambda: len(booking_answers()) >= 3, 30,
-                 "riders to get answers while PostgreSQL is down")
+        wait_for(
+            lambda: len(booking_answers()) >= 3,
+            30,
+            "riders to get answers while PostgreSQL is down",
+        )
         during = booking_answers()
         chaos.start_postgres()
         _after_heal(load)
         invariants.check(chaos_engine, load)
 
     assert all(a.status == 503 and a.code == "database_unavailable" for a in during), [
-        (a.status, a.code, round(a.seconds, 2)) for a in during]
+        (a.status, a.code, round(a.seconds, 2)) for a in during
+    ]
     slowest = max(a.seconds for a in during)
     assert slowest < 5, f"a booking waited {slowest:.1f} s for its 503: the API hung"
 
@@ -158,8 +184,7 @@ def test_beat_stops_for_a_minute(chaos, chaos_admin, chaos_engine):
         # matching and pushing on its own.
         stopped = time.monotonic()
         count = len(load.record.accepted)
-        wait_for(lambda: time.monotonic() - stopped >= 60, 70, "a minute without beat",
-                 every=1)
+        wait_for(lambda: time.monotonic() - stopped >= 60, 70, "a minute without beat", every=1)
         assert len(load.record.accepted) > count + 60
         chaos.restart_beat()
         _after_heal(load)
@@ -173,19 +198,30 @@ def _status(client, booking_id: int) -> tuple[str, int | None]:
 
 def _trail(engine, booking_id: int) -> list[tuple]:
     with engine.connect() as conn:
-        return conn.execute(text(
-            "SELECT version, from_status, to_status, driver_id FROM booking_events "
-            "WHERE booking_id = :b ORDER BY version"), {"b": booking_id}).all()
+        return conn.execute(
+            text(
+                "SELECT version, from_status, to_status, driver_id FROM booking_events "
+                "WHERE booking_id = :b ORDER BY version"
+            ),
+            {"b": booking_id},
+        ).all()
 
 
 def _task_blocked_on_a_lock(chaos, engine) -> dict:
     """The matching task (id, worker_pid) whose transaction waits on our row lock."""
-    wait_for(lambda: waiting_on_locks(engine, "smartroute-worker"), 20,
-             "a matching task to block on the held driver row")
+    wait_for(
+        lambda: waiting_on_locks(engine, "smartroute-worker"),
+        20,
+        "a matching task to block on the held driver row",
+    )
     # Other batches finish in milliseconds; the one still running since before is ours.
     active = chaos.celery.control.inspect(timeout=2).active() or {}
-    matching = [t for tasks in active.values() for t in tasks
-                if t["name"] in ("workers.tasks.dispatch_region", "workers.tasks.match_booking")]
+    matching = [
+        t
+        for tasks in active.values()
+        for t in tasks
+        if t["name"] in ("workers.tasks.dispatch_region", "workers.tasks.match_booking")
+    ]
     assert matching, active
     return min(matching, key=lambda t: t["time_start"])
 

@@ -27,8 +27,11 @@ from tests.chaos.load import Load
 from tests.integration.conftest import Listener, new_user
 from tests.support import free_port, healthy, wait_for
 
-pytestmark = [pytest.mark.chaos, pytest.mark.slow,
-              pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")]
+pytestmark = [
+    pytest.mark.chaos,
+    pytest.mark.slow,
+    pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"),
+]
 
 WARM_UP = 8  # Bookings accepted before the first step, so it strikes a running engine.
 BETWEEN = 4  # Bookings accepted after each step before the next.
@@ -37,8 +40,11 @@ STOP_S = 30  # Longer than gunicorn's graceful timeout; a warm worker finishes i
 
 def _more_bookings(load: Load, more: int) -> None:
     count = len(load.record.accepted)
-    wait_for(lambda: len(load.record.accepted) >= count + more, 30,
-             f"{more} more bookings to be accepted")
+    wait_for(
+        lambda: len(load.record.accepted) >= count + more,
+        30,
+        f"{more} more bookings to be accepted",
+    )
 
 
 def _stop(process: subprocess.Popen, what: str) -> tuple[float, float]:
@@ -66,24 +72,40 @@ def test_a_rolling_deploy_under_load_loses_nothing(chaos, chaos_admin, chaos_eng
     chaos.worker = chaos.workers["alpha"]
     try:
         token = chaos.settings.metrics_token  # The API's /health asks for it; the relay's not.
-        wait_for(lambda: healthy(api_b_url, token) and healthy(relay_b_url), 60,
-                 "the second API server and relay to answer /health")
-        wait_for(lambda: len(_nodes(celery)) == len(chaos.workers), 60,
-                 "both worker nodes to answer a ping")
-        with Load(chaos_admin, chaos.relay_url, api_urls=[chaos.url, api_b_url],
-                  relay_urls=[chaos.relay_url, relay_b_url]) as load:
+        wait_for(
+            lambda: healthy(api_b_url, token) and healthy(relay_b_url),
+            60,
+            "the second API server and relay to answer /health",
+        )
+        wait_for(
+            lambda: len(_nodes(celery)) == len(chaos.workers),
+            60,
+            "both worker nodes to answer a ping",
+        )
+        with Load(
+            chaos_admin,
+            chaos.relay_url,
+            api_urls=[chaos.url, api_b_url],
+            relay_urls=[chaos.relay_url, relay_b_url],
+        ) as load:
             _warm(load)
             api_sent, api_took = _stop(chaos.api, "the API server (gunicorn master)")
             chaos.api = chaos.start_api(chaos.port, "api-a-new")
-            wait_for(lambda: healthy(chaos.url, chaos.settings.metrics_token), 60,
-                     "the new API server to answer /health")
+            wait_for(
+                lambda: healthy(chaos.url, chaos.settings.metrics_token),
+                60,
+                "the new API server to answer /health",
+            )
             _more_bookings(load, BETWEEN)
 
             worker_sent, worker_took = _stop(chaos.workers["alpha"], "worker node alpha")
             chaos.restart_worker("alpha")
             chaos.worker = chaos.workers["alpha"]
-            wait_for(lambda: any(node.startswith("alpha-") for node in _nodes(celery)), 60,
-                     "the new alpha node to answer a ping")
+            wait_for(
+                lambda: any(node.startswith("alpha-") for node in _nodes(celery)),
+                60,
+                "the new alpha node to answer a ping",
+            )
             _more_bookings(load, BETWEEN)
 
             on_relay_a = _drivers_on(load, chaos.relay_url)
@@ -101,23 +123,39 @@ def test_a_rolling_deploy_under_load_loses_nothing(chaos, chaos_admin, chaos_eng
         report = {
             "seconds": round(time.monotonic() - started, 1),
             "bookings": len(load.record.accepted),
-            "stop_s": {"api": round(api_took, 2), "worker": round(worker_took, 2),
-                       "relay": round(relay_took, 2)},
+            "stop_s": {
+                "api": round(api_took, 2),
+                "worker": round(worker_took, 2),
+                "relay": round(relay_took, 2),
+            },
             # Requests nothing answered: (what, server, sent how long after its
             # server's SIGTERM, seconds waited).
-            "no_answer": {kind: sorted(
-                (a.path.split("/")[-1], a.url,
-                 round(a.started - sent_at.get(a.url, a.started), 2), round(a.seconds, 2))
-                for a in answers if a.status is None and a.failure == kind)
-                for kind in ("unsent", "cut")},
+            "no_answer": {
+                kind: sorted(
+                    (
+                        a.path.split("/")[-1],
+                        a.url,
+                        round(a.started - sent_at.get(a.url, a.started), 2),
+                        round(a.seconds, 2),
+                    )
+                    for a in answers
+                    if a.status is None and a.failure == kind
+                )
+                for kind in ("unsent", "cut")
+            },
             "relay_reconnect_s": sorted(round(d, 2) for d in reconnected.values()),
         }
         print(report)
         # What the API server and the relay were handling when SIGTERM came finished and
         # was answered. (A request sent after it is refused, or in a window of
         # milliseconds reset, and retried elsewhere: every retry is idempotent, load.py.)
-        cut_in_flight = [a for a in answers if a.url in sent_at and a.status is None
-                         and a.started < sent_at[a.url] < a.started + a.seconds]
+        cut_in_flight = [
+            a
+            for a in answers
+            if a.url in sent_at
+            and a.status is None
+            and a.started < sent_at[a.url] < a.started + a.seconds
+        ]
         assert not cut_in_flight, report
         # Nobody hung on a server going away: a request it would not serve failed at once
         # (refused, or reset), never after waiting in a backlog no process reads (which
@@ -155,8 +193,9 @@ def _drivers_on(load: Load, relay_url: str) -> set[int]:
     return {driver for driver, url in latest.items() if url == relay_url}
 
 
-def _reconnect_delays(load: Load, drivers: set[int], since: float, relay_url: str
-                      ) -> dict[int, float]:
+def _reconnect_delays(
+    load: Load, drivers: set[int], since: float, relay_url: str
+) -> dict[int, float]:
     """Seconds from ``since`` to each driver's first connection to ``relay_url`` after it."""
     delays: dict[int, float] = {}
     with load.record.lock:
@@ -167,7 +206,8 @@ def _reconnect_delays(load: Load, drivers: set[int], since: float, relay_url: st
 
 
 def test_a_stopping_relay_finishes_the_action_it_is_handling_and_turns_new_work_away(
-        chaos, chaos_admin, chaos_engine):
+    chaos, chaos_admin, chaos_engine
+):
     port = free_port()
     relay_url = f"http://127.0.0.1:{port}"
     relay = chaos.start_relay_at(port, "relay-stopping")
@@ -179,21 +219,35 @@ def test_a_stopping_relay_finishes_the_action_it_is_handling_and_turns_new_work_
         driver.call("PUT", "/v1/drivers/me/status", json={"status": "available"})
         feed = Listener(relay_url, driver.token)
         rider = new_user(chaos_admin, "rider", "late-rider")
-        booking_id = rider.call("POST", "/v1/bookings", expect=202, json={
-            "pickup": spot, "dropoff": {"lat": 38.47, "lng": -9.15}})["id"]
+        booking_id = rider.call(
+            "POST",
+            "/v1/bookings",
+            expect=202,
+            json={"pickup": spot, "dropoff": {"lat": 38.47, "lng": -9.15}},
+        )["id"]
         assert feed.next("new_assignment")[1]["id"] == booking_id
         answers: queue.Queue = queue.Queue()
 
         with chaos_engine.connect() as lock:
-            lock.execute(text("SELECT 1 FROM cab_bookings WHERE id = :id FOR UPDATE"),
-                         {"id": booking_id})
-            feed.client.emit("driver_action", {"booking_id": booking_id, "action": "accept"},
-                             callback=answers.put)
-            wait_for(lambda: _relay_waits_on_a_lock(chaos_engine), 20,
-                     "the accept to wait on the row lock")
+            lock.execute(
+                text("SELECT 1 FROM cab_bookings WHERE id = :id FOR UPDATE"), {"id": booking_id}
+            )
+            feed.client.emit(
+                "driver_action",
+                {"booking_id": booking_id, "action": "accept"},
+                callback=answers.put,
+            )
+            wait_for(
+                lambda: _relay_waits_on_a_lock(chaos_engine),
+                20,
+                "the accept to wait on the row lock",
+            )
             relay.send_signal(signal.SIGTERM)
-            wait_for(lambda: _refused(relay_url, driver.token), 10,
-                     "the stopping relay to refuse a new connection")
+            wait_for(
+                lambda: _refused(relay_url, driver.token),
+                10,
+                "the stopping relay to refuse a new connection",
+            )
             assert relay.poll() is None and answers.empty(), "the action was not waited for"
             lock.rollback()
 
@@ -217,6 +271,12 @@ def _refused(relay_url: str, token: str) -> bool:
 
 def _relay_waits_on_a_lock(engine) -> bool:
     with engine.connect() as connection:
-        return bool(connection.execute(text(
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'smartroute-relay' "
-            "AND wait_event_type = 'Lock'")).scalar())
+        return bool(
+            connection.execute(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = "
+                    "'smartroute-relay' "
+                    "AND wait_event_type = 'Lock'"
+                )
+            ).scalar()
+        )

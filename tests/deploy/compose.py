@@ -22,6 +22,7 @@ class MissingVariable(KeyError):
 def interpolate(value, env: Mapping[str, str]):
     """``value`` (a string, list or mapping from the Compose file) with variables filled in."""
     if isinstance(value, str):
+
         def fill(match: re.Match) -> str:
             if match.group(0) == "$$":
                 return "$"

@@ -24,9 +24,17 @@ class ObservedStack(Stack):
         self.worker_metrics_url = f"http://127.0.0.1:{self.worker_metrics_port}"
         self.folders = {}
         self.tmp = tmp_path_factory
-        super().__init__(settings, tmp_path_factory, worker_processes=2, worker_name="obs",
-                         tuning={**STACK_TUNING, "SMARTROUTE_METRICS_TOKEN": METRICS_TOKEN,
-                                 "SMARTROUTE_WORKER_METRICS_PORT": str(self.worker_metrics_port)})
+        super().__init__(
+            settings,
+            tmp_path_factory,
+            worker_processes=2,
+            worker_name="obs",
+            tuning={
+                **STACK_TUNING,
+                "SMARTROUTE_METRICS_TOKEN": METRICS_TOKEN,
+                "SMARTROUTE_WORKER_METRICS_PORT": str(self.worker_metrics_port),
+            },
+        )
 
     def _spawn(self, name, argv):
         folder = self.folders[name] = self.tmp.mktemp(f"metrics-{name}")

@@ -47,11 +47,16 @@ def fresh_env(settings, tmp_path):
     url = make_url(settings.database_url)
     name = f"smartroute_bootstrap_{uuid.uuid4().hex[:12]}"
     server = url.set(drivername="postgresql", database="postgres").render_as_string(
-        hide_password=False)
+        hide_password=False
+    )
     ensure_database(server, name)
-    env = {**os.environ, **settings.to_env(),
-           "DATABASE_URL": url.set(database=name).render_as_string(hide_password=False),
-           "SMARTROUTE_DATA_DIR": str(tmp_path), "SMARTROUTE_LOG_FORMAT": "json"}
+    env = {
+        **os.environ,
+        **settings.to_env(),
+        "DATABASE_URL": url.set(database=name).render_as_string(hide_password=False),
+        "SMARTROUTE_DATA_DIR": str(tmp_path),
+        "SMARTROUTE_LOG_FORMAT": "json",
+    }
     env.pop("SMARTROUTE_ADMIN_TOKEN", None)
     yield env
     conn = psycopg2.connect(server)
@@ -71,8 +76,11 @@ def _running(*commands: tuple[list[str], dict, object, str]):
     try:
         for argv, env, log_path, _url in commands:
             logs.append(open(log_path, "wb"))  # noqa: SIM115 - closed below
-            processes.append(subprocess.Popen(argv, env=env, stdout=logs[-1],
-                                              stderr=subprocess.STDOUT, start_new_session=True))
+            processes.append(
+                subprocess.Popen(
+                    argv, env=env, stdout=logs[-1], stderr=subprocess.STDOUT, start_new_session=True
+                )
+            )
         for process, (argv, env, log_path, url) in zip(processes, commands, strict=True):
             # The API's /health answers the metrics token (the relay's, anyone).
             token = env.get("SMARTROUTE_METRICS_TOKEN")
@@ -97,21 +105,26 @@ def _running(*commands: tuple[list[str], dict, object, str]):
 
 
 def _api(env: dict, token: str, tmp_path, port: int) -> tuple[list[str], dict, object, str]:
-    return ([*SMARTROUTE, "api", "--port", str(port), "--processes", "1", "--threads", "4"],
-            {**env, "SMARTROUTE_ADMIN_TOKEN": token}, tmp_path / f"api-{port}.log",
-            f"http://127.0.0.1:{port}")
+    return (
+        [*SMARTROUTE, "api", "--port", str(port), "--processes", "1", "--threads", "4"],
+        {**env, "SMARTROUTE_ADMIN_TOKEN": token},
+        tmp_path / f"api-{port}.log",
+        f"http://127.0.0.1:{port}",
+    )
 
 
 def _admin_status(port: int, token: str) -> int:
-    return requests.get(f"http://127.0.0.1:{port}/v1/admin/drivers", timeout=10,
-                        headers={"Authorization": f"Bearer {token}"}).status_code
+    return requests.get(
+        f"http://127.0.0.1:{port}/v1/admin/drivers",
+        timeout=10,
+        headers={"Authorization": f"Bearer {token}"},
+    ).status_code
 
 
 def _relay_accepts(relay_url: str, token: str) -> bool:
     client = socketio.Client(reconnection=False)
     try:
-        client.connect(relay_url, auth={"token": token}, transports=["websocket"],
-                       wait_timeout=10)
+        client.connect(relay_url, auth={"token": token}, transports=["websocket"], wait_timeout=10)
     except socketio.exceptions.ConnectionError:
         return False
     client.disconnect()
@@ -119,10 +132,16 @@ def _relay_accepts(relay_url: str, token: str) -> bool:
 
 
 def test_db_upgrade_then_api_alone_serves_the_token_and_a_new_value_replaces_it(
-        fresh_env, tmp_path):
+    fresh_env, tmp_path
+):
     first, second = _token("first-admin"), _token("second-admin")
-    migrated = subprocess.run([*SMARTROUTE, "db", "upgrade"], capture_output=True, text=True,
-                              env={**fresh_env, "SMARTROUTE_ADMIN_TOKEN": first}, timeout=120)
+    migrated = subprocess.run(
+        [*SMARTROUTE, "db", "upgrade"],
+        capture_output=True,
+        text=True,
+        env={**fresh_env, "SMARTROUTE_ADMIN_TOKEN": first},
+        timeout=120,
+    )
     assert migrated.returncode == 0, migrated.stderr
     port = free_port()
 
@@ -137,10 +156,19 @@ def test_db_upgrade_then_api_alone_serves_the_token_and_a_new_value_replaces_it(
         assert _admin_status(port, second) == 200
         relay_port = free_port()
         relay_url = f"http://127.0.0.1:{relay_port}"
-        relay_env = {**fresh_env, "SMARTROUTE_ADMIN_TOKEN": second,
-                     "SMARTROUTE_RELAY_CORS_ORIGINS": relay_url}
-        with _running(([*SMARTROUTE, "relay", "--port", str(relay_port)], relay_env,
-                       tmp_path / "relay.log", relay_url)):
+        relay_env = {
+            **fresh_env,
+            "SMARTROUTE_ADMIN_TOKEN": second,
+            "SMARTROUTE_RELAY_CORS_ORIGINS": relay_url,
+        }
+        with _running(
+            (
+                [*SMARTROUTE, "relay", "--port", str(relay_port)],
+                relay_env,
+                tmp_path / "relay.log",
+                relay_url,
+            )
+        ):
             assert not _relay_accepts(relay_url, first)
             assert _relay_accepts(relay_url, second)
 
@@ -148,14 +176,22 @@ def test_db_upgrade_then_api_alone_serves_the_token_and_a_new_value_replaces_it(
 def test_api_started_twice_at_once_registers_one_token(fresh_env, tmp_path):
     token = _token("replicas")
     env = {**fresh_env, "SMARTROUTE_ADMIN_TOKEN": token}
-    subprocess.run([*SMARTROUTE, "db", "upgrade", _one_short_of_head()], env=env, check=True,
-                   timeout=120, capture_output=True)
+    subprocess.run(
+        [*SMARTROUTE, "db", "upgrade", _one_short_of_head()],
+        env=env,
+        check=True,
+        timeout=120,
+        capture_output=True,
+    )
     ports = free_port(), free_port()
     # Migrated short of head, which leaves the token to the two API starts, racing.
     with _running(*(_api(fresh_env, token, tmp_path, port) for port in ports)):
         assert [_admin_status(p, token) for p in ports] == [200, 200]
-    conn = psycopg2.connect(make_url(env["DATABASE_URL"]).set(drivername="postgresql")
-                            .render_as_string(hide_password=False))
+    conn = psycopg2.connect(
+        make_url(env["DATABASE_URL"])
+        .set(drivername="postgresql")
+        .render_as_string(hide_password=False)
+    )
     try:
         with conn.cursor() as cur:
             cur.execute("SELECT (SELECT count(*) FROM users), (SELECT count(*) FROM access_tokens)")
@@ -166,9 +202,14 @@ def test_api_started_twice_at_once_registers_one_token(fresh_env, tmp_path):
 
 @pytest.mark.parametrize("command", [["api"], ["db", "upgrade"], ["relay"]])
 def test_a_short_admin_token_stops_start_up_and_names_the_variable(fresh_env, command):
-    process = subprocess.Popen([*SMARTROUTE, *command], env={
-        **fresh_env, "SMARTROUTE_ADMIN_TOKEN": "12345"}, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True, start_new_session=True)
+    process = subprocess.Popen(
+        [*SMARTROUTE, *command],
+        env={**fresh_env, "SMARTROUTE_ADMIN_TOKEN": "12345"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         _, stderr = process.communicate(timeout=60)
     finally:

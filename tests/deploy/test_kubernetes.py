@@ -39,9 +39,11 @@ def _workloads() -> dict[str, dict]:
 
 
 @pytest.mark.parametrize("version", VERSIONS)
-@pytest.mark.parametrize(("file", "doc"),
-                         [d for d in DOCUMENTS if d[1]["kind"] not in CUSTOM_KINDS],
-                         ids=lambda v: v if isinstance(v, str) else v.get("kind"))
+@pytest.mark.parametrize(
+    ("file", "doc"),
+    [d for d in DOCUMENTS if d[1]["kind"] not in CUSTOM_KINDS],
+    ids=lambda v: v if isinstance(v, str) else v.get("kind"),
+)
 def test_core_kinds_validate_strictly(file, doc, version):
     # Strict: a misspelt field (readinesProbe) is an error, not silently ignored.
     kubernetes_validate.validate(doc, version, strict=True)
@@ -112,8 +114,11 @@ def test_keda_scales_the_worker_on_each_celery_queue():
 
 def test_the_operations_guides_keda_example_watches_real_queues():
     text = (ROOT / "docs" / "operations.md").read_text()
-    blocks = [yaml.safe_load(b.split("```", 1)[0]) for b in text.split("```yaml")[1:]
-              if "kind: ScaledObject" in b.split("```", 1)[0]]
+    blocks = [
+        yaml.safe_load(b.split("```", 1)[0])
+        for b in text.split("```yaml")[1:]
+        if "kind: ScaledObject" in b.split("```", 1)[0]
+    ]
     assert len(blocks) == 1
     lists = [t["metadata"]["listName"] for t in blocks[0]["spec"]["triggers"]]
     assert sorted(lists) == sorted(Settings().queues)

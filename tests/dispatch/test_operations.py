@@ -15,8 +15,11 @@ def test_silent_available_drivers_go_offline_but_busy_ones_keep_their_ride(sessi
     session.get(Driver, riding.user_id).status = "busy"
     silent = sweeps.mark_silent_drivers_offline(session, now=now, stale_after_s=120)
     assert silent == [quiet.user_id]
-    assert [session.get(Driver, d.user_id).status for d in (quiet, chatty, riding)] == \
-        ["offline", "available", "busy"]
+    assert [session.get(Driver, d.user_id).status for d in (quiet, chatty, riding)] == [
+        "offline",
+        "available",
+        "busy",
+    ]
     assert sweeps.mark_silent_drivers_offline(session, now=now, stale_after_s=120) == []
 
 

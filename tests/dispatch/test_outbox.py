@@ -28,8 +28,7 @@ def test_each_change_queues_its_pushes_in_the_same_transaction(session, now):
         outbox.message(rows[-1])
 
 
-def test_positions_follow_ids_among_committed_rows_then_rows_are_marked_and_pruned(
-        session, now):
+def test_positions_follow_ids_among_committed_rows_then_rows_are_marked_and_pruned(session, now):
     make.booking(session, make.rider(session), now=now)
     assert outbox.try_lock(session)
     assert outbox.assign_positions(session) == 2
@@ -39,8 +38,9 @@ def test_positions_follow_ids_among_committed_rows_then_rows_are_marked_and_prun
     assert outbox.message(claimed[0])["event_id"] == claimed[0].position
     assert outbox.assign_positions(session) == 0  # Each row gets one position, once.
     # created_at is the database's clock, a hair away from the test's.
-    assert outbox.oldest_unsent_age_s(session, now + dt.timedelta(seconds=3)) == \
-        pytest.approx(3, abs=0.5)
+    assert outbox.oldest_unsent_age_s(session, now + dt.timedelta(seconds=3)) == pytest.approx(
+        3, abs=0.5
+    )
     outbox.mark_sent(session, [r.id for r in claimed], now)
     assert outbox.claim_positioned(session) == []
     assert outbox.oldest_unsent_age_s(session, now) == 0

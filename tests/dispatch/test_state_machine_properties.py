@@ -72,14 +72,20 @@ class BookingLifecycle(RuleBasedStateMachine):
 
     @rule(target=bookings, north=offsets, east=offsets)
     def book(self, north, east):
-        booking = make.booking(self.session, self.rider, make.offset(make.LISBON, north, east),
-                               now=self.now, deadline_s=60)
+        booking = make.booking(
+            self.session,
+            self.rider,
+            make.offset(make.LISBON, north, east),
+            now=self.now,
+            deadline_s=60,
+        )
         return booking.id
 
     @rule(target=drivers, north=offsets, east=offsets)
     def driver_comes_online(self, north, east):
-        return make.driver(self.session, make.offset(make.LISBON, north, east),
-                           now=self.now).user_id
+        return make.driver(
+            self.session, make.offset(make.LISBON, north, east), now=self.now
+        ).user_id
 
     @rule(booking=bookings)
     def match_one(self, booking):
@@ -87,11 +93,15 @@ class BookingLifecycle(RuleBasedStateMachine):
 
     @rule()
     def match_batch(self):
-        self._step(lambda: dispatch_region(self.session, "default", POLICY, GreatCircleEta(),
-                                           now=self.now))
+        self._step(
+            lambda: dispatch_region(self.session, "default", POLICY, GreatCircleEta(), now=self.now)
+        )
 
-    @rule(booking=bookings, driver=drivers,
-          action=st.sampled_from(["accept", "decline", "start", "complete"]))
+    @rule(
+        booking=bookings,
+        driver=drivers,
+        action=st.sampled_from(["accept", "decline", "start", "complete"]),
+    )
     def driver_acts(self, booking, driver, action):
         self._step(lambda: driver_action(self.session, booking, driver, action, now=self.now))
 
@@ -100,13 +110,17 @@ class BookingLifecycle(RuleBasedStateMachine):
         holder = self.session.get(Booking, booking).driver_id
         if holder is not None:
             for action in ("accept", "start", "complete"):
-                self._step(lambda a=action: driver_action(self.session, booking, holder, a,
-                                                          now=self.now))
+                self._step(
+                    lambda a=action: driver_action(self.session, booking, holder, a, now=self.now)
+                )
 
     @rule(booking=bookings)
     def rider_cancels(self, booking):
-        self._step(lambda: cancel_booking(self.session, booking,
-                                          Actor(self.rider.id, Role.RIDER), now=self.now))
+        self._step(
+            lambda: cancel_booking(
+                self.session, booking, Actor(self.rider.id, Role.RIDER), now=self.now
+            )
+        )
 
     @rule(seconds=st.integers(min_value=1, max_value=90))
     def time_passes_and_beat_sweeps(self, seconds):
@@ -124,32 +138,44 @@ class BookingLifecycle(RuleBasedStateMachine):
 
     @invariant()
     def no_driver_holds_two_active_bookings(self):
-        assert self._rows(
-            "SELECT driver_id FROM cab_bookings WHERE status IN "
-            "('assigned', 'accepted', 'in_progress') GROUP BY driver_id HAVING count(*) > 1"
-        ) == []
+        assert (
+            self._rows(
+                "SELECT driver_id FROM cab_bookings WHERE status IN "
+                "('assigned', 'accepted', 'in_progress') GROUP BY driver_id HAVING count(*) > 1"
+            )
+            == []
+        )
 
     @invariant()
     def a_driver_is_busy_exactly_while_holding_a_booking(self):
-        assert self._rows(
-            "SELECT d.user_id FROM drivers d WHERE (d.status = 'busy') <> EXISTS ("
-            "SELECT 1 FROM cab_bookings b WHERE b.driver_id = d.user_id "
-            "AND b.status IN ('assigned', 'accepted', 'in_progress'))"
-        ) == []
+        assert (
+            self._rows(
+                "SELECT d.user_id FROM drivers d WHERE (d.status = 'busy') <> EXISTS ("
+                "SELECT 1 FROM cab_bookings b WHERE b.driver_id = d.user_id "
+                "AND b.status IN ('assigned', 'accepted', 'in_progress'))"
+            )
+            == []
+        )
 
     @invariant()
     def every_change_is_in_the_audit_trail_once(self):
-        assert self._rows(
-            "SELECT b.id FROM cab_bookings b WHERE b.version <> "
-            "(SELECT count(*) FROM booking_events e WHERE e.booking_id = b.id)"
-        ) == []
+        assert (
+            self._rows(
+                "SELECT b.id FROM cab_bookings b WHERE b.version <> "
+                "(SELECT count(*) FROM booking_events e WHERE e.booking_id = b.id)"
+            )
+            == []
+        )
 
     @invariant()
     def nobody_is_offered_a_booking_they_turned_down(self):
-        assert self._rows(
-            "SELECT b.id FROM cab_bookings b JOIN booking_declines d ON d.booking_id = b.id "
-            "AND d.driver_id = b.driver_id WHERE b.status = 'assigned'"
-        ) == []
+        assert (
+            self._rows(
+                "SELECT b.id FROM cab_bookings b JOIN booking_declines d ON d.booking_id = b.id "
+                "AND d.driver_id = b.driver_id WHERE b.status = 'assigned'"
+            )
+            == []
+        )
 
     @invariant()
     def final_statuses_are_final(self):
@@ -165,6 +191,10 @@ def test_booking_lifecycle_invariants_hold_under_any_interleaving(engine):
     BookingLifecycle.engine = engine
     run_state_machine_as_test(
         BookingLifecycle,
-        settings=settings(max_examples=40, stateful_step_count=30, deadline=None,
-                          suppress_health_check=[HealthCheck.too_slow]),
+        settings=settings(
+            max_examples=40,
+            stateful_step_count=30,
+            deadline=None,
+            suppress_health_check=[HealthCheck.too_slow],
+        ),
     )

@@ -17,16 +17,16 @@ def test_live_revoked_expired_and_missing_tokens_are_told_apart_by_every_check(s
     live, live_row = tokens.issue(session, user, SECRET, ttl_s=3600, now=now)
     revoked, revoked_row = tokens.issue(session, user, SECRET, ttl_s=3600, now=now)
     tokens.revoke(session, user.id, revoked_row.id)
-    expired, expired_row = tokens.issue(session, user, SECRET, ttl_s=60,
-                                        now=now - dt.timedelta(hours=1))
+    expired, expired_row = tokens.issue(
+        session, user, SECRET, ttl_s=60, now=now - dt.timedelta(hours=1)
+    )
     admin_id = ensure_bootstrap_admin(session, BOOTSTRAP)
     bootstrap = tokens.authenticate(session, BOOTSTRAP, None)
     assert bootstrap is not None and bootstrap.user.id == admin_id
     missing_id = max(live_row.id, revoked_row.id, expired_row.id, bootstrap.token_id) + 1000
 
     asked = [live_row.id, revoked_row.id, expired_row.id, bootstrap.token_id, missing_id]
-    assert tokens.ended_token_ids(session, asked) == {revoked_row.id, expired_row.id,
-                                                      missing_id}
+    assert tokens.ended_token_ids(session, asked) == {revoked_row.id, expired_row.id, missing_id}
     assert tokens.ended_token_ids(session, []) == set()
 
     assert tokens.authenticate(session, live, tokens.verify(SECRET, live)) is not None

@@ -24,8 +24,9 @@ SECOND = "second-bootstrap-token-0123456789abcdef"
 def test_registering_the_same_token_again_changes_nothing(session):
     admin_id = ensure_bootstrap_admin(session, FIRST)
     assert ensure_bootstrap_admin(session, FIRST) == admin_id
-    assert session.scalars(select(AccessToken.revoked_at)
-                           .where(AccessToken.user_id == admin_id)).all() == [None]
+    assert session.scalars(
+        select(AccessToken.revoked_at).where(AccessToken.user_id == admin_id)
+    ).all() == [None]
     assert authenticate(session, FIRST, None).user.id == admin_id
 
 
@@ -34,8 +35,7 @@ def test_a_new_token_revokes_the_old_one_and_the_old_one_cannot_come_back(sessio
     assert ensure_bootstrap_admin(session, SECOND) == admin_id
     assert authenticate(session, FIRST, None) is None
     assert authenticate(session, SECOND, None).user.id == admin_id
-    assert revoked_bootstrap_hashes(session, now.replace(year=now.year - 1)) == [
-        hash_token(FIRST)]
+    assert revoked_bootstrap_hashes(session, now.replace(year=now.year - 1)) == [hash_token(FIRST)]
     with pytest.raises(BootstrapTokenRefused, match="revoked"):
         ensure_bootstrap_admin(session, FIRST)
 
@@ -68,8 +68,11 @@ def test_starts_at_once_take_turns_and_make_one_admin_and_one_token(engine, comm
     thread = threading.Thread(target=second_start)
     thread.start()
     try:
-        wait_for(lambda: waiting_on_locks(engine, "smartroute-tests", "advisory"), 10,
-                 "the second start to wait on the first one's lock")
+        wait_for(
+            lambda: waiting_on_locks(engine, "smartroute-tests", "advisory"),
+            10,
+            "the second start to wait on the first one's lock",
+        )
     finally:
         first.commit()
         first.close()

@@ -51,8 +51,14 @@ STACK_TUNING = {
 
 
 class Stack:
-    def __init__(self, settings, tmp_path_factory, tuning=STACK_TUNING,
-                 worker_processes=WORKER_PROCESSES, worker_name="test"):
+    def __init__(
+        self,
+        settings,
+        tmp_path_factory,
+        tuning=STACK_TUNING,
+        worker_processes=WORKER_PROCESSES,
+        worker_name="test",
+    ):
         self.settings = settings
         # Messages an earlier test's processes left behind (its beat's sweeps) must not run
         # against the next test's data.
@@ -63,27 +69,34 @@ class Stack:
         self.relay_url = f"http://127.0.0.1:{self.relay_port}"
         self.logs = tmp_path_factory.mktemp("stack-logs")
         self.metrics_dir = tmp_path_factory.mktemp("prometheus-multiproc")
-        self.env = {**os.environ, **settings.to_env(), **tuning,
-                    "SMARTROUTE_LOG_FORMAT": "json",
-                    "PROMETHEUS_MULTIPROC_DIR": str(self.metrics_dir),
-                    # The console's pages come from the API: the relay lets that origin in
-                    # (and its own, which python-socketio clients send), and the pages learn
-                    # where the relay is (not at API port + 1 here).
-                    "SMARTROUTE_RELAY_CORS_ORIGINS": f"{self.url},{self.relay_url}",
-                    "SMARTROUTE_RELAY_PUBLIC_URL": self.relay_url}
+        self.env = {
+            **os.environ,
+            **settings.to_env(),
+            **tuning,
+            "SMARTROUTE_LOG_FORMAT": "json",
+            "PROMETHEUS_MULTIPROC_DIR": str(self.metrics_dir),
+            # The console's pages come from the API: the relay lets that origin in
+            # (and its own, which python-socketio clients send), and the pages learn
+            # where the relay is (not at API port + 1 here).
+            "SMARTROUTE_RELAY_CORS_ORIGINS": f"{self.url},{self.relay_url}",
+            "SMARTROUTE_RELAY_PUBLIC_URL": self.relay_url,
+        }
         self.log_files = []
         self.api = self._spawn("api", api_argv("127.0.0.1", self.port, processes=2, threads=16))
         queues = ",".join((*settings.dispatch_queues, "notify", "maintenance"))
-        self.worker = self._spawn(f"worker-{worker_name}", worker_argv(
-            worker_processes, queues, f"{worker_name}-{self.port}@%h"))
+        self.worker = self._spawn(
+            f"worker-{worker_name}",
+            worker_argv(worker_processes, queues, f"{worker_name}-{self.port}@%h"),
+        )
         self.relay = self.start_relay()
         self.celery = create_celery(settings)
 
     def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen:
         log = open(self.logs / f"{name}.log", "wb")  # noqa: SIM115 - closed in stop()
         self.log_files.append(log)
-        return subprocess.Popen(argv, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        return subprocess.Popen(
+            argv, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
 
     def wait_ready(self) -> None:
         def api_up():
@@ -94,8 +107,11 @@ class Stack:
 
         try:
             wait_for(api_up, START_TIMEOUT_S, "the API to answer /health", every=0.2)
-            wait_for(lambda: self.celery.control.ping(timeout=0.5), START_TIMEOUT_S,
-                     "the worker to answer a ping")
+            wait_for(
+                lambda: self.celery.control.ping(timeout=0.5),
+                START_TIMEOUT_S,
+                "the worker to answer a ping",
+            )
             wait_for(self.relay_up, START_TIMEOUT_S, "the relay to answer /health", every=0.2)
         except AssertionError as exc:
             raise AssertionError(f"{exc}\n{self.log_tails()}") from None

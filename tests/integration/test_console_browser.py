@@ -27,13 +27,15 @@ TRIP = {"pickup": {"lat": CENTRE[0], "lng": CENTRE[1]}, "dropoff": {"lat": 38.75
 WAIT_MS = 20_000
 
 playwright_api = pytest.importorskip(
-    "playwright.sync_api", reason="playwright is not installed (requirements-dev.txt)")
+    "playwright.sync_api", reason="playwright is not installed (requirements-dev.txt)"
+)
 expect = playwright_api.expect
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.skipif(not CHROMIUM.exists() and not shutil.which("chromium"),
-                       reason="Chromium is not installed (apt-get install chromium; .ci/run "
-                              "does it)"),
+    pytest.mark.skipif(
+        not CHROMIUM.exists() and not shutil.which("chromium"),
+        reason="Chromium is not installed (apt-get install chromium; .ci/run does it)",
+    ),
 ]
 expect.set_options(timeout=WAIT_MS)
 
@@ -43,7 +45,8 @@ def browser():
     with playwright_api.sync_playwright() as playwright:
         chromium = playwright.chromium.launch(
             executable_path=str(CHROMIUM if CHROMIUM.exists() else shutil.which("chromium")),
-            headless=True)
+            headless=True,
+        )
         yield chromium
         chromium.close()
 
@@ -150,19 +153,27 @@ def test_a_driver_accepts_an_offer_in_the_console_and_the_admin_sees_it(admin, s
     assert dashboard.errors == [] and console.errors == []
     # The console acted over its relay connection, not through the API.
     done = relay_actions_done(stack)
-    assert {a: done.get(a, 0) - done_before.get(a, 0) for a in ("accept", "start", "complete")
-            } == {"accept": 1, "start": 1, "complete": 1}
+    assert {a: done.get(a, 0) - done_before.get(a, 0) for a in ("accept", "start", "complete")} == {
+        "accept": 1,
+        "start": 1,
+        "complete": 1,
+    }
 
 
 def relay_actions_done(stack) -> dict[str, float]:
     """Driver actions the relay has carried out so far, by action."""
-    exposition = requests.get(f"{stack.relay_url}/metrics", timeout=10,
-                              headers={"Authorization": f"Bearer {METRICS_TOKEN}"}).text
-    return {sample.labels["action"]: sample.value
-            for family in text_string_to_metric_families(exposition)
-            if family.name == "smartroute_relay_driver_actions"
-            for sample in family.samples
-            if sample.name.endswith("_total") and sample.labels["outcome"] == "done"}
+    exposition = requests.get(
+        f"{stack.relay_url}/metrics",
+        timeout=10,
+        headers={"Authorization": f"Bearer {METRICS_TOKEN}"},
+    ).text
+    return {
+        sample.labels["action"]: sample.value
+        for family in text_string_to_metric_families(exposition)
+        if family.name == "smartroute_relay_driver_actions"
+        for sample in family.samples
+        if sample.name.endswith("_total") and sample.labels["outcome"] == "done"
+    }
 
 
 def test_the_relay_lets_in_the_console_s_origin_and_no_other(stack):
@@ -189,14 +200,19 @@ def until(page, expression: str, what: str, timeout: float = 20) -> None:
 
 
 @pytest.mark.chaos
-def test_the_driver_console_catches_up_by_itself_after_the_relay_comes_back(admin, stack,
-                                                                            pages):
+def test_the_driver_console_catches_up_by_itself_after_the_relay_comes_back(admin, stack, pages):
     console = pages((480, 900))
     handshakes = []  # The auth payload of each Socket.IO CONNECT the page sends.
 
     def watch(socket):
-        socket.on("framesent", lambda frame: isinstance(frame, str) and frame.startswith("40{")
-                  and handshakes.append(json.loads(frame[2:])))
+        socket.on(
+            "framesent",
+            lambda frame: (
+                isinstance(frame, str)
+                and frame.startswith("40{")
+                and handshakes.append(json.loads(frame[2:]))
+            ),
+        )
 
     console.on("websocket", watch)
     driver = online_driver(admin, CENTRE[0] + 0.002, CENTRE[1])
@@ -213,8 +229,11 @@ def test_the_driver_console_catches_up_by_itself_after_the_relay_comes_back(admi
     stack.relay.wait(timeout=20)
     expect(console.locator("#relay-status")).not_to_have_text("Live")
     second_id = rider.call("POST", "/v1/bookings", expect=202, json=TRIP)["id"]
-    wait_for(lambda: admin.call("GET", f"/v1/bookings/{second_id}")["status"] == "assigned",
-             20, "the second booking to be offered while the relay is down")
+    wait_for(
+        lambda: admin.call("GET", f"/v1/bookings/{second_id}")["status"] == "assigned",
+        20,
+        "the second booking to be offered while the relay is down",
+    )
     stack.relay = stack.start_relay()
     wait_for(stack.relay_up, 30, "the relay to come back")
 
@@ -228,15 +247,16 @@ def test_the_driver_console_catches_up_by_itself_after_the_relay_comes_back(admi
     console.get_by_role("button", name="Accept").click()
     expect(console.locator("#ride")).to_have_attribute("data-status", "accepted")
     # The console kept the driver where SmartRoute last saw them.
-    assert admin.call("GET", "/v1/admin/drivers")["drivers"][0]["location"]["lat"] == \
-        pytest.approx(CENTRE[0] + 0.002)
+    assert admin.call("GET", "/v1/admin/drivers")["drivers"][0]["location"]["lat"] == pytest.approx(
+        CENTRE[0] + 0.002
+    )
     screenshot(console, "driver-console-after-reconnect")
-    assert console.errors == [] or all("WebSocket" in e or "ERR_CONNECTION" in e
-                                       for e in console.errors), console.errors
+    assert console.errors == [] or all(
+        "WebSocket" in e or "ERR_CONNECTION" in e for e in console.errors
+    ), console.errors
 
 
-def test_the_driver_console_reloads_over_http_when_the_relay_cannot_replay(admin, stack,
-                                                                           pages):
+def test_the_driver_console_reloads_over_http_when_the_relay_cannot_replay(admin, stack, pages):
     import redis
 
     from smartroute.infra.push import REPLAY_PREFIX
@@ -245,8 +265,14 @@ def test_the_driver_console_reloads_over_http_when_the_relay_cannot_replay(admin
     handshakes = []  # The auth payload of each Socket.IO CONNECT the page sends.
 
     def watch(socket):
-        socket.on("framesent", lambda frame: isinstance(frame, str) and frame.startswith("40{")
-                  and handshakes.append(json.loads(frame[2:])))
+        socket.on(
+            "framesent",
+            lambda frame: (
+                isinstance(frame, str)
+                and frame.startswith("40{")
+                and handshakes.append(json.loads(frame[2:]))
+            ),
+        )
 
     console.on("websocket", watch)
     driver = online_driver(admin, CENTRE[0] + 0.002, CENTRE[1])
@@ -264,8 +290,11 @@ def test_the_driver_console_reloads_over_http_when_the_relay_cannot_replay(admin
     assert handshakes[-1] == {"token": driver.token, "last_event_id": last_event}
     # Told to resync: the page forgets the place it can no longer replay from, and shows
     # the offer from GET /v1/drivers/me.
-    until(console, "sessionStorage.getItem('smartroute.driver.last_event_id') === null",
-          "the console to forget its replay place")
+    until(
+        console,
+        "sessionStorage.getItem('smartroute.driver.last_event_id') === null",
+        "the console to forget its replay place",
+    )
     expect(console.locator("#ride")).to_have_attribute("data-booking-id", str(booking_id))
     expect(console.locator("#ride")).to_have_attribute("data-status", "assigned")
     assert console.errors == [], console.errors

@@ -26,24 +26,38 @@ def _near(rng: random.Random, km: float = 2.0) -> dict:
 def test_500_concurrent_bookings_against_100_drivers(admin, engine):
     rng = random.Random(500)
     with cf.ThreadPoolExecutor(max_workers=20) as pool:
-        drivers = list(pool.map(
-            lambda i: online_driver(admin, **_near(rng), name=f"driver-{i}"), range(100)))
+        drivers = list(
+            pool.map(lambda i: online_driver(admin, **_near(rng), name=f"driver-{i}"), range(100))
+        )
         riders = list(pool.map(lambda i: new_user(admin, "rider", f"rider-{i}"), range(50)))
     trips = [(riders[i % 50], {"pickup": _near(rng), "dropoff": _near(rng)}) for i in range(500)]
 
     with cf.ThreadPoolExecutor(max_workers=50) as pool:
-        accepted = list(pool.map(
-            lambda t: t[0].call("POST", "/v1/bookings", expect=202, json=t[1])["id"], trips))
+        accepted = list(
+            pool.map(
+                lambda t: t[0].call("POST", "/v1/bookings", expect=202, json=t[1])["id"], trips
+            )
+        )
 
     with engine.connect() as conn:
         # Every booking has been through a worker at least once.
-        wait_for(lambda: conn.scalar(text(
-            "SELECT count(*) = 0 FROM cab_bookings WHERE status = 'pending' AND match_attempts = 0"
-        )), 120, "every booking to be tried")
+        wait_for(
+            lambda: conn.scalar(
+                text(
+                    "SELECT count(*) = 0 FROM cab_bookings WHERE status = 'pending' AND "
+                    "match_attempts = 0"
+                )
+            ),
+            120,
+            "every booking to be tried",
+        )
         stored = dict(conn.execute(text("SELECT id, status FROM cab_bookings")).all())
-        doubled = conn.execute(text(
-            f"SELECT driver_id FROM cab_bookings WHERE status IN {ACTIVE} "
-            "GROUP BY driver_id HAVING count(*) > 1")).all()
+        doubled = conn.execute(
+            text(
+                f"SELECT driver_id FROM cab_bookings WHERE status IN {ACTIVE} "
+                "GROUP BY driver_id HAVING count(*) > 1"
+            )
+        ).all()
         busy = conn.scalar(text("SELECT count(*) FROM drivers WHERE status = 'busy'"))
 
     assert sorted(stored) == sorted(accepted), "a booking answered 202 is missing"
@@ -61,18 +75,29 @@ def test_a_worker_killed_mid_match_loses_no_booking(admin, engine, stack):
         # Hold the driver's row: the matching task's compare-and-set blocks on it, inside
         # its transaction, holding the booking's row lock. That is "mid-task".
         held = blocker.begin()
-        blocker.execute(text("SELECT 1 FROM drivers WHERE user_id = :d FOR UPDATE"),
-                        {"d": driver.id})
-        booking_id = rider.call("POST", "/v1/bookings", expect=202,
-                                json={"pickup": _near(random.Random(1), 0.1),
-                                      "dropoff": _near(random.Random(2))})["id"]
+        blocker.execute(
+            text("SELECT 1 FROM drivers WHERE user_id = :d FOR UPDATE"), {"d": driver.id}
+        )
+        booking_id = rider.call(
+            "POST",
+            "/v1/bookings",
+            expect=202,
+            json={"pickup": _near(random.Random(1), 0.1), "dropoff": _near(random.Random(2))},
+        )["id"]
 
-        wait_for(lambda: waiting_on_locks(engine, "smartroute-worker"), 15,
-                 "the matching task to block on the driver's row")
+        wait_for(
+            lambda: waiting_on_locks(engine, "smartroute-worker"),
+            15,
+            "the matching task to block on the driver's row",
+        )
 
         active = stack.celery.control.inspect(timeout=2).active() or {}
-        pids = [t["worker_pid"] for tasks in active.values() for t in tasks
-                if t["name"] == "workers.tasks.dispatch_region" and t["args"] == ["default"]]
+        pids = [
+            t["worker_pid"]
+            for tasks in active.values()
+            for t in tasks
+            if t["name"] == "workers.tasks.dispatch_region" and t["args"] == ["default"]
+        ]
         assert len(pids) == 1, active
         os.kill(pids[0], signal.SIGKILL)
         # The parent sees its child die and requeues the message (reject_on_worker_lost);
@@ -81,9 +106,12 @@ def test_a_worker_killed_mid_match_loses_no_booking(admin, engine, stack):
         held.rollback()
 
     assigned = wait_for(
-        lambda: (b := rider.call("GET", f"/v1/bookings/{booking_id}"))["status"] == "assigned"
-        and b, 30, "the booking to be matched after the kill")
+        lambda: (
+            (b := rider.call("GET", f"/v1/bookings/{booking_id}"))["status"] == "assigned" and b
+        ),
+        30,
+        "the booking to be matched after the kill",
+    )
     assert assigned["driver_id"] == driver.id
     with engine.connect() as conn:
-        assert conn.scalar(text(
-            f"SELECT count(*) FROM cab_bookings WHERE status IN {ACTIVE}")) == 1
+        assert conn.scalar(text(f"SELECT count(*) FROM cab_bookings WHERE status IN {ACTIVE}")) == 1

@@ -20,8 +20,10 @@ def _tables(url: str) -> set[str]:
 
 def test_up_down_up_and_no_drift(settings):
     url = make_url(settings.database_url)
-    ensure_database(url.set(database="postgres").render_as_string(hide_password=False),
-                    "smartroute_migrations_test")
+    ensure_database(
+        url.set(database="postgres").render_as_string(hide_password=False),
+        "smartroute_migrations_test",
+    )
     empty = url.set(database="smartroute_migrations_test").render_as_string(hide_password=False)
     migrate.downgrade(empty, "base")  # Whatever an earlier run left behind.
     assert _tables(empty) == set()

@@ -20,7 +20,8 @@ from tests.support import stop_consuming, wait_for
 CENTRE = (38.7223, -9.1393)
 TRIP = {"pickup": {"lat": CENTRE[0], "lng": CENTRE[1]}, "dropoff": {"lat": 38.75, "lng": -9.15}}
 PROMTOOL = shutil.which("promtool") or next(
-    (str(p) for p in [Path(__file__).parents[2] / ".ci" / "bin" / "promtool"] if p.exists()), None)
+    (str(p) for p in [Path(__file__).parents[2] / ".ci" / "bin" / "promtool"] if p.exists()), None
+)
 
 
 def _booking(client, booking_id):
@@ -59,23 +60,42 @@ def test_an_unanswered_offer_goes_to_another_driver(admin, beat, engine):
     booking_id = rider.call("POST", "/v1/bookings", expect=202, json=TRIP)["id"]
     _becomes(rider, booking_id, lambda b: b["driver_id"] == near.id, "the offer to the near one")
     with engine.begin() as conn:  # The offer window passes without an answer.
-        conn.execute(text("UPDATE cab_bookings SET offer_expires_at = now() - interval '1 second'"
-                          " WHERE id = :b"), {"b": booking_id})
+        conn.execute(
+            text(
+                "UPDATE cab_bookings SET offer_expires_at = now() - interval '1 second'"
+                " WHERE id = :b"
+            ),
+            {"b": booking_id},
+        )
     _becomes(rider, booking_id, lambda b: b["driver_id"] == far.id, "the offer to move on")
     assert near.call("GET", "/v1/drivers/me")["status"] == "available"
     with engine.connect() as conn:
-        assert conn.scalar(text("SELECT reason FROM booking_declines WHERE booking_id = :b "
-                                "AND driver_id = :d"), {"b": booking_id, "d": near.id}) == "timeout"
+        assert (
+            conn.scalar(
+                text(
+                    "SELECT reason FROM booking_declines WHERE booking_id = :b AND driver_id = :d"
+                ),
+                {"b": booking_id, "d": near.id},
+            )
+            == "timeout"
+        )
 
 
 def test_a_silent_driver_goes_offline(admin, beat, engine):
     silent = online_driver(admin, *CENTRE, "silent")
     pinging = online_driver(admin, *CENTRE, "pinging")
     with engine.begin() as conn:  # Ten minutes without a location ping.
-        conn.execute(text("UPDATE drivers SET last_seen_at = now() - interval '10 minutes' "
-                          "WHERE user_id = :d"), {"d": silent.id})
-    wait_for(lambda: silent.call("GET", "/v1/drivers/me")["status"] == "offline", 20,
-             "the silent driver to go offline")
+        conn.execute(
+            text(
+                "UPDATE drivers SET last_seen_at = now() - interval '10 minutes' WHERE user_id = :d"
+            ),
+            {"d": silent.id},
+        )
+    wait_for(
+        lambda: silent.call("GET", "/v1/drivers/me")["status"] == "offline",
+        20,
+        "the silent driver to go offline",
+    )
     assert pinging.call("GET", "/v1/drivers/me")["status"] == "available"
 
 
@@ -83,56 +103,96 @@ def test_a_scheduled_booking_is_dispatched_when_due(admin, beat):
     online_driver(admin, CENTRE[0] + 0.003, CENTRE[1])
     rider = new_user(admin, "rider")
     pickup_at = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=3)
-    booking = rider.call("POST", "/v1/bookings", expect=202,
-                         json={**TRIP, "pickup_at": pickup_at.isoformat()})
+    booking = rider.call(
+        "POST", "/v1/bookings", expect=202, json={**TRIP, "pickup_at": pickup_at.isoformat()}
+    )
     assert booking["status"] == "pending"
-    assigned = _becomes(rider, booking["id"], lambda b: b["status"] == "assigned",
-                        "the scheduled booking to be dispatched")
+    assigned = _becomes(
+        rider,
+        booking["id"],
+        lambda b: b["status"] == "assigned",
+        "the scheduled booking to be dispatched",
+    )
     # The stack's lead time is zero: it is offered at its pickup time, not before.
     assert dt.datetime.fromisoformat(assigned["assigned_at"]) >= pickup_at
 
 
 def test_two_beats_at_once_do_no_double_work(admin, beats, engine):
-    drivers = [online_driver(admin, CENTRE[0] + i * 0.0005, CENTRE[1], f"d{i}")
-                   for i in range(10)]
+    drivers = [online_driver(admin, CENTRE[0] + i * 0.0005, CENTRE[1], f"d{i}") for i in range(10)]
     rider = new_user(admin, "rider")
     ids = [rider.call("POST", "/v1/bookings", expect=202, json=TRIP)["id"] for _ in drivers]
     with engine.connect() as conn:
-        wait_for(lambda: conn.scalar(text(
-            "SELECT count(*) FROM cab_bookings WHERE status = 'assigned'")) == len(ids), 20,
-            "every booking to be offered")
+        wait_for(
+            lambda: (
+                conn.scalar(text("SELECT count(*) FROM cab_bookings WHERE status = 'assigned'"))
+                == len(ids)
+            ),
+            20,
+            "every booking to be offered",
+        )
     with engine.begin() as conn:
         conn.execute(text("UPDATE cab_bookings SET offer_expires_at = now() - interval '1 second'"))
     beats("beat-a"), beats("beat-b")
     with engine.connect() as conn:
         # Each offer lapses once; every driver is then excluded from the booking it let lapse,
         # so the bookings are re-offered to other drivers (or wait).
-        wait_for(lambda: conn.scalar(text(
-            "SELECT count(*) FROM booking_declines WHERE reason = 'timeout'")) == len(ids), 20,
-            "every offer to lapse")
+        wait_for(
+            lambda: (
+                conn.scalar(text("SELECT count(*) FROM booking_declines WHERE reason = 'timeout'"))
+                == len(ids)
+            ),
+            20,
+            "every offer to lapse",
+        )
         # Greedy re-offers can strand only the last booking, whose one free driver is the
         # one that let it lapse.
-        wait_for(lambda: conn.scalar(text(
-            "SELECT count(*) FROM cab_bookings WHERE status = 'assigned'")) >= len(ids) - 1, 20,
-            "the bookings to be offered to other drivers")
-        back_to_lapser = conn.scalar(text(
-            "SELECT count(*) FROM cab_bookings b JOIN booking_declines d "
-            "ON d.booking_id = b.id AND d.driver_id = b.driver_id WHERE b.status = 'assigned'"))
-        lapses = conn.execute(text(
-            "SELECT booking_id, count(*) FROM booking_events WHERE reason = 'lapse' "
-            "GROUP BY booking_id")).all()
-        doubled = conn.execute(text(
-            "SELECT driver_id FROM cab_bookings WHERE status = 'assigned' "
-            "GROUP BY driver_id HAVING count(*) > 1")).all()
+        wait_for(
+            lambda: (
+                conn.scalar(text("SELECT count(*) FROM cab_bookings WHERE status = 'assigned'"))
+                >= len(ids) - 1
+            ),
+            20,
+            "the bookings to be offered to other drivers",
+        )
+        back_to_lapser = conn.scalar(
+            text(
+                "SELECT count(*) FROM cab_bookings b JOIN booking_declines d "
+                "ON d.booking_id = b.id AND d.driver_id = b.driver_id WHERE b.status = 'assigned'"
+            )
+        )
+        lapses = conn.execute(
+            text(
+                "SELECT booking_id, count(*) FROM booking_events WHERE reason = 'lapse' "
+                "GROUP BY booking_id"
+            )
+        ).all()
+        doubled = conn.execute(
+            text(
+                "SELECT driver_id FROM cab_bookings WHERE status = 'assigned' "
+                "GROUP BY driver_id HAVING count(*) > 1"
+            )
+        ).all()
     assert sorted(b for b, _ in lapses) == ids and {n for _, n in lapses} == {1}
     assert doubled == [] and back_to_lapser == 0
-    stats = wait_for(lambda: (s := admin.call("GET", "/v1/stats"))["source"] == "cache" and s,
-                     10, "beat's stats snapshot")
+    stats = wait_for(
+        lambda: (s := admin.call("GET", "/v1/stats"))["source"] == "cache" and s,
+        10,
+        "beat's stats snapshot",
+    )
     assert sum(stats["by_status"].values()) == len(ids)
     # Beat's health snapshot shows the live worker and the queues on /health.
-    health = wait_for(lambda: (h := requests.get(f"{admin.base_url}/health", timeout=5,
-                                                       headers=admin.http.headers).json())
-                      .get("workers") and h, 10, "beat's health snapshot")
+    health = wait_for(
+        lambda: (
+            (
+                h := requests.get(
+                    f"{admin.base_url}/health", timeout=5, headers=admin.http.headers
+                ).json()
+            ).get("workers")
+            and h
+        ),
+        10,
+        "beat's health snapshot",
+    )
     assert health["workers"]["workers_alive"]
     assert "dispatch.default" in health["workers"]["queue_depths"]
 
@@ -142,31 +202,45 @@ def test_metrics_pass_promtool_and_add_up_across_worker_processes(admin, stack, 
     drivers = [online_driver(admin, CENTRE[0] + i * 0.001, CENTRE[1], f"d{i}") for i in range(12)]
     rider = new_user(admin, "rider")
     with cf.ThreadPoolExecutor(max_workers=12) as pool:
-        list(pool.map(lambda _: rider.call("POST", "/v1/bookings", expect=202, json=TRIP),
-                      drivers))
+        list(pool.map(lambda _: rider.call("POST", "/v1/bookings", expect=202, json=TRIP), drivers))
     with engine.connect() as conn:
-        wait_for(lambda: conn.scalar(text(
-            "SELECT count(*) FROM cab_bookings WHERE status = 'assigned'")) == len(drivers), 20,
-            "every booking to be offered")
+        wait_for(
+            lambda: (
+                conn.scalar(text("SELECT count(*) FROM cab_bookings WHERE status = 'assigned'"))
+                == len(drivers)
+            ),
+            20,
+            "every booking to be offered",
+        )
         offers = conn.scalar(text("SELECT count(*) FROM booking_events WHERE reason = 'offer'"))
 
-    scrape = requests.get(f"{stack.url}/metrics", timeout=10,
-                          headers={"Authorization": f"Bearer {stack.settings.metrics_token}"})
+    scrape = requests.get(
+        f"{stack.url}/metrics",
+        timeout=10,
+        headers={"Authorization": f"Bearer {stack.settings.metrics_token}"},
+    )
     assert scrape.status_code == 200
-    checked = subprocess.run([PROMTOOL, "check", "metrics"], input=scrape.text,
-                             capture_output=True, text=True)
+    checked = subprocess.run(
+        [PROMTOOL, "check", "metrics"], input=scrape.text, capture_output=True, text=True
+    )
     assert checked.returncode == 0, checked.stdout + checked.stderr
 
     def assigned_in(files) -> float:
         for metric in MultiProcessCollector.merge(files, accumulate=True):
             if metric.name == "smartroute_match_outcomes":
-                return sum(s.value for s in metric.samples
-                           if s.name.endswith("_total") and s.labels["outcome"] == "assigned")
+                return sum(
+                    s.value
+                    for s in metric.samples
+                    if s.name.endswith("_total") and s.labels["outcome"] == "assigned"
+                )
         return 0.0
 
     per_process = [assigned_in([str(f)]) for f in stack.metrics_dir.glob("counter_*.db")]
-    scraped = sum(float(line.rsplit(" ", 1)[1]) for line in scrape.text.splitlines()
-                  if line.startswith('smartroute_match_outcomes_total{outcome="assigned"}'))
+    scraped = sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in scrape.text.splitlines()
+        if line.startswith('smartroute_match_outcomes_total{outcome="assigned"}')
+    )
     assert len([n for n in per_process if n]) >= 2, "work did not spread over two processes"
     # Every earlier test's offers counted too: the stack has run since the package began.
     assert sum(per_process) == scraped >= offers

@@ -10,14 +10,14 @@ from tests.integration.conftest import new_user, online_driver
 from tests.support import wait_for
 
 CENTRE = (38.7223, -9.1393)
-TRIP = {"pickup": {"lat": CENTRE[0], "lng": CENTRE[1]},
-        "dropoff": {"lat": 38.75, "lng": -9.15}}
+TRIP = {"pickup": {"lat": CENTRE[0], "lng": CENTRE[1]}, "dropoff": {"lat": 38.75, "lng": -9.15}}
 
 
 def _status_becomes(client, booking_id: int, status: str, timeout: float = 15):
     return wait_for(
         lambda: (b := client.call("GET", f"/v1/bookings/{booking_id}"))["status"] == status and b,
-        timeout, f"booking {booking_id} to become {status}",
+        timeout,
+        f"booking {booking_id} to become {status}",
     )
 
 
@@ -28,8 +28,11 @@ def test_book_assign_accept_start_complete(admin):
     assigned = _status_becomes(rider, booking["id"], "assigned")
     assert assigned["driver_id"] == driver.id
     assert driver.call("GET", "/v1/drivers/me")["current_booking"]["id"] == booking["id"]
-    for action, status in (("accept", "accepted"), ("start", "in_progress"),
-                           ("complete", "completed")):
+    for action, status in (
+        ("accept", "accepted"),
+        ("start", "in_progress"),
+        ("complete", "completed"),
+    ):
         after = driver.call("POST", f"/v1/bookings/{booking['id']}/{action}")
         assert after["status"] == status
     assert after["version"] == 5
@@ -47,8 +50,10 @@ def test_a_declined_offer_goes_to_the_next_driver(admin):
     assert _status_becomes(rider, booking_id, "assigned")["driver_id"] == near.id
     near.call("POST", f"/v1/bookings/{booking_id}/decline")
     reoffered = wait_for(
-        lambda: (b := rider.call("GET", f"/v1/bookings/{booking_id}"))["driver_id"] == far.id
-        and b, 15, "the offer to reach the second driver")
+        lambda: (b := rider.call("GET", f"/v1/bookings/{booking_id}"))["driver_id"] == far.id and b,
+        15,
+        "the offer to reach the second driver",
+    )
     assert reoffered["status"] == "assigned"
     # The driver who declined no longer holds it: acting on it is a conflict.
     late = near.call("POST", f"/v1/bookings/{booking_id}/accept", expect=409)
@@ -60,8 +65,9 @@ def test_the_same_idempotency_key_posted_at_once_yields_one_booking(admin, engin
     rider = new_user(admin, "rider")
 
     def post(_):
-        return rider.call("POST", "/v1/bookings", expect=202, json=TRIP,
-                          headers={"Idempotency-Key": "tap-twice"})["id"]
+        return rider.call(
+            "POST", "/v1/bookings", expect=202, json=TRIP, headers={"Idempotency-Key": "tap-twice"}
+        )["id"]
 
     with cf.ThreadPoolExecutor(max_workers=16) as pool:
         ids = set(pool.map(post, range(16)))
@@ -74,9 +80,13 @@ def test_a_booking_with_no_driver_waits_and_beat_retries_it(admin, beat, engine)
     rider = new_user(admin, "rider")
     booking_id = rider.call("POST", "/v1/bookings", expect=202, json=TRIP)["id"]
     with engine.connect() as conn:
-        wait_for(lambda: conn.scalar(text(
-            "SELECT match_attempts FROM cab_bookings WHERE id = :b"), {"b": booking_id}),
-            15, "a first matching attempt that finds nobody")
+        wait_for(
+            lambda: conn.scalar(
+                text("SELECT match_attempts FROM cab_bookings WHERE id = :b"), {"b": booking_id}
+            ),
+            15,
+            "a first matching attempt that finds nobody",
+        )
     assert rider.call("GET", f"/v1/bookings/{booking_id}")["status"] == "pending"
     # A driver comes online; no request touches the booking: only beat's sweep can find it.
     driver = online_driver(admin, CENTRE[0], CENTRE[1] + 0.003)

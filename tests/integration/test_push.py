@@ -27,8 +27,10 @@ TRIP = {"pickup": {"lat": CENTRE[0], "lng": CENTRE[1]}, "dropoff": {"lat": 38.75
 def test_a_driver_gets_its_assignment_and_admins_see_every_change_in_order(admin, listeners):
     driver = online_driver(admin, CENTRE[0] + 0.003, CENTRE[1])
     rider = new_user(admin, "rider")
-    driver_feed, admin_feed = listeners(driver.token), listeners(admin.http.headers[
-        "Authorization"].removeprefix("Bearer "))
+    driver_feed, admin_feed = (
+        listeners(driver.token),
+        listeners(admin.http.headers["Authorization"].removeprefix("Bearer ")),
+    )
     rider_feed = listeners(rider.token)
     booking_id = rider.call("POST", "/v1/bookings", expect=202, json=TRIP)["id"]
 
@@ -39,8 +41,13 @@ def test_a_driver_gets_its_assignment_and_admins_see_every_change_in_order(admin
         driver.call("POST", f"/v1/bookings/{booking_id}/{action}")
 
     seen = [admin_feed.next("booking_updated") for _ in range(5)]
-    assert [d["status"] for _, d in seen] == ["pending", "assigned", "accepted", "in_progress",
-                                              "completed"]
+    assert [d["status"] for _, d in seen] == [
+        "pending",
+        "assigned",
+        "accepted",
+        "in_progress",
+        "completed",
+    ]
     assert [d["version"] for _, d in seen] == [1, 2, 3, 4, 5]
     ids = [d["event_id"] for _, d in seen]
     assert ids == sorted(ids) and len(set(ids)) == 5
@@ -129,8 +136,7 @@ def test_no_assignment_is_lost_when_the_relay_dies_mid_burst(admin, stack, engin
 
     from tests.support import wait_for
 
-    drivers = [online_driver(admin, CENTRE[0] + i * 0.0005, CENTRE[1], f"d{i}")
-               for i in range(8)]
+    drivers = [online_driver(admin, CENTRE[0] + i * 0.0005, CENTRE[1], f"d{i}") for i in range(8)]
     feeds = {d.id: listeners(d.token) for d in drivers[1:]}
     away = drivers[0]  # Disconnected the whole time its booking is offered.
     rider = new_user(admin, "rider")
@@ -147,9 +153,21 @@ def test_no_assignment_is_lost_when_the_relay_dies_mid_burst(admin, stack, engin
     wait_for(stack.relay_up, 30, "the relay to come back")
 
     with engine.connect() as conn:
-        offers = dict(wait_for(lambda: (rows := conn.execute(text(
-            "SELECT id, driver_id FROM cab_bookings WHERE status = 'assigned'")).all())
-            and len(rows) == len(first + rest) and rows, 30, "every booking to be offered"))
+        offers = dict(
+            wait_for(
+                lambda: (
+                    (
+                        rows := conn.execute(
+                            text("SELECT id, driver_id FROM cab_bookings WHERE status = 'assigned'")
+                        ).all()
+                    )
+                    and len(rows) == len(first + rest)
+                    and rows
+                ),
+                30,
+                "every booking to be offered",
+            )
+        )
 
     received: dict[int, set[int]] = {}
     for driver_id, feed in feeds.items():
@@ -183,8 +201,11 @@ def test_relay_and_outbox_metrics_are_scraped_with_the_rest(admin, stack, listen
 
     def connected_drivers() -> float:
         text = requests.get(f"{stack.url}/metrics", timeout=10, headers=scraper).text
-        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-                   if line.startswith('smartroute_relay_connections{kind="driver"}'))
+        return sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith('smartroute_relay_connections{kind="driver"}')
+        )
 
     assert wait_for(connected_drivers, 10, "the relay's connection gauge") >= 1
     scrape = requests.get(f"{stack.url}/metrics", timeout=10, headers=scraper).text
@@ -197,14 +218,17 @@ def test_a_relay_with_no_origins_configured_admits_only_its_own(stack, origin, a
     env = {k: v for k, v in stack.env.items() if k != "SMARTROUTE_RELAY_CORS_ORIGINS"}
     port = free_port()
     relay_url = f"http://127.0.0.1:{port}"
-    relay = subprocess.Popen(relay_argv("127.0.0.1", port), env=env,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    relay = subprocess.Popen(
+        relay_argv("127.0.0.1", port), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         wait_for(lambda: healthy(relay_url), 30, "the second relay to start")
-        handshake = requests.get(f"{relay_url}/socket.io/?EIO=4&transport=polling", timeout=5,
-                                 headers={"Origin": origin.format(relay=relay_url)})
+        handshake = requests.get(
+            f"{relay_url}/socket.io/?EIO=4&transport=polling",
+            timeout=5,
+            headers={"Origin": origin.format(relay=relay_url)},
+        )
         assert (handshake.status_code == 200) is allowed, handshake.status_code
     finally:
         relay.terminate()
         relay.wait(timeout=20)
-

@@ -36,14 +36,24 @@ def _lines(process: subprocess.Popen) -> queue.Queue:
 def test_the_js_client_receives_its_assignment_and_accepts_it(admin, stack):
     driver = online_driver(admin, 38.7253, -9.1393)
     rider = new_user(admin, "rider")
-    app = subprocess.Popen([NODE, str(JS / "driver.js"), stack.relay_url, driver.token],
-                           stdout=subprocess.PIPE, text=True, cwd=JS)
+    app = subprocess.Popen(
+        [NODE, str(JS / "driver.js"), stack.relay_url, driver.token],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=JS,
+    )
     try:
         lines = _lines(app)
         assert lines.get(timeout=20)["event"] == "connect"
-        booking_id = rider.call("POST", "/v1/bookings", expect=202, json={
-            "pickup": {"lat": 38.7223, "lng": -9.1393}, "dropoff": {"lat": 38.75, "lng": -9.15},
-        })["id"]
+        booking_id = rider.call(
+            "POST",
+            "/v1/bookings",
+            expect=202,
+            json={
+                "pickup": {"lat": 38.7223, "lng": -9.1393},
+                "dropoff": {"lat": 38.75, "lng": -9.15},
+            },
+        )["id"]
         received = lines.get(timeout=30)
         assert received["event"] == "new_assignment"
         assert received["data"]["id"] == booking_id
@@ -51,7 +61,9 @@ def test_the_js_client_receives_its_assignment_and_accepts_it(admin, stack):
         accepted = lines.get(timeout=30)
         assert accepted["event"] == "accepted"
         assert (accepted["data"]["status"], accepted["data"]["booking"]["status"]) == (
-            200, "accepted")
+            200,
+            "accepted",
+        )
         assert admin.call("GET", f"/v1/bookings/{booking_id}")["status"] == "accepted"
         assert app.wait(timeout=10) == 0
     finally:
@@ -62,8 +74,13 @@ def test_the_js_client_receives_its_assignment_and_accepts_it(admin, stack):
 
 
 def test_the_js_client_is_refused_without_a_valid_token(stack):
-    app = subprocess.run([NODE, str(JS / "driver.js"), stack.relay_url, "forged"],
-                         capture_output=True, text=True, cwd=JS, timeout=30)
+    app = subprocess.run(
+        [NODE, str(JS / "driver.js"), stack.relay_url, "forged"],
+        capture_output=True,
+        text=True,
+        cwd=JS,
+        timeout=30,
+    )
     assert app.returncode == 3
     assert json.loads(app.stdout.splitlines()[-1])["event"] == "connect_error"
 
@@ -77,20 +94,40 @@ def test_the_js_client_told_to_resync_reloads_over_http_and_accepts(admin, stack
 
     driver = online_driver(admin, 38.7253, -9.1393)
     rider = new_user(admin, "rider")
-    booking_id = rider.call("POST", "/v1/bookings", expect=202, json={
-        "pickup": {"lat": 38.7223, "lng": -9.1393}, "dropoff": {"lat": 38.75, "lng": -9.15},
-    })["id"]
-    wait_for(lambda: admin.call("GET", f"/v1/bookings/{booking_id}")["status"] == "assigned",
-             30, "the offer")
+    booking_id = rider.call(
+        "POST",
+        "/v1/bookings",
+        expect=202,
+        json={
+            "pickup": {"lat": 38.7223, "lng": -9.1393},
+            "dropoff": {"lat": 38.75, "lng": -9.15},
+        },
+    )["id"]
+    wait_for(
+        lambda: admin.call("GET", f"/v1/bookings/{booking_id}")["status"] == "assigned",
+        30,
+        "the offer",
+    )
     with engine.connect() as conn:
-        wait_for(lambda: conn.execute(text(
-            "SELECT count(*) FROM outbox_events WHERE sent_at IS NULL")).scalar() == 0,
-            30, "the offer's push to go out")
+        wait_for(
+            lambda: (
+                conn.execute(
+                    text("SELECT count(*) FROM outbox_events WHERE sent_at IS NULL")
+                ).scalar()
+                == 0
+            ),
+            30,
+            "the offer's push to go out",
+        )
     # The relay's replay log is lost (a Redis restart): the offer cannot be replayed.
     cache = redis.Redis.from_url(stack.settings.redis_url)
     cache.delete(*cache.keys(REPLAY_PREFIX + "*"))
-    app = subprocess.Popen([NODE, str(JS / "driver.js"), stack.relay_url, driver.token, "1",
-                            stack.url], stdout=subprocess.PIPE, text=True, cwd=JS)
+    app = subprocess.Popen(
+        [NODE, str(JS / "driver.js"), stack.relay_url, driver.token, "1", stack.url],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=JS,
+    )
     try:
         lines = _lines(app)
         # socket.io-client hands over events sent during the handshake just before "connect".
@@ -112,10 +149,18 @@ def test_the_js_client_told_to_resync_reloads_over_http_and_accepts(admin, stack
 
 def test_the_js_client_with_an_impossible_last_event_id_is_refused_naming_it(admin, stack):
     driver = online_driver(admin, 38.7253, -9.1393)
-    app = subprocess.run([NODE, str(JS / "driver.js"), stack.relay_url, driver.token,
-                          str(2**64)], capture_output=True, text=True, cwd=JS, timeout=30)
+    app = subprocess.run(
+        [NODE, str(JS / "driver.js"), stack.relay_url, driver.token, str(2**64)],
+        capture_output=True,
+        text=True,
+        cwd=JS,
+        timeout=30,
+    )
     assert app.returncode == 3
     refused = json.loads(app.stdout.splitlines()[-1])
     assert refused["event"] == "connect_error"
-    assert refused["data"]["data"] == {"code": "invalid_field", "field": "last_event_id",
-                                       "message": refused["data"]["message"]}
+    assert refused["data"]["data"] == {
+        "code": "invalid_field",
+        "field": "last_event_id",
+        "message": refused["data"]["message"],
+    }

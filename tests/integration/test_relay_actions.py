@@ -19,8 +19,9 @@ pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptio
 
 def act(feed, booking_id, action) -> dict:
     """One ``driver_action``, and the relay's acknowledgement."""
-    return feed.client.call("driver_action", {"booking_id": booking_id, "action": action},
-                            timeout=WAIT_S)
+    return feed.client.call(
+        "driver_action", {"booking_id": booking_id, "action": action}, timeout=WAIT_S
+    )
 
 
 def offered(admin, listeners, rider) -> tuple:
@@ -56,8 +57,9 @@ def test_a_refused_action_answers_as_the_api_would_and_changes_nothing(admin, li
     stranger_feed = listeners(stranger.token)
 
     for action in ("accept", "start", "decline"):
-        over_http = stranger.http.post(f"{stranger.base_url}/v1/bookings/{booking_id}/{action}",
-                                       timeout=WAIT_S)
+        over_http = stranger.http.post(
+            f"{stranger.base_url}/v1/bookings/{booking_id}/{action}", timeout=WAIT_S
+        )
         over_relay = act(stranger_feed, booking_id, action)
         assert over_relay["status"] == over_http.status_code >= 400
         assert over_relay["error"] == over_http.json()["error"]
@@ -66,15 +68,18 @@ def test_a_refused_action_answers_as_the_api_would_and_changes_nothing(admin, li
     assert admin.call("GET", f"/v1/bookings/{booking_id}")["status"] == "assigned"
 
 
-@pytest.mark.parametrize(("message", "status", "field"), [
-    ({"booking_id": "12", "action": "accept"}, 422, "booking_id"),
-    ({"booking_id": 0, "action": "accept"}, 422, "booking_id"),
-    ({"booking_id": 12, "action": "fly"}, 422, "action"),
-    ({"booking_id": 12}, 422, "action"),
-    ({"booking_id": 12, "action": "accept", "tip": 5}, 422, "tip"),
-    ("accept 12", 400, None),
-    (None, 400, None),
-])
+@pytest.mark.parametrize(
+    ("message", "status", "field"),
+    [
+        ({"booking_id": "12", "action": "accept"}, 422, "booking_id"),
+        ({"booking_id": 0, "action": "accept"}, 422, "booking_id"),
+        ({"booking_id": 12, "action": "fly"}, 422, "action"),
+        ({"booking_id": 12}, 422, "action"),
+        ({"booking_id": 12, "action": "accept", "tip": 5}, 422, "tip"),
+        ("accept 12", 400, None),
+        (None, 400, None),
+    ],
+)
 def test_a_malformed_action_names_what_is_wrong(admin, listeners, message, status, field):
     driver = online_driver(admin, *CENTRE)
     feed = listeners(driver.token)
@@ -128,10 +133,12 @@ def test_an_action_waiting_on_a_row_lock_holds_up_no_one_else(admin, listeners, 
     answers: queue.Queue = queue.Queue()
 
     with engine.connect() as lock:
-        lock.execute(text("SELECT 1 FROM cab_bookings WHERE id = :id FOR UPDATE"),
-                     {"id": booking_id})
-        feed.client.emit("driver_action", {"booking_id": booking_id, "action": "accept"},
-                         callback=answers.put)
+        lock.execute(
+            text("SELECT 1 FROM cab_bookings WHERE id = :id FOR UPDATE"), {"id": booking_id}
+        )
+        feed.client.emit(
+            "driver_action", {"booking_id": booking_id, "action": "accept"}, callback=answers.put
+        )
         wait_for(lambda: _relay_waits_on_a_lock(engine), WAIT_S, "the accept to wait on the lock")
 
         # Meanwhile another driver's action goes to the database and back, and HTTP answers.
@@ -150,6 +157,12 @@ def test_an_action_waiting_on_a_row_lock_holds_up_no_one_else(admin, listeners, 
 def _relay_waits_on_a_lock(engine) -> bool:
     # Its own connection: pg_stat_activity holds still within a transaction.
     with engine.connect() as connection:
-        return bool(connection.execute(text(
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'smartroute-relay' "
-            "AND wait_event_type = 'Lock'")).scalar())
+        return bool(
+            connection.execute(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = "
+                    "'smartroute-relay' "
+                    "AND wait_event_type = 'Lock'"
+                )
+            ).scalar()
+        )

@@ -15,9 +15,26 @@ def test_simulate_runs_a_seeded_city_and_draws_its_chart(stack, admin, beat, tmp
     # they go to other drivers, so every booking still completes. Drivers act over HTTP here;
     # tests/integration/test_bench_e2e.py has them act over the relay.
     chart = tmp_path / "city.png"
-    out = smartroute(stack, "simulate", "--drivers", "8", "--rate", "2", "--duration", "4",
-                     "--seed", "3", "--speedup", "600", "--chart", str(chart),
-                     "--driver-actions", "http", "--json", timeout=240)
+    out = smartroute(
+        stack,
+        "simulate",
+        "--drivers",
+        "8",
+        "--rate",
+        "2",
+        "--duration",
+        "4",
+        "--seed",
+        "3",
+        "--speedup",
+        "600",
+        "--chart",
+        str(chart),
+        "--driver-actions",
+        "http",
+        "--json",
+        timeout=240,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out.stdout)
     assert result["bookings"] == 8

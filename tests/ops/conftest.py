@@ -26,12 +26,16 @@ def worker(settings, tmp_path, clean_db):
     name = f"ops-{free_port()}@localhost"
     env = {**os.environ, **settings.to_env(), "SMARTROUTE_LOG_FORMAT": "json"}
     with open(tmp_path / "worker.log", "wb") as log:
-        process = subprocess.Popen(worker_argv(1, "dispatch.default", name), env=env, stdout=log,
-                                   stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            worker_argv(1, "dispatch.default", name), env=env, stdout=log, stderr=subprocess.STDOUT
+        )
         celery = create_celery(settings)
         try:
-            wait_for(lambda: celery.control.ping(destination=[name], timeout=0.5), 60,
-                     "the worker to answer")
+            wait_for(
+                lambda: celery.control.ping(destination=[name], timeout=0.5),
+                60,
+                "the worker to answer",
+            )
             yield Node(celery, name, env, process)
         finally:
             if process.poll() is None:

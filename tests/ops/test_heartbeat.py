@@ -13,8 +13,9 @@ from tests.support import wait_for
 
 def test_a_worker_node_beats_while_it_runs_and_leaves_when_it_stops(worker, settings):
     cache = redis.Redis.from_url(settings.redis_url)
-    wait_for(lambda: worker.name in heartbeat.alive(cache, time.time()), 10,
-             "the node's first heartbeat")
+    wait_for(
+        lambda: worker.name in heartbeat.alive(cache, time.time()), 10, "the node's first heartbeat"
+    )
     worker.process.terminate()  # A warm shutdown: the node takes itself off.
     worker.process.wait(timeout=20)
     assert worker.name not in heartbeat.alive(cache, time.time())

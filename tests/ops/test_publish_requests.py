@@ -34,7 +34,8 @@ def worker_context(settings, monkeypatch):
 
 
 def test_commits_ride_along_with_one_publish_until_the_run_ends(
-        settings, committed_sessions, worker_context, now):
+    settings, committed_sessions, worker_context, now
+):
     from workers.tasks import publish_outbox
 
     app, cache = create_celery(settings), redis.Redis.from_url(settings.redis_url)

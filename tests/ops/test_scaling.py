@@ -20,8 +20,9 @@ def _processes(celery, name) -> int:
 
 
 def _cli(env, *args) -> dict | list:
-    out = subprocess.run([*SMARTROUTE, *args, "--json"], env=env, capture_output=True, text=True,
-                         timeout=60)
+    out = subprocess.run(
+        [*SMARTROUTE, *args, "--json"], env=env, capture_output=True, text=True, timeout=60
+    )
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout.strip().splitlines()[-1])
 

@@ -38,20 +38,36 @@ SERVICE_DIRS = ("integration", "chaos")
 
 # Fixtures that start or reach a service. ``settings`` starts the embedded PostgreSQL and
 # Redis; the others are built on it, or start a stack, a worker or a relay of their own.
-SERVICE_FIXTURES = frozenset({
-    # tests/conftest.py
-    "settings", "engine", "session", "clean_db", "committed_sessions",
-    # tests/integration/conftest.py (and tests/deploy/conftest.py's own ``stack``)
-    "stack", "beats", "beat", "admin",
-    # tests/chaos/conftest.py
-    "chaos", "chaos_engine", "chaos_admin",
-    # tests/ops/conftest.py
-    "worker",
-    # tests/web/conftest.py
-    "app", "api",
-    # tests/security/conftest.py
-    "app_with", "api_server", "worker_context", "relay", "relay_with_own_redis",
-})
+SERVICE_FIXTURES = frozenset(
+    {
+        # tests/conftest.py
+        "settings",
+        "engine",
+        "session",
+        "clean_db",
+        "committed_sessions",
+        # tests/integration/conftest.py (and tests/deploy/conftest.py's own ``stack``)
+        "stack",
+        "beats",
+        "beat",
+        "admin",
+        # tests/chaos/conftest.py
+        "chaos",
+        "chaos_engine",
+        "chaos_admin",
+        # tests/ops/conftest.py
+        "worker",
+        # tests/web/conftest.py
+        "app",
+        "api",
+        # tests/security/conftest.py
+        "app_with",
+        "api_server",
+        "worker_context",
+        "relay",
+        "relay_with_own_redis",
+    }
+)
 
 # Source text that starts a process.
 STARTS_A_PROCESS = re.compile(r"\bsubprocess\b|\bPopen\b|runpytest_subprocess|\bos\.(fork|spawn)")
@@ -67,7 +83,8 @@ def _in(obj: object, folders: tuple[Path, ...]) -> bool:
     except TypeError:
         return False
     return source_file is not None and any(
-        Path(source_file).resolve().is_relative_to(folder) for folder in folders)
+        Path(source_file).resolve().is_relative_to(folder) for folder in folders
+    )
 
 
 def _callees(function: types.FunctionType) -> Iterator[object]:
@@ -83,8 +100,11 @@ def _callees(function: types.FunctionType) -> Iterator[object]:
 
 def _starts_a_process(function: object, folders: tuple[Path, ...], seen: set[object]) -> bool:
     function = inspect.unwrap(function)
-    if (not isinstance(function, types.FunctionType) or function in seen
-            or not _in(function, folders)):
+    if (
+        not isinstance(function, types.FunctionType)
+        or function in seen
+        or not _in(function, folders)
+    ):
         return False
     seen.add(function)
     try:
@@ -133,8 +153,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if len(layers_of(item)) != 1:
             wrong.append(f"  {item.nodeid}: {' and '.join(layers_of(item)) or 'no layer'}")
     if wrong:
-        raise pytest.UsageError("each test is either unit or integration, and these are not:\n"
-                                + "\n".join(wrong))
+        raise pytest.UsageError(
+            "each test is either unit or integration, and these are not:\n" + "\n".join(wrong)
+        )
 
 
 class ReachedOut(AssertionError):
@@ -144,6 +165,7 @@ class ReachedOut(AssertionError):
 def _refuse(what: str):
     def refused(*_args, **_kwargs):
         raise ReachedOut(f"a unit test {what}: mark it integration (tests/plugins/layers.py)")
+
     return refused
 
 
@@ -163,8 +185,9 @@ def pytest_runtest_call(item: pytest.Item):
         try:
             import redis.connection
 
-            patch.setattr(redis.connection.AbstractConnection, "connect",
-                          _refuse("connected to Redis"))
+            patch.setattr(
+                redis.connection.AbstractConnection, "connect", _refuse("connected to Redis")
+            )
         except (ImportError, AttributeError):
             pass
         yield

@@ -25,8 +25,11 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     skipped = reporter.stats.get("skipped", []) if reporter is not None else []
     if not skipped:
         return
-    reporter.write_line(f"{len(skipped)} test(s) skipped in CI, where nothing may be: "
-                        "install what they need (.ci/run)", red=True)
+    reporter.write_line(
+        f"{len(skipped)} test(s) skipped in CI, where nothing may be: "
+        "install what they need (.ci/run)",
+        red=True,
+    )
     for report in skipped:
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
         reporter.write_line(f"  {report.nodeid}: {reason}", red=True)

@@ -7,7 +7,7 @@ import pytest
 
 pytest_plugins = ["pytester"]
 
-SUITE = '''
+SUITE = """
 import subprocess
 import sys
 
@@ -38,7 +38,7 @@ def test_through_a_helper():
 @pytest.mark.integration
 def test_said_so():
     pass
-'''
+"""
 
 
 @pytest.fixture
@@ -67,7 +67,8 @@ def test_each_test_gets_the_layer_of_what_it_reaches(suite):
         "    for item in session.items:\n"
         "        layer = [m.name for m in item.iter_markers() if m.name in LAYERS]\n"
         "        print('LAYER', item.name, ','.join(layer))\n"
-        "LAYERS = ('unit', 'integration')\n")
+        "LAYERS = ('unit', 'integration')\n"
+    )
     result = suite.runpytest("--collect-only", "-q", "-s")
     assert layers(result) == {
         "test_pure": "unit",
@@ -79,7 +80,8 @@ def test_each_test_gets_the_layer_of_what_it_reaches(suite):
 
 def test_a_unit_mark_on_a_test_that_reaches_a_service_stops_the_run(suite):
     suite.makeconftest("pytest_plugins = ['tests.plugins.layers']\n")
-    suite.makepyfile(test_suite='''
+    suite.makepyfile(
+        test_suite="""
 import pytest
 
 
@@ -91,7 +93,8 @@ def settings():
 @pytest.mark.unit
 def test_claims_to_be_unit(settings):
     pass
-''')
+"""
+    )
     result = suite.runpytest("-q")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*test_claims_to_be_unit: integration and unit*"])
@@ -99,7 +102,8 @@ def test_claims_to_be_unit(settings):
 
 def test_a_unit_test_that_starts_a_process_fails_naming_it(suite):
     suite.makeconftest("pytest_plugins = ['tests.plugins.layers']\n")
-    suite.makepyfile(test_suite='''
+    suite.makepyfile(
+        test_suite="""
 import sys
 
 
@@ -107,7 +111,8 @@ def test_sneaky():
     # Out of the rule's sight: the module's name is built at run time.
     run = getattr(__import__("sub" + "process"), "run")
     run([sys.executable, "-c", "pass"])
-''')
+"""
+    )
     result = suite.runpytest("-q")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*a unit test started a process*"])

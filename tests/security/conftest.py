@@ -51,13 +51,21 @@ def api_server(settings, tmp_path_factory):
     import requests
 
     port = free_port()
-    env = {**os.environ, **settings.to_env(),
-           "SMARTROUTE_MAX_BODY_BYTES": str(SERVER_MAX_BODY_BYTES),
-           "SMARTROUTE_LOG_FORMAT": "json"}
+    env = {
+        **os.environ,
+        **settings.to_env(),
+        "SMARTROUTE_MAX_BODY_BYTES": str(SERVER_MAX_BODY_BYTES),
+        "SMARTROUTE_LOG_FORMAT": "json",
+    }
     log_path = tmp_path_factory.mktemp("edge-server") / "api.log"
     with open(log_path, "wb") as log:
-        server = subprocess.Popen(api_argv("127.0.0.1", port, processes=1, threads=4), env=env,
-                                  stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        server = subprocess.Popen(
+            api_argv("127.0.0.1", port, processes=1, threads=4),
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
     def live():
         assert server.poll() is None, log_path.read_text()
@@ -76,7 +84,6 @@ def api_server(settings, tmp_path_factory):
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
-
 
 
 @pytest.fixture
@@ -110,19 +117,32 @@ class Relay:
 def _start_relay(settings, log_dir: Path, redis_url: str) -> Relay:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    env = {**os.environ, **settings.to_env(), "REDIS_URL": redis_url,
-           # Python Socket.IO clients send the relay's own origin.
-           "SMARTROUTE_RELAY_CORS_ORIGINS": url}
+    env = {
+        **os.environ,
+        **settings.to_env(),
+        "REDIS_URL": redis_url,
+        # Python Socket.IO clients send the relay's own origin.
+        "SMARTROUTE_RELAY_CORS_ORIGINS": url,
+    }
     # The relay's own default revalidation period is what is under test.
     env.pop("SMARTROUTE_RELAY_REVALIDATE_EVERY_S", None)
     log = log_dir / f"relay-{port}.log"
     with open(log, "wb") as out:
-        process = subprocess.Popen(relay_argv("127.0.0.1", port), env=env, stdout=out,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(
+            relay_argv("127.0.0.1", port),
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     relay = Relay(url, process, log)
     try:
-        wait_for(lambda: process.poll() is None and healthy(url), START_TIMEOUT_S,
-                 "the relay to answer /health", every=0.2)
+        wait_for(
+            lambda: process.poll() is None and healthy(url),
+            START_TIMEOUT_S,
+            "the relay to answer /health",
+            every=0.2,
+        )
     except AssertionError as exc:
         _stop(relay)
         raise AssertionError(f"{exc}\n{relay.log_tail()}") from None

@@ -36,8 +36,9 @@ def offered(committed_sessions, now):
         driver = make.driver(s, now=now)
         booking = make.booking(s, rider, now=now)
         assert dispatch_booking(s, booking.id, MatchPolicy(), now).outcome == Outcome.ASSIGNED
-        other_driver = make.driver(s, make.offset(make.LISBON, north_km=50), now=now,
-                                   name="other driver")
+        other_driver = make.driver(
+            s, make.offset(make.LISBON, north_km=50), now=now, name="other driver"
+        )
         other_rider = make.rider(s, "other rider")
         return booking.id, rider.id, driver.user_id, other_rider.id, other_driver.user_id
 
@@ -47,8 +48,9 @@ def _refused_without_waiting(engine, booking_id: int, attempt) -> None:
     within REFUSED_WITHIN_S."""
     with engine.connect() as holder, Session(engine) as stranger:
         holder.begin()
-        holder.execute(text("SELECT 1 FROM cab_bookings WHERE id = :b FOR UPDATE"),
-                       {"b": booking_id})
+        holder.execute(
+            text("SELECT 1 FROM cab_bookings WHERE id = :b FOR UPDATE"), {"b": booking_id}
+        )
         stranger.execute(text(f"SET LOCAL lock_timeout = '{LOCK_WAIT}'"))
         started = time.monotonic()
         try:
@@ -85,7 +87,8 @@ def test_the_owners_decline_and_cancel_still_work(committed_sessions, offered, n
     with committed_sessions.begin() as s:
         assert driver_action(s, booking_id, driver, "decline", now=now).status == "pending"
     with committed_sessions.begin() as s:
-        assert cancel_booking(s, booking_id, Actor(rider, Role.RIDER), now=now).status == \
-            "cancelled"
+        assert (
+            cancel_booking(s, booking_id, Actor(rider, Role.RIDER), now=now).status == "cancelled"
+        )
     with committed_sessions() as s:
         assert s.get(Booking, booking_id).status == "cancelled"

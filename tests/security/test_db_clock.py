@@ -32,13 +32,16 @@ def _offered(session, now):
     rider = make.rider(session)
     driver = make.driver(session, now=now)
     booking = make.booking(session, rider, now=now)
-    assert dispatch_booking(session, booking.id, MatchPolicy(offer_window_s=25),
-                            now).outcome == Outcome.ASSIGNED
+    assert (
+        dispatch_booking(session, booking.id, MatchPolicy(offer_window_s=25), now).outcome
+        == Outcome.ASSIGNED
+    )
     return booking.id, driver.user_id
 
 
 def test_a_fast_worker_clock_lapses_expires_and_retires_nothing_early(
-        worker_context, committed_sessions, monkeypatch):
+    worker_context, committed_sessions, monkeypatch
+):
     from workers import tasks
 
     with committed_sessions.begin() as s:
@@ -60,7 +63,8 @@ def test_a_fast_worker_clock_lapses_expires_and_retires_nothing_early(
 
 
 def test_a_slow_worker_clock_still_lapses_and_expires_what_is_due(
-        worker_context, committed_sessions, monkeypatch):
+    worker_context, committed_sessions, monkeypatch
+):
     from workers import tasks
 
     with committed_sessions.begin() as s:
@@ -68,10 +72,14 @@ def test_a_slow_worker_clock_still_lapses_and_expires_what_is_due(
         offered, driver_id = _offered(s, now)
         overdue = make.booking(s, make.rider(s, "overdue"), now=now, deadline_s=300).id
         # Time passes, by the database's clock: the offer and the deadline are behind us.
-        s.execute(text("UPDATE cab_bookings SET offer_expires_at = now() - interval '1 s' "
-                       "WHERE id = :b"), {"b": offered})
-        s.execute(text("UPDATE cab_bookings SET expires_at = now() - interval '1 s' "
-                       "WHERE id = :b"), {"b": overdue})
+        s.execute(
+            text("UPDATE cab_bookings SET offer_expires_at = now() - interval '1 s' WHERE id = :b"),
+            {"b": offered},
+        )
+        s.execute(
+            text("UPDATE cab_bookings SET expires_at = now() - interval '1 s' WHERE id = :b"),
+            {"b": overdue},
+        )
     _worker_clock(monkeypatch, -HOUR)
 
     assert tasks.lapse_offers() == 1

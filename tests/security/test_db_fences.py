@@ -27,8 +27,11 @@ from web import create_app
 
 # Short limits, so each fence shows within a second or two. The idle fence outlasts the
 # lock timeout: a lock holder idling while another waits must not be ended first.
-LIMITS = {"db_statement_timeout_s": 1.0, "db_lock_timeout_s": 0.3,
-          "db_idle_in_transaction_timeout_s": 3.0}
+LIMITS = {
+    "db_statement_timeout_s": 1.0,
+    "db_lock_timeout_s": 0.3,
+    "db_idle_in_transaction_timeout_s": 3.0,
+}
 
 
 def _database(settings, name: str) -> str:
@@ -73,8 +76,14 @@ def test_upgrade_sets_the_limits_on_the_role_not_on_the_connection(limited_url):
     engine = _raw(limited_url)
     try:
         with engine.connect() as conn:
-            shown = [conn.scalar(text(f"SHOW {name}")) for name in
-                     ("statement_timeout", "lock_timeout", "idle_in_transaction_session_timeout")]
+            shown = [
+                conn.scalar(text(f"SHOW {name}"))
+                for name in (
+                    "statement_timeout",
+                    "lock_timeout",
+                    "idle_in_transaction_session_timeout",
+                )
+            ]
     finally:
         engine.dispose()
     assert shown == ["1s", "300ms", "3s"]
@@ -109,8 +118,9 @@ def test_a_transaction_left_idle_is_ended_by_the_role_fence(limited):
         def ended() -> bool:
             # A fresh connection each time: pg_stat_activity is a per-transaction snapshot.
             with limited.connect() as probe:
-                return not probe.scalar(text(
-                    "SELECT count(*) FROM pg_stat_activity WHERE pid = :p"), {"p": pid})
+                return not probe.scalar(
+                    text("SELECT count(*) FROM pg_stat_activity WHERE pid = :p"), {"p": pid}
+                )
 
         wait_for(ended, 15, "PostgreSQL to end the idle transaction")
         with pytest.raises(OperationalError):
@@ -124,8 +134,7 @@ def test_an_engine_refuses_a_role_without_the_limits(settings):
     url = _database(settings, "smartroute_nolimits_test")
     engine = _raw(url)
     with engine.begin() as conn:
-        conn.execute(text("ALTER ROLE CURRENT_USER IN DATABASE smartroute_nolimits_test "
-                          "RESET ALL"))
+        conn.execute(text("ALTER ROLE CURRENT_USER IN DATABASE smartroute_nolimits_test RESET ALL"))
     engine.dispose()
     guarded = make_engine(url, pool_size=1)
     try:
@@ -145,12 +154,15 @@ def test_a_lock_timeout_is_a_503_on_the_api_not_a_500(settings, limited_url, lim
         client = app.test_client()
         with limited.connect() as holder:
             holder.begin()
-            holder.execute(text("SELECT 1 FROM cab_bookings WHERE id = :b FOR UPDATE"),
-                           {"b": booking_id})
+            holder.execute(
+                text("SELECT 1 FROM cab_bookings WHERE id = :b FOR UPDATE"), {"b": booking_id}
+            )
             # The admin may cancel anyone's booking, so this one waits for the row, and gives
             # up at the lock timeout.
-            answer = client.post(f"/v1/bookings/{booking_id}/cancel",
-                                 headers={"Authorization": f"Bearer {settings.admin_token}"})
+            answer = client.post(
+                f"/v1/bookings/{booking_id}/cancel",
+                headers={"Authorization": f"Bearer {settings.admin_token}"},
+            )
             holder.rollback()
         assert answer.status_code == 503, answer.get_json()
         assert answer.get_json()["error"]["code"] == "database_unavailable"
@@ -170,10 +182,18 @@ def test_migrations_are_not_cut_short_by_the_roles_statement_timeout(settings):
         with engine.begin() as conn:
             conn.execute(text("SET LOCAL statement_timeout = 0"))
             conn.execute(text("TRUNCATE users RESTART IDENTITY CASCADE"))
-            conn.execute(text("INSERT INTO users (name, role) "
-                              "SELECT 'rider ' || g, 'rider' FROM generate_series(1, 100000) g"))
-            conn.execute(text("ALTER ROLE CURRENT_USER IN DATABASE "
-                              "smartroute_migration_timeout_test SET statement_timeout = 50"))
+            conn.execute(
+                text(
+                    "INSERT INTO users (name, role) "
+                    "SELECT 'rider ' || g, 'rider' FROM generate_series(1, 100000) g"
+                )
+            )
+            conn.execute(
+                text(
+                    "ALTER ROLE CURRENT_USER IN DATABASE "
+                    "smartroute_migration_timeout_test SET statement_timeout = 50"
+                )
+            )
         migrate.downgrade(url, "0003")
         migrate.upgrade(url, settings=Settings())
         with engine.connect() as conn:

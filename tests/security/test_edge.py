@@ -29,16 +29,21 @@ def _assert_rate_limited(response) -> None:
 
 # Limits before authentication.
 
+
 def test_random_tokens_from_one_address_are_refused_before_any_database_query(api, app_with):
     client = app_with(auth_failure_limit_per_address="60/minute")
     queries = []
-    event.listen(_runtime(client).engine, "before_cursor_execute",
-                 lambda *args, **kwargs: queries.append(args[2]))
+    event.listen(
+        _runtime(client).engine,
+        "before_cursor_execute",
+        lambda *args, **kwargs: queries.append(args[2]),
+    )
 
     def guess():
         # An opaque token, as the bootstrap admin's is: only the database can say no to it.
-        return client.get("/v1/drivers/me",
-                          headers={"Authorization": f"Bearer {secrets.token_urlsafe(24)}"})
+        return client.get(
+            "/v1/drivers/me", headers={"Authorization": f"Bearer {secrets.token_urlsafe(24)}"}
+        )
 
     first = [guess().status_code for _ in range(60)]
     assert first == [401] * 60 and queries, "each of these was looked up"
@@ -54,9 +59,11 @@ def test_behind_one_trusted_proxy_each_client_has_its_own_address_limit(api, app
     token = api.user("driver")["token"]
 
     def call(client_address: str):
-        return client.get("/v1/drivers/me", environ_base={"REMOTE_ADDR": "10.0.0.1"},
-                          headers={"Authorization": f"Bearer {token}",
-                                   "X-Forwarded-For": client_address})
+        return client.get(
+            "/v1/drivers/me",
+            environ_base={"REMOTE_ADDR": "10.0.0.1"},
+            headers={"Authorization": f"Bearer {token}", "X-Forwarded-For": client_address},
+        )
 
     assert [call("203.0.113.5").status_code for _ in range(3)] == [200] * 3
     _assert_rate_limited(call("203.0.113.5"))
@@ -69,14 +76,17 @@ def test_without_trusted_hops_a_forged_forwarded_for_changes_nothing(api, app_wi
     token = api.user("driver")["token"]
 
     def call(i: int):
-        return client.get("/v1/drivers/me", headers={"Authorization": f"Bearer {token}",
-                                                     "X-Forwarded-For": f"198.51.100.{i}"})
+        return client.get(
+            "/v1/drivers/me",
+            headers={"Authorization": f"Bearer {token}", "X-Forwarded-For": f"198.51.100.{i}"},
+        )
 
     assert [call(i).status_code for i in range(3)] == [200] * 3
     _assert_rate_limited(call(3))
 
 
 # Per-token limits.
+
 
 def test_refreshing_a_token_is_limited_per_token(api, app_with):
     client = app_with(refresh_limit_per_token="2/hour")
@@ -93,13 +103,13 @@ def test_driver_actions_over_http_are_limited_per_token(api, app_with):
     client = app_with(driver_action_limit_per_token="2/minute")
     auth = {"Authorization": f"Bearer {api.user('driver')['token']}"}
     # No such booking: the limit counts the attempts all the same.
-    codes = [client.post("/v1/bookings/999999/accept", headers=auth).status_code
-             for _ in range(2)]
+    codes = [client.post("/v1/bookings/999999/accept", headers=auth).status_code for _ in range(2)]
     assert codes == [404, 404]
     _assert_rate_limited(client.post("/v1/bookings/999999/decline", headers=auth))
 
 
 # Connections after a 413, on a real gunicorn.
+
 
 def _bootstrap_admin(committed_sessions, settings) -> None:
     with committed_sessions.begin() as s:
@@ -108,9 +118,12 @@ def _bootstrap_admin(committed_sessions, settings) -> None:
 
 def _rider_token(port: int, admin_token: str) -> str:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    conn.request("POST", "/v1/users", body=json.dumps({"name": "r", "role": "rider"}),
-                 headers={"Authorization": f"Bearer {admin_token}",
-                          "Content-Type": "application/json"})
+    conn.request(
+        "POST",
+        "/v1/users",
+        body=json.dumps({"name": "r", "role": "rider"}),
+        headers={"Authorization": f"Bearer {admin_token}", "Content-Type": "application/json"},
+    )
     response = conn.getresponse()
     assert response.status == 201, response.read()
     token = json.loads(response.read())["token"]
@@ -134,7 +147,8 @@ def _refused_then_next_request(conn: http.client.HTTPConnection) -> None:
 
 
 def test_a_declared_oversized_body_is_refused_before_it_is_sent_and_the_connection_closed(
-        api_server, committed_sessions, settings):
+    api_server, committed_sessions, settings
+):
     _bootstrap_admin(committed_sessions, settings)
     token = _rider_token(api_server, settings.admin_token)
     conn = http.client.HTTPConnection("127.0.0.1", api_server, timeout=10)
@@ -152,7 +166,8 @@ def test_a_declared_oversized_body_is_refused_before_it_is_sent_and_the_connecti
 
 
 def test_a_chunked_body_over_the_limit_is_refused_and_the_connection_closed(
-        api_server, committed_sessions, settings):
+    api_server, committed_sessions, settings
+):
     _bootstrap_admin(committed_sessions, settings)
     token = _rider_token(api_server, settings.admin_token)
     conn = http.client.HTTPConnection("127.0.0.1", api_server, timeout=10)
@@ -173,6 +188,7 @@ def test_a_chunked_body_over_the_limit_is_refused_and_the_connection_closed(
 
 # Who may read /health and /metrics.
 
+
 @pytest.mark.parametrize("path", ["/health", "/metrics"])
 def test_health_and_metrics_need_the_metrics_token_or_an_admin_token(api, path, settings):
     anonymous = api.as_(None).request("GET", path)
@@ -188,8 +204,9 @@ def test_health_and_metrics_need_the_metrics_token_or_an_admin_token(api, path, 
 
 
 @pytest.mark.parametrize("path", ["/health", "/metrics"])
-def test_health_and_metrics_open_no_new_redis_connection_per_call(app_with, settings,
-                                                                  monkeypatch, path):
+def test_health_and_metrics_open_no_new_redis_connection_per_call(
+    app_with, settings, monkeypatch, path
+):
     import web.health
 
     # Every call looks afresh, so each would open its connections if it opened any.
@@ -210,6 +227,7 @@ def test_health_and_metrics_open_no_new_redis_connection_per_call(app_with, sett
 
 
 # Names.
+
 
 @pytest.mark.parametrize("name", ["evil\u202egnp.exe", "ad\u200bmin", "bell\u0007", "\ue000x"])
 def test_names_with_format_control_or_private_use_characters_are_refused(api, name):

@@ -36,13 +36,18 @@ def relay(settings, tmp_path_factory):
     """A relay process on the test services (no API or worker: this module publishes)."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    env = {**os.environ, **settings.to_env(), "SMARTROUTE_LOG_FORMAT": "json",
-           "SMARTROUTE_RELAY_CORS_ORIGINS": url}
+    env = {
+        **os.environ,
+        **settings.to_env(),
+        "SMARTROUTE_LOG_FORMAT": "json",
+        "SMARTROUTE_RELAY_CORS_ORIGINS": url,
+    }
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     log_path = tmp_path_factory.mktemp("relay") / "relay.log"
     with open(log_path, "wb") as log:
-        process = subprocess.Popen(relay_argv("127.0.0.1", port), env=env, stdout=log,
-                                   stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            relay_argv("127.0.0.1", port), env=env, stdout=log, stderr=subprocess.STDOUT
+        )
         try:
             wait_for(lambda: process.poll() is None and healthy(url), 60, "the relay to start")
             yield url
@@ -129,7 +134,8 @@ def _admin_updates(feed: Feed, count: int) -> list[dict]:
 
 
 def test_an_event_committed_after_a_later_id_was_published_is_still_replayed(
-        committed_sessions, publishing, admin_token, feeds, now):
+    committed_sessions, publishing, admin_token, feeds, now
+):
     from workers.tasks import publish_outbox
 
     early_rider, late_rider = _riders(committed_sessions, 2)
@@ -145,8 +151,13 @@ def test_an_event_committed_after_a_later_id_was_published_is_still_replayed(
         assert first["id"] == late_booking.id
     live.close()  # The client drops before the early transaction's events go out.
     with committed_sessions() as s:
-        ids = dict(s.execute(select(OutboxEvent.booking_id, OutboxEvent.id)
-                             .where(OutboxEvent.room == outbox.ADMIN_ROOM)).all())
+        ids = dict(
+            s.execute(
+                select(OutboxEvent.booking_id, OutboxEvent.id).where(
+                    OutboxEvent.room == outbox.ADMIN_ROOM
+                )
+            ).all()
+        )
     assert ids[early_booking.id] < ids[late_booking.id]  # The race this test is about.
     assert publish_outbox() == 2
 
@@ -157,7 +168,8 @@ def test_an_event_committed_after_a_later_id_was_published_is_still_replayed(
 
 
 def test_a_client_older_than_the_replay_window_is_told_to_resync(
-        committed_sessions, publishing, admin_token, feeds, now):
+    committed_sessions, publishing, admin_token, feeds, now
+):
     from workers.tasks import publish_outbox
 
     publishing(replay_events=2)
@@ -171,8 +183,10 @@ def test_a_client_older_than_the_replay_window_is_told_to_resync(
     newest = ids[-1] + 1  # The last rider's event.
 
     stale = feeds(admin_token, last_event_id=ids[0])
-    assert stale.next() == ("resync_required", {"reason": "older_than_replay_window",
-                                                "oldest_event_id": newest - 2})
+    assert stale.next() == (
+        "resync_required",
+        {"reason": "older_than_replay_window", "oldest_event_id": newest - 2},
+    )
     assert stale.events.empty()  # No partial replay alongside.
     # Just inside the window: a plain replay of what came after.
     recent = feeds(admin_token, last_event_id=newest - 3)
@@ -181,7 +195,8 @@ def test_a_client_older_than_the_replay_window_is_told_to_resync(
 
 
 def test_a_replay_log_that_was_lost_is_not_replayed_as_if_complete(
-        committed_sessions, publishing, admin_token, feeds, settings, now):
+    committed_sessions, publishing, admin_token, feeds, settings, now
+):
     from workers.tasks import publish_outbox
 
     [rider] = _riders(committed_sessions, 1)
@@ -193,13 +208,16 @@ def test_a_replay_log_that_was_lost_is_not_replayed_as_if_complete(
     cache.delete(*cache.keys(push.REPLAY_PREFIX + "*"))
 
     back = feeds(admin_token, last_event_id=1)
-    assert back.next() == ("resync_required", {"reason": "replay_log_reset",
-                                               "oldest_event_id": None})
+    assert back.next() == (
+        "resync_required",
+        {"reason": "replay_log_reset", "oldest_event_id": None},
+    )
 
 
 @pytest.mark.parametrize("last_event_id", [2**64, 2**63, -1, "7", 1.5, True, [1]])
 def test_a_last_event_id_out_of_range_is_refused_cleanly(
-        admin_token, relay, settings, last_event_id):
+    admin_token, relay, settings, last_event_id
+):
     started = time.monotonic()
     with pytest.raises(socketio.exceptions.ConnectionError):
         feed = Feed(relay, {"token": admin_token, "last_event_id": last_event_id})
@@ -208,25 +226,34 @@ def test_a_last_event_id_out_of_range_is_refused_cleanly(
 
 
 def test_a_refused_last_event_id_names_the_field_and_leaves_nothing_registered(
-        admin_token, relay, settings):
+    admin_token, relay, settings
+):
     client = socketio.Client(reconnection=False)
     errors, refusals = [], []
     client.on("error", errors.append)
     client.on("connect_error", refusals.append)
     with pytest.raises(socketio.exceptions.ConnectionError):
-        client.connect(relay, auth={"token": admin_token, "last_event_id": 2**64},
-                       transports=["websocket"], wait_timeout=10)
+        client.connect(
+            relay,
+            auth={"token": admin_token, "last_event_id": 2**64},
+            transports=["websocket"],
+            wait_timeout=10,
+        )
     client.disconnect()
     assert errors and errors[0]["code"] == "invalid_field"
     assert errors[0]["field"] == "last_event_id"
     assert refusals[0]["data"]["field"] == "last_event_id"
 
     def admins_connected() -> float:
-        headers = ({"Authorization": f"Bearer {settings.metrics_token}"}
-                   if settings.metrics_token else {})
+        headers = (
+            {"Authorization": f"Bearer {settings.metrics_token}"} if settings.metrics_token else {}
+        )
         scrape = requests.get(f"{relay}/metrics", timeout=10, headers=headers).text
-        return sum(float(line.rsplit(" ", 1)[1]) for line in scrape.splitlines()
-                   if line.startswith('smartroute_relay_connections{kind="admin"}'))
+        return sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in scrape.splitlines()
+            if line.startswith('smartroute_relay_connections{kind="admin"}')
+        )
 
     assert admins_connected() == 0
 
@@ -240,8 +267,11 @@ def test_every_replay_stream_and_marker_expires(committed_sessions, publishing, 
     assert publish_outbox() == 2
     cache = redis.Redis.from_url(settings.redis_url)
     keys = cache.keys(push.REPLAY_PREFIX + "*")
-    assert {push.replay_key(outbox.ADMIN_ROOM).encode(), push.SINCE_KEY.encode(),
-            push.FLOOR_KEY.encode()} <= set(keys) and len(keys) == 4
+    assert {
+        push.replay_key(outbox.ADMIN_ROOM).encode(),
+        push.SINCE_KEY.encode(),
+        push.FLOOR_KEY.encode(),
+    } <= set(keys) and len(keys) == 4
     for key in keys:
         assert 0 < cache.ttl(key) <= settings.outbox_retention_s, key
 
@@ -250,8 +280,10 @@ def test_a_retried_delivery_is_a_copy_but_an_older_event_is_never_swallowed(sett
     cache = redis.Redis.from_url(settings.redis_url)
     cache.delete(*cache.keys(push.REPLAY_PREFIX + "*") or ["-"])
     publisher = push.Publisher(settings.redis_url)
-    batch = [(10, "driver_1", "new_assignment", {"event_id": 10}),
-             (11, "driver_1", "new_assignment", {"event_id": 11})]
+    batch = [
+        (10, "driver_1", "new_assignment", {"event_id": 10}),
+        (11, "driver_1", "new_assignment", {"event_id": 11}),
+    ]
     publisher.deliver(batch)
     publisher.deliver(batch)  # The same positions again, as after a failed commit.
     assert len(cache.xrange(push.replay_key("driver_1"))) == 2
@@ -260,7 +292,8 @@ def test_a_retried_delivery_is_a_copy_but_an_older_event_is_never_swallowed(sett
 
 
 def test_a_second_publisher_leaves_at_once_and_its_wake_up_is_not_lost(
-        committed_sessions, publishing, settings, engine, monkeypatch, now):
+    committed_sessions, publishing, settings, engine, monkeypatch, now
+):
     """The holder is paused after its last read found nothing, lock still held (there is no
     lock a test could hold in that window, so the read is wrapped); events commit; a second
     publisher must return at once, not wait in its worker slot, and the holder must still

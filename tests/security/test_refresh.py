@@ -30,15 +30,17 @@ def test_refreshing_revokes_the_presented_token(api):
     assert _status(api, fresh) == 200
 
 
-def test_a_family_cannot_be_refreshed_past_its_maximum_lifetime(api, settings,
-                                                                committed_sessions):
+def test_a_family_cannot_be_refreshed_past_its_maximum_lifetime(api, settings, committed_sessions):
     driver = api.user("driver", "d")
     lifetime = dt.timedelta(seconds=settings.token_max_lifetime_s)
     # First signed in a little under the maximum lifetime ago.
     started = dt.datetime.now(dt.UTC).replace(microsecond=0) - lifetime + dt.timedelta(hours=1)
     with committed_sessions.begin() as s:
-        s.execute(update(AccessToken).where(AccessToken.id == driver["token_id"])
-                  .values(session_started_at=started, issued_at=started))
+        s.execute(
+            update(AccessToken)
+            .where(AccessToken.id == driver["token_id"])
+            .values(session_started_at=started, issued_at=started)
+        )
 
     response = _refresh(api, driver["token"])
     assert response.status_code == 201
@@ -46,15 +48,21 @@ def test_a_family_cannot_be_refreshed_past_its_maximum_lifetime(api, settings,
     # The successor belongs to the same family and ends with it, not a full TTL later.
     assert dt.datetime.fromisoformat(fresh["expires_at"]) <= started + lifetime
     with committed_sessions() as s:
-        carried = s.scalar(select(AccessToken.session_started_at)
-                           .where(AccessToken.id == fresh["token_id"]))
+        carried = s.scalar(
+            select(AccessToken.session_started_at).where(AccessToken.id == fresh["token_id"])
+        )
     assert carried == started
 
     # Once the family is past it, a refresh is refused, though the token itself is live.
     with committed_sessions.begin() as s:
-        s.execute(update(AccessToken).where(AccessToken.id == fresh["token_id"])
-                  .values(session_started_at=started - dt.timedelta(hours=2),
-                          issued_at=started - dt.timedelta(hours=2)))
+        s.execute(
+            update(AccessToken)
+            .where(AccessToken.id == fresh["token_id"])
+            .values(
+                session_started_at=started - dt.timedelta(hours=2),
+                issued_at=started - dt.timedelta(hours=2),
+            )
+        )
     refused = _refresh(api, fresh["token"])
     assert refused.status_code == 401
     assert refused.get_json()["error"]["field"] == "Authorization"

@@ -53,9 +53,17 @@ class Relay:
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
             relay_argv("127.0.0.1", self.port),
-            env={**os.environ, **settings.to_env(), "SMARTROUTE_RELAY_ASYNC_MODE": mode,
-                 "SMARTROUTE_RELAY_CORS_ORIGINS": self.url, **env},
-            stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+            env={
+                **os.environ,
+                **settings.to_env(),
+                "SMARTROUTE_RELAY_ASYNC_MODE": mode,
+                "SMARTROUTE_RELAY_CORS_ORIGINS": self.url,
+                **env,
+            },
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         try:
             wait_for(self._up, START_TIMEOUT_S, f"the {mode} relay to answer /health", every=0.2)
         except AssertionError:
@@ -96,6 +104,7 @@ def relays(settings, clean_db, tmp_path):
 
 # A raw WebSocket client: python-socketio's would never send a message this large in pieces.
 
+
 class RawSocket:
     def __init__(self, port: int) -> None:
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=WAIT_S)
@@ -103,7 +112,8 @@ class RawSocket:
         self.sock.sendall(
             f"GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\n"
             f"Host: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode())
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+        )
         head = b""
         while b"\r\n\r\n" not in head:
             chunk = self.sock.recv(4096)
@@ -167,8 +177,9 @@ class RawSocket:
             return size
         except TimeoutError:
             # Neither reading nor hanging up: the relay holds the connection open, unread.
-            raise AssertionError(f"the relay stopped reading after {sent} bytes but kept "
-                                 "the connection open") from None
+            raise AssertionError(
+                f"the relay stopped reading after {sent} bytes but kept the connection open"
+            ) from None
         except OSError:
             return sent
 
@@ -229,7 +240,8 @@ def _warmed_up(relay: Relay, settings, token: str | None) -> RawSocket:
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("authenticated", [False, True], ids=["no-token", "token"])
 def test_a_huge_fragmented_message_is_refused_before_it_is_buffered(
-        relays, settings, committed_sessions, now, mode, authenticated):
+    relays, settings, committed_sessions, now, mode, authenticated
+):
     relay = relays(mode)
     token = None
     if authenticated:
@@ -247,10 +259,12 @@ def test_a_huge_fragmented_message_is_refused_before_it_is_buffered(
     assert rss.peak - before < ALLOWED_GROWTH, (before, rss.peak)
     assert sent < MESSAGE_BYTES, "the relay read the whole message before hanging up"
     # Nothing of the connection is left behind (the threading mode's threads included).
-    wait_for(lambda: psutil.Process(relay.process.pid).num_threads() <= threads, WAIT_S,
-             "the connection's threads to end")
+    wait_for(
+        lambda: psutil.Process(relay.process.pid).num_threads() <= threads,
+        WAIT_S,
+        "the connection's threads to end",
+    )
     assert healthy(relay.url)
-
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -269,7 +283,6 @@ def test_a_long_polling_body_over_the_limit_or_of_unknown_size_is_refused(relays
     assert chunked.status_code == 413
     # A body within the limit still goes through: the session is alive and answers.
     assert requests.post(session, data=b"40", timeout=WAIT_S).text == "OK"
-
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -297,6 +310,7 @@ def _connects(port: int) -> RawSocket | None:
 
 # Driver actions: one at a time per connection, and so many a minute per token.
 
+
 def _driver_token(committed_sessions, settings, now, name: str = "driver") -> str:
     with committed_sessions.begin() as s:
         return make.token(s, make.driver(s, now=now, name=name).user_id, settings.secret_key)
@@ -308,8 +322,7 @@ def clients():
 
     def connect(relay: Relay, token: str) -> socketio.Client:
         client = socketio.Client(reconnection=False)
-        client.connect(relay.url, auth={"token": token}, transports=["websocket"],
-                       wait_timeout=10)
+        client.connect(relay.url, auth={"token": token}, transports=["websocket"], wait_timeout=10)
         opened.append(client)
         return client
 
@@ -320,30 +333,42 @@ def clients():
 
 def _waits_on_a_lock(engine) -> bool:
     with engine.connect() as probe:
-        return bool(probe.scalar(text(
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'smartroute-relay' "
-            "AND wait_event_type = 'Lock'")))
+        return bool(
+            probe.scalar(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = "
+                    "'smartroute-relay' "
+                    "AND wait_event_type = 'Lock'"
+                )
+            )
+        )
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_a_connection_runs_one_action_at_a_time(relays, clients, settings, committed_sessions,
-                                                engine, now, mode):
+def test_a_connection_runs_one_action_at_a_time(
+    relays, clients, settings, committed_sessions, engine, now, mode
+):
     relay = relays(mode)
     with committed_sessions.begin() as s:
         driver_id = make.driver(s, now=now).user_id
         token = make.token(s, driver_id, settings.secret_key)
         booking_id = make.booking(s, make.rider(s), now=now).id
         # Offered to this driver: only the owner's decline locks the row (and so waits).
-        s.execute(text("UPDATE cab_bookings SET status = 'assigned', driver_id = :d, "
-                       "offer_expires_at = now() + interval '5 minutes' WHERE id = :b"),
-                  {"d": driver_id, "b": booking_id})
+        s.execute(
+            text(
+                "UPDATE cab_bookings SET status = 'assigned', driver_id = :d, "
+                "offer_expires_at = now() + interval '5 minutes' WHERE id = :b"
+            ),
+            {"d": driver_id, "b": booking_id},
+        )
     feed = clients(relay, token)
     answers: queue.Queue = queue.Queue()
     decline = {"booking_id": booking_id, "action": "decline"}
 
     with engine.connect() as lock:
-        lock.execute(text("SELECT 1 FROM cab_bookings WHERE id = :id FOR UPDATE"),
-                     {"id": booking_id})
+        lock.execute(
+            text("SELECT 1 FROM cab_bookings WHERE id = :id FOR UPDATE"), {"id": booking_id}
+        )
         feed.emit("driver_action", decline, callback=answers.put)
         wait_for(lambda: _waits_on_a_lock(engine), WAIT_S, "the first action to wait on the lock")
         feed.emit("driver_action", decline, callback=answers.put)
@@ -361,7 +386,8 @@ def test_a_connection_runs_one_action_at_a_time(relays, clients, settings, commi
 
 
 def test_a_token_has_so_many_actions_across_relays_and_others_are_still_served(
-        relays, clients, settings, committed_sessions, now):
+    relays, clients, settings, committed_sessions, now
+):
     limit = {"SMARTROUTE_RELAY_ACTION_LIMIT_PER_TOKEN": "3/minute"}
     first_relay, second_relay = relays(**limit), relays(**limit)
     busy_token = _driver_token(committed_sessions, settings, now, "busy")
@@ -369,8 +395,10 @@ def test_a_token_has_so_many_actions_across_relays_and_others_are_still_served(
     unknown = {"booking_id": 2**40, "action": "accept"}
     on_first, on_second = clients(first_relay, busy_token), clients(second_relay, busy_token)
 
-    statuses = [client.call("driver_action", unknown, timeout=WAIT_S)["status"]
-                for client in (on_first, on_second, on_first)]
+    statuses = [
+        client.call("driver_action", unknown, timeout=WAIT_S)["status"]
+        for client in (on_first, on_second, on_first)
+    ]
     refused = on_second.call("driver_action", unknown, timeout=WAIT_S)
 
     assert statuses == [404, 404, 404]
@@ -384,18 +412,25 @@ def test_a_token_has_so_many_actions_across_relays_and_others_are_still_served(
 def test_without_redis_actions_are_not_limited(settings, committed_sessions, now):
     """As the API's limits: a limit that cannot be counted lets the action through."""
     # Nothing listens on port 9 of the loopback: every Redis call is refused at once.
-    unreachable = replace(settings, redis_url="redis://127.0.0.1:9/0",
-                          relay_action_limit_per_token="1/minute")
+    unreachable = replace(
+        settings, redis_url="redis://127.0.0.1:9/0", relay_action_limit_per_token="1/minute"
+    )
     engine = make_engine(settings.database_url, pool_size=1, max_overflow=0)
-    actions = DriverActions(unreachable, make_sessionmaker(engine), None,
-                            redis.Redis.from_url(unreachable.redis_url, socket_timeout=1))
+    actions = DriverActions(
+        unreachable,
+        make_sessionmaker(engine),
+        None,
+        redis.Redis.from_url(unreachable.redis_url, socket_timeout=1),
+    )
     with committed_sessions.begin() as s:
         driver_id = make.driver(s, now=now).user_id
         token, row = issue(s, s.get(User, driver_id), settings.secret_key, 3600)
     holder = Identity(driver_id, "driver", row.id, hash_token(token), row.expires_at)
     try:
-        answers = [actions.handle_on("sid", holder, {"booking_id": 2**40, "action": "accept"})
-                   for _ in range(3)]
+        answers = [
+            actions.handle_on("sid", holder, {"booking_id": 2**40, "action": "accept"})
+            for _ in range(3)
+        ]
     finally:
         engine.dispose()
     assert [(a["status"], ended) for a, ended in answers] == [(404, False)] * 3

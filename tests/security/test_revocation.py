@@ -51,7 +51,8 @@ def test_a_revoked_token_is_refused_and_dropped_with_redis_up(api, relay):
 
 @pytest.mark.slow
 def test_a_revoked_token_is_refused_and_dropped_with_the_revocations_redis_write_failing(
-        api, relay, committed_sessions):
+    api, relay, committed_sessions
+):
     driver = api.user("driver", "d")
     feed = Listener(relay.url, driver["token"])
     try:
@@ -68,7 +69,8 @@ def test_a_revoked_token_is_refused_and_dropped_with_the_revocations_redis_write
 @pytest.mark.slow
 @pytest.mark.chaos
 def test_a_revoked_token_is_refused_and_dropped_by_a_relay_that_cannot_reach_redis(
-        api, relay_with_own_redis, committed_sessions):
+    api, relay_with_own_redis, committed_sessions
+):
     lonely = relay_with_own_redis.relay
     driver = api.user("driver", "d")
     feed = Listener(lonely.url, driver["token"])
@@ -87,7 +89,8 @@ def test_a_revoked_token_is_refused_and_dropped_by_a_relay_that_cannot_reach_red
 
 @pytest.mark.slow
 def test_a_request_admitted_before_a_revocation_cannot_bring_the_token_back(
-        api, relay, settings, monkeypatch):
+    api, relay, settings, monkeypatch
+):
     driver = api.user("driver", "d")
     real_authenticate = tokens.authenticate
 
@@ -104,7 +107,8 @@ def test_a_request_admitted_before_a_revocation_cannot_bring_the_token_back(
     monkeypatch.setattr(tokens, "authenticate", admitted_then_revoked)
     as_driver = api.as_(driver["token"])
     assert as_driver.request("GET", "/v1/drivers/me").status_code == 200, (
-        "the request admitted before the revocation completes")
+        "the request admitted before the revocation completes"
+    )
     assert as_driver.request("GET", "/v1/drivers/me").status_code == 401
     with pytest.raises(socketio.exceptions.ConnectionError):
         Listener(relay.url, driver["token"]).close()

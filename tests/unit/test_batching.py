@@ -17,8 +17,7 @@ def test_eta_matrix_matches_the_scalar_haversine():
     import numpy as np
 
     a, b = np.array([[38.7, -9.1], [41.1, -8.6]]), np.array([[38.72, -9.14]])
-    assert haversine_matrix_km(a, b)[1, 0] == pytest.approx(haversine_km(41.1, -8.6, 38.72,
-                                                                         -9.14))
+    assert haversine_matrix_km(a, b)[1, 0] == pytest.approx(haversine_km(41.1, -8.6, 38.72, -9.14))
     assert COST.eta_matrix(a, a)[0, 0] == 0
 
 
@@ -27,8 +26,7 @@ def test_the_batch_beats_nearest_first_where_greed_strands_a_rider():
     # A driver 1, leaving B with a long drive; the batch gives A driver 2 and B driver 1.
     requests = [Request(10, 0.0, 0.0), Request(11, 2 * KM, 0.0)]
     drivers = [FreeDriver(1, 1 * KM, 0.0), FreeDriver(2, -1.1 * KM, 0.0)]
-    greedy = {a.booking_id: a.driver_id for a in nearest_first(requests, drivers, COST)
-              .assignments}
+    greedy = {a.booking_id: a.driver_id for a in nearest_first(requests, drivers, COST).assignments}
     solved = solve_batch(requests, drivers, COST)
     assert greedy == {10: 1, 11: 2}
     assert {a.booking_id: a.driver_id for a in solved.assignments} == {10: 2, 11: 1}
@@ -36,8 +34,7 @@ def test_the_batch_beats_nearest_first_where_greed_strands_a_rider():
 
 
 def test_pairs_beyond_the_eta_limit_are_never_made():
-    solved = solve_batch([Request(1, 0.0, 0.0)], [FreeDriver(7, 5 * KM, 0.0)], COST,
-                         max_eta_s=300)
+    solved = solve_batch([Request(1, 0.0, 0.0)], [FreeDriver(7, 5 * KM, 0.0)], COST, max_eta_s=300)
     assert solved.assignments == [] and solved.candidates == {1: []}
 
 
@@ -63,19 +60,29 @@ def test_the_city_is_the_same_for_the_same_seed_and_batching_wins_there():
     assert generate(City(seed=3)) == generate(City(seed=3))
     assert generate(City(seed=3)) != generate(City(seed=4))
     city = City(seed=1, windows=40)
-    greedy, solved, best = (replay(city, m).summary()
-                            for m in (nearest, batched(10), batched(None)))
+    greedy, solved, best = (
+        replay(city, m).summary() for m in (nearest, batched(10), batched(None))
+    )
     assert solved["mean_pickup_eta_s"] < 0.85 * greedy["mean_pickup_eta_s"]
     assert solved["mean_pickup_eta_s"] <= 1.01 * best["mean_pickup_eta_s"]
 
 
 def test_bench_matching_prints_the_three_matchers_as_json():
-    out = subprocess.run([sys.executable, "-m", "smartroute", "bench", "matching", "--seed", "2",
-                          "--json"], capture_output=True, text=True, timeout=120, check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "smartroute", "bench", "matching", "--seed", "2", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
     result = json.loads(out.stdout)
     for name in ("nearest", "batched", "optimal"):
-        assert set(result[name]) >= {"mean_pickup_eta_s", "p95_pickup_eta_s", "match_rate",
-                                     "solve_time_s"}
+        assert set(result[name]) >= {
+            "mean_pickup_eta_s",
+            "p95_pickup_eta_s",
+            "match_rate",
+            "solve_time_s",
+        }
     assert result["solve_1000x1000_s"] > 0
 
 

@@ -23,7 +23,12 @@ def test_no_module_imports_an_unsafe_deserialiser():
     assert len(files) > 20
     for path in files:
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
-                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
             found += [(path.name, n) for n in names if n.split(".")[0] in UNSAFE]
     assert not found

@@ -31,8 +31,9 @@ def test_a_skip_fails_a_ci_run_and_names_the_test(suite, monkeypatch):
     monkeypatch.setenv("CI", "true")
     result = suite.runpytest_subprocess("-p", "no:cacheprovider")
     assert result.ret == pytest.ExitCode.TESTS_FAILED
-    result.stdout.fnmatch_lines(["*1 test(s) skipped in CI*",
-                                 "*test_needs_a_tool*needs a tool this machine lacks*"])
+    result.stdout.fnmatch_lines(
+        ["*1 test(s) skipped in CI*", "*test_needs_a_tool*needs a tool this machine lacks*"]
+    )
 
 
 def test_a_skip_is_only_reported_on_a_local_run(suite, monkeypatch):

@@ -25,9 +25,9 @@ def test_unmasking_matches_eventlets_for_every_offset_and_length():
         mask = tuple(rng.randrange(256) for _ in range(4))
         for offset in range(5):
             assert bounded._apply_mask(data, mask, length, offset) == original._apply_mask(
-                data, mask, length, offset)
-        assert bounded._apply_mask(data[:length], mask) == original._apply_mask(
-            data[:length], mask)
+                data, mask, length, offset
+            )
+        assert bounded._apply_mask(data[:length], mask) == original._apply_mask(data[:length], mask)
 
 
 def test_unmasking_a_whole_message_takes_milliseconds_not_a_tenth_of_a_second():

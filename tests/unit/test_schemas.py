@@ -20,17 +20,20 @@ def test_a_good_booking_parses_with_integer_coordinates():
     assert booking.pickup.lat == 38.0 and booking.pickup_at is None
 
 
-@pytest.mark.parametrize("body,field", [
-    ({**GOOD, "pickup": {"lat": "38.7", "lng": -9.1}}, "pickup.lat"),
-    ({**GOOD, "pickup": {"lat": 91, "lng": -9.1}}, "pickup.lat"),
-    ({**GOOD, "dropoff": {"lat": 38.8, "lng": 180.5}}, "dropoff.lng"),
-    ({**GOOD, "pickup": {"lat": True, "lng": -9.1}}, "pickup.lat"),
-    ({"pickup": GOOD["pickup"]}, "dropoff"),
-    ({**GOOD, "tip": 5}, "tip"),
-    ({**GOOD, "pickup_at": "tomorrow"}, "pickup_at"),
-    ({**GOOD, "pickup_at": "2030-01-01T10:00:00"}, "pickup_at"),  # no time zone
-    ({**GOOD, "pickup_at": "2001-01-01T10:00:00Z"}, "pickup_at"),  # in the past
-])
+@pytest.mark.parametrize(
+    "body,field",
+    [
+        ({**GOOD, "pickup": {"lat": "38.7", "lng": -9.1}}, "pickup.lat"),
+        ({**GOOD, "pickup": {"lat": 91, "lng": -9.1}}, "pickup.lat"),
+        ({**GOOD, "dropoff": {"lat": 38.8, "lng": 180.5}}, "dropoff.lng"),
+        ({**GOOD, "pickup": {"lat": True, "lng": -9.1}}, "pickup.lat"),
+        ({"pickup": GOOD["pickup"]}, "dropoff"),
+        ({**GOOD, "tip": 5}, "tip"),
+        ({**GOOD, "pickup_at": "tomorrow"}, "pickup_at"),
+        ({**GOOD, "pickup_at": "2030-01-01T10:00:00"}, "pickup_at"),  # no time zone
+        ({**GOOD, "pickup_at": "2001-01-01T10:00:00Z"}, "pickup_at"),  # in the past
+    ],
+)
 def test_bad_fields_are_named(body, field):
     assert field in _fields(body)
 
@@ -42,7 +45,8 @@ def test_nan_and_infinity_are_refused():
 
 def test_pickup_at_is_normalised_to_utc():
     later = (dt.datetime.now(dt.UTC) + dt.timedelta(hours=2)).astimezone(
-        dt.timezone(dt.timedelta(hours=5)))
+        dt.timezone(dt.timedelta(hours=5))
+    )
     booking = NewBooking.model_validate_json(json.dumps({**GOOD, "pickup_at": later.isoformat()}))
     assert booking.pickup_at.utcoffset() == dt.timedelta(0)
     assert booking.pickup_at == later
@@ -55,11 +59,19 @@ def test_cursor_round_trips_and_rejects_forgeries():
             decode_cursor(bad)
 
 
-@pytest.mark.parametrize("query,field", [({"limit": "0"}, "limit"), ({"limit": "x"}, "limit"),
-                                         ({"status": "lost"}, "status"),
-                                         ({"date": "2026-13-01"}, "date"), ({"date": "0"}, "date"),
-                                         ({"date": "20261101"}, "date"), ({"page": "2"}, "page"),
-                                         ({"cursor": "%%%"}, "cursor")])
+@pytest.mark.parametrize(
+    "query,field",
+    [
+        ({"limit": "0"}, "limit"),
+        ({"limit": "x"}, "limit"),
+        ({"status": "lost"}, "status"),
+        ({"date": "2026-13-01"}, "date"),
+        ({"date": "0"}, "date"),
+        ({"date": "20261101"}, "date"),
+        ({"page": "2"}, "page"),
+        ({"cursor": "%%%"}, "cursor"),
+    ],
+)
 def test_bad_query_parameters_are_named(query, field):
     with pytest.raises(ValidationError) as info:
         BookingQuery.model_validate(query)

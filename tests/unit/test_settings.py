@@ -11,26 +11,43 @@ def test_defaults_follow_the_scaling_guide():
 
 
 def test_variables_are_read():
-    s = Settings.from_env({"DATABASE_URL": "postgresql://db/x", "SMARTROUTE_OFFER_WINDOW_S": "9",
-                           "SMARTROUTE_MATCH_RADIUS_KM": "2.5"})
+    s = Settings.from_env(
+        {
+            "DATABASE_URL": "postgresql://db/x",
+            "SMARTROUTE_OFFER_WINDOW_S": "9",
+            "SMARTROUTE_MATCH_RADIUS_KM": "2.5",
+        }
+    )
     assert (s.database_url, s.offer_window_s, s.match_radius_km) == ("postgresql://db/x", 9, 2.5)
 
 
-@pytest.mark.parametrize("name,value", [("SMARTROUTE_OFFER_WINDOW_S", "soon"),
-                                        ("SMARTROUTE_OFFER_WINDOW_S", "0"),
-                                        ("SMARTROUTE_LOG_FORMAT", "xml")])
+@pytest.mark.parametrize(
+    "name,value",
+    [
+        ("SMARTROUTE_OFFER_WINDOW_S", "soon"),
+        ("SMARTROUTE_OFFER_WINDOW_S", "0"),
+        ("SMARTROUTE_LOG_FORMAT", "xml"),
+    ],
+)
 def test_bad_values_are_named(name, value):
     with pytest.raises(ConfigError, match=name):
         Settings.from_env({name: value})
 
 
 def test_broker_defaults_to_redis_and_speaks_kombu_for_sockets():
-    assert Settings.from_env({"REDIS_URL": "redis://h:6379/0"}).celery_broker_url == \
-        "redis://h:6379/0"
-    assert Settings.from_env({"REDIS_URL": "unix:///tmp/r.sock"}).celery_broker_url == \
-        "redis+socket:///tmp/r.sock"
-    assert Settings.from_env({"REDIS_URL": "redis://a", "CELERY_BROKER_URL": "amqp://b"}
-                             ).celery_broker_url == "amqp://b"
+    assert (
+        Settings.from_env({"REDIS_URL": "redis://h:6379/0"}).celery_broker_url == "redis://h:6379/0"
+    )
+    assert (
+        Settings.from_env({"REDIS_URL": "unix:///tmp/r.sock"}).celery_broker_url
+        == "redis+socket:///tmp/r.sock"
+    )
+    assert (
+        Settings.from_env(
+            {"REDIS_URL": "redis://a", "CELERY_BROKER_URL": "amqp://b"}
+        ).celery_broker_url
+        == "amqp://b"
+    )
 
 
 def test_no_broker_is_a_clear_error():
@@ -40,8 +57,10 @@ def test_no_broker_is_a_clear_error():
 
 def test_the_relays_limits_are_checked_when_read():
     assert Settings.from_env({}).relay_action_limit_per_token == "60/minute"
-    assert Settings.from_env({"SMARTROUTE_RELAY_MAX_CONNECTIONS": "4096"}).relay_max_connections \
+    assert (
+        Settings.from_env({"SMARTROUTE_RELAY_MAX_CONNECTIONS": "4096"}).relay_max_connections
         == 4096
+    )
     with pytest.raises(ConfigError, match="SMARTROUTE_RELAY_ACTION_LIMIT_PER_TOKEN"):
         Settings.from_env({"SMARTROUTE_RELAY_ACTION_LIMIT_PER_TOKEN": "lots"})
     with pytest.raises(ConfigError, match="SMARTROUTE_RELAY_MAX_CONNECTIONS"):

@@ -33,6 +33,8 @@ def test_decline_and_lapse_return_an_offer_to_pending():
 
 
 def test_active_statuses_are_those_a_driver_holds():
-    holding = {next_status(a, s) for a, s in (("offer", "pending"), ("accept", "assigned"),
-                                              ("start", "accepted"))}
+    holding = {
+        next_status(a, s)
+        for a, s in (("offer", "pending"), ("accept", "assigned"), ("start", "accepted"))
+    }
     assert set(ACTIVE_STATUSES) == {s.value for s in holding}

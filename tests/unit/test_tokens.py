@@ -12,8 +12,13 @@ NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
 
 
 def _token(**changes) -> str:
-    fields = {"user_id": 7, "role": "driver", "token_id": 3, "issued_at": NOW,
-              "expires_at": NOW + dt.timedelta(hours=1)} | changes
+    fields = {
+        "user_id": 7,
+        "role": "driver",
+        "token_id": 3,
+        "issued_at": NOW,
+        "expires_at": NOW + dt.timedelta(hours=1),
+    } | changes
     return sign(SECRET, **fields)
 
 
@@ -38,8 +43,20 @@ def test_a_remembered_signature_still_expires_and_binds_to_its_key():
 
 
 def test_a_token_signed_with_another_key_is_refused():
-    assert verify(SECRET, sign("another-secret-of-thirty-two-characters!", 7, "driver", 3, NOW,
-                               NOW + dt.timedelta(hours=1))) is None
+    assert (
+        verify(
+            SECRET,
+            sign(
+                "another-secret-of-thirty-two-characters!",
+                7,
+                "driver",
+                3,
+                NOW,
+                NOW + dt.timedelta(hours=1),
+            ),
+        )
+        is None
+    )
 
 
 def test_a_tampered_payload_is_refused():
@@ -49,8 +66,14 @@ def test_a_tampered_payload_is_refused():
 
 
 def test_unsigned_and_foreign_algorithms_are_refused():
-    claims = {"iss": "smartroute", "sub": "7", "role": "admin", "jti": "3",
-              "iat": NOW, "exp": NOW + dt.timedelta(hours=1)}
+    claims = {
+        "iss": "smartroute",
+        "sub": "7",
+        "role": "admin",
+        "jti": "3",
+        "iat": NOW,
+        "exp": NOW + dt.timedelta(hours=1),
+    }
     assert verify(SECRET, jwt.encode(claims, None, algorithm="none")) is None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # PyJWT warns that the key is short for SHA-512.

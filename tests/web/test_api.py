@@ -33,8 +33,12 @@ def test_a_retry_with_the_same_key_gets_the_same_booking_and_no_second_message(a
     again = rider.request("POST", "/v1/bookings", json=GOOD, headers={"Idempotency-Key": "abc"})
     assert first.get_json()["id"] == again.get_json()["id"]
     assert redis.Redis.from_url(settings.redis_url).llen("dispatch.default") == 1
-    other = rider.request("POST", "/v1/bookings", json={**GOOD, "dropoff": GOOD["pickup"]},
-                          headers={"Idempotency-Key": "abc"})
+    other = rider.request(
+        "POST",
+        "/v1/bookings",
+        json={**GOOD, "dropoff": GOOD["pickup"]},
+        headers={"Idempotency-Key": "abc"},
+    )
     assert other.status_code == 422
     assert other.get_json()["error"]["code"] == "idempotency_key_reused"
 
@@ -44,8 +48,9 @@ def test_admins_page_through_bookings_newest_first(api):
     ids = [rider.request("POST", "/v1/bookings", json=GOOD).get_json()["id"] for _ in range(5)]
     seen, cursor = [], None
     while True:
-        page = api.request("GET", "/v1/bookings?limit=2&status=pending"
-                           + (f"&cursor={cursor}" if cursor else "")).get_json()
+        page = api.request(
+            "GET", "/v1/bookings?limit=2&status=pending" + (f"&cursor={cursor}" if cursor else "")
+        ).get_json()
         seen += [b["id"] for b in page["bookings"]]
         cursor = page["next_cursor"]
         if cursor is None:
@@ -69,8 +74,12 @@ def test_a_rider_cannot_see_another_riders_booking(api):
 
 def test_a_driver_goes_available_and_sees_itself(api):
     driver = api.as_(api.user("driver")["token"])
-    assert driver.request("PUT", "/v1/drivers/me/location", json={"lat": 38.7, "lng": -9.1}
-                          ).status_code == 200
+    assert (
+        driver.request(
+            "PUT", "/v1/drivers/me/location", json={"lat": 38.7, "lng": -9.1}
+        ).status_code
+        == 200
+    )
     me = driver.request("PUT", "/v1/drivers/me/status", json={"status": "available"}).get_json()
     assert me["status"] == "available" and me["current_booking"] is None
     assert me["location"] == {"lat": 38.7, "lng": -9.1}
@@ -127,8 +136,9 @@ def test_admins_read_why_a_booking_got_its_driver(api, committed_sessions):
 def test_a_booking_goes_to_its_regions_queue(api, settings):
     from dispatch.regions import parse_regions
 
-    regional = create_app(replace(settings, batch_window_s=0,
-                                  regions=parse_regions("porto:41.0,-8.8,41.3,-8.5")))
+    regional = create_app(
+        replace(settings, batch_window_s=0, regions=parse_regions("porto:41.0,-8.8,41.3,-8.5"))
+    )
     try:
         rider = api.as_(api.user("rider")["token"])
         auth = {"Authorization": f"Bearer {rider.token}"}

@@ -13,18 +13,33 @@ MATRIX = [
     ("POST", "/v1/users", "/v1/users", {"name": "x", "role": "rider"}, {"admin"}),
     ("POST", "/v1/bookings", "/v1/bookings", GOOD, {"rider"}),
     ("GET", "/v1/bookings", "/v1/bookings", None, {"admin"}),
-    ("GET", "/v1/bookings/<id:booking_id>", "/v1/bookings/{b}", None,
-     {"rider", "driver", "admin"}),
-    ("POST", "/v1/bookings/<id:booking_id>/cancel", "/v1/bookings/{b}/cancel", None,
-     {"rider", "admin"}),
-    *[("POST", "/v1/bookings/<id:booking_id>/<any(accept, decline, start, complete):action>",
-       f"/v1/bookings/{{b}}/{action}", None, {"driver"})
-      for action in ("accept", "decline", "start", "complete")],
-    ("GET", "/v1/bookings/<id:booking_id>/dispatch-log", "/v1/bookings/{b}/dispatch-log", None,
-     {"admin"}),
+    ("GET", "/v1/bookings/<id:booking_id>", "/v1/bookings/{b}", None, {"rider", "driver", "admin"}),
+    (
+        "POST",
+        "/v1/bookings/<id:booking_id>/cancel",
+        "/v1/bookings/{b}/cancel",
+        None,
+        {"rider", "admin"},
+    ),
+    *[
+        (
+            "POST",
+            "/v1/bookings/<id:booking_id>/<any(accept, decline, start, complete):action>",
+            f"/v1/bookings/{{b}}/{action}",
+            None,
+            {"driver"},
+        )
+        for action in ("accept", "decline", "start", "complete")
+    ],
+    (
+        "GET",
+        "/v1/bookings/<id:booking_id>/dispatch-log",
+        "/v1/bookings/{b}/dispatch-log",
+        None,
+        {"admin"},
+    ),
     ("GET", "/v1/drivers/me", "/v1/drivers/me", None, {"driver"}),
-    ("PUT", "/v1/drivers/me/location", "/v1/drivers/me/location", {"lat": 1, "lng": 1},
-     {"driver"}),
+    ("PUT", "/v1/drivers/me/location", "/v1/drivers/me/location", {"lat": 1, "lng": 1}, {"driver"}),
     ("PUT", "/v1/drivers/me/status", "/v1/drivers/me/status", {"status": "offline"}, {"driver"}),
     ("GET", "/v1/stats", "/v1/stats", None, {"admin"}),
     ("POST", "/v1/tokens", "/v1/tokens", None, {"rider", "driver", "admin"}),
@@ -43,15 +58,24 @@ MATRIX = [
     ("GET", "/admin", "/admin", None, PUBLIC),
     ("GET", "/driver", "/driver", None, PUBLIC),
     ("GET", "/console/config.json", "/console/config.json", None, PUBLIC),
-    ("GET", "/console/static/<path:filename>", "/console/static/vendor/socket.io.min.js", None,
-     PUBLIC),
+    (
+        "GET",
+        "/console/static/<path:filename>",
+        "/console/static/vendor/socket.io.min.js",
+        None,
+        PUBLIC,
+    ),
 ]
 CALLERS = ("nobody", "rider", "driver", "admin")
 
 
 def test_the_matrix_names_every_route(app):
-    served = {(method, rule.rule) for rule in app.url_map.iter_rules()
-              for method in rule.methods - {"HEAD", "OPTIONS"} if rule.endpoint != "static"}
+    served = {
+        (method, rule.rule)
+        for rule in app.url_map.iter_rules()
+        for method in rule.methods - {"HEAD", "OPTIONS"}
+        if rule.endpoint != "static"
+    }
     assert served == {(method, pattern) for method, pattern, *_ in MATRIX}
 
 
@@ -66,13 +90,15 @@ def callers(api):
     return {"nobody": None, **tokens}, booking["id"], bystander["id"]
 
 
-@pytest.mark.parametrize("method,pattern,path,body,allowed", MATRIX,
-                         ids=[f"{m} {p}" for m, _, p, *_ in MATRIX])
+@pytest.mark.parametrize(
+    "method,pattern,path,body,allowed", MATRIX, ids=[f"{m} {p}" for m, _, p, *_ in MATRIX]
+)
 def test_who_may_call_what(api, callers, method, pattern, path, body, allowed):
     tokens, booking_id, user_id = callers
     for caller in CALLERS:
-        response = api.as_(tokens[caller]).request(method, path.format(b=booking_id, u=user_id),
-                                                   json=body)
+        response = api.as_(tokens[caller]).request(
+            method, path.format(b=booking_id, u=user_id), json=body
+        )
         status = response.status_code
         if allowed == PUBLIC:
             assert status < 400, (caller, status)

@@ -37,8 +37,11 @@ def test_the_api_answers_503_while_postgres_is_down_and_recovers(settings, tmp_p
         assert down.headers["Retry-After"]
         assert time.monotonic() - started < 5, "the API hung instead of answering"
         # The dependency checks are cached for a moment: the next fresh look sees it.
-        health = wait_for(lambda: (h := client.get("/health", headers=scraper)).status_code
-                          == 503 and h, 10, "/health to notice the database is down")
+        health = wait_for(
+            lambda: (h := client.get("/health", headers=scraper)).status_code == 503 and h,
+            10,
+            "/health to notice the database is down",
+        )
         assert "database" in health.get_json()["failing"]
 
         start_postgres(tmp_path)

@@ -16,8 +16,11 @@ def test_health_is_503_naming_redis_while_it_is_stopped(settings, tmp_path):
 
     def health_is(status: int):
         # The checks are cached for a moment: poll until a fresh look says ``status``.
-        return wait_for(lambda: (r := client.get("/health", headers=scraper)).status_code
-                        == status and r, 10, f"/health to answer {status}")
+        return wait_for(
+            lambda: (r := client.get("/health", headers=scraper)).status_code == status and r,
+            10,
+            f"/health to answer {status}",
+        )
 
     try:
         health_is(200)
@@ -50,7 +53,9 @@ def test_debug_mode_cannot_be_switched_on_from_the_environment(settings, monkeyp
         app.add_url_rule("/boom", "boom", lambda: 1 / 0)
         response = app.test_client().get("/boom")
         assert response.status_code == 500
-        assert response.get_json()["error"] == {"code": "internal_error",
-                                                "message": "something went wrong on our side"}
+        assert response.get_json()["error"] == {
+            "code": "internal_error",
+            "message": "something went wrong on our side",
+        }
     finally:
         app.extensions["smartroute"].engine.dispose()

@@ -11,9 +11,15 @@ GOOD = {"pickup": {"lat": 38.72, "lng": -9.14}, "dropoff": {"lat": 38.74, "lng":
 
 @pytest.fixture
 def limited(settings, api):
-    app = create_app(replace(settings, batch_window_s=0, booking_limit_per_token="3/minute",
-                             booking_limit_per_address="5/minute",
-                             location_limit_per_token="2/minute"))
+    app = create_app(
+        replace(
+            settings,
+            batch_window_s=0,
+            booking_limit_per_token="3/minute",
+            booking_limit_per_address="5/minute",
+            location_limit_per_token="2/minute",
+        )
+    )
     yield app.test_client()
     app.extensions["smartroute"].engine.dispose()
 
@@ -41,6 +47,10 @@ def test_many_tokens_from_one_address_hit_the_address_limit(api, limited):
 def test_location_pings_are_limited_per_driver(api, limited):
     token = api.user("driver")["token"]
     auth = {"Authorization": f"Bearer {token}"}
-    codes = [limited.put("/v1/drivers/me/location", json={"lat": 38.7, "lng": -9.1},
-                         headers=auth).status_code for _ in range(3)]
+    codes = [
+        limited.put(
+            "/v1/drivers/me/location", json={"lat": 38.7, "lng": -9.1}, headers=auth
+        ).status_code
+        for _ in range(3)
+    ]
     assert codes == [200, 200, 429]

@@ -20,12 +20,12 @@ ACCEPT = {"booking_id": 1, "action": "accept"}
 def actions(settings, database_url: str | None = None) -> DriverActions:
     engine = make_engine(database_url or settings.database_url, pool_size=1, max_overflow=0)
     # No Celery app: none of these answers gets as far as asking for a publish.
-    return DriverActions(settings, make_sessionmaker(engine), None,
-                         redis.Redis.from_url(settings.redis_url))
+    return DriverActions(
+        settings, make_sessionmaker(engine), None, redis.Redis.from_url(settings.redis_url)
+    )
 
 
-def driver(expires_at=None, token="a-token-nobody-revoked", role="driver",
-           token_id=1) -> Identity:
+def driver(expires_at=None, token="a-token-nobody-revoked", role="driver", token_id=1) -> Identity:
     return Identity(1, role, token_id, hash_token(token), expires_at)
 
 
@@ -35,8 +35,7 @@ def test_an_expired_token_is_answered_401_and_the_connection_ended(settings):
     assert (answer["status"], answer["error"]["code"], ended) == (401, "unauthorized", True)
 
 
-def test_a_revoked_token_is_answered_401_and_the_connection_ended(settings,
-                                                                    committed_sessions):
+def test_a_revoked_token_is_answered_401_and_the_connection_ended(settings, committed_sessions):
     # Revoked in the database only: Redis knows nothing of it, and is not asked.
     with committed_sessions.begin() as s:
         user = create_user(s, "d", Role.DRIVER)
@@ -61,4 +60,7 @@ def test_an_unreachable_database_is_a_503_that_says_so(settings):
     dead = actions(settings, "postgresql://postgres@127.0.0.1:9/smartroute")
     answer, ended = dead.handle(driver(), ACCEPT)
     assert (answer["status"], answer["error"]["code"], ended) == (
-        503, "database_unavailable", False)
+        503,
+        "database_unavailable",
+        False,
+    )

@@ -18,19 +18,25 @@ def replica_url(settings):
     # A second database stands in for the replica: what it holds differs from the primary,
     # so an answer shows which one was read.
     url = make_url(settings.database_url)
-    ensure_database(url.set(database="postgres").render_as_string(hide_password=False),
-                    "smartroute_replica_test")
+    ensure_database(
+        url.set(database="postgres").render_as_string(hide_password=False),
+        "smartroute_replica_test",
+    )
     replica = url.set(database="smartroute_replica_test").render_as_string(hide_password=False)
     migrate.upgrade(replica)
     engine = create_engine(sqlalchemy_url(replica))
     with engine.begin() as conn:
         conn.execute(text("TRUNCATE users, cab_bookings RESTART IDENTITY CASCADE"))
-        conn.execute(text("INSERT INTO users (id, name, role) "
-                          "VALUES (900, 'replica-rider', 'rider')"))
-        conn.execute(text(
-            "INSERT INTO cab_bookings (id, user_id, pickup_lat, pickup_lng, dropoff_lat, "
-            "dropoff_lng, date, time, status, expires_at) VALUES (4242, 900, 1, 1, 2, 2, "
-            "current_date, current_time, 'pending', now() + interval '1 hour')"))
+        conn.execute(
+            text("INSERT INTO users (id, name, role) VALUES (900, 'replica-rider', 'rider')")
+        )
+        conn.execute(
+            text(
+                "INSERT INTO cab_bookings (id, user_id, pickup_lat, pickup_lng, dropoff_lat, "
+                "dropoff_lng, date, time, status, expires_at) VALUES (4242, 900, 1, 1, 2, 2, "
+                "current_date, current_time, 'pending', now() + interval '1 hour')"
+            )
+        )
     engine.dispose()
     return replica
 

@@ -38,12 +38,14 @@ def test_a_new_users_token_is_signed_and_expires(api, driver, settings):
     assert _status(api, driver["token"]) == 200
 
 
-def test_an_expired_token_is_refused_even_though_its_row_is_live(api, driver, settings,
-                                                                 committed_sessions):
+def test_an_expired_token_is_refused_even_though_its_row_is_live(
+    api, driver, settings, committed_sessions
+):
     with committed_sessions.begin() as s:
         long_ago = dt.datetime.now(dt.UTC) - dt.timedelta(hours=2)
-        expired, _ = tokens.issue(s, get_user(s, driver["id"]), settings.secret_key, 60,
-                                  now=long_ago)
+        expired, _ = tokens.issue(
+            s, get_user(s, driver["id"]), settings.secret_key, 60, now=long_ago
+        )
     response = api.as_(expired).request("GET", "/v1/drivers/me")
     assert response.status_code == 401
     assert response.get_json()["error"]["field"] == "Authorization"
@@ -101,7 +103,8 @@ def test_only_a_hash_of_a_token_is_stored(api, driver, committed_sessions):
 
 
 def test_the_database_is_asked_again_once_its_word_on_a_token_lapses(
-        settings, clean_db, committed_sessions):
+    settings, clean_db, committed_sessions
+):
     # Revoked behind the API's back (in SQL, so Redis hears nothing, as if it had been
     # unreachable): the API goes on trusting the database's earlier yes, for a second here.
     app = create_app(replace(settings, token_recheck_s=1))
@@ -112,10 +115,14 @@ def test_the_database_is_asked_again_once_its_word_on_a_token_lapses(
         driver = api.user("driver", "d")
         assert _status(api, driver["token"]) == 200
         with committed_sessions.begin() as s:
-            s.execute(update(AccessToken).where(AccessToken.user_id == driver["id"])
-                      .values(revoked_at=func.now()))
+            s.execute(
+                update(AccessToken)
+                .where(AccessToken.user_id == driver["id"])
+                .values(revoked_at=func.now())
+            )
         assert _status(api, driver["token"]) == 200, "the database was asked at once"
-        wait_for(lambda: _status(api, driver["token"]) == 401, 5,
-                 "the API to ask the database again")
+        wait_for(
+            lambda: _status(api, driver["token"]) == 401, 5, "the API to ask the database again"
+        )
     finally:
         app.extensions["smartroute"].engine.dispose()

@@ -64,10 +64,16 @@ def list_drivers():
 @requires(Role.ADMIN)
 def list_open_bookings():
     query = parse_query(OpenBookingQuery)
-    bookings = read_db().execute(
-        select(Booking).where(Booking.status.in_(OPEN_STATUSES))
-        .order_by(Booking.id.desc()).limit(query.limit)
-    ).scalars()
+    bookings = (
+        read_db()
+        .execute(
+            select(Booking)
+            .where(Booking.status.in_(OPEN_STATUSES))
+            .order_by(Booking.id.desc())
+            .limit(query.limit)
+        )
+        .scalars()
+    )
     return {"bookings": [booking_payload(b) for b in bookings]}
 
 
@@ -91,10 +97,13 @@ def get_overview():
 
 def _open_by_status(session: Session) -> dict[str, int]:
     """Open bookings by status, counted now (the status index keeps this cheap)."""
-    counts = dict(session.execute(
-        select(Booking.status, func.count()).where(Booking.status.in_(OPEN_STATUSES))
-        .group_by(Booking.status)
-    ).all())
+    counts = dict(
+        session.execute(
+            select(Booking.status, func.count())
+            .where(Booking.status.in_(OPEN_STATUSES))
+            .group_by(Booking.status)
+        ).all()
+    )
     return {status: counts.get(status, 0) for status in OPEN_STATUSES}
 
 
@@ -118,20 +127,28 @@ def _minutes(session: Session, now: dt.datetime, minutes: int) -> list[dict]:
     minute = func.date_trunc("minute", Booking.created_at)
     wait = func.extract("epoch", Booking.assigned_at - Booking.created_at)
     rows = session.execute(
-        select(minute, func.count(), func.count(Booking.assigned_at),
-               func.count().filter(Booking.status == Status.COMPLETED.value), func.avg(wait))
-        .where(Booking.created_at >= start).group_by(minute)
+        select(
+            minute,
+            func.count(),
+            func.count(Booking.assigned_at),
+            func.count().filter(Booking.status == Status.COMPLETED.value),
+            func.avg(wait),
+        )
+        .where(Booking.created_at >= start)
+        .group_by(minute)
     ).all()
     by_minute = {row[0].astimezone(dt.UTC): row[1:] for row in rows}
     series = []
     for i in range(minutes):
         at = start + dt.timedelta(minutes=i)
         created, assigned, completed, mean_s = by_minute.get(at, (0, 0, 0, None))
-        series.append({
-            "minute": at.isoformat(),
-            "created": created,
-            "assigned": assigned,
-            "completed": completed,
-            "mean_time_to_assign_s": None if mean_s is None else round(float(mean_s), 3),
-        })
+        series.append(
+            {
+                "minute": at.isoformat(),
+                "created": created,
+                "assigned": assigned,
+                "completed": completed,
+                "mean_time_to_assign_s": None if mean_s is None else round(float(mean_s), 3),
+            }
+        )
     return series

@@ -35,9 +35,12 @@ def _idempotency_key() -> str | None:
     if key is None:
         return None
     if not IDEMPOTENCY_KEY.fullmatch(key):
-        raise ApiError(400, "invalid_header",
-                       "Idempotency-Key must be 1 to 255 printable characters without spaces",
-                       "Idempotency-Key")
+        raise ApiError(
+            400,
+            "invalid_header",
+            "Idempotency-Key must be 1 to 255 printable characters without spaces",
+            "Idempotency-Key",
+        )
     return key
 
 
@@ -105,8 +108,9 @@ def cancel_booking(booking_id: int):
 @limited("driver action")
 def driver_action(booking_id: int, action: str):
     session = db()
-    booking = service.driver_action(session, booking_id, current_identity().user_id, action,
-                                    now=utcnow())
+    booking = service.driver_action(
+        session, booking_id, current_identity().user_id, action, now=utcnow()
+    )
     enqueue_follow_up(booking)
     session.commit()
     return service.booking_payload(booking)
@@ -117,5 +121,8 @@ def driver_action(booking_id: int, action: str):
 def get_dispatch_log(booking_id: int):
     session = read_db()
     booking = service.get_booking_for(session, booking_id, actor())
-    return {"booking_id": booking.id, "status": booking.status,
-            "attempts": entries_for(session, booking.id)}
+    return {
+        "booking_id": booking.id,
+        "status": booking.status,
+        "attempts": entries_for(session, booking.id),
+    }

@@ -48,9 +48,7 @@ def put_location():
 def put_status():
     body = parse_body(DriverStatusChange)
     session = db()
-    driver = service.set_availability(
-        session, actor().id, DriverStatus(body.status), now=utcnow()
-    )
+    driver = service.set_availability(session, actor().id, DriverStatus(body.status), now=utcnow())
     session.commit()
     if driver.status == DriverStatus.OFFLINE:
         best_effort(driver_index().remove, driver.user_id)

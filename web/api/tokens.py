@@ -63,18 +63,34 @@ def refresh_token():
     """
     identity = current_identity()
     if identity.expires_at is None:
-        raise ApiError(403, "forbidden", "the bootstrap admin token is not refreshed; issue a "
-                       "signed token with POST /v1/users/<id>/tokens", "Authorization")
+        raise ApiError(
+            403,
+            "forbidden",
+            "the bootstrap admin token is not refreshed; issue a "
+            "signed token with POST /v1/users/<id>/tokens",
+            "Authorization",
+        )
     settings = runtime().settings
     session = db()
     user = get_user(session, identity.user_id)
-    rotated = tokens.rotate(session, user, identity.token_id, runtime().secret_key,
-                            settings.token_ttl_s, settings.token_max_lifetime_s)
+    rotated = tokens.rotate(
+        session,
+        user,
+        identity.token_id,
+        runtime().secret_key,
+        settings.token_ttl_s,
+        settings.token_max_lifetime_s,
+    )
     if rotated is None:
         session.rollback()
-        raise ApiError(401, "unauthorized", "the token cannot be refreshed: revoked, "
-                       "refreshed already, or past its family's maximum lifetime; sign in "
-                       "again", "Authorization")
+        raise ApiError(
+            401,
+            "unauthorized",
+            "the token cannot be refreshed: revoked, "
+            "refreshed already, or past its family's maximum lifetime; sign in "
+            "again",
+            "Authorization",
+        )
     token, row, old_hash = rotated
     session.commit()
     _forgotten([old_hash])
