@@ -19,10 +19,11 @@ test: $(VENV) ## Run every test, as CI does.
 test-fast: $(VENV) ## The unit layer alone: no services, no processes, seconds.
 	$(PY) -m pytest -m unit
 
-lint: $(VENV) ## Lint with ruff, check its formatting and the types with mypy, as CI does.
+lint: $(VENV) ## ruff (lint and format), mypy and the import contracts, as CI does.
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 migrate: $(VENV) ## Migrate the database to head.
 	$(VENV)/bin/smartroute db upgrade
