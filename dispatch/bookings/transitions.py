@@ -129,6 +129,14 @@ def return_to_pending(
     release_driver(session, driver_id, now)
 
 
+def _refusal(
+    session: Session, booking_id: int, driver_id: int, action: str, now: dt.datetime
+) -> InvalidTransition:
+    """Why ``action`` cannot be done, read from the booking's row as it is now."""
+    current = session.get(Booking, booking_id, populate_existing=True)
+    return _cannot(action, _offered_to(session, current, booking_id, driver_id, action, now))
+
+
 def driver_action(
     session: Session, booking_id: int, driver_id: int, action: str, *, now: dt.datetime
 ) -> BookingSnapshot:
@@ -139,29 +147,13 @@ def driver_action(
         booking = lock_booking(session, booking_id, Booking.driver_id == driver_id)
         if booking is None:
             # Not this driver's (or gone): say why from the row as it is, without its lock.
-            current = _offered_to(
-                session,
-                session.get(Booking, booking_id, populate_existing=True),
-                booking_id,
-                driver_id,
-                action,
-                now,
-            )
-            raise _cannot(action, current)
+            raise _refusal(session, booking_id, driver_id, action, now)
         return_to_pending(session, booking, "decline", now=now, actor=actor)
         return snapshot(booking)
     moved = _move_if_holder(session, booking_id, driver_id, action, now)
     if moved is None:
         # Nothing moved: say why, from the row as it is now.
-        current = _offered_to(
-            session,
-            session.get(Booking, booking_id, populate_existing=True),
-            booking_id,
-            driver_id,
-            action,
-            now,
-        )
-        raise _cannot(action, current)
+        raise _refusal(session, booking_id, driver_id, action, now)
     booking_now = snapshot(moved)
     record_event(session, booking_now, _source(action).value, actor, action)
     if action == "complete":

@@ -1,8 +1,8 @@
 """A Celery app with one task that does nothing, for measuring Celery's own ceiling.
 
-Built like ``workers.app.create_celery``: the same broker and ``celeryconfig`` (JSON, late
-acks, reject on worker lost, prefetch 1), so the only difference from the engine's worker
-is the task body. Run by ``smartroute_sim.ceiling`` as
+Built like ``smartroute.infra.celery_app.create_celery``: the same broker and
+``celeryconfig`` (JSON, late acks, reject on worker lost, prefetch 1), so the only
+difference from the engine's worker is the task body. Run by ``smartroute_sim.ceiling`` as
 ``celery -A smartroute_sim.noop worker``.
 """
 

@@ -24,7 +24,7 @@ def database_engine(
     pool_size: int | None = None,
     max_overflow: int | None = None,
 ) -> Engine:
-    """The pool of the scaling guide: ``db_pool_size`` kept, up to ``db_max_overflow`` more
+    """The pool (README, settings): ``db_pool_size`` kept, up to ``db_max_overflow`` more
     opened under load and closed when returned. With ``keep_all``, every connection opened
     is kept (up to both together): for the API, whose threads bound how many it opens, and
     the relay, whose green threads queue for one at no cost. Opening a connection costs

@@ -3,7 +3,7 @@ import pytest
 from smartroute.infra.settings import ConfigError, Settings
 
 
-def test_defaults_follow_the_scaling_guide():
+def test_default_pools_keep_5_and_open_at_most_20_connections():
     s = Settings.from_env({})
     assert (s.db_pool_size, s.db_pool_size + s.db_max_overflow, s.db_pool_timeout_s) == (5, 20, 30)
     assert s.offer_window_s == 25
