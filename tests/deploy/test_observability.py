@@ -459,7 +459,6 @@ def not_found_counted(url: str) -> float:
 @pytest.mark.slow
 def test_the_api_counts_every_process_s_requests_whichever_process_answers(settings, tmp_path):
     with api_command(settings, tmp_path) as (url, folder):
-        not_found_many(url, 120)
 
         def served_by_each() -> list[float]:
             counts = []
@@ -473,9 +472,15 @@ def test_the_api_counts_every_process_s_requests_whichever_process_answers(setti
                     ]
             return [c for c in counts if c]
 
+        # Which process accepts a connection is the kernel's choice: on a busy machine one
+        # can take a whole round, so send rounds until two processes have served some.
+        sent = 0
+        while sent < 1200 and (sent == 0 or len(served_by_each()) < 2):
+            not_found_many(url, 120)
+            sent += 120
         assert len(served_by_each()) >= 2, "the requests did not spread over two processes"
         # Each scrape on a new connection, so different processes answer them.
-        assert [not_found_counted(url) for _ in range(9)] == [120] * 9
+        assert [not_found_counted(url) for _ in range(9)] == [sent] * 9
 
 
 @pytest.mark.slow
