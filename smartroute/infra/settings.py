@@ -205,6 +205,8 @@ class Settings:
     # per token across every relay (``limits`` notation).
     relay_max_connections: int = 1024
     relay_action_limit_per_token: str = "60/minute"
+    # Ride history and ratings: how long after completion a ride may be rated.
+    rating_window_s: int = 7 * 86400
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -306,6 +308,8 @@ class Settings:
             relay_action_limit_per_token=_limit(
                 env, "SMARTROUTE_RELAY_ACTION_LIMIT_PER_TOKEN", "60/minute"
             ),
+            # Ride history and ratings.
+            rating_window_s=_int(env, "SMARTROUTE_RATING_WINDOW_S", 7 * 86400, minimum=60),
         )
 
     @property
