@@ -7,7 +7,7 @@ live server gives against this document, so the two cannot drift apart unnoticed
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from flask import Blueprint
 
@@ -53,7 +53,7 @@ RATING_AVERAGE = {
 }
 RIDER_BOOKING = {
     **BOOKING,
-    "properties": {**BOOKING["properties"], "driver_rating": RATING_AVERAGE},
+    "properties": {**cast(dict[str, Any], BOOKING["properties"]), "driver_rating": RATING_AVERAGE},
 }
 RATING = {
     "type": "object",
