@@ -228,3 +228,28 @@ def test_two_ratings_racing_record_one_and_refuse_the_other(settings, committed_
     with committed_sessions() as s:
         summary = s.get(RatingSummary, driver_id)
         assert (summary.ratings, summary.stars_total) == (1, 5)
+
+
+def test_the_batch_matcher_weighs_ratings_only_when_its_policy_says_so(session, now):
+    from dispatch.eta import GreatCircleEta
+    from dispatch.matching.batch import dispatch_region
+
+    rider = make.rider(session)
+    near = make.driver(session, make.offset(make.LISBON, north_km=1.0), now=now, name="near")
+    far = make.driver(session, make.offset(make.LISBON, north_km=1.3), now=now, name="far")
+    session.add_all(
+        [
+            RatingSummary(user_id=near.user_id, ratings=4, stars_total=8),  # 2.0
+            RatingSummary(user_id=far.user_id, ratings=4, stars_total=20),  # 5.0
+        ]
+    )
+    session.flush()
+    booking = make.booking(session, rider, now=now)
+    with session.begin_nested() as unweighted:
+        report = dispatch_region(session, "default", MatchPolicy(), GreatCircleEta(), now=now)
+        assert report.offered == {booking.id: near.user_id}
+        unweighted.rollback()
+    session.expire_all()
+    weighted = MatchPolicy(rating_weight_s=300)
+    report = dispatch_region(session, "default", weighted, GreatCircleEta(), now=now)
+    assert report.offered == {booking.id: far.user_id}
