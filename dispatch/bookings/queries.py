@@ -100,7 +100,8 @@ def search_bookings(
     """A page of bookings matching ``filters``, newest first by ``(created_at, id)``.
 
     ``after`` is the previous page's end. ``before_id`` reads a cursor handed out when the
-    listing was paginated on id alone: the page continues after that booking's position.
+    listing was paginated on id alone: the page continues after that booking's position
+    (below its id, should that booking be gone).
     """
     query = select(Booking)
     if filters.status is not None:
