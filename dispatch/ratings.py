@@ -177,14 +177,36 @@ def rating_payload(rating: Rating) -> dict[str, object]:
     }
 
 
-def with_driver_ratings(session: Session, bookings: list[Booking]) -> list[dict[str, Any]]:
-    """Each booking's payload with its driver's rating average (None until rated), read for
-    all of them in one query: what a rider sees of the driver who takes or took the ride."""
-    found = averages(session, {b.driver_id for b in bookings if b.driver_id is not None})
+def party_payloads(session: Session, bookings: list[Booking], actor: Actor) -> list[dict[str, Any]]:
+    """The bookings as one of their parties sees them, in two queries whatever their number.
+
+    Each carries ``my_rating``, the caller's own rating of it (None until rated), so a
+    client knows whether to ask for one; a rider's also carry ``driver_rating``, the
+    average of the driver who holds or drove the ride (None while unrated or unmatched).
+    An admin, a party to none of them, gets the plain payloads.
+    """
+    if actor.role not in (Role.RIDER, Role.DRIVER) or actor.id is None:
+        return [booking_payload(b) for b in bookings]
+    mine = {
+        rating.booking_id: rating
+        for rating in session.scalars(
+            select(Rating).where(
+                Rating.booking_id.in_([b.id for b in bookings]),
+                Rating.rater_role == actor.role.value,
+                Rating.rater_id == actor.id,
+            )
+        )
+    }
+    drivers: dict[int, RatingAverage] = {}
+    if actor.role == Role.RIDER:
+        drivers = averages(session, {b.driver_id for b in bookings if b.driver_id is not None})
     payloads = []
     for booking in bookings:
-        rating = found.get(booking.driver_id) if booking.driver_id is not None else None
         payload = booking_payload(booking)
-        payload["driver_rating"] = rating.payload() if rating is not None else None
+        if actor.role == Role.RIDER:
+            driver = drivers.get(booking.driver_id) if booking.driver_id is not None else None
+            payload["driver_rating"] = driver.payload() if driver is not None else None
+        rating = mine.get(booking.id)
+        payload["my_rating"] = rating_payload(rating) if rating is not None else None
         payloads.append(payload)
     return payloads

@@ -51,10 +51,6 @@ RATING_AVERAGE = {
         "count": {"type": "integer", "minimum": 1},
     },
 }
-RIDER_BOOKING = {
-    **BOOKING,
-    "properties": {**cast(dict[str, Any], BOOKING["properties"]), "driver_rating": RATING_AVERAGE},
-}
 RATING = {
     "type": "object",
     "required": ["booking_id", "rater_role", "ratee_id", "stars", "comment", "created_at"],
@@ -65,6 +61,16 @@ RATING = {
         "stars": {"type": "integer", "minimum": 1, "maximum": 5},
         "comment": {"type": ["string", "null"]},
         "created_at": {"type": "string", "format": "date-time"},
+    },
+}
+# A booking as one of its parties reads it: their own rating of it, and for the rider the
+# driver's average.
+PARTY_BOOKING = {
+    **BOOKING,
+    "properties": {
+        **cast(dict[str, Any], BOOKING["properties"]),
+        "driver_rating": RATING_AVERAGE,
+        "my_rating": {"anyOf": [RATING, {"type": "null"}]},
     },
 }
 PAGE_CURSOR = {
@@ -328,7 +334,7 @@ def document() -> dict:
                         "type": "object",
                         "required": ["bookings", "next_cursor"],
                         "properties": {
-                            "bookings": {"type": "array", "items": RIDER_BOOKING},
+                            "bookings": {"type": "array", "items": PARTY_BOOKING},
                             "next_cursor": {"type": ["string", "null"]},
                         },
                     },
@@ -341,9 +347,9 @@ def document() -> dict:
             },
             "/v1/bookings/{booking_id}": {
                 "get": _operation(
-                    "Read a booking (a rider also sees the driver's rating)",
+                    "Read a booking (its parties also see ratings)",
                     200,
-                    RIDER_BOOKING,
+                    PARTY_BOOKING,
                     params=[ID],
                 )
             },

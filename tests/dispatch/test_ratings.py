@@ -22,8 +22,8 @@ from dispatch.ratings import (
     RatingWindowClosed,
     RideNotCompleted,
     average_for,
+    party_payloads,
     rate,
-    with_driver_ratings,
 )
 from dispatch.states import Role
 from tests import factories as make
@@ -80,18 +80,33 @@ def test_the_drivers_average_follows_every_rating(session, now):
 
 def test_a_rider_sees_the_drivers_average_on_the_booking(session, now):
     driver = make.driver(session, now=now)
-    _rider, _driver, unrated = _ride(session, now, upto="accept", driver=driver)
-    assert with_driver_ratings(session, [unrated])[0]["driver_rating"] is None
+    unrated_rider, _driver, unrated = _ride(session, now, upto="accept", driver=driver)
+    assert party_payloads(session, [unrated], _as_rider(unrated_rider))[0]["driver_rating"] is None
     driver_action(session, unrated.id, driver.user_id, "start", now=now)
     driver_action(session, unrated.id, driver.user_id, "complete", now=now)
     rater, _driver, rated = _ride(session, now, driver=driver)
     rate(session, rated.id, _as_rider(rater), stars=3, comment=None, window=WEEK)
-    _rider, _driver, current = _ride(session, now, upto="accept", driver=driver)
-    pending = make.booking(session, make.rider(session, "waiting"), now=now)
-    payloads = with_driver_ratings(session, [current, pending])
+    current_rider, _driver, current = _ride(session, now, upto="accept", driver=driver)
+    pending = make.booking(session, current_rider, now=now)
+    payloads = party_payloads(session, [current, pending], _as_rider(current_rider))
     assert [p["id"] for p in payloads] == [current.id, pending.id]
     assert payloads[0]["driver_rating"] == {"average": 3.0, "count": 1}
     assert payloads[1]["driver_rating"] is None
+
+
+def test_each_party_sees_its_own_rating_and_only_the_rider_the_drivers_average(session, now):
+    rider, driver, booking = _ride(session, now)
+    rate(session, booking.id, _as_rider(rider), stars=4, comment="ok", window=WEEK)
+    [as_rider] = party_payloads(session, [booking], _as_rider(rider))
+    assert as_rider["my_rating"]["stars"] == 4 and as_rider["my_rating"]["comment"] == "ok"
+    assert as_rider["driver_rating"] == {"average": 4.0, "count": 1}
+    [as_driver] = party_payloads(session, [booking], _as_driver(driver))
+    assert as_driver["my_rating"] is None and "driver_rating" not in as_driver
+    rate(session, booking.id, _as_driver(driver), stars=2, comment=None, window=WEEK)
+    [as_driver] = party_payloads(session, [booking], _as_driver(driver))
+    assert as_driver["my_rating"]["stars"] == 2 and as_driver["my_rating"]["rater_role"] == "driver"
+    [as_admin] = party_payloads(session, [booking], Actor(None, Role.ADMIN))
+    assert "my_rating" not in as_admin and "driver_rating" not in as_admin
 
 
 @pytest.mark.parametrize("upto", ["offered", "accept", "start"])

@@ -93,6 +93,7 @@ def test_drivers_see_the_rides_they_took_and_riders_see_the_drivers_rating(
     mine = driver.request("GET", "/v1/me/bookings").get_json()["bookings"]
     assert [b["id"] for b in mine] == [current, done]
     assert "driver_rating" not in mine[0]
+    assert mine[1]["my_rating"] is None  # The rider rated; the driver has not.
     completed = driver.request("GET", "/v1/me/bookings?status=completed").get_json()["bookings"]
     assert [b["id"] for b in completed] == [done]
 
@@ -100,6 +101,7 @@ def test_drivers_see_the_rides_they_took_and_riders_see_the_drivers_rating(
     assert history[0]["driver_rating"] is None and history[0]["status"] == "pending"
     assert history[1]["id"] == current
     assert history[1]["driver_rating"] == {"average": 4.0, "count": 1}
+    assert history[1]["my_rating"] is None and history[2]["my_rating"]["stars"] == 4
     viewed = rider.request("GET", f"/v1/bookings/{current}").get_json()
     assert viewed["driver_id"] == driver_id
     assert viewed["driver_rating"] == {"average": 4.0, "count": 1}

@@ -8,7 +8,7 @@ from flask import request, url_for
 
 from dispatch import bookings as service
 from dispatch.matching.log import entries_for
-from dispatch.ratings import with_driver_ratings
+from dispatch.ratings import party_payloads
 from dispatch.regions import region_for
 from dispatch.states import DRIVER_ACTIONS, Role
 from smartroute.infra.metrics import BOOKINGS_CREATED
@@ -78,10 +78,8 @@ def create_booking():
 def get_booking(booking_id: int):
     session = db()
     booking = service.get_booking_for(session, booking_id, actor())
-    if actor().role == Role.RIDER:
-        # The rider sees the rating of the driver who holds or drove the ride.
-        return with_driver_ratings(session, [booking])[0]
-    return service.booking_payload(booking)
+    # Its rider and driver also see their own rating of it, and the rider the driver's average.
+    return party_payloads(session, [booking], actor())[0]
 
 
 @api.get("/bookings")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dispatch import bookings as service
-from dispatch.ratings import with_driver_ratings
+from dispatch.ratings import party_payloads
 from dispatch.states import Role
 from web.api import api, parse_query
 from web.auth import actor, requires
@@ -21,8 +21,6 @@ def my_bookings():
         session, actor(), status=query.status, limit=query.limit, after=query.after()
     )
     return {
-        "bookings": with_driver_ratings(session, page.bookings)
-        if actor().role == Role.RIDER
-        else [service.booking_payload(b) for b in page.bookings],
+        "bookings": party_payloads(session, page.bookings, actor()),
         "next_cursor": encode_page_cursor(page.next) if page.next is not None else None,
     }
