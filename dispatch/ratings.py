@@ -74,13 +74,15 @@ def rate(
         raise NotFound("no such booking", booking_id=booking_id)
     if booking.status != Status.COMPLETED:
         raise RideNotCompleted(
-            "only a completed ride can be rated", booking_id=booking_id, status=booking.status
+            "only a completed ride can be rated",
+            booking_id=booking_id,
+            current_status=booking.status,
         )
     completed_at = _completed_at(session, booking)
     closes_at = completed_at + window
     if transaction_now(session) > closes_at:
         raise RatingWindowClosed(
-            f"ratings are taken for {_days(window)} after completion",
+            f"ratings are taken for {_span(window)} after completion",
             booking_id=booking_id,
             closed_at=closes_at.isoformat(),
         )
@@ -138,7 +140,7 @@ def _completed_at(session: Session, booking: Booking) -> dt.datetime:
     return completed if completed is not None else booking.updated_at
 
 
-def _days(window: dt.timedelta) -> str:
+def _span(window: dt.timedelta) -> str:
     if window % dt.timedelta(days=1):
         return f"{int(window.total_seconds())} seconds"
     return f"{window.days} day" + ("s" if window.days != 1 else "")
