@@ -22,6 +22,7 @@ from sqlalchemy import (
     Integer,
     MetaData,
     Sequence,
+    SmallInteger,
     String,
     Text,
     Time,
@@ -322,4 +323,64 @@ class OutboxEvent(Base):
         Index("ix_outbox_events_unsent", "id", postgresql_where=text("sent_at IS NULL")),
         Index("ix_outbox_events_sent_at", "sent_at"),
         Index("ix_outbox_events_booking_id", "booking_id"),
+    )
+
+
+# Ride history and ratings: the indexes that serve a party's history and the admin search,
+# newest first by (created_at, id), and the ratings each party gives the other.
+
+Index("ix_cab_bookings_user_history", Booking.user_id, Booking.created_at, Booking.id)
+Index("ix_cab_bookings_driver_history", Booking.driver_id, Booking.created_at, Booking.id)
+Index("ix_cab_bookings_region_history", Booking.region, Booking.created_at, Booking.id)
+Index("ix_cab_bookings_created_at_id", Booking.created_at, Booking.id)
+
+RATER_ROLES = ("rider", "driver")
+MAX_RATING_COMMENT_LENGTH = 500
+
+
+class Rating(Base):
+    """One party's rating of the other after a completed ride: the rider rates the driver,
+    the driver rates the rider, each at most once per booking (a unique constraint)."""
+
+    __tablename__ = "ratings"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    booking_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("cab_bookings.id", ondelete="CASCADE")
+    )
+    rater_role: Mapped[str] = mapped_column(String(16))
+    rater_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("users.id"))
+    ratee_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("users.id"))
+    stars: Mapped[int] = mapped_column(SmallInteger)
+    comment: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(Timestamp, server_default=func.now())
+
+    __table_args__ = (
+        UniqueConstraint("booking_id", "rater_role", name="uq_ratings_booking_rater_role"),
+        CheckConstraint(_in("rater_role", RATER_ROLES), name="rater_role"),
+        CheckConstraint("stars BETWEEN 1 AND 5", name="stars_range"),
+        CheckConstraint(
+            f"comment IS NULL OR char_length(comment) <= {MAX_RATING_COMMENT_LENGTH}",
+            name="comment_length",
+        ),
+        CheckConstraint("rater_id <> ratee_id", name="not_self"),
+        Index("ix_ratings_ratee_id", "ratee_id", "created_at"),
+    )
+
+
+class RatingSummary(Base):
+    """A user's ratings received, as a count and a sum of stars, kept in the transaction
+    that adds each rating, so an average is one primary-key read."""
+
+    __tablename__ = "rating_summaries"
+
+    user_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    ratings: Mapped[int] = mapped_column(Integer)
+    stars_total: Mapped[int] = mapped_column(BigInteger)
+
+    __table_args__ = (
+        CheckConstraint("ratings >= 1", name="ratings_positive"),
+        CheckConstraint("stars_total BETWEEN ratings AND 5 * ratings", name="stars_total_range"),
     )

@@ -21,6 +21,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from dispatch import errors as domain
 from dispatch.drivers import LocationRequired
+from dispatch.ratings import AlreadyRated, RatingWindowClosed, RideNotCompleted
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,9 @@ ANSWERS: dict[type[Exception], Answer] = {
     domain.NotOfferedToYou: Answer(409),
     domain.DriverBusy: Answer(409),
     LocationRequired: Answer(409),
+    RideNotCompleted: Answer(409),
+    AlreadyRated: Answer(409),
+    RatingWindowClosed: Answer(409),
     domain.IdempotencyConflict: Answer(422),
     domain.DispatchError: Answer(400),
     OperationalError: DATABASE_UNAVAILABLE,

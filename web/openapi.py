@@ -7,12 +7,12 @@ live server gives against this document, so the two cannot drift apart unnoticed
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from flask import Blueprint
 
 from dispatch.states import BOOKING_STATUSES, DRIVER_STATUSES, ROLES
-from web.schemas import DriverStatusChange, Location, NewBooking, NewUser
+from web.schemas import DriverStatusChange, Location, NewBooking, NewRating, NewUser
 
 openapi = Blueprint("openapi", __name__)
 
@@ -41,6 +41,43 @@ BOOKING = {
         "created_at": NULLABLE_TIME,
         "updated_at": NULLABLE_TIME,
     },
+}
+# Ride history and ratings.
+RATING_AVERAGE = {
+    "type": ["object", "null"],
+    "required": ["average", "count"],
+    "properties": {
+        "average": {"type": "number", "minimum": 1, "maximum": 5},
+        "count": {"type": "integer", "minimum": 1},
+    },
+}
+RATING = {
+    "type": "object",
+    "required": ["booking_id", "rater_role", "ratee_id", "stars", "comment", "created_at"],
+    "properties": {
+        "booking_id": {"type": "integer"},
+        "rater_role": {"enum": ["rider", "driver"]},
+        "ratee_id": {"type": "integer"},
+        "stars": {"type": "integer", "minimum": 1, "maximum": 5},
+        "comment": {"type": ["string", "null"]},
+        "created_at": {"type": "string", "format": "date-time"},
+    },
+}
+# A booking as one of its parties reads it: their own rating of it, and for the rider the
+# driver's average.
+PARTY_BOOKING = {
+    **BOOKING,
+    "properties": {
+        **cast(dict[str, Any], BOOKING["properties"]),
+        "driver_rating": RATING_AVERAGE,
+        "my_rating": {"anyOf": [RATING, {"type": "null"}]},
+    },
+}
+PAGE_CURSOR = {
+    "name": "cursor",
+    "in": "query",
+    "description": "next_cursor of the page before, as given (opaque)",
+    "schema": {"type": "string", "maxLength": 64},
 }
 ERROR = {
     "type": "object",
@@ -177,7 +214,7 @@ def _operation(summary: str, ok: int, schema: dict, *, body=None, params=(), err
 
 def document() -> dict:
     components = {}
-    for model in (NewBooking, NewUser, Location, DriverStatusChange):
+    for model in (NewBooking, NewUser, Location, DriverStatusChange, NewRating):
         schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
         components.update(schema.pop("$defs", {}))
     booking_action = _operation("Act on a booking", 200, BOOKING, params=[ID], errors=(409,))
@@ -280,12 +317,58 @@ def document() -> dict:
                             "in": "query",
                             "schema": {"type": "integer", "minimum": 1, "maximum": 200},
                         },
-                        {"name": "cursor", "in": "query", "schema": {"type": "string"}},
+                        PAGE_CURSOR,
+                        _query("rider_id", {"type": "integer", "minimum": 1}),
+                        _query("driver_id", {"type": "integer", "minimum": 1}),
+                        _query("region", {"type": "string", "minLength": 1, "maxLength": 32}),
+                        _query("date_from", {"type": "string", "format": "date"}),
+                        _query("date_to", {"type": "string", "format": "date"}),
                     ],
                 ),
             },
+            "/v1/me/bookings": {
+                "get": _operation(
+                    "The caller's own rides, newest first (rider or driver)",
+                    200,
+                    {
+                        "type": "object",
+                        "required": ["bookings", "next_cursor"],
+                        "properties": {
+                            "bookings": {"type": "array", "items": PARTY_BOOKING},
+                            "next_cursor": {"type": ["string", "null"]},
+                        },
+                    },
+                    params=[
+                        _query("status", {"enum": list(BOOKING_STATUSES)}),
+                        _query("limit", {"type": "integer", "minimum": 1, "maximum": 100}),
+                        PAGE_CURSOR,
+                    ],
+                )
+            },
             "/v1/bookings/{booking_id}": {
-                "get": _operation("Read a booking", 200, BOOKING, params=[ID])
+                "get": _operation(
+                    "Read a booking (its parties also see ratings)",
+                    200,
+                    PARTY_BOOKING,
+                    params=[ID],
+                )
+            },
+            "/v1/bookings/{booking_id}/rating": {
+                "post": _operation(
+                    "Rate the other party of a completed ride (rider or driver)",
+                    201,
+                    RATING,
+                    body=NewRating,
+                    params=[ID],
+                    errors=(409,),
+                )
+                | {
+                    "description": (
+                        "The rider rates the driver and the driver rates the rider, once each, "
+                        "within SMARTROUTE_RATING_WINDOW_S (7 days) of completion. 409 with code "
+                        "ride_not_completed, already_rated or rating_window_closed says why not."
+                    )
+                }
             },
             "/v1/bookings/{booking_id}/cancel": {"post": booking_action},
             **{

@@ -20,11 +20,14 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    ValidationInfo,
     WithJsonSchema,
     field_validator,
 )
 
 from dispatch.bookings.creation import BookingRequest, Point
+from dispatch.bookings.queries import Keyset
+from dispatch.models import MAX_RATING_COMMENT_LENGTH
 from dispatch.states import BOOKING_STATUSES, DRIVER_ACTIONS
 
 ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
@@ -137,7 +140,14 @@ class BookingQuery(BaseModel):
     limit: int = Field(default=50, ge=1, le=200)
     cursor: str | None = Field(default=None, max_length=64)
 
-    @field_validator("date", mode="before")
+    # Ride history and ratings: the admin search's filters (pickup dates, inclusive).
+    rider_id: int | None = Field(default=None, ge=1, le=2**63 - 1)
+    driver_id: int | None = Field(default=None, ge=1, le=2**63 - 1)
+    region: str | None = Field(default=None, min_length=1, max_length=32)
+    date_from: dt.date | None = None
+    date_to: dt.date | None = None
+
+    @field_validator("date", "date_from", "date_to", mode="before")
     @classmethod
     def _iso_date_only(cls, value: object) -> object:
         # Lax parsing would read "0" as 1970-01-01 (a Unix timestamp): only YYYY-MM-DD.
@@ -145,12 +155,27 @@ class BookingQuery(BaseModel):
             raise ValueError("date must be YYYY-MM-DD")
         return value
 
+    @field_validator("date_to")
+    @classmethod
+    def _range_in_order(cls, value: dt.date | None, info: ValidationInfo) -> dt.date | None:
+        start = info.data.get("date_from")
+        if value is not None and start is not None and value < start:
+            raise ValueError("date_to is before date_from")
+        return value
+
     @field_validator("cursor")
     @classmethod
     def _cursor_decodes(cls, value: str | None) -> str | None:
         if value is not None:
-            decode_cursor(value)
+            decode_page_cursor(value)
         return value
+
+    def position(self) -> tuple[Keyset | None, int | None]:
+        """Where the page starts: after a keyset, or (an older cursor) before a booking id."""
+        if self.cursor is None:
+            return None, None
+        decoded = decode_page_cursor(self.cursor)
+        return (decoded, None) if isinstance(decoded, Keyset) else (None, decoded)
 
 
 def encode_cursor(booking_id: int) -> str:
@@ -168,3 +193,101 @@ def decode_cursor(cursor: str) -> int:
     if prefix != "b" or not 0 < value < 2**63:
         raise ValueError("cursor is not valid")
     return value
+
+
+# Ride history and ratings.
+
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+MICROSECOND = dt.timedelta(microseconds=1)
+# Microseconds from the epoch to the last instant of year 9999, the datetime's range.
+MAX_MICROS = (dt.datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=dt.UTC) - EPOCH) // MICROSECOND
+
+
+def encode_page_cursor(keyset: Keyset) -> str:
+    """An opaque cursor naming where a page ended: its last booking's creation (to the
+    microsecond, PostgreSQL's precision) and id."""
+    micros = (keyset.created_at - EPOCH) // MICROSECOND
+    raw = f"k:{micros}:{keyset.id}"
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_page_cursor(cursor: str) -> Keyset | int:
+    """The keyset a cursor points after, or for a cursor handed out when pages followed id
+    alone, the booking id it points before; ValueError if it is not one of ours."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise ValueError("cursor is not valid") from None
+    if raw.startswith("b:"):
+        return decode_cursor(cursor)
+    prefix, micros_text, id_text = (raw.split(":") + ["", ""])[:3]
+    try:
+        micros, booking_id = int(micros_text), int(id_text)
+    except ValueError:
+        raise ValueError("cursor is not valid") from None
+    valid = raw == f"k:{micros}:{booking_id}" and prefix == "k"
+    if not valid or not 0 <= micros <= MAX_MICROS or not 0 < booking_id < 2**63:
+        raise ValueError("cursor is not valid")
+    return Keyset(EPOCH + micros * MICROSECOND, booking_id)
+
+
+class HistoryQuery(BaseModel):
+    """``GET /v1/me/bookings`` query string: a rider's or driver's own rides."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    status: Literal[BOOKING_STATUSES] | None = None  # type: ignore[valid-type]
+    limit: int = Field(default=20, ge=1, le=100)
+    cursor: str | None = Field(default=None, max_length=64)
+
+    @field_validator("cursor")
+    @classmethod
+    def _cursor_decodes(cls, value: str | None) -> str | None:
+        if value is not None and not isinstance(decode_page_cursor(value), Keyset):
+            raise ValueError("cursor is not valid")
+        return value
+
+    def after(self) -> Keyset | None:
+        if self.cursor is None:
+            return None
+        decoded = decode_page_cursor(self.cursor)
+        assert isinstance(decoded, Keyset)
+        return decoded
+
+
+# A comment may hold line breaks, unlike a name; the other refused categories are a name's.
+ALLOWED_IN_COMMENTS = frozenset("\n")
+
+
+def _printable_comment(value: str) -> str | None:
+    """The comment in NFC, stripped, bounded after normalisation; None when empty."""
+    value = unicodedata.normalize("NFC", value.replace("\r\n", "\n")).strip()
+    for char in value:
+        kind = REFUSED_IN_NAMES.get(unicodedata.category(char))
+        if kind is not None and char not in ALLOWED_IN_COMMENTS:
+            raise ValueError(f"comment must not contain {kind} characters (U+{ord(char):04X})")
+    if len(value) > MAX_RATING_COMMENT_LENGTH:
+        raise ValueError(f"comment must be at most {MAX_RATING_COMMENT_LENGTH} characters")
+    return value or None
+
+
+Comment = Annotated[
+    str,
+    StringConstraints(max_length=4 * MAX_RATING_COMMENT_LENGTH),
+    AfterValidator(_printable_comment),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "maxLength": MAX_RATING_COMMENT_LENGTH,
+            "description": "Counted after NFC normalisation; line breaks allowed, no other "
+            "control, format, surrogate or private-use characters. Empty means no comment.",
+        }
+    ),
+]
+
+
+class NewRating(Strict):
+    """``POST /v1/bookings/<id>/rating``: stars from 1 to 5 and an optional comment."""
+
+    stars: Annotated[int, Field(ge=1, le=5)]
+    comment: Comment | None = None

@@ -64,6 +64,7 @@ def match_policy() -> MatchPolicy:
         schedule_lead_s=s.schedule_lead_s,
         driver_stale_s=s.driver_stale_s,
         max_radius_km=s.max_radius_km,
+        rating_weight_s=s.match_rating_weight_s,
     )
 
 

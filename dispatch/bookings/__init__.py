@@ -9,17 +9,30 @@ service; the domain's own modules import from the module that defines each name.
 
 from dispatch.bookings.creation import BookingRequest, Point, create_booking
 from dispatch.bookings.payloads import BookingSnapshot, booking_payload
-from dispatch.bookings.queries import get_booking_for, list_bookings
+from dispatch.bookings.queries import (
+    BookingFilter,
+    Keyset,
+    Page,
+    get_booking_for,
+    history_for,
+    list_bookings,
+    search_bookings,
+)
 from dispatch.bookings.transitions import cancel_booking, driver_action
 
 __all__ = [
+    "BookingFilter",
     "BookingRequest",
     "BookingSnapshot",
+    "Keyset",
+    "Page",
     "Point",
     "booking_payload",
     "cancel_booking",
     "create_booking",
     "driver_action",
     "get_booking_for",
+    "history_for",
     "list_bookings",
+    "search_bookings",
 ]

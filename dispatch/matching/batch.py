@@ -28,6 +28,7 @@ from dispatch.matching.offers import make_offers, no_driver
 from dispatch.matching.policy import MatchPolicy, Outcome, free_driver
 from dispatch.matching.solver import FreeDriver, Request, solve_batch
 from dispatch.models import Booking, Decline, Driver
+from dispatch.ratings import RatingAverage, averages
 
 
 class DriverLocator(Protocol):
@@ -141,12 +142,14 @@ def dispatch_region(
         if driver_id in column:
             allowed[row[booking_id], column[driver_id]] = False
 
+    ratings = averages(session, {d.user_id for d in drivers}) if policy.rating_weight_s > 0 else {}
     result = solve_batch(
         [Request(b.id, b.pickup_lat, b.pickup_lng) for b in live],
-        [_free(d, now) for d in drivers],
+        [_free(d, now, ratings.get(d.user_id)) for d in drivers],
         cost,
         k=policy.candidates,
         allowed=allowed,
+        rating_weight_s=policy.rating_weight_s,
     )
     by_id = {b.id: b for b in live}
     # One statement claims every chosen driver (in driver order, so two batches racing for
@@ -207,10 +210,11 @@ def dispatch_region(
     return report
 
 
-def _free(driver: Driver, now: dt.datetime) -> FreeDriver:
+def _free(driver: Driver, now: dt.datetime, rating: RatingAverage | None = None) -> FreeDriver:
     """A driver selected as free, for the solver (a free driver has a location)."""
     assert driver.lat is not None and driver.lng is not None, "a free driver is located"
-    return FreeDriver(driver.user_id, driver.lat, driver.lng, _idle_s(driver, now))
+    stars = rating.average if rating is not None else None
+    return FreeDriver(driver.user_id, driver.lat, driver.lng, _idle_s(driver, now), stars)
 
 
 def _idle_s(driver: Driver, now: dt.datetime) -> float:

@@ -28,6 +28,8 @@ class MatchPolicy:
     driver_stale_s: int = 120
     # Each unsuccessful attempt widens the search by half the base radius, up to this.
     max_radius_km: float = 15.0
+    # Seconds of ETA a one-star average costs a driver in the batch solver (0: ratings unused).
+    rating_weight_s: float = 0.0
 
     def radius_for(self, attempts: int) -> float:
         """The search radius for a booking that has been tried ``attempts`` times."""

@@ -205,6 +205,10 @@ class Settings:
     # per token across every relay (``limits`` notation).
     relay_max_connections: int = 1024
     relay_action_limit_per_token: str = "60/minute"
+    # Ride history and ratings: how long after completion a ride may be rated.
+    rating_window_s: int = 7 * 86400
+    # Seconds of pickup ETA a one-star average costs a driver in the batch matcher (0: off).
+    match_rating_weight_s: float = 0.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -306,6 +310,9 @@ class Settings:
             relay_action_limit_per_token=_limit(
                 env, "SMARTROUTE_RELAY_ACTION_LIMIT_PER_TOKEN", "60/minute"
             ),
+            # Ride history and ratings.
+            rating_window_s=_int(env, "SMARTROUTE_RATING_WINDOW_S", 7 * 86400, minimum=60),
+            match_rating_weight_s=_float(env, "SMARTROUTE_MATCH_RATING_WEIGHT_S", 0.0),
         )
 
     @property

@@ -8,7 +8,7 @@ import inspect
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from dispatch import drivers
+from dispatch import drivers, ratings
 from dispatch import errors as domain
 from web.errors import ANSWERS, error_answer
 
@@ -16,7 +16,7 @@ from web.errors import ANSWERS, error_answer
 def _domain_errors() -> list[type[domain.DispatchError]]:
     found = [
         cls
-        for module in (domain, drivers)
+        for module in (domain, drivers, ratings)
         for _, cls in inspect.getmembers(module)
         if inspect.isclass(cls) and issubclass(cls, domain.DispatchError)
     ]

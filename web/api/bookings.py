@@ -8,6 +8,7 @@ from flask import request, url_for
 
 from dispatch import bookings as service
 from dispatch.matching.log import entries_for
+from dispatch.ratings import party_payloads
 from dispatch.regions import region_for
 from dispatch.states import DRIVER_ACTIONS, Role
 from smartroute.infra.metrics import BOOKINGS_CREATED
@@ -24,7 +25,7 @@ from web.runtime import (
     runtime,
     utcnow,
 )
-from web.schemas import BookingQuery, NewBooking, decode_cursor, encode_cursor
+from web.schemas import BookingQuery, NewBooking, encode_page_cursor
 
 # Printable ASCII without spaces, as most payment APIs accept for their idempotency keys.
 IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
@@ -75,22 +76,37 @@ def create_booking():
 @api.get("/bookings/<id:booking_id>")
 @requires()
 def get_booking(booking_id: int):
-    return service.booking_payload(service.get_booking_for(db(), booking_id, actor()))
+    session = db()
+    booking = service.get_booking_for(session, booking_id, actor())
+    # Its rider and driver also see their own rating of it, and the rider the driver's average.
+    return party_payloads(session, [booking], actor())[0]
 
 
 @api.get("/bookings")
 @requires(Role.ADMIN)
 def list_bookings():
     query = parse_query(BookingQuery)
-    page = service.list_bookings(
+    after, before_id = query.position()
+    page = service.search_bookings(
         read_db(),
-        status=query.status,
-        date=query.date,
+        service.BookingFilter(
+            status=query.status,
+            rider_id=query.rider_id,
+            driver_id=query.driver_id,
+            region=query.region,
+            date=query.date,
+            date_from=query.date_from,
+            date_to=query.date_to,
+        ),
         limit=query.limit,
-        before_id=decode_cursor(query.cursor) if query.cursor else None,
+        after=after,
+        before_id=before_id,
     )
-    next_cursor = encode_cursor(page[-1].id) if len(page) == query.limit else None
-    return {"bookings": [service.booking_payload(b) for b in page], "next_cursor": next_cursor}
+    next_cursor = encode_page_cursor(page.next) if page.next is not None else None
+    return {
+        "bookings": [service.booking_payload(b) for b in page.bookings],
+        "next_cursor": next_cursor,
+    }
 
 
 @api.post("/bookings/<id:booking_id>/cancel")
