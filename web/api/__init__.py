@@ -39,4 +39,4 @@ def parse_query(model: type[M]) -> M:
 
 
 # Imported for their routes.
-from web.api import admin, bookings, drivers, stats, tokens, users  # noqa: E402, F401
+from web.api import admin, bookings, drivers, quotes, stats, tokens, users  # noqa: E402, F401
