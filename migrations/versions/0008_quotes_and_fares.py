@@ -168,8 +168,8 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index("uq_cab_bookings_quote_id", table_name="cab_bookings")
     for name, _ in reversed(BOOKING_CHECKS):
-        op.drop_constraint(name, "cab_bookings", type_="check")
-    op.drop_constraint("fk_cab_bookings_quote_id_quotes", "cab_bookings", type_="foreignkey")
+        op.drop_constraint(op.f(name), "cab_bookings", type_="check")
+    op.drop_constraint(op.f("fk_cab_bookings_quote_id_quotes"), "cab_bookings", type_="foreignkey")
     for column in ("fare", "final_fare", "quoted_fare", "fare_currency", "quote_id"):
         op.drop_column("cab_bookings", column)
     op.drop_table("surge_levels")
