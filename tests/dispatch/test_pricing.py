@@ -93,6 +93,19 @@ def test_a_booking_on_a_quote_locks_its_price(session, now):
     assert booking.fare["amount"] == quote.fare.amount and booking.fare["final"] is False
 
 
+def test_a_quote_keeps_its_surge_when_the_surge_moves(session, now):
+    rider = make.rider(session)
+    calm = _quote(session, rider)
+    session.add(SurgeLevel(region="default", multiplier_pct=200, demand=4, supply=2))
+    session.flush()
+    surged = _quote(session, rider)
+    assert (calm.fare.surge_pct, surged.fare.surge_pct) == (100, 200)
+    assert surged.fare.amount == divide_half_up(calm.fare.amount * 200, 100)
+    assert _book(session, rider, now, calm.id).quoted_fare == calm.fare.amount
+    # Booked without a quote, the price is made at the surge of the moment.
+    assert _book(session, rider, now).quoted_fare == surged.fare.amount
+
+
 def test_a_booking_without_a_quote_is_priced_when_booked(session, now):
     booking = _book(session, make.rider(session), now)
     assert booking.quote_id is not None and booking.fare_currency == "EUR"
