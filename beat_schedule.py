@@ -32,6 +32,7 @@ def beat_schedule(settings: Settings) -> dict:
         ),
         "refresh-booking-stats": _every(settings.stats_every_s, "refresh_stats"),
         "refresh-health-metrics": _every(settings.health_every_s, "refresh_health"),
+        "refresh-surge": _every(settings.surge_every_s, "refresh_surge"),
         # The safety net behind the publish each commit asks for.
         "publish-outbox": {
             **_every(settings.publish_every_s, "publish_outbox"),

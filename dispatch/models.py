@@ -159,6 +159,14 @@ class Booking(Base):
     assigned_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)
     created_at: Mapped[dt.datetime] = mapped_column(Timestamp, server_default=func.now())
     updated_at: Mapped[dt.datetime] = mapped_column(Timestamp, server_default=func.now())
+    # Price (dispatch/fares.py, dispatch/quotes.py): the quote the booking was priced on,
+    # the price it locked, the final fare once completed (minor units), and the breakdown
+    # clients see (the quote's until completion, then the final one).
+    quote_id: Mapped[int | None] = mapped_column(BigInteger, ForeignKey("quotes.id"))
+    fare_currency: Mapped[str | None] = mapped_column(String(3))
+    quoted_fare: Mapped[int | None] = mapped_column(Integer)
+    final_fare: Mapped[int | None] = mapped_column(Integer)
+    fare: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
 
     __table_args__ = (
         CheckConstraint(_in("status", BOOKING_STATUSES), name="status"),
@@ -204,6 +212,26 @@ class Booking(Base):
             "ix_cab_bookings_assigned_offer_expiry",
             "offer_expires_at",
             postgresql_where=text("status = 'assigned'"),
+        ),
+        # Price: a quote prices one booking at most; a priced booking has all its terms;
+        # amounts are never negative; only a completed ride has a final fare.
+        Index(
+            "uq_cab_bookings_quote_id",
+            "quote_id",
+            unique=True,
+            postgresql_where=text("quote_id IS NOT NULL"),
+        ),
+        CheckConstraint(
+            "(quote_id IS NULL) = (quoted_fare IS NULL) "
+            "AND (quote_id IS NULL) = (fare_currency IS NULL) "
+            "AND (quote_id IS NULL) = (fare IS NULL)",
+            name="fare_terms",
+        ),
+        CheckConstraint("quoted_fare >= 0", name="quoted_fare_positive"),
+        CheckConstraint(
+            "final_fare IS NULL OR (final_fare >= 0 AND status = 'completed' "
+            "AND quoted_fare IS NOT NULL)",
+            name="final_fare_when_completed",
         ),
     )
 
@@ -383,4 +411,82 @@ class RatingSummary(Base):
     __table_args__ = (
         CheckConstraint("ratings >= 1", name="ratings_positive"),
         CheckConstraint("stars_total BETWEEN ratings AND 5 * ratings", name="stars_total_range"),
+    )
+
+
+class Quote(Base):
+    """A price offered to a rider for a trip, valid until ``expires_at``.
+
+    It keeps the tariff it was priced under (rates and fees), so the booking it prices is
+    settled, and charged any fee, on the terms the rider saw, whatever the configuration
+    says later. A booking that names it (``cab_bookings.quote_id``, unique) has used it.
+    """
+
+    __tablename__ = "quotes"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    user_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("users.id", ondelete="CASCADE"))
+    region: Mapped[str] = mapped_column(String(32))
+    pickup_lat: Mapped[float] = mapped_column(Double)
+    pickup_lng: Mapped[float] = mapped_column(Double)
+    dropoff_lat: Mapped[float] = mapped_column(Double)
+    dropoff_lng: Mapped[float] = mapped_column(Double)
+    pickup_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)
+    # The tariff, in minor units of currency.
+    currency: Mapped[str] = mapped_column(String(3))
+    base: Mapped[int] = mapped_column(Integer)
+    per_km: Mapped[int] = mapped_column(Integer)
+    per_minute: Mapped[int] = mapped_column(Integer)
+    minimum: Mapped[int] = mapped_column(Integer)
+    cancellation_fee: Mapped[int] = mapped_column(Integer)
+    no_show_fee: Mapped[int] = mapped_column(Integer)
+    # The estimate and the price: 100 is no surge.
+    surge_pct: Mapped[int] = mapped_column(Integer)
+    distance_m: Mapped[int] = mapped_column(Integer)
+    duration_s: Mapped[int] = mapped_column(Integer)
+    distance_amount: Mapped[int] = mapped_column(Integer)
+    time_amount: Mapped[int] = mapped_column(Integer)
+    amount: Mapped[int] = mapped_column(Integer)
+    pickup_eta_s: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[dt.datetime] = mapped_column(Timestamp, server_default=func.now())
+    expires_at: Mapped[dt.datetime] = mapped_column(Timestamp)
+
+    __table_args__ = (
+        CheckConstraint("currency ~ '^[A-Z]{3}$'", name="currency"),
+        CheckConstraint(
+            "base >= 0 AND per_km >= 0 AND per_minute >= 0 AND minimum >= 0 "
+            "AND cancellation_fee >= 0 AND no_show_fee >= 0",
+            name="tariff_positive",
+        ),
+        CheckConstraint(
+            "distance_m >= 0 AND duration_s >= 0 AND distance_amount >= 0 "
+            "AND time_amount >= 0 AND amount >= 0",
+            name="estimate_positive",
+        ),
+        CheckConstraint("surge_pct >= 100", name="surge_at_least_one"),
+        CheckConstraint("expires_at > created_at", name="expires_after_creation"),
+        CheckConstraint("pickup_lat BETWEEN -90 AND 90", name="pickup_lat_range"),
+        CheckConstraint("pickup_lng BETWEEN -180 AND 180", name="pickup_lng_range"),
+        CheckConstraint("dropoff_lat BETWEEN -90 AND 90", name="dropoff_lat_range"),
+        CheckConstraint("dropoff_lng BETWEEN -180 AND 180", name="dropoff_lng_range"),
+        Index("ix_quotes_user_id", "user_id"),
+        Index("ix_quotes_expires_at", "expires_at"),
+    )
+
+
+class SurgeLevel(Base):
+    """A region's surge multiplier as beat last computed it, with the demand and supply
+    it came from (dispatch/surge.py)."""
+
+    __tablename__ = "surge_levels"
+
+    region: Mapped[str] = mapped_column(String(32), primary_key=True)
+    multiplier_pct: Mapped[int] = mapped_column(Integer)
+    demand: Mapped[int] = mapped_column(Integer)
+    supply: Mapped[int] = mapped_column(Integer)
+    updated_at: Mapped[dt.datetime] = mapped_column(Timestamp, server_default=func.now())
+
+    __table_args__ = (
+        CheckConstraint("multiplier_pct >= 100", name="multiplier_at_least_one"),
+        CheckConstraint("demand >= 0 AND supply >= 0", name="counts_positive"),
     )

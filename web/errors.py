@@ -20,6 +20,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from dispatch import errors as domain
+from dispatch import quotes
 from dispatch.drivers import LocationRequired
 from dispatch.ratings import AlreadyRated, RatingWindowClosed, RideNotCompleted
 
@@ -53,6 +54,10 @@ ANSWERS: dict[type[Exception], Answer] = {
     AlreadyRated: Answer(409),
     RatingWindowClosed: Answer(409),
     domain.IdempotencyConflict: Answer(422),
+    quotes.QuoteExpired: Answer(409, field="quote_id"),
+    quotes.QuoteUsed: Answer(409, field="quote_id"),
+    quotes.QuoteNotFound: Answer(422, field="quote_id"),
+    quotes.QuoteMismatch: Answer(422, field="quote_id"),
     domain.DispatchError: Answer(400),
     OperationalError: DATABASE_UNAVAILABLE,
     PoolTimeout: DATABASE_UNAVAILABLE,

@@ -17,6 +17,7 @@ from prometheus_client.core import GaugeMetricFamily
 
 from dispatch.outbox import oldest_unsent_age_s
 from dispatch.stats import active_bookings, oldest_pending_age_s
+from dispatch.surge import surge_levels
 from smartroute.infra import heartbeat, snapshots
 from smartroute.infra.metrics import HTTP_REQUEST_DURATION, exposition
 from smartroute.infra.queues import pooled_queue_depths
@@ -69,6 +70,7 @@ class LiveCollector:
             active = active_bookings(session)
             oldest_s = oldest_pending_age_s(session, now)
             lag = oldest_unsent_age_s(session, now)
+            levels = surge_levels(session)
         # Not active_bookings_total: the `_total` suffix is reserved for
         # counters in Prometheus' naming rules (promtool rejects it on a gauge).
         yield GaugeMetricFamily(
@@ -86,6 +88,15 @@ class LiveCollector:
             "Age of the oldest booking still waiting for a driver.",
             value=0 if oldest_s is None else oldest_s,
         )
+
+        surge = GaugeMetricFamily(
+            "smartroute_surge_multiplier",
+            "Each region's surge price multiplier as beat last computed it (1 is none).",
+            labels=["region"],
+        )
+        for region, level in levels.items():
+            surge.add_metric([region], level.multiplier_pct / 100)
+        yield surge
 
         depth = GaugeMetricFamily(
             "smartroute_queue_depth", "Messages waiting per Celery queue.", labels=["queue"]

@@ -12,7 +12,14 @@ from typing import Any, cast
 from flask import Blueprint
 
 from dispatch.states import BOOKING_STATUSES, DRIVER_STATUSES, ROLES
-from web.schemas import DriverStatusChange, Location, NewBooking, NewRating, NewUser
+from web.schemas import (
+    DriverStatusChange,
+    Location,
+    NewBooking,
+    NewQuote,
+    NewRating,
+    NewUser,
+)
 
 openapi = Blueprint("openapi", __name__)
 
@@ -40,6 +47,57 @@ BOOKING = {
         "assigned_at": NULLABLE_TIME,
         "created_at": NULLABLE_TIME,
         "updated_at": NULLABLE_TIME,
+        "quote_id": {"type": ["integer", "null"]},
+        "fare": {"oneOf": [{"$ref": "#/components/schemas/Fare"}, {"type": "null"}]},
+    },
+}
+MINOR_UNITS = {"type": "integer", "minimum": 0, "description": "minor units (cents)"}
+FARE = {
+    "type": "object",
+    "description": (
+        "Amounts in minor units of currency; base, distance and time are before surge and "
+        "the minimum. On a booking, final is false until completion, when amount becomes "
+        "the final fare: the quote unless the measured fare exceeds it by more than 20 %, "
+        "then the measured fare capped at 150 % of the quote."
+    ),
+    "required": ["amount", "currency", "base", "distance", "time", "surge_multiplier"],
+    "properties": {
+        "amount": MINOR_UNITS,
+        "currency": {"type": "string", "pattern": "^[A-Z]{3}$"},
+        "base": MINOR_UNITS,
+        "distance": MINOR_UNITS,
+        "time": MINOR_UNITS,
+        "surge_multiplier": {"type": "number", "minimum": 1},
+        "distance_m": {"type": "integer", "minimum": 0},
+        "duration_s": {"type": "integer", "minimum": 0},
+        "quoted_amount": MINOR_UNITS,
+        "measured_amount": MINOR_UNITS,
+        "final": {"type": "boolean"},
+        "policy": {"type": "string"},
+    },
+}
+QUOTE = {
+    "type": "object",
+    "required": ["quote_id", "fare", "pickup_eta_s", "expires_at"],
+    "properties": {
+        "quote_id": {"type": "integer"},
+        "fare": {"$ref": "#/components/schemas/Fare"},
+        "pickup_eta_s": {"type": ["integer", "null"], "minimum": 0},
+        "expires_at": {"type": "string", "format": "date-time"},
+        "region": {"type": "string"},
+    },
+}
+SURGE = {
+    "type": "object",
+    "additionalProperties": {
+        "type": "object",
+        "required": ["multiplier", "demand", "supply"],
+        "properties": {
+            "multiplier": {"type": "number", "minimum": 1},
+            "demand": {"type": "integer", "minimum": 0},
+            "supply": {"type": "integer", "minimum": 0},
+            "updated_at": NULLABLE_TIME,
+        },
     },
 }
 # Ride history and ratings.
@@ -138,8 +196,23 @@ OVERVIEW = {
         "today": {
             "type": "object",
             "required": ["total", "by_status"],
-            "properties": {"total": {"type": "integer"}, "by_status": COUNTS},
+            "properties": {
+                "total": {"type": "integer"},
+                "by_status": COUNTS,
+                "by_region": {
+                    "type": "object",
+                    "description": "each region's bookings since its own local midnight",
+                    "additionalProperties": {
+                        "type": "object",
+                        "properties": {
+                            "since": {"type": "string", "format": "date-time"},
+                            "total": {"type": "integer", "minimum": 0},
+                        },
+                    },
+                },
+            },
         },
+        "surge": SURGE,
         "time_to_assign_last_hour": {
             "type": "object",
             "required": ["mean_s", "p95_s", "sample"],
@@ -214,9 +287,10 @@ def _operation(summary: str, ok: int, schema: dict, *, body=None, params=(), err
 
 def document() -> dict:
     components = {}
-    for model in (NewBooking, NewUser, Location, DriverStatusChange, NewRating):
+    for model in (NewBooking, NewUser, Location, DriverStatusChange, NewQuote, NewRating):
         schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
         components.update(schema.pop("$defs", {}))
+    components["Fare"] = FARE
     booking_action = _operation("Act on a booking", 200, BOOKING, params=[ID], errors=(409,))
     return {
         "openapi": "3.1.0",
@@ -286,9 +360,23 @@ def document() -> dict:
                     params=[USER_ID],
                 ),
             },
+            "/v1/quotes": {
+                "post": _operation(
+                    "Price a trip before booking it (rider); the quote locks the price until "
+                    "expires_at",
+                    201,
+                    QUOTE,
+                    body=NewQuote,
+                )
+            },
             "/v1/bookings": {
                 "post": _operation(
-                    "Book a ride (rider)", 202, BOOKING, body=NewBooking, errors=(409,)
+                    "Book a ride (rider); with quote_id, at the quoted price (409 quote_expired "
+                    "once it has expired, 409 quote_used if it priced a booking already)",
+                    202,
+                    BOOKING,
+                    body=NewBooking,
+                    errors=(409,),
                 ),
                 "get": _operation(
                     "List bookings, newest first (admin)",

@@ -53,7 +53,38 @@ class Location(Strict):
         return Point(self.lat, self.lng)
 
 
+def _pickup_within_horizon(value: dt.datetime | None) -> dt.datetime | None:
+    if value is None:
+        return None
+    now = dt.datetime.now(dt.UTC)
+    if value < now - PICKUP_PAST_TOLERANCE:
+        raise ValueError("pickup_at is in the past")
+    if value > now + PICKUP_HORIZON:
+        raise ValueError(f"pickup_at is more than {PICKUP_HORIZON.days} days ahead")
+    return value.astimezone(dt.UTC)
+
+
 class NewBooking(Strict):
+    pickup: Location
+    dropoff: Location
+    pickup_at: AwareDatetime | None = None
+    # The rider's quote: its price is locked for the booking (dispatch/quotes.py).
+    quote_id: Annotated[int, Field(ge=1, le=2**63 - 1)] | None = None
+
+    @field_validator("pickup_at")
+    @classmethod
+    def _within_horizon(cls, value: dt.datetime | None) -> dt.datetime | None:
+        return _pickup_within_horizon(value)
+
+    def to_request(self) -> BookingRequest:
+        return BookingRequest(
+            self.pickup.to_point(), self.dropoff.to_point(), self.pickup_at, self.quote_id
+        )
+
+
+class NewQuote(Strict):
+    """``POST /v1/quotes``: the trip to price."""
+
     pickup: Location
     dropoff: Location
     pickup_at: AwareDatetime | None = None
@@ -61,17 +92,7 @@ class NewBooking(Strict):
     @field_validator("pickup_at")
     @classmethod
     def _within_horizon(cls, value: dt.datetime | None) -> dt.datetime | None:
-        if value is None:
-            return None
-        now = dt.datetime.now(dt.UTC)
-        if value < now - PICKUP_PAST_TOLERANCE:
-            raise ValueError("pickup_at is in the past")
-        if value > now + PICKUP_HORIZON:
-            raise ValueError(f"pickup_at is more than {PICKUP_HORIZON.days} days ahead")
-        return value.astimezone(dt.UTC)
-
-    def to_request(self) -> BookingRequest:
-        return BookingRequest(self.pickup.to_point(), self.dropoff.to_point(), self.pickup_at)
+        return _pickup_within_horizon(value)
 
 
 # Categories a name never needs: control (Cc: PostgreSQL cannot store NUL, and the rest mean a

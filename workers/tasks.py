@@ -14,7 +14,7 @@ from celery import shared_task
 from sqlalchemy import select, text
 from sqlalchemy.exc import OperationalError
 
-from dispatch import outbox, retention, sweeps
+from dispatch import outbox, retention, surge, sweeps
 from dispatch.db import transaction_now
 from dispatch.matching import batch as batches
 from dispatch.matching.nearest import dispatch_booking
@@ -199,9 +199,23 @@ def mark_drivers_offline(stale_after_s: int) -> int:
 def refresh_stats() -> dict:
     """Recompute booking stats into Redis for GET /v1/stats and the metrics scrape."""
     with reader()() as session:
-        stats = booking_stats(session, now=_now())
+        stats = booking_stats(session, now=_now(), time_zones=dict(settings().region_time_zones))
     snapshots.save(cache(), snapshots.STATS_KEY, stats, settings().stats_ttl_s)
     return stats["by_status"]
+
+
+@shared_task(name="workers.tasks.refresh_surge", acks_late=True, **RETRY)
+def refresh_surge() -> dict:
+    """Move each region's surge multiplier towards what demand and supply call for now."""
+    config = settings()
+    policy = surge.SurgePolicy(
+        cap_pct=config.surge_cap_pct,
+        smoothing_pct=config.surge_smoothing_pct,
+        window_s=config.surge_window_s,
+    )
+    with sessions()() as session, session.begin():
+        levels = surge.recompute(session, config.regions, match_policy(), policy)
+    return {region: level.multiplier_pct for region, level in levels.items()}
 
 
 @shared_task(name="workers.tasks.refresh_health", acks_late=True, **RETRY)

@@ -23,6 +23,7 @@ from dispatch.bookings.events import record_event
 from dispatch.bookings.payloads import BookingSnapshot, snapshot
 from dispatch.errors import IdempotencyConflict
 from dispatch.models import Booking, IdempotencyKey
+from dispatch.quotes import Pricing, price_booking
 from dispatch.regions import DEFAULT_REGION
 from dispatch.states import Role, Status
 
@@ -40,10 +41,15 @@ class BookingRequest:
     pickup: Point
     dropoff: Point
     pickup_at: dt.datetime | None = None
+    # The rider's quote that prices it (dispatch.quotes); None: priced when booked.
+    quote_id: int | None = None
 
     def fingerprint(self) -> str:
         """A stable hash of the request, to tell a retry from a different request."""
-        body = json.dumps(asdict(self), sort_keys=True, default=lambda v: v.isoformat())
+        fields = asdict(self)
+        if fields["quote_id"] is None:
+            del fields["quote_id"]  # A request without a quote hashes as it always did.
+        body = json.dumps(fields, sort_keys=True, default=lambda v: v.isoformat())
         return hashlib.sha256(body.encode()).hexdigest()
 
 
@@ -57,9 +63,11 @@ def create_booking(
     first_retry_s: int,
     idempotency_key: str | None = None,
     region: str = DEFAULT_REGION,
+    pricing: Pricing | None = None,
 ) -> tuple[BookingSnapshot, bool]:
     """Create a pending booking; returns it and whether it is new (False: an idempotent
-    replay)."""
+    replay). It is priced by ``dispatch.quotes.price_booking``: on the request's quote, else
+    under ``pricing``, else (neither given) not at all."""
     fingerprint = request.fingerprint()
     if idempotency_key is not None:
         existing = _replay(session, rider_id, idempotency_key, fingerprint)
@@ -86,6 +94,17 @@ def create_booking(
         "created_at": now,
         "updated_at": now,
     }
+    values.update(
+        price_booking(
+            session,
+            rider_id,
+            request.quote_id,
+            (request.pickup.lat, request.pickup.lng),
+            (request.dropoff.lat, request.dropoff.lng),
+            region=region,
+            pricing=pricing,
+        )
+    )
     if idempotency_key is None:
         return _insert_booking(session, values), True
     try:

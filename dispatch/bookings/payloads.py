@@ -54,6 +54,10 @@ class BookingFields(Protocol):
     def created_at(self) -> dt.datetime: ...
     @property
     def updated_at(self) -> dt.datetime: ...
+    @property
+    def quote_id(self) -> int | None: ...
+    @property
+    def fare(self) -> dict[str, Any] | None: ...
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,11 @@ class BookingSnapshot:
     assigned_at: dt.datetime | None
     created_at: dt.datetime
     updated_at: dt.datetime
+    quote_id: int | None
+    fare_currency: str | None
+    quoted_fare: int | None
+    final_fare: int | None
+    fare: dict[str, Any] | None
 
 
 _COLUMNS = tuple(f.name for f in fields(BookingSnapshot))
@@ -115,6 +124,8 @@ def booking_payload(booking: BookingFields) -> dict[str, Any]:
         "assigned_at": _iso(booking.assigned_at),
         "created_at": _iso(booking.created_at),
         "updated_at": _iso(booking.updated_at),
+        "quote_id": booking.quote_id,
+        "fare": booking.fare,
     }
 
 

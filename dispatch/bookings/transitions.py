@@ -25,6 +25,7 @@ from dispatch.bookings.payloads import BookingSnapshot, snapshot
 from dispatch.db import expire_loaded, transaction_now
 from dispatch.errors import InvalidTransition, NotFound, NotOfferedToYou
 from dispatch.models import Booking, Decline, Driver
+from dispatch.quotes import settle_fare
 from dispatch.states import TRANSITIONS, DriverStatus, Role, Status, next_status
 
 NO_DRIVER_FOUND = "no driver found before the deadline"
@@ -155,6 +156,8 @@ def driver_action(
         # Nothing moved: say why, from the row as it is now.
         raise _refusal(session, booking_id, driver_id, action, now)
     booking_now = snapshot(moved)
+    if action == "complete":
+        booking_now = settle_fare(session, booking_now)
     record_event(session, booking_now, _source(action).value, actor, action)
     if action == "complete":
         release_driver(session, driver_id, now)

@@ -13,7 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from dispatch.regions import Region, parse_regions, region_names
+from dispatch.fares import Tariff, parse_tariffs
+from dispatch.regions import Region, parse_regions, parse_time_zones, region_names
 from smartroute.infra.queues import MAINTENANCE, NOTIFY, dispatch_queue
 
 
@@ -63,6 +64,37 @@ def _limit(env: Mapping[str, str], name: str, default: str) -> str:
     except ValueError:
         raise ConfigError(f"{name} must look like '20/minute', got {value!r}") from None
     return value
+
+
+def _tariffs(env: Mapping[str, str]) -> tuple[tuple[str, Tariff], ...]:
+    try:
+        return parse_tariffs(env.get("SMARTROUTE_TARIFFS", ""), region_names(_regions(env)))
+    except ValueError as exc:
+        raise ConfigError(f"SMARTROUTE_TARIFFS: {exc}") from None
+
+
+def _time_zones(env: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    try:
+        return parse_time_zones(
+            env.get("SMARTROUTE_REGION_TIME_ZONES", ""), region_names(_regions(env))
+        )
+    except ValueError as exc:
+        raise ConfigError(f"SMARTROUTE_REGION_TIME_ZONES: {exc}") from None
+
+
+def _surge_cap_pct(env: Mapping[str, str]) -> int:
+    """SMARTROUTE_SURGE_CAP is a multiplier (3.0 is x3), kept as a whole percentage."""
+    cap = _float(env, "SMARTROUTE_SURGE_CAP", 3.0, minimum=1.0)
+    if cap > 10.0:
+        raise ConfigError(f"SMARTROUTE_SURGE_CAP must be at most 10, got {cap}")
+    return round(cap * 100)
+
+
+def _smoothing_pct(env: Mapping[str, str]) -> int:
+    smoothing = _float(env, "SMARTROUTE_SURGE_SMOOTHING", 0.5, minimum=0.01)
+    if smoothing > 1.0:
+        raise ConfigError(f"SMARTROUTE_SURGE_SMOOTHING must be at most 1, got {smoothing}")
+    return max(1, round(smoothing * 100))
 
 
 MIN_SECRET_KEY_LENGTH = 32
@@ -209,6 +241,16 @@ class Settings:
     rating_window_s: int = 7 * 86400
     # Seconds of pickup ETA a one-star average costs a driver in the batch matcher (0: off).
     match_rating_weight_s: float = 0.0
+    # Prices: tariffs per region (minor units), how long a quote stands, the surge's
+    # recomputation, cap (a whole percentage: 300 is x3), smoothing and demand window, and
+    # each region's time zone for "today" (dispatch/fares.py, dispatch/surge.py).
+    tariffs: tuple[tuple[str, Tariff], ...] = ()
+    quote_ttl_s: int = 300
+    surge_every_s: float = 15.0
+    surge_cap_pct: int = 300
+    surge_smoothing_pct: int = 50
+    surge_window_s: int = 600
+    region_time_zones: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -313,6 +355,14 @@ class Settings:
             # Ride history and ratings.
             rating_window_s=_int(env, "SMARTROUTE_RATING_WINDOW_S", 7 * 86400, minimum=60),
             match_rating_weight_s=_float(env, "SMARTROUTE_MATCH_RATING_WEIGHT_S", 0.0),
+            # Prices.
+            tariffs=_tariffs(env),
+            quote_ttl_s=_int(env, "SMARTROUTE_QUOTE_TTL_S", 300, minimum=10),
+            surge_every_s=_float(env, "SMARTROUTE_SURGE_EVERY_S", 15.0, 0.1),
+            surge_cap_pct=_surge_cap_pct(env),
+            surge_smoothing_pct=_smoothing_pct(env),
+            surge_window_s=_int(env, "SMARTROUTE_SURGE_WINDOW_S", 600, minimum=1),
+            region_time_zones=_time_zones(env),
         )
 
     @property

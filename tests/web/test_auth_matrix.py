@@ -12,6 +12,7 @@ PUBLIC = "public"
 MATRIX = [
     ("POST", "/v1/users", "/v1/users", {"name": "x", "role": "rider"}, {"admin"}),
     ("POST", "/v1/bookings", "/v1/bookings", GOOD, {"rider"}),
+    ("POST", "/v1/quotes", "/v1/quotes", GOOD, {"rider"}),
     ("GET", "/v1/bookings", "/v1/bookings", None, {"admin"}),
     ("GET", "/v1/bookings/<id:booking_id>", "/v1/bookings/{b}", None, {"rider", "driver", "admin"}),
     (

@@ -39,4 +39,14 @@ def parse_query(model: type[M]) -> M:
 
 
 # Imported for their routes.
-from web.api import admin, bookings, drivers, history, ratings, stats, tokens, users  # noqa: E402, F401
+from web.api import (  # noqa: E402, F401
+    admin,
+    bookings,
+    drivers,
+    history,
+    quotes,
+    ratings,
+    stats,
+    tokens,
+    users,
+)

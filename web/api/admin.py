@@ -84,12 +84,15 @@ def get_overview():
     session, now = read_db(), utcnow()
     stats = snapshots.load(runtime().redis, snapshots.STATS_KEY)
     if stats is None:
-        stats = booking_stats(session, now=now)
+        zones = dict(runtime().settings.region_time_zones)
+        stats = booking_stats(session, now=now, time_zones=zones)
     return {
         "computed_at": now.isoformat(),
         "open_by_status": _open_by_status(session),
         "today": stats["today"],
         "time_to_assign_last_hour": stats["time_to_assign_last_hour"],
+        # A snapshot written before surge existed has none; the next one will.
+        "surge": stats.get("surge", {}),
         "queue_depths": _queue_depths(),
         "minutes": _minutes(session, now, query.minutes),
     }

@@ -13,6 +13,7 @@ from dispatch.regions import region_for
 from dispatch.states import DRIVER_ACTIONS, Role
 from smartroute.infra.metrics import BOOKINGS_CREATED
 from web.api import api, parse_body, parse_query
+from web.api.quotes import pricing
 from web.auth import actor, current_identity, requires
 from web.errors import ApiError
 from web.limits import limited
@@ -62,6 +63,7 @@ def create_booking():
         first_retry_s=settings.retry_interval_s,
         idempotency_key=key,
         region=region_for(body.pickup.lat, body.pickup.lng, settings.regions),
+        pricing=pricing(),
     )
     if created:
         enqueue_publish()

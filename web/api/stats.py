@@ -16,4 +16,5 @@ def get_stats():
     cached = snapshots.load(runtime().redis, snapshots.STATS_KEY)
     if cached is not None:
         return cached | {"source": "cache"}
-    return booking_stats(read_db(), now=utcnow()) | {"source": "database"}
+    zones = dict(runtime().settings.region_time_zones)
+    return booking_stats(read_db(), now=utcnow(), time_zones=zones) | {"source": "database"}

@@ -82,6 +82,7 @@ function showOverview(overview) {
     $(`#count-${status}`).textContent = count;
   }
   $("#count-today").textContent = overview.today.total;
+  $("#surge").textContent = surge(overview.surge || {});
   const assign = overview.time_to_assign_last_hour;
   $("#assign-mean").textContent = seconds(assign.mean_s);
   $("#assign-p95").textContent = seconds(assign.p95_s);
@@ -89,6 +90,14 @@ function showOverview(overview) {
   queues.replaceChildren(...Object.entries(overview.queue_depths).map(([name, depth]) =>
     element("tr", {}, element("td", {}, name), element("td", { class: "number" }, depth))));
   drawMinutes(overview.minutes);
+}
+
+// The highest region's multiplier and its name, e.g. "×1.50 lisbon"; "×1.00" when calm.
+function surge(levels) {
+  const [region, level] = Object.entries(levels)
+    .reduce((top, entry) => (entry[1].multiplier > top[1].multiplier ? entry : top),
+      ["", { multiplier: 1 }]);
+  return `×${level.multiplier.toFixed(2)}${region && level.multiplier > 1 ? ` ${region}` : ""}`;
 }
 
 function seconds(value) {
