@@ -10,16 +10,25 @@ service; the domain's own modules import from the module that defines each name.
 from dispatch.bookings.creation import BookingRequest, Point, create_booking
 from dispatch.bookings.payloads import BookingSnapshot, booking_payload
 from dispatch.bookings.queries import get_booking_for, list_bookings
-from dispatch.bookings.transitions import cancel_booking, driver_action
+from dispatch.bookings.transitions import (
+    NoShowTooEarly,
+    RidePolicy,
+    cancel_booking,
+    driver_action,
+    force_complete,
+)
 
 __all__ = [
     "BookingRequest",
     "BookingSnapshot",
+    "NoShowTooEarly",
     "Point",
+    "RidePolicy",
     "booking_payload",
     "cancel_booking",
     "create_booking",
     "driver_action",
+    "force_complete",
     "get_booking_for",
     "list_bookings",
 ]
