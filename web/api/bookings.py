@@ -119,7 +119,9 @@ def cancel_booking(booking_id: int):
         runtime().limits.enforce("driver action", current_identity().user_id)
     body = parse_body(CancelBooking) if request.get_data(cache=True) else CancelBooking()
     if body.reason is None and who.role != Role.RIDER:
-        raise ApiError(422, "missing_field", f"a {who.role} must give a reason", "reason")
+        raise ApiError(
+            422, "missing_field", f"reason is required to cancel as {who.role}", "reason"
+        )
     session = db()
     booking = service.cancel_booking(
         session, booking_id, who, now=utcnow(), reason=body.reason, policy=ride_policy()
