@@ -32,7 +32,6 @@ from smartroute.infra.enqueue import (
 from smartroute.infra.metrics import (
     ASSIGN_LATENCY,
     MATCH_OUTCOMES,
-    OVERRUNNING_RIDES,
     PUSHES,
     STUCK_RIDES,
 )
@@ -194,7 +193,8 @@ def expire_bookings() -> int:
 @shared_task(name="workers.tasks.recover_stuck_rides", acks_late=True, **RETRY)
 def recover_stuck_rides() -> dict:
     """Rides accepted and never started are matched again or cancelled, by their region's
-    policy; rides in progress past their maximum are flagged, and counted in a gauge."""
+    policy; rides in progress past their maximum are flagged (the API's scrape counts them:
+    ``smartroute_overrunning_rides``)."""
     config = settings()
     with sessions()() as session, session.begin():
         stuck = sweeps.recover_stuck_rides(
@@ -204,8 +204,6 @@ def recover_stuck_rides() -> dict:
             deadline_s=config.dispatch_deadline_s,
         )
         flagged = sweeps.flag_overrunning_rides(session, max_ride_s=config.max_ride_s)
-        overrunning = sweeps.overrunning_rides(session)
-    OVERRUNNING_RIDES.set(overrunning)
     STUCK_RIDES.labels("rematched").inc(len(stuck.rematched))
     STUCK_RIDES.labels("cancelled").inc(len(stuck.cancelled))
     if stuck.rematched or stuck.cancelled:
@@ -221,7 +219,6 @@ def recover_stuck_rides() -> dict:
         "rematched": len(stuck.rematched),
         "cancelled": len(stuck.cancelled),
         "flagged": len(flagged),
-        "overrunning": overrunning,
     }
 
 

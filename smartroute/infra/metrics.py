@@ -153,9 +153,3 @@ STUCK_RIDES = Counter(
     "(rematched, cancelled).",
     ["outcome"],
 )
-# Set by each stuck-ride sweep; the most recent sweep's count is the one that holds.
-OVERRUNNING_RIDES = Gauge(
-    "smartroute_overrunning_rides",
-    "Rides in progress for longer than SMARTROUTE_MAX_RIDE_S, as the last sweep counted.",
-    multiprocess_mode="mostrecent",
-)
