@@ -1,20 +1,21 @@
 """The booking state machine: which status may follow which, and who may cause it.
 
 pending ──offer──▶ assigned ──accept──▶ accepted ──arrive──▶ arrived ──start──▶ in_progress
-   ▲                  │                    │  └────────start─────────────────▶     │
-   └──decline/lapse───┘                    │                                      complete
-   └──driver_cancel/rematch────────────────┴── (from accepted or arrived)          ▼
-                                                                               completed
-arrived ──no_show──▶ no_show
+   ▲                  │                  │  │                  │  │                  │
+   └──decline/lapse───┘                  │  └──────start───────┼──┼─────────────────▶│
+   └──driver_cancel/rematch──────────────┴─────────────────────┘  │               complete
+                                                          no_show ▼                  ▼
+                                                              no_show            completed
 pending, assigned, accepted, arrived ──cancel──▶ cancelled
-any active status ──force_cancel──▶ cancelled; in_progress ──force_complete──▶ completed
+pending, assigned, accepted, arrived, in_progress ──force_cancel──▶ cancelled
+in_progress ──force_complete──▶ completed
 pending ──deadline──▶ expired
 
 A driver may start from accepted as well as from arrived: an app that never reports its
 arrival still carries its rider. A driver who cancels before pickup hands the booking back
-to matching (``driver_cancel``), as beat does with a ride that was never started
-(``rematch``); an admin may end any ride that is still open (``force_cancel``,
-``force_complete``).
+to matching (``driver_cancel``), as beat does with a ride never started (``rematch``); an
+admin may end any open booking (``force_cancel``) or close a ride under way
+(``force_complete``). ``CAUSED_BY`` says who may cause each action.
 """
 
 from __future__ import annotations
