@@ -25,7 +25,7 @@ from dispatch.actors import SYSTEM
 from dispatch.bookings.transitions import (
     NO_DRIVER_FOUND,
     apply_transition,
-    end,
+    end_booking,
     hand_back,
     return_to_pending,
     take_offline,
@@ -159,7 +159,9 @@ def recover_stuck_rides(
     rematched, cancelled = [], []
     for booking in stuck:
         if action_for(booking.region) == "cancel":
-            end(session, booking, "cancel", SYSTEM, now, reason, driver_goes=DriverStatus.OFFLINE)
+            end_booking(
+                session, booking, "cancel", SYSTEM, now, reason, driver_goes=DriverStatus.OFFLINE
+            )
             cancelled.append(booking.id)
         else:
             driver_id = hand_back(

@@ -435,7 +435,9 @@ def cancel_booking(
     booking = lock_booking(session, booking_id, *owned)
     if booking is None:
         raise NotFound("no such booking", booking_id=booking_id)
-    end(session, booking, "force_cancel" if actor.is_admin else "cancel", actor, now, reason)
+    end_booking(
+        session, booking, "force_cancel" if actor.is_admin else "cancel", actor, now, reason
+    )
     return booking
 
 
@@ -448,11 +450,11 @@ def force_complete(
     booking = lock_booking(session, booking_id)
     if booking is None:
         raise NotFound("no such booking", booking_id=booking_id)
-    end(session, booking, "force_complete", actor, now, reason)
+    end_booking(session, booking, "force_complete", actor, now, reason)
     return booking
 
 
-def end(
+def end_booking(
     session: Session,
     booking: Booking,
     action: str,
