@@ -135,12 +135,9 @@ class Driver(Base):
     # When the driver last became available: the longest-idle driver is preferred among equals.
     available_since: Mapped[dt.datetime | None] = mapped_column(Timestamp)
     updated_at: Mapped[dt.datetime] = mapped_column(Timestamp, server_default=func.now())
-    # Rides this driver accepted and then cancelled before pickup.
-    cancellations: Mapped[int] = mapped_column(Integer, server_default="0")
 
     __table_args__ = (
         CheckConstraint(_in("status", DRIVER_STATUSES), name="status"),
-        CheckConstraint("cancellations >= 0", name="cancellations_counted"),
         CheckConstraint("lat IS NULL OR lat BETWEEN -90 AND 90", name="lat_range"),
         CheckConstraint("lng IS NULL OR lng BETWEEN -180 AND 180", name="lng_range"),
         CheckConstraint("(lat IS NULL) = (lng IS NULL)", name="location_complete"),

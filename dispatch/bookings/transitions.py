@@ -262,13 +262,21 @@ def _driver_cancel(
         never_again="cancelled",
         deadline_s=policy.rematch_deadline_s,
     )
-    session.execute(
-        update(Driver)
-        .where(Driver.user_id == actor.id)
-        .values(cancellations=Driver.cancellations + 1)
-    )
     release_driver(session, actor.id, now)
     return booking
+
+
+def driver_cancellations(session: Session, driver_id: int) -> int:
+    """How many rides a driver accepted and then cancelled before pickup: each is the
+    booking's never-again row with the reason "cancelled", one per booking and driver."""
+    return (
+        session.scalar(
+            select(func.count()).where(
+                Decline.driver_id == driver_id, Decline.reason == "cancelled"
+            )
+        )
+        or 0
+    )
 
 
 def hand_back(

@@ -1,5 +1,6 @@
 """Arrival, cancellations, no-shows and stuck rides: two statuses, the ride's times, who
-cancelled and why, the fee's place, the overrun flag and drivers' cancellations.
+cancelled and why, the fee's place, the overrun flag, and two more reasons a driver is never offered a booking again (their
+cancel, a ride they never started), which also count drivers' cancellations.
 
 Rides already accepted or under way get their acceptance and start times from their last
 change, so the stuck-ride sweep can judge them; bookings already cancelled get their
@@ -97,13 +98,6 @@ def _active_driver_index(active: tuple[str, ...]) -> None:
 def upgrade() -> None:
     for name, column_type in NEW_COLUMNS:
         op.add_column("cab_bookings", sa.Column(name, column_type, nullable=True))
-    op.add_column(
-        "drivers",
-        sa.Column("cancellations", sa.Integer(), server_default="0", nullable=False),
-    )
-    op.create_check_constraint(
-        op.f("ck_drivers_cancellations_counted"), "drivers", "cancellations >= 0"
-    )
     # The rides under way at the upgrade: their last change was their acceptance (or start).
     op.execute("UPDATE cab_bookings SET accepted_at = updated_at WHERE status = 'accepted'")
     op.execute("UPDATE cab_bookings SET started_at = updated_at WHERE status = 'in_progress'")
@@ -162,7 +156,5 @@ def downgrade() -> None:
     for name, _condition in NEW_CHECKS:
         op.execute(f"ALTER TABLE cab_bookings DROP CONSTRAINT ck_cab_bookings_{name}")
     _replace_check("cab_bookings", "ck_cab_bookings_status", _in("status", OLD_STATUSES))
-    op.execute("ALTER TABLE drivers DROP CONSTRAINT ck_drivers_cancellations_counted")
-    op.drop_column("drivers", "cancellations")
     for name, _column_type in reversed(NEW_COLUMNS):
         op.drop_column("cab_bookings", name)

@@ -12,7 +12,7 @@ from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from dispatch.actors import Actor
-from dispatch.bookings.transitions import cancel_booking, driver_action
+from dispatch.bookings.transitions import cancel_booking, driver_action, driver_cancellations
 from dispatch.errors import InvalidTransition
 from dispatch.matching.nearest import dispatch_booking
 from dispatch.matching.policy import MatchPolicy, Outcome
@@ -126,4 +126,4 @@ def test_a_rider_cancel_waiting_on_a_drivers_cancel_cancels_the_booking_back_in_
     assert _settled(committed_sessions, booking_id, driver_id) == ("cancelled", "available")
     with committed_sessions() as s:
         assert s.get(Decline, (booking_id, driver_id)).reason == "cancelled"
-        assert s.get(Driver, driver_id).cancellations == 1
+        assert driver_cancellations(s, driver_id) == 1

@@ -274,16 +274,6 @@ class BookingLifecycle(RuleBasedStateMachine):
         )
 
     @invariant()
-    def a_driver_cancellation_is_counted_once_per_booking(self):
-        assert (
-            self._rows(
-                "SELECT d.user_id FROM drivers d WHERE d.cancellations <> (SELECT count(*) "
-                "FROM booking_declines x WHERE x.driver_id = d.user_id AND x.reason = 'cancelled')"
-            )
-            == []
-        )
-
-    @invariant()
     def final_statuses_are_final(self):
         for booking_id, status in self._rows("SELECT id, status FROM cab_bookings"):
             if booking_id in self.finished:
