@@ -30,6 +30,8 @@ def beat_schedule(settings: Settings) -> dict:
         "mark-silent-drivers-offline": _every(
             settings.offline_every_s, "mark_drivers_offline", stale_after_s=settings.driver_stale_s
         ),
+        # Rides accepted and never started, and rides under way for too long.
+        "recover-stuck-rides": _every(settings.stuck_every_s, "recover_stuck_rides"),
         "refresh-booking-stats": _every(settings.stats_every_s, "refresh_stats"),
         "refresh-health-metrics": _every(settings.health_every_s, "refresh_health"),
         "refresh-surge": _every(settings.surge_every_s, "refresh_surge"),

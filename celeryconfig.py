@@ -38,6 +38,7 @@ task_routes = {
     "workers.tasks.redispatch_pending": {"queue": "maintenance"},
     "workers.tasks.expire_bookings": {"queue": "maintenance"},
     "workers.tasks.mark_drivers_offline": {"queue": "maintenance"},
+    "workers.tasks.recover_stuck_rides": {"queue": "maintenance"},
     "workers.tasks.refresh_stats": {"queue": "maintenance"},
     "workers.tasks.refresh_health": {"queue": "maintenance"},
     "workers.tasks.publish_outbox": {"queue": "notify"},

@@ -33,7 +33,13 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from dispatch.states import ACTIVE_STATUSES, BOOKING_STATUSES, DRIVER_STATUSES, ROLES
+from dispatch.states import (
+    ACTIVE_STATUSES,
+    BOOKING_STATUSES,
+    DRIVER_STATUSES,
+    ROLES,
+    UNSTARTED_STATUSES,
+)
 
 # Constraint names are derived, so Alembic can drop and alter them by name.
 NAMING_CONVENTION = {
@@ -48,6 +54,12 @@ NAMING_CONVENTION = {
 def _in(column: str, values: tuple[str, ...]) -> str:
     quoted = ", ".join(f"'{v}'" for v in values)
     return f"{column} IN ({quoted})"
+
+
+# Who cancelled a booking (the system: beat, for a ride never started).
+CANCELLERS = ("rider", "admin", "system")
+# Why a driver is never offered a booking again.
+DECLINE_REASONS = ("declined", "timeout", "cancelled", "stuck")
 
 
 class Base(DeclarativeBase):
@@ -167,9 +179,27 @@ class Booking(Base):
     quoted_fare: Mapped[int | None] = mapped_column(Integer)
     final_fare: Mapped[int | None] = mapped_column(Integer)
     fare: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    # Arrival, cancellations, no-shows and stuck rides. When the current driver accepted,
+    # reached the pickup and started the ride (cleared when the booking goes back to
+    # matching); who cancelled it and why; the fee a cancellation or no-show carries, in
+    # the currency's minor units (NULL: none); when beat flagged a ride running too long.
+    accepted_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)
+    arrived_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)
+    started_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)
+    cancelled_by: Mapped[str | None] = mapped_column(String(16))
+    cancel_reason: Mapped[str | None] = mapped_column(Text)
+    cancellation_fee: Mapped[int | None] = mapped_column(BigInteger)
+    overrun_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)
 
     __table_args__ = (
         CheckConstraint(_in("status", BOOKING_STATUSES), name="status"),
+        CheckConstraint("status <> 'arrived' OR arrived_at IS NOT NULL", name="arrival_time"),
+        CheckConstraint(
+            "(status = 'cancelled') = (cancelled_by IS NOT NULL)",
+            name="cancelled_by_when_cancelled",
+        ),
+        CheckConstraint(_in("cancelled_by", CANCELLERS), name="canceller"),
+        CheckConstraint("cancellation_fee >= 0", name="cancellation_fee_not_negative"),
         CheckConstraint("pickup_lat BETWEEN -90 AND 90", name="pickup_lat_range"),
         CheckConstraint("pickup_lng BETWEEN -180 AND 180", name="pickup_lng_range"),
         CheckConstraint("dropoff_lat BETWEEN -90 AND 90", name="dropoff_lat_range"),
@@ -233,11 +263,23 @@ class Booking(Base):
             "AND quoted_fare IS NOT NULL)",
             name="final_fare_when_completed",
         ),
+        # The stuck-ride sweep's scans: rides accepted but not started, rides under way.
+        Index(
+            "ix_cab_bookings_unstarted_accepted_at",
+            "accepted_at",
+            postgresql_where=text(_in("status", UNSTARTED_STATUSES)),
+        ),
+        Index(
+            "ix_cab_bookings_in_progress_started_at",
+            "started_at",
+            postgresql_where=text("status = 'in_progress'"),
+        ),
     )
 
 
 class Decline(Base):
-    """A driver who declined, or let lapse, an offer of a booking: never offered it again."""
+    """A driver who declined or let lapse an offer of a booking, cancelled it before pickup,
+    or held it unstarted until beat took it back: never offered it again."""
 
     __tablename__ = "booking_declines"
 
@@ -250,7 +292,7 @@ class Decline(Base):
     reason: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[dt.datetime] = mapped_column(Timestamp, server_default=func.now())
 
-    __table_args__ = (CheckConstraint("reason IN ('declined', 'timeout')", name="reason"),)
+    __table_args__ = (CheckConstraint(_in("reason", DECLINE_REASONS), name="reason"),)
 
 
 class BookingEvent(Base):

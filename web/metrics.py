@@ -18,6 +18,7 @@ from prometheus_client.core import GaugeMetricFamily
 from dispatch.outbox import oldest_unsent_age_s
 from dispatch.stats import active_bookings, oldest_pending_age_s
 from dispatch.surge import surge_levels
+from dispatch.sweeps import overrunning_rides
 from smartroute.infra import heartbeat, snapshots
 from smartroute.infra.metrics import HTTP_REQUEST_DURATION, exposition
 from smartroute.infra.queues import pooled_queue_depths
@@ -71,12 +72,18 @@ class LiveCollector:
             oldest_s = oldest_pending_age_s(session, now)
             lag = oldest_unsent_age_s(session, now)
             levels = surge_levels(session)
+            overrunning = overrunning_rides(session)
         # Not active_bookings_total: the `_total` suffix is reserved for
         # counters in Prometheus' naming rules (promtool rejects it on a gauge).
         yield GaugeMetricFamily(
             "smartroute_active_bookings",
             "Bookings a driver holds (assigned, accepted, in progress).",
             value=active,
+        )
+        yield GaugeMetricFamily(
+            "smartroute_overrunning_rides",
+            "Rides in progress flagged as running past SMARTROUTE_MAX_RIDE_S.",
+            value=overrunning,
         )
         yield GaugeMetricFamily(
             "smartroute_outbox_lag_seconds",

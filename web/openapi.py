@@ -11,9 +11,11 @@ from typing import Any, cast
 
 from flask import Blueprint
 
-from dispatch.states import BOOKING_STATUSES, DRIVER_STATUSES, ROLES
+from dispatch.states import BOOKING_STATUSES, DRIVER_ACTIONS, DRIVER_STATUSES, ROLES
 from web.schemas import (
+    CancelBooking,
     DriverStatusChange,
+    ForceComplete,
     Location,
     NewBooking,
     NewQuote,
@@ -49,6 +51,17 @@ BOOKING = {
         "updated_at": NULLABLE_TIME,
         "quote_id": {"type": ["integer", "null"]},
         "fare": {"oneOf": [{"$ref": "#/components/schemas/Fare"}, {"type": "null"}]},
+        "accepted_at": NULLABLE_TIME,
+        "arrived_at": NULLABLE_TIME,
+        "started_at": NULLABLE_TIME,
+        "cancelled_by": {"enum": ["rider", "admin", "system", None]},
+        "cancel_reason": {"type": ["string", "null"]},
+        "cancellation_fee": {
+            "type": ["integer", "null"],
+            "minimum": 0,
+            "description": "In the currency's minor units; null when it costs nothing.",
+        },
+        "overrun_at": NULLABLE_TIME,
     },
 }
 MINOR_UNITS = {"type": "integer", "minimum": 0, "description": "minor units (cents)"}
@@ -287,7 +300,16 @@ def _operation(summary: str, ok: int, schema: dict, *, body=None, params=(), err
 
 def document() -> dict:
     components = {}
-    for model in (NewBooking, NewUser, Location, DriverStatusChange, NewQuote, NewRating):
+    for model in (
+        NewBooking,
+        NewUser,
+        Location,
+        DriverStatusChange,
+        NewQuote,
+        NewRating,
+        CancelBooking,
+        ForceComplete,
+    ):
         schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
         components.update(schema.pop("$defs", {}))
     components["Fare"] = FARE
@@ -458,10 +480,42 @@ def document() -> dict:
                     )
                 }
             },
-            "/v1/bookings/{booking_id}/cancel": {"post": booking_action},
+            "/v1/bookings/{booking_id}/cancel": {
+                "post": _operation(
+                    "Cancel a booking: its rider before pickup (reason optional), its driver "
+                    "before pickup (with a reason; back to matching), an admin any open one "
+                    "(with a reason)",
+                    200,
+                    BOOKING,
+                    body=CancelBooking,
+                    params=[ID],
+                    errors=(409,),
+                )
+                | {"requestBody": {**_body(CancelBooking), "required": False}}
+            },
+            "/v1/bookings/{booking_id}/force-complete": {
+                "post": _operation(
+                    "Close a ride under way for its driver (admin)",
+                    200,
+                    BOOKING,
+                    body=ForceComplete,
+                    params=[ID],
+                    errors=(409,),
+                )
+            },
+            "/v1/bookings/{booking_id}/no-show": {
+                "post": _operation(
+                    "The rider never came, after the wait at the pickup (driver); earlier, "
+                    "409 no_show_too_early with allowed_at",
+                    200,
+                    BOOKING,
+                    params=[ID],
+                    errors=(409,),
+                )
+            },
             **{
                 f"/v1/bookings/{{booking_id}}/{action}": {"post": booking_action}
-                for action in ("accept", "decline", "start", "complete")
+                for action in DRIVER_ACTIONS
             },
             "/v1/bookings/{booking_id}/dispatch-log": {
                 "get": _operation(

@@ -5,7 +5,9 @@ on the Socket.IO connection it already holds.
 ``POST /v1/bookings/12/accept`` does, through the same ``dispatch.bookings.driver_action``
 and the same transaction, and is acknowledged with what that request would answer:
 ``{"status": 200, "booking": {...}}`` or ``{"status": 409, "error": {...}}``. An app saves
-an HTTP request (its TLS, headers and authentication) per action, three of them a ride.
+an HTTP request (its TLS, headers and authentication) per action, three to five of them a
+ride. ``arrive`` is ``/arrive``, ``no_show`` is ``/no-show``, and ``cancel`` (with its
+``reason``) is a driver's ``/cancel``: the booking goes back to matching.
 
 The relay runs on eventlet, so psycopg2 must yield to other green threads while it waits
 on PostgreSQL: ``eventlet.monkey_patch()`` in ``smartroute.cli.relay`` sees to it.
@@ -38,7 +40,7 @@ from dispatch import bookings as service
 from dispatch import tokens
 from smartroute.infra.enqueue import Enqueue
 from smartroute.infra.identity import Identity
-from smartroute.infra.metrics import RELAY_DRIVER_ACTIONS
+from smartroute.infra.metrics import DRIVER_CANCELLATIONS, RELAY_DRIVER_ACTIONS, RIDE_ENDINGS
 from smartroute.infra.settings import Settings
 from web.errors import DATABASE_UNAVAILABLE, error_answer, error_body
 from web.limits import seconds_over, storage_url
@@ -60,6 +62,11 @@ class DriverActions:
 
     def __post_init__(self) -> None:
         self._enqueue = Enqueue(self.celery, self.cache, self.settings.batch_window_s)
+        self._policy = service.RidePolicy(
+            no_show_wait_s=self.settings.no_show_wait_s,
+            rematch_deadline_s=self.settings.dispatch_deadline_s,
+            cancel_grace_s=self.settings.cancel_grace_s,
+        )
         self._per_token = parse(self.settings.relay_action_limit_per_token)
         self._limiter = (
             SlidingWindowCounterRateLimiter(
@@ -140,6 +147,8 @@ class DriverActions:
                 holder.user_id,
                 action.action,
                 now=dt.datetime.now(dt.UTC),
+                reason=action.reason,
+                policy=self._policy,
             )
             self._enqueue.follow_up(session, booking)
             session.commit()
@@ -162,6 +171,10 @@ class DriverActions:
         finally:
             session.close()
         RELAY_DRIVER_ACTIONS.labels(action.action, "done").inc()
+        if action.action == "cancel":
+            DRIVER_CANCELLATIONS.labels(booking.region).inc()
+        elif action.action == "no_show":
+            RIDE_ENDINGS.labels("no_show").inc()
         return {"status": 200, "booking": service.booking_payload(booking)}, False
 
 

@@ -28,7 +28,7 @@ from pydantic import (
 from dispatch.bookings.creation import BookingRequest, Point
 from dispatch.bookings.queries import Keyset
 from dispatch.models import MAX_RATING_COMMENT_LENGTH
-from dispatch.states import BOOKING_STATUSES, DRIVER_ACTIONS
+from dispatch.states import BOOKING_STATUSES, RELAY_DRIVER_ACTIONS
 
 ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
@@ -143,12 +143,72 @@ class DriverStatusChange(Strict):
     status: Literal["available", "offline"]
 
 
+MAX_REASON_LENGTH = 500
+
+
+def _printable_reason(value: str) -> str:
+    """A reason in NFC, stripped, 1 to MAX_REASON_LENGTH characters, refusing the characters
+    a name refuses (REFUSED_IN_NAMES) except line breaks."""
+    value = unicodedata.normalize("NFC", value).strip()
+    for char in value:
+        kind = REFUSED_IN_NAMES.get(unicodedata.category(char))
+        if kind is not None and char not in "\n":
+            raise ValueError(f"reason must not contain {kind} characters (U+{ord(char):04X})")
+    if not 1 <= len(value) <= MAX_REASON_LENGTH:
+        raise ValueError(f"reason must be 1 to {MAX_REASON_LENGTH} characters")
+    return value
+
+
+# Why a ride was cancelled or closed: kept on the booking and in its audit trail, shown to
+# admins, so bounded and printable like a name.
+Reason = Annotated[
+    str,
+    StringConstraints(max_length=4 * MAX_REASON_LENGTH),
+    AfterValidator(_printable_reason),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": MAX_REASON_LENGTH,
+            "description": "Counted after NFC normalisation; no control characters but "
+            "line feeds, no format, surrogate or private-use characters.",
+        }
+    ),
+]
+
+
+class CancelBooking(Strict):
+    """``POST /v1/bookings/<id>/cancel``: why. A rider may leave it out (or send no body);
+    a driver and an admin must say."""
+
+    reason: Reason | None = None
+
+
+class ForceComplete(Strict):
+    """``POST /v1/bookings/<id>/force-complete`` (admin): why the ride is closed for its
+    driver."""
+
+    reason: Reason
+
+
 class DriverActionMessage(Strict):
     """A driver's answer to an offer, or its ride's progress, sent over the relay: what
-    ``POST /v1/bookings/<booking_id>/<action>`` says over HTTP."""
+    ``POST /v1/bookings/<booking_id>/<action>`` says over HTTP (``no_show`` is
+    ``/no-show``; ``cancel`` needs its ``reason``, as ``/cancel`` does from a driver)."""
 
     booking_id: Annotated[int, Field(ge=1, le=2**63 - 1)]
-    action: Literal[DRIVER_ACTIONS]  # type: ignore[valid-type]
+    action: Literal[RELAY_DRIVER_ACTIONS]  # type: ignore[valid-type]
+    reason: Reason | None = Field(default=None, validate_default=True)
+
+    @field_validator("reason")
+    @classmethod
+    def _reason_with_cancel(cls, value: str | None, info: ValidationInfo) -> str | None:
+        action = info.data.get("action")
+        if action == "cancel" and value is None:
+            raise ValueError("reason is required to cancel")
+        if action != "cancel" and value is not None:
+            raise ValueError("reason is only sent with cancel")
+        return value
 
 
 class BookingQuery(BaseModel):

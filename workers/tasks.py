@@ -29,7 +29,12 @@ from smartroute.infra.enqueue import (
     request_dispatch,
     request_publish,
 )
-from smartroute.infra.metrics import ASSIGN_LATENCY, MATCH_OUTCOMES, PUSHES
+from smartroute.infra.metrics import (
+    ASSIGN_LATENCY,
+    MATCH_OUTCOMES,
+    PUSHES,
+    STUCK_RIDES,
+)
 from smartroute.infra.queues import queue_depths
 from workers import telemetry  # noqa: F401 - connects the task metrics signals
 from workers.context import (
@@ -183,6 +188,38 @@ def expire_bookings() -> int:
     if expired:
         request_publish(expire_bookings.app, cache())
     return len(expired)
+
+
+@shared_task(name="workers.tasks.recover_stuck_rides", acks_late=True, **RETRY)
+def recover_stuck_rides() -> dict:
+    """Rides accepted and never started are matched again or cancelled, by their region's
+    policy; rides in progress past their maximum are flagged (the API's scrape counts them:
+    ``smartroute_overrunning_rides``)."""
+    config = settings()
+    with sessions()() as session, session.begin():
+        stuck = sweeps.recover_stuck_rides(
+            session,
+            start_timeout_s=config.start_timeout_s,
+            action_for=config.stuck_ride_action,
+            deadline_s=config.dispatch_deadline_s,
+        )
+        flagged = sweeps.flag_overrunning_rides(session, max_ride_s=config.max_ride_s)
+    STUCK_RIDES.labels("rematched").inc(len(stuck.rematched))
+    STUCK_RIDES.labels("cancelled").inc(len(stuck.cancelled))
+    if stuck.rematched or stuck.cancelled:
+        request_publish(recover_stuck_rides.app, cache())
+        log.warning(
+            "stuck rides taken from their drivers",
+            extra={"rematched": stuck.rematched, "cancelled": stuck.cancelled},
+        )
+    if flagged:
+        log.warning("rides running past their maximum", extra={"booking_ids": flagged})
+    _enqueue_matches(sessions(), stuck.rematched)
+    return {
+        "rematched": len(stuck.rematched),
+        "cancelled": len(stuck.cancelled),
+        "flagged": len(flagged),
+    }
 
 
 @shared_task(name="workers.tasks.mark_drivers_offline", acks_late=True, **RETRY)

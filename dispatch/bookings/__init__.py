@@ -18,7 +18,13 @@ from dispatch.bookings.queries import (
     list_bookings,
     search_bookings,
 )
-from dispatch.bookings.transitions import cancel_booking, driver_action
+from dispatch.bookings.transitions import (
+    NoShowTooEarly,
+    RidePolicy,
+    cancel_booking,
+    driver_action,
+    force_complete,
+)
 
 __all__ = [
     "BookingFilter",
@@ -26,11 +32,14 @@ __all__ = [
     "BookingSnapshot",
     "Keyset",
     "Page",
+    "NoShowTooEarly",
     "Point",
+    "RidePolicy",
     "booking_payload",
     "cancel_booking",
     "create_booking",
     "driver_action",
+    "force_complete",
     "get_booking_for",
     "history_for",
     "list_bookings",

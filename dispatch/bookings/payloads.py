@@ -58,6 +58,20 @@ class BookingFields(Protocol):
     def quote_id(self) -> int | None: ...
     @property
     def fare(self) -> dict[str, Any] | None: ...
+    @property
+    def accepted_at(self) -> dt.datetime | None: ...
+    @property
+    def arrived_at(self) -> dt.datetime | None: ...
+    @property
+    def started_at(self) -> dt.datetime | None: ...
+    @property
+    def cancelled_by(self) -> str | None: ...
+    @property
+    def cancel_reason(self) -> str | None: ...
+    @property
+    def cancellation_fee(self) -> int | None: ...
+    @property
+    def overrun_at(self) -> dt.datetime | None: ...
 
 
 @dataclass(frozen=True)
@@ -88,6 +102,13 @@ class BookingSnapshot:
     quoted_fare: int | None
     final_fare: int | None
     fare: dict[str, Any] | None
+    accepted_at: dt.datetime | None
+    arrived_at: dt.datetime | None
+    started_at: dt.datetime | None
+    cancelled_by: str | None
+    cancel_reason: str | None
+    cancellation_fee: int | None
+    overrun_at: dt.datetime | None
 
 
 _COLUMNS = tuple(f.name for f in fields(BookingSnapshot))
@@ -126,6 +147,16 @@ def booking_payload(booking: BookingFields) -> dict[str, Any]:
         "updated_at": _iso(booking.updated_at),
         "quote_id": booking.quote_id,
         "fare": booking.fare,
+        "accepted_at": _iso(booking.accepted_at),
+        "arrived_at": _iso(booking.arrived_at),
+        "started_at": _iso(booking.started_at),
+        # "rider", "admin" or "system" (a ride never started); null unless cancelled.
+        "cancelled_by": booking.cancelled_by,
+        "cancel_reason": booking.cancel_reason,
+        # In the currency's minor units; null when the cancellation or no-show costs nothing.
+        "cancellation_fee": booking.cancellation_fee,
+        # When beat flagged the ride as running past its maximum; null if it never did.
+        "overrun_at": _iso(booking.overrun_at),
     }
 
 

@@ -3,8 +3,8 @@
 Every status change locks the booking row, checks the transition against
 ``dispatch.states``, bumps ``version`` and writes an audit event
 (``dispatch.bookings.events``), all in the caller's transaction. Most lock it with
-``SELECT … FOR UPDATE`` and then decide; a driver's accept, start and complete are one
-compare-and-set ``UPDATE … WHERE status = …``, the busiest writes of all. Either way,
+``SELECT … FOR UPDATE`` and then decide; a driver's accept, arrive, start and complete are
+one compare-and-set ``UPDATE … WHERE status IN …``, the busiest writes of all. Either way,
 under READ COMMITTED a second writer waits for the lock and then sees the new status, so
 a stale action is refused rather than applied twice.
 """
@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from sqlalchemy import ColumnElement, Row, Update, bindparam, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -21,14 +22,51 @@ from sqlalchemy.orm import Session
 
 from dispatch.actors import Actor
 from dispatch.bookings.events import Change, record_event, record_events
-from dispatch.bookings.payloads import BookingSnapshot, snapshot
+from dispatch.bookings.payloads import BookingSnapshot, pickup_time, snapshot
 from dispatch.db import expire_loaded, transaction_now
-from dispatch.errors import InvalidTransition, NotFound, NotOfferedToYou
+from dispatch.errors import DispatchError, InvalidTransition, NotFound, NotOfferedToYou
 from dispatch.models import Booking, Decline, Driver
-from dispatch.quotes import settle_fare
+from dispatch.quotes import booking_fee, settle_fare
 from dispatch.states import TRANSITIONS, DriverStatus, Role, Status, next_status
 
 NO_DRIVER_FOUND = "no driver found before the deadline"
+
+
+@dataclass(frozen=True)
+class RidePolicy:
+    """The waits a ride's later steps go by, from the settings (these are their defaults).
+
+    ``no_show_wait_s``: how long a driver waits at the pickup, counted from their arrival
+    or the requested pickup time, whichever is later, before they may report a no-show.
+    ``rematch_deadline_s``: how long a booking handed back to matching (a driver's cancel,
+    a stuck ride) has to find another driver, at least, before it expires.
+    ``cancel_grace_s``: how long after assignment a rider's cancel costs nothing.
+    """
+
+    no_show_wait_s: int = 300
+    rematch_deadline_s: int = 300
+    # How long after a driver is assigned the rider may still cancel without a fee.
+    cancel_grace_s: int = 120
+
+
+class NoShowTooEarly(InvalidTransition):
+    """A driver reported a no-show before the wait at the pickup was over."""
+
+    code = "no_show_too_early"
+
+    def __init__(self, allowed_at: dt.datetime, *, current_status: str, version: int) -> None:
+        super().__init__(
+            f"a no-show may be reported from {allowed_at.isoformat()}",
+            current_status=current_status,
+            version=version,
+        )
+        self.details["allowed_at"] = allowed_at.isoformat()
+
+
+class ReasonRequired(DispatchError):
+    """An admin's or a driver's cancel, or a force-complete, came without a reason."""
+
+    code = "reason_required"
 
 
 def lock_booking(
@@ -139,17 +177,33 @@ def _refusal(
 
 
 def driver_action(
-    session: Session, booking_id: int, driver_id: int, action: str, *, now: dt.datetime
+    session: Session,
+    booking_id: int,
+    driver_id: int,
+    action: str,
+    *,
+    now: dt.datetime,
+    reason: str | None = None,
+    policy: RidePolicy = RidePolicy(),
+    clock: dt.datetime | None = None,
 ) -> BookingSnapshot:
-    """accept, decline, start or complete, by the booking's driver; returns the booking as
-    it now is."""
+    """accept, decline, arrive, start, complete, no_show or cancel, by the booking's driver;
+    returns the booking as it now is.
+
+    A cancel needs ``reason``. A no-show is judged by the database's clock, or by ``clock``
+    when given (tests play time forward with it)."""
     actor = Actor(driver_id, Role.DRIVER)
-    if action == "decline":
+    if action == "cancel":
+        return snapshot(_driver_cancel(session, booking_id, actor, reason, now, policy))
+    if action in ("decline", "no_show"):
         booking = lock_booking(session, booking_id, Booking.driver_id == driver_id)
         if booking is None:
             # Not this driver's (or gone): say why from the row as it is, without its lock.
             raise _refusal(session, booking_id, driver_id, action, now)
-        return_to_pending(session, booking, "decline", now=now, actor=actor)
+        if action == "decline":
+            return_to_pending(session, booking, "decline", now=now, actor=actor)
+        else:
+            _no_show(session, booking, actor, now, policy, clock or transaction_now(session))
         return snapshot(booking)
     moved = _move_if_holder(session, booking_id, driver_id, action, now)
     if moved is None:
@@ -158,10 +212,109 @@ def driver_action(
     booking_now = snapshot(moved)
     if action == "complete":
         booking_now = settle_fare(session, booking_now)
-    record_event(session, booking_now, _source(action).value, actor, action)
+    record_event(session, booking_now, _left(action, booking_now).value, actor, action)
     if action == "complete":
         release_driver(session, driver_id, now)
     return booking_now
+
+
+def _no_show(
+    session: Session,
+    booking: Booking,
+    actor: Actor,
+    now: dt.datetime,
+    policy: RidePolicy,
+    decided_at: dt.datetime,
+) -> None:
+    """The rider never came: a final status once the wait at the pickup is over."""
+    if next_status("no_show", booking.status) is None:
+        raise _cannot("no_show", booking)
+    assert booking.arrived_at is not None, "an arrived booking has its arrival time"
+    waited_from = max(booking.arrived_at, pickup_time(booking))
+    allowed_at = waited_from + dt.timedelta(seconds=policy.no_show_wait_s)
+    if decided_at < allowed_at:
+        raise NoShowTooEarly(allowed_at, current_status=booking.status, version=booking.version)
+    booking.cancellation_fee = _fee(session, booking, "no_show")
+    apply_transition(session, booking, "no_show", now=now, actor=actor)
+    assert booking.driver_id is not None
+    release_driver(session, booking.driver_id, now)
+
+
+def _driver_cancel(
+    session: Session,
+    booking_id: int,
+    actor: Actor,
+    reason: str | None,
+    now: dt.datetime,
+    policy: RidePolicy,
+) -> Booking:
+    """The driver gives a ride back before pickup: it goes back to matching, never to them
+    again, and their cancellation is counted."""
+    assert actor.id is not None
+    if not reason:
+        raise ReasonRequired("a driver's cancel needs a reason")
+    booking = lock_booking(session, booking_id, Booking.driver_id == actor.id)
+    if booking is None:
+        raise _refusal(session, booking_id, actor.id, "cancel", now)
+    if next_status("driver_cancel", booking.status) is None:
+        raise _cannot("cancel", booking)
+    hand_back(
+        session,
+        booking,
+        "driver_cancel",
+        now=now,
+        actor=actor,
+        reason=reason,
+        never_again="cancelled",
+        deadline_s=policy.rematch_deadline_s,
+    )
+    release_driver(session, actor.id, now)
+    return booking
+
+
+def driver_cancellations(session: Session, driver_id: int) -> int:
+    """How many rides a driver accepted and then cancelled before pickup: each is the
+    booking's never-again row with the reason "cancelled", one per booking and driver."""
+    return (
+        session.scalar(
+            select(func.count()).where(
+                Decline.driver_id == driver_id, Decline.reason == "cancelled"
+            )
+        )
+        or 0
+    )
+
+
+def hand_back(
+    session: Session,
+    booking: Booking,
+    action: str,
+    *,
+    now: dt.datetime,
+    actor: Actor,
+    reason: str,
+    never_again: str,
+    deadline_s: int,
+) -> int:
+    """A booking taken from its driver before pickup goes back to matching (``action``:
+    the driver's cancel, or beat's rematch); that driver is never offered it again, and it
+    has at least ``deadline_s`` to find another before it expires. Returns the driver's id;
+    what becomes of the driver is the caller's to say."""
+    driver_id = booking.driver_id
+    assert driver_id is not None, "a booking before pickup has a driver"
+    apply_transition(session, booking, action, now=now, actor=actor, reason=reason)
+    session.execute(
+        pg_insert(Decline)
+        .values(booking_id=booking.id, driver_id=driver_id, reason=never_again)
+        .on_conflict_do_nothing()
+    )
+    booking.driver_id = None
+    booking.accepted_at = None
+    booking.arrived_at = None
+    booking.next_attempt_at = now
+    booking.expires_at = max(booking.expires_at, now + dt.timedelta(seconds=deadline_s))
+    session.flush()
+    return driver_id
 
 
 def _move_if_holder(
@@ -193,10 +346,11 @@ def _move_if_holder(
 def _move_statement(action: str) -> Update:
     """Built once per action, like ``_RELEASE_DRIVER``."""
     bookings = Booking.__table__.c
+    sources, target = TRANSITIONS[action]
     conditions = [
         bookings.id == bindparam("moved_id"),
         bookings.driver_id == bindparam("holder_id"),
-        bookings.status == _source(action).value,
+        bookings.status.in_(sorted(s.value for s in sources)),
     ]
     if action == "accept":
         # The window closes by the database's clock, the one the lapse sweep goes by, not by
@@ -204,21 +358,28 @@ def _move_statement(action: str) -> Update:
         conditions.append(
             bookings.offer_expires_at.is_(None) | (bookings.offer_expires_at > func.now())
         )
+    # When the driver accepted, reached the pickup and set off.
+    stamped = {"accept": "accepted_at", "arrive": "arrived_at", "start": "started_at"}
+    stamp: dict[str, Any] = {stamped[action]: bindparam("moved_at")} if action in stamped else {}
     return (
         update(Booking)
         .where(*conditions)
         .values(
-            status=TRANSITIONS[action][1].value,
+            status=target.value,
             version=bookings.version + 1,
             updated_at=bindparam("moved_at"),
             offer_expires_at=None,
+            **stamp,
         )
         .returning(*Booking.__table__.c)
     )
 
 
-def _source(action: str) -> Status:
-    """The one status accept, start and complete each start from."""
+def _left(action: str, moved: BookingSnapshot) -> Status:
+    """The status a compare-and-set move left. Only start has two: a booking that went
+    through arrived has its arrival time (cleared whenever it goes back to matching)."""
+    if action == "start":
+        return Status.ARRIVED if moved.arrived_at is not None else Status.ACCEPTED
     (source,) = TRANSITIONS[action][0]
     return source
 
@@ -253,22 +414,123 @@ def _offered_to(
 
 def _cannot(action: str, booking: Booking) -> InvalidTransition:
     return InvalidTransition(
-        f"cannot {action} a booking that is {booking.status}",
+        f"cannot {action.replace('_', '-')} a booking that is {booking.status}",
         current_status=booking.status,
         version=booking.version,
     )
 
 
-def cancel_booking(session: Session, booking_id: int, actor: Actor, *, now: dt.datetime) -> Booking:
-    """Cancel a booking not yet under way, by its rider or an admin."""
+def cancellation_fee(
+    session: Session, booking: Booking, actor: Actor, policy: RidePolicy
+) -> int | None:
+    """The fee a cancel of ``booking`` by ``actor`` carries, in the currency's minor units,
+    or None for none: the tariff's cancellation fee when its rider cancels once a driver
+    has held the booking longer than the grace period (by PostgreSQL's clock); nothing for
+    a driver's, an admin's or the system's cancel, or before a driver was assigned."""
+    if actor.role != Role.RIDER or booking.assigned_at is None:
+        return None
+    if booking.status not in (Status.ASSIGNED, Status.ACCEPTED, Status.ARRIVED):
+        return None
+    grace_ends = booking.assigned_at + dt.timedelta(seconds=policy.cancel_grace_s)
+    if transaction_now(session) < grace_ends:
+        return None
+    return _fee(session, booking, "cancellation")
+
+
+def _fee(
+    session: Session, booking: Booking, kind: Literal["cancellation", "no_show"]
+) -> int | None:
+    """The fee of ``kind`` under the terms the booking was priced on (none if unpriced)."""
+    fee = booking_fee(session, booking.id, kind)
+    return None if fee is None else fee.amount
+
+
+def cancel_booking(
+    session: Session,
+    booking_id: int,
+    actor: Actor,
+    *,
+    now: dt.datetime,
+    reason: str | None = None,
+    policy: RidePolicy = RidePolicy(),
+) -> Booking:
+    """Cancel a booking, by its rider (before pickup, a reason optional), its driver (before
+    pickup, with a reason: the booking goes back to matching), an admin (any open booking,
+    with a reason) or the system (beat, for a ride never started)."""
+    if actor.role == Role.DRIVER:
+        return _driver_cancel(session, booking_id, actor, reason, now, policy)
+    if actor.is_admin and not reason:
+        raise ReasonRequired("an admin's cancel needs a reason")
     # A rider's lock asks for their own booking only (lock_booking): another rider's attempt
     # neither waits on the row nor learns more than that there is no such booking for them.
-    owned = () if actor.is_admin else (Booking.user_id == actor.id,)
+    owned = (Booking.user_id == actor.id,) if actor.role == Role.RIDER else ()
     booking = lock_booking(session, booking_id, *owned)
     if booking is None:
         raise NotFound("no such booking", booking_id=booking_id)
-    driver_id = booking.driver_id
-    apply_transition(session, booking, "cancel", now=now, actor=actor)
-    if driver_id is not None:
-        release_driver(session, driver_id, now)
+    fee = cancellation_fee(session, booking, actor, policy)
+    end_booking(
+        session,
+        booking,
+        "force_cancel" if actor.is_admin else "cancel",
+        actor,
+        now,
+        reason,
+        fee=fee,
+    )
     return booking
+
+
+def force_complete(
+    session: Session, booking_id: int, actor: Actor, *, now: dt.datetime, reason: str | None
+) -> Booking:
+    """An admin closes a ride under way that its driver cannot (a phone gone dead)."""
+    if not reason:
+        raise ReasonRequired("a force-complete needs a reason")
+    booking = lock_booking(session, booking_id)
+    if booking is None:
+        raise NotFound("no such booking", booking_id=booking_id)
+    end_booking(session, booking, "force_complete", actor, now, reason)
+    # Priced like a completion by its driver: the trip as measured, against the quote.
+    settled = settle_fare(session, snapshot(booking))
+    booking.final_fare, booking.fare = settled.final_fare, settled.fare
+    return booking
+
+
+def end_booking(
+    session: Session,
+    booking: Booking,
+    action: str,
+    actor: Actor,
+    now: dt.datetime,
+    reason: str | None,
+    *,
+    driver_goes: DriverStatus = DriverStatus.AVAILABLE,
+    fee: int | None = None,
+) -> None:
+    """Move a locked booking to a final status along ``action`` (a cancel, a force-complete)
+    and free its driver, if it had one, as ``driver_goes``."""
+    if next_status(action, booking.status) is None:
+        raise _cannot(action.removeprefix("force_"), booking)
+    if TRANSITIONS[action][1] == Status.CANCELLED:
+        booking.cancelled_by = actor.role.value if actor.role is not None else "system"
+        booking.cancel_reason = reason
+        booking.cancellation_fee = fee
+    driver_id = booking.driver_id
+    apply_transition(session, booking, action, now=now, actor=actor, reason=reason)
+    if driver_id is None:
+        return
+    if driver_goes == DriverStatus.OFFLINE:
+        take_offline(session, driver_id, now)
+    else:
+        release_driver(session, driver_id, now)
+
+
+def take_offline(session: Session, driver_id: int, now: dt.datetime) -> None:
+    """A busy driver whose ride was taken from them goes offline rather than available: a
+    driver who never started a ride they held is not offered the next one."""
+    session.execute(
+        update(Driver)
+        .where(Driver.user_id == driver_id, Driver.status == DriverStatus.BUSY.value)
+        .values(status=DriverStatus.OFFLINE.value, available_since=None, updated_at=now)
+    )
+    expire_loaded(session, Driver, driver_id)

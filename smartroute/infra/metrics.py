@@ -134,3 +134,22 @@ RELAY_RESYNCS = Counter(
     "Reconnecting clients told to resync instead of replaying.",
     ["reason"],
 )
+
+# Arrival, cancellations, no-shows and stuck rides.
+DRIVER_CANCELLATIONS = Counter(
+    "smartroute_driver_cancellations_total",
+    "Rides drivers accepted and then cancelled before pickup (back to matching), by region.",
+    ["region"],
+)
+RIDE_ENDINGS = Counter(
+    "smartroute_ride_endings_total",
+    "Rides ended otherwise than by their driver completing them, by how: cancelled by a "
+    "rider or an admin, no-show, force-completed.",
+    ["how"],
+)
+STUCK_RIDES = Counter(
+    "smartroute_stuck_rides_total",
+    "Rides accepted and never started that beat took from their driver, by outcome "
+    "(rematched, cancelled).",
+    ["outcome"],
+)

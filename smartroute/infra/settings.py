@@ -15,6 +15,7 @@ from pathlib import Path
 
 from dispatch.fares import Tariff, parse_tariffs
 from dispatch.regions import Region, parse_regions, parse_time_zones, region_names
+from dispatch.states import STUCK_RIDE_ACTIONS
 from smartroute.infra.queues import MAINTENANCE, NOTIFY, dispatch_queue
 
 
@@ -95,6 +96,31 @@ def _smoothing_pct(env: Mapping[str, str]) -> int:
     if smoothing > 1.0:
         raise ConfigError(f"SMARTROUTE_SURGE_SMOOTHING must be at most 1, got {smoothing}")
     return max(1, round(smoothing * 100))
+
+
+def _stuck_ride_policy(env: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    """``SMARTROUTE_STUCK_RIDE_POLICY``: an action for every region, then exceptions by
+    region, e.g. ``rematch`` or ``rematch,porto=cancel``; each action is rematch or
+    cancel."""
+    name = "SMARTROUTE_STUCK_RIDE_POLICY"
+    raw = (env.get(name) or "rematch").strip()
+    known = set(region_names(_regions(env)))
+    policy: list[tuple[str, str]] = []
+    for position, part in enumerate(p.strip() for p in raw.split(",")):
+        region, _, action = part.rpartition("=")
+        region = region.strip() or "*"
+        action = action.strip()
+        if action not in STUCK_RIDE_ACTIONS:
+            raise ConfigError(f"{name}: {action!r} is not one of rematch, cancel (got {raw!r})")
+        if (region == "*") != (position == 0):
+            raise ConfigError(
+                f"{name}: the first entry is an action for every region, the rest "
+                f"region=action (got {raw!r})"
+            )
+        if region != "*" and region not in known:
+            raise ConfigError(f"{name}: no region named {region!r} in SMARTROUTE_REGIONS")
+        policy.append((region, action))
+    return tuple(policy)
 
 
 MIN_SECRET_KEY_LENGTH = 32
@@ -252,6 +278,18 @@ class Settings:
     surge_window_s: int = 600
     region_time_zones: tuple[tuple[str, str], ...] = ()
 
+    # Arrival, cancellations, no-shows and stuck rides: the wait at the pickup before a
+    # no-show, how long an accepted ride may go unstarted and what beat then does with it,
+    # region by region (("*", action) for every other region), when a ride under way is
+    # flagged as running too long, and how often beat looks.
+    no_show_wait_s: int = 300
+    # How long after assignment a rider's cancel costs nothing (then the tariff's fee).
+    cancel_grace_s: int = 120
+    start_timeout_s: int = 1800
+    stuck_ride_policy: tuple[tuple[str, str], ...] = (("*", "rematch"),)
+    max_ride_s: int = 4 * 3600
+    stuck_every_s: float = 30.0
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Read every SmartRoute variable from ``env`` (default: the process environment)."""
@@ -363,7 +401,20 @@ class Settings:
             surge_smoothing_pct=_smoothing_pct(env),
             surge_window_s=_int(env, "SMARTROUTE_SURGE_WINDOW_S", 600, minimum=1),
             region_time_zones=_time_zones(env),
+            # Arrival, cancellations, no-shows and stuck rides.
+            no_show_wait_s=_int(env, "SMARTROUTE_NO_SHOW_WAIT_S", 300),
+            cancel_grace_s=_int(env, "SMARTROUTE_CANCEL_GRACE_S", 120),
+            start_timeout_s=_int(env, "SMARTROUTE_START_TIMEOUT_S", 1800, minimum=60),
+            stuck_ride_policy=_stuck_ride_policy(env),
+            max_ride_s=_int(env, "SMARTROUTE_MAX_RIDE_S", 4 * 3600, minimum=60),
+            stuck_every_s=_float(env, "SMARTROUTE_STUCK_EVERY_S", 30.0, 0.1),
         )
+
+    def stuck_ride_action(self, region: str) -> str:
+        """What beat does with a ride in ``region`` accepted and never started: "rematch"
+        (another driver) or "cancel"."""
+        policy = dict(self.stuck_ride_policy)
+        return policy.get(region, policy.get("*", "rematch"))
 
     @property
     def celery_broker_url(self) -> str:

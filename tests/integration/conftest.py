@@ -32,6 +32,7 @@ STACK_TUNING = {
     "SMARTROUTE_OFFLINE_EVERY_S": "0.5",
     "SMARTROUTE_STATS_EVERY_S": "0.5",
     "SMARTROUTE_HEALTH_EVERY_S": "0.5",
+    "SMARTROUTE_STUCK_EVERY_S": "0.5",
     "SMARTROUTE_SCHEDULE_LEAD_S": "0",
     # Batched matching, with a short window.
     "SMARTROUTE_BATCH_WINDOW_S": "0.2",

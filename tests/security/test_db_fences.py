@@ -162,6 +162,7 @@ def test_a_lock_timeout_is_a_503_on_the_api_not_a_500(settings, limited_url, lim
             answer = client.post(
                 f"/v1/bookings/{booking_id}/cancel",
                 headers={"Authorization": f"Bearer {settings.admin_token}"},
+                json={"reason": "rider asked support to cancel"},
             )
             holder.rollback()
         assert answer.status_code == 503, answer.get_json()

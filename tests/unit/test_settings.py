@@ -75,3 +75,55 @@ def test_a_short_admin_token_is_refused_by_name(token):
 
 def test_an_admin_token_of_32_characters_is_taken():
     assert Settings.from_env({"SMARTROUTE_ADMIN_TOKEN": "x" * 32}).admin_token == "x" * 32
+
+
+PORTO = "porto:41.0,-8.8,41.3,-8.5"
+
+
+def test_the_ride_settings_have_their_defaults_and_are_read():
+    default = Settings.from_env({})
+    assert (default.no_show_wait_s, default.start_timeout_s, default.max_ride_s) == (
+        300,
+        1800,
+        4 * 3600,
+    )
+    assert default.stuck_ride_action("default") == "rematch"
+    read = Settings.from_env(
+        {
+            "SMARTROUTE_NO_SHOW_WAIT_S": "120",
+            "SMARTROUTE_START_TIMEOUT_S": "600",
+            "SMARTROUTE_MAX_RIDE_S": "7200",
+            "SMARTROUTE_STUCK_EVERY_S": "5",
+        }
+    )
+    assert (read.no_show_wait_s, read.start_timeout_s, read.max_ride_s, read.stuck_every_s) == (
+        120,
+        600,
+        7200,
+        5.0,
+    )
+
+
+def test_the_stuck_ride_policy_is_set_for_all_regions_then_by_region():
+    settings = Settings.from_env(
+        {"SMARTROUTE_REGIONS": PORTO, "SMARTROUTE_STUCK_RIDE_POLICY": "rematch, porto=cancel"}
+    )
+    assert settings.stuck_ride_action("porto") == "cancel"
+    assert settings.stuck_ride_action("default") == "rematch"
+    everywhere = Settings.from_env({"SMARTROUTE_STUCK_RIDE_POLICY": "cancel"})
+    assert everywhere.stuck_ride_action("default") == "cancel"
+
+
+@pytest.mark.parametrize(
+    "policy,complaint",
+    [
+        ("sometimes", "not one of rematch, cancel"),
+        ("porto=cancel", "the first entry is an action for every region"),
+        ("rematch,cancel", "the first entry is an action for every region"),
+        ("rematch,lisbon=cancel", "no region named 'lisbon'"),
+        ("rematch,porto=later", "not one of rematch, cancel"),
+    ],
+)
+def test_a_bad_stuck_ride_policy_is_named(policy, complaint):
+    with pytest.raises(ConfigError, match=f"SMARTROUTE_STUCK_RIDE_POLICY: .*{complaint}"):
+        Settings.from_env({"SMARTROUTE_REGIONS": PORTO, "SMARTROUTE_STUCK_RIDE_POLICY": policy})

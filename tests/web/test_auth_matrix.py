@@ -20,18 +20,26 @@ MATRIX = [
         "/v1/bookings/<id:booking_id>/cancel",
         "/v1/bookings/{b}/cancel",
         None,
-        {"rider", "admin"},
+        {"rider", "driver", "admin"},
     ),
     *[
         (
             "POST",
-            "/v1/bookings/<id:booking_id>/<any(accept, decline, start, complete):action>",
+            "/v1/bookings/<id:booking_id>/<any(accept, decline, arrive, start, complete):action>",
             f"/v1/bookings/{{b}}/{action}",
             None,
             {"driver"},
         )
-        for action in ("accept", "decline", "start", "complete")
+        for action in ("accept", "decline", "arrive", "start", "complete")
     ],
+    ("POST", "/v1/bookings/<id:booking_id>/no-show", "/v1/bookings/{b}/no-show", None, {"driver"}),
+    (
+        "POST",
+        "/v1/bookings/<id:booking_id>/force-complete",
+        "/v1/bookings/{b}/force-complete",
+        {"reason": "the driver's phone died"},
+        {"admin"},
+    ),
     (
         "GET",
         "/v1/bookings/<id:booking_id>/dispatch-log",

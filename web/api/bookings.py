@@ -1,4 +1,5 @@
-"""Bookings: riders book and cancel, drivers act on their offers, admins list."""
+"""Bookings: riders book and cancel, drivers act on their offers and rides, admins list,
+cancel and force-complete."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ from dispatch import bookings as service
 from dispatch.matching.log import entries_for
 from dispatch.ratings import party_payloads
 from dispatch.regions import region_for
-from dispatch.states import DRIVER_ACTIONS, Role
-from smartroute.infra.metrics import BOOKINGS_CREATED
+from dispatch.states import DRIVER_ACTIONS, Role, Status
+from smartroute.infra.metrics import BOOKINGS_CREATED, DRIVER_CANCELLATIONS, RIDE_ENDINGS
 from web.api import api, parse_body, parse_query
 from web.api.quotes import pricing
 from web.auth import actor, current_identity, requires
@@ -26,7 +27,13 @@ from web.runtime import (
     runtime,
     utcnow,
 )
-from web.schemas import BookingQuery, NewBooking, encode_page_cursor
+from web.schemas import (
+    BookingQuery,
+    CancelBooking,
+    ForceComplete,
+    NewBooking,
+    encode_page_cursor,
+)
 
 # Printable ASCII without spaces, as most payment APIs accept for their idempotency keys.
 IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
@@ -111,26 +118,89 @@ def list_bookings():
     }
 
 
+def ride_policy() -> service.RidePolicy:
+    settings = runtime().settings
+    return service.RidePolicy(
+        no_show_wait_s=settings.no_show_wait_s,
+        rematch_deadline_s=settings.dispatch_deadline_s,
+        cancel_grace_s=settings.cancel_grace_s,
+    )
+
+
 @api.post("/bookings/<id:booking_id>/cancel")
-@requires(Role.RIDER, Role.ADMIN)
+@requires(Role.RIDER, Role.DRIVER, Role.ADMIN)
 def cancel_booking(booking_id: int):
+    """A rider cancels before pickup (a reason optional, the body too); a driver before
+    pickup, with a reason (the booking goes back to matching); an admin any open booking,
+    with a reason. The answer is the booking, with any fee in ``cancellation_fee``."""
+    who = actor()
+    if who.role == Role.DRIVER:  # A driver's action, counted as the others are.
+        runtime().limits.enforce("driver action", current_identity().user_id)
+    body = parse_body(CancelBooking) if request.get_data(cache=True) else CancelBooking()
+    if body.reason is None and who.role != Role.RIDER:
+        raise ApiError(
+            422, "missing_field", f"reason is required to cancel as {who.role}", "reason"
+        )
     session = db()
-    booking = service.cancel_booking(session, booking_id, actor(), now=utcnow())
+    booking = service.cancel_booking(
+        session, booking_id, who, now=utcnow(), reason=body.reason, policy=ride_policy()
+    )
+    if who.role == Role.DRIVER:
+        enqueue_follow_up(booking)
+    else:
+        enqueue_publish()
+    region = booking.region
+    session.commit()
+    if who.role == Role.DRIVER:
+        DRIVER_CANCELLATIONS.labels(region).inc()
+    else:
+        RIDE_ENDINGS.labels(f"{who.role}_cancel").inc()
+    return service.booking_payload(booking)
+
+
+@api.post("/bookings/<id:booking_id>/force-complete")
+@requires(Role.ADMIN)
+def force_complete(booking_id: int):
+    """An admin closes a ride under way for a driver who cannot (audited with the reason)."""
+    body = parse_body(ForceComplete)
+    session = db()
+    booking = service.force_complete(session, booking_id, actor(), now=utcnow(), reason=body.reason)
     enqueue_publish()
     session.commit()
+    RIDE_ENDINGS.labels("force_complete").inc()
     return service.booking_payload(booking)
+
+
+@api.post("/bookings/<id:booking_id>/no-show")
+@requires(Role.DRIVER)
+@limited("driver action")
+def no_show(booking_id: int):
+    """The driver waited at the pickup (SMARTROUTE_NO_SHOW_WAIT_S) and the rider never
+    came; earlier, 409 ``no_show_too_early`` says from when it is allowed."""
+    return _driver_action(booking_id, "no_show")
 
 
 @api.post("/bookings/<id:booking_id>/<any(" + ", ".join(DRIVER_ACTIONS) + "):action>")
 @requires(Role.DRIVER)
 @limited("driver action")
 def driver_action(booking_id: int, action: str):
+    return _driver_action(booking_id, action)
+
+
+def _driver_action(booking_id: int, action: str):
     session = db()
     booking = service.driver_action(
-        session, booking_id, current_identity().user_id, action, now=utcnow()
+        session,
+        booking_id,
+        current_identity().user_id,
+        action,
+        now=utcnow(),
+        policy=ride_policy(),
     )
     enqueue_follow_up(booking)
     session.commit()
+    if booking.status == Status.NO_SHOW:
+        RIDE_ENDINGS.labels("no_show").inc()
     return service.booking_payload(booking)
 
 

@@ -9,7 +9,7 @@ import { BOOKING_COLOURS, DRIVER_COLOURS, bookingAt, drawMap, prepareCanvas } fr
 const POLL_MS = 5000;
 const FEED_LENGTH = 50;
 const TABLE_LENGTH = 100;
-const OPEN = new Set(["pending", "assigned", "accepted", "in_progress"]);
+const OPEN = new Set(["pending", "assigned", "accepted", "arrived", "in_progress"]);
 const SETTLE_MS = 400;  // After a burst of pushes, refresh the counts and the map once.
 
 const signIn = new SignIn("admin");
@@ -113,7 +113,7 @@ function drawAll() {
   $("#bookings").replaceChildren(...rows.map((b) => {
     const row = element("tr", { "data-booking-id": b.id, tabIndex: 0 },
       element("td", {}, `#${b.id}`),
-      element("td", { class: "status" }, statusPill(b.status)),
+      element("td", { class: "status" }, statusPill(b.status), ...statusNote(b)),
       element("td", {}, b.driver_id ?? "–"),
       element("td", {}, place(b.pickup)),
       element("td", {}, clock(b.updated_at)));
@@ -123,6 +123,18 @@ function drawAll() {
   }));
   const open = [...bookings.values()].filter((b) => OPEN.has(b.status));
   drawMap($("#map"), drivers, open);
+}
+
+// Why a booking ended as it did, or that its ride runs past SMARTROUTE_MAX_RIDE_S.
+function statusNote(b) {
+  if (b.status === "cancelled" && b.cancelled_by) {
+    const why = b.cancel_reason ? `: ${b.cancel_reason}` : "";
+    return [element("small", { class: "note" }, ` by ${b.cancelled_by}${why}`)];
+  }
+  if (b.status === "in_progress" && b.overrun_at) {
+    return [element("small", { class: "note urgent" }, ` overrunning since ${clock(b.overrun_at)}`)];
+  }
+  return [];
 }
 
 function drawMinutes(minutes) {

@@ -1,6 +1,7 @@
 // The driver console: go online, share a location, get offers pushed by the relay to the
-// driver's own room, and accept, decline, start and complete the ride over the same
-// connection (through /v1 while it is down).
+// driver's own room, and accept, decline, arrive, start and complete the ride, report a
+// no-show or cancel it with a reason, over the same connection (through /v1 while it is
+// down).
 import {
   $, ApiError, SignIn, call, clock, element, enterConsole, place, statusLabel,
 } from "./console.js";
@@ -11,11 +12,14 @@ const SIMULATE_MS = 3000;
 const ACTION_TIMEOUT_MS = 10000;
 const NEXT_ACTION = {
   assigned: [["accept", "Accept"], ["decline", "Decline"]],
-  accepted: [["start", "Start ride"]],
+  accepted: [["arrive", "I have arrived"], ["start", "Start ride"], ["cancel", "Cancel ride"]],
+  arrived: [["start", "Start ride"], ["no_show", "Rider did not come"], ["cancel", "Cancel ride"]],
   in_progress: [["complete", "Complete ride"]],
 };
 const TITLES = { assigned: "New ride offer", accepted: "Go to the pickup",
-                 in_progress: "Ride under way" };
+                 arrived: "Waiting at the pickup", in_progress: "Ride under way" };
+// Before pickup a driver may cancel, saying why: the ride goes back to matching.
+const CANCELLABLE = new Set(["accepted", "arrived"]);
 
 const signIn = new SignIn("driver");
 let me = null;
@@ -103,24 +107,34 @@ function showRide(booking, { authoritative = false } = {}) {
   const actions = NEXT_ACTION[ride.status].map(([action, label]) => element("button",
     { class: action, onclick: () => attempt(() => act(ride.id, action)) }, label));
   $("#ride-actions").replaceChildren(...actions);
+  $("#cancel").hidden = !CANCELLABLE.has(ride.status);
   tick();
 }
 
 async function act(bookingId, action) {
+  let reason;
+  if (action === "cancel") {
+    reason = $("#cancel-reason").value.trim();
+    if (!reason) throw new Error("Say why you cancel this ride.");
+  }
   try {
-    showRide(await send(bookingId, action), { authoritative: true });
+    showRide(await send(bookingId, action, reason), { authoritative: true });
+    if (action === "cancel") $("#cancel-reason").value = "";
   } finally {
     await refresh();
   }
 }
 
-// The relay answers a driver_action with what POST /v1/bookings/<id>/<action> would.
-async function send(bookingId, action) {
+// The relay answers a driver_action with what POST /v1/bookings/<id>/<action> would (a
+// no_show is /no-show there; a cancel carries its reason either way).
+async function send(bookingId, action, reason) {
   if (!relay?.connected) {
-    return call(signIn.token, "POST", `/v1/bookings/${bookingId}/${action}`);
+    const path = `/v1/bookings/${bookingId}/${action.replace("_", "-")}`;
+    return call(signIn.token, "POST", path, reason === undefined ? undefined : { reason });
   }
-  const answer = await relay.timeout(ACTION_TIMEOUT_MS)
-    .emitWithAck("driver_action", { booking_id: bookingId, action });
+  const message = { booking_id: bookingId, action };
+  if (reason !== undefined) message.reason = reason;
+  const answer = await relay.timeout(ACTION_TIMEOUT_MS).emitWithAck("driver_action", message);
   if (answer.status !== 200) throw new ApiError(answer.status, answer);
   return answer.booking;
 }

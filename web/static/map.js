@@ -3,7 +3,8 @@
 
 export const DRIVER_COLOURS = { available: "#1a9850", busy: "#f08c00", offline: "#9aa0a6" };
 export const BOOKING_COLOURS = {
-  pending: "#d7301f", assigned: "#7b3294", accepted: "#2166ac", in_progress: "#018571",
+  pending: "#d7301f", assigned: "#7b3294", accepted: "#2166ac", arrived: "#4393c3",
+  in_progress: "#018571",
 };
 const PADDING = 28;
 const MIN_SPAN_DEG = 0.01;  // About a kilometre: one lone point still gets a sensible scale.

@@ -4,8 +4,8 @@ first by (created_at, id); the ratings table and each user's rating summary.
 The indexes on cab_bookings are built CONCURRENTLY: it is the busiest table, and a plain
 CREATE INDEX would hold off every booking and every driver action while it ran.
 
-Revision ID: 0010
-Revises: 0007
+Revision ID: 0009
+Revises: 0008
 Create Date: 2026-11-30 19:40:00
 
 """
@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0010"
+revision: str = "0009"
 down_revision: str | Sequence[str] | None = "0008"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
