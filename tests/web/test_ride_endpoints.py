@@ -11,6 +11,7 @@ import redis
 
 from dispatch import tokens
 from dispatch.bookings.transitions import driver_cancellations
+from dispatch.fares import tariff_for
 from dispatch.matching.nearest import dispatch_booking
 from dispatch.matching.policy import MatchPolicy, Outcome
 from dispatch.models import Booking, User
@@ -74,7 +75,9 @@ def test_a_driver_arrives_and_reports_a_no_show_only_after_the_wait(
     assert allowed_at == arrived_at + dt.timedelta(seconds=settings.no_show_wait_s)
     _wait_over(committed_sessions, booking_id, settings.no_show_wait_s)
     status, body = _post(driver, f"/v1/bookings/{booking_id}/no-show")
-    assert (status, body["status"], body["cancellation_fee"]) == (200, "no_show", None)
+    # Booked over the API, the ride was priced: the no-show carries the tariff's fee.
+    no_show_fee = tariff_for("default", dict(settings.tariffs)).no_show_fee
+    assert (status, body["status"], body["cancellation_fee"]) == (200, "no_show", no_show_fee)
 
 
 def test_cancels_by_each_party_and_the_answer_says_the_fee(ride, committed_sessions):
