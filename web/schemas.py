@@ -103,14 +103,22 @@ REFUSED_IN_NAMES = {"Cc": "control", "Cf": "format", "Cs": "surrogate", "Co": "p
 MAX_NAME_LENGTH = 100
 
 
-def _printable_name(value: str) -> str:
-    """The name in NFC (one spelling for what looks the same), stripped, and bounded in
-    length after normalisation; ValueError naming the first character refused."""
+def _normalised(value: str, what: str, allowed: str = "") -> str:
+    """``value`` in NFC (one spelling for what looks the same) and stripped; ValueError
+    naming ``what`` and the first character of a refused category (REFUSED_IN_NAMES) that
+    ``allowed`` does not let through. Names, reasons and comments all pass here."""
     value = unicodedata.normalize("NFC", value).strip()
     for char in value:
         kind = REFUSED_IN_NAMES.get(unicodedata.category(char))
-        if kind is not None:
-            raise ValueError(f"name must not contain {kind} characters (U+{ord(char):04X})")
+        if kind is not None and char not in allowed:
+            raise ValueError(f"{what} must not contain {kind} characters (U+{ord(char):04X})")
+    return value
+
+
+def _printable_name(value: str) -> str:
+    """The name in NFC (one spelling for what looks the same), stripped, and bounded in
+    length after normalisation; ValueError naming the first character refused."""
+    value = _normalised(value, "name")
     if not 1 <= len(value) <= MAX_NAME_LENGTH:
         raise ValueError(f"name must be 1 to {MAX_NAME_LENGTH} characters")
     return value
@@ -149,11 +157,7 @@ MAX_REASON_LENGTH = 500
 def _printable_reason(value: str) -> str:
     """A reason in NFC, stripped, 1 to MAX_REASON_LENGTH characters, refusing the characters
     a name refuses (REFUSED_IN_NAMES) except line breaks."""
-    value = unicodedata.normalize("NFC", value).strip()
-    for char in value:
-        kind = REFUSED_IN_NAMES.get(unicodedata.category(char))
-        if kind is not None and char not in "\n":
-            raise ValueError(f"reason must not contain {kind} characters (U+{ord(char):04X})")
+    value = _normalised(value, "reason", allowed="\n")
     if not 1 <= len(value) <= MAX_REASON_LENGTH:
         raise ValueError(f"reason must be 1 to {MAX_REASON_LENGTH} characters")
     return value
@@ -336,17 +340,10 @@ class HistoryQuery(BaseModel):
         return decoded
 
 
-# A comment may hold line breaks, unlike a name; the other refused categories are a name's.
-ALLOWED_IN_COMMENTS = frozenset("\n")
-
-
 def _printable_comment(value: str) -> str | None:
-    """The comment in NFC, stripped, bounded after normalisation; None when empty."""
-    value = unicodedata.normalize("NFC", value.replace("\r\n", "\n")).strip()
-    for char in value:
-        kind = REFUSED_IN_NAMES.get(unicodedata.category(char))
-        if kind is not None and char not in ALLOWED_IN_COMMENTS:
-            raise ValueError(f"comment must not contain {kind} characters (U+{ord(char):04X})")
+    """The comment in NFC, stripped, bounded after normalisation; None when empty. It may
+    hold line breaks, unlike a name."""
+    value = _normalised(value.replace("\r\n", "\n"), "comment", allowed="\n")
     if len(value) > MAX_RATING_COMMENT_LENGTH:
         raise ValueError(f"comment must be at most {MAX_RATING_COMMENT_LENGTH} characters")
     return value or None
