@@ -45,4 +45,5 @@ def beat_schedule(settings: Settings) -> dict:
         # often enough to keep up with a busy day's keys.
         "prune-idempotency-keys": _every(60.0, "prune_idempotency_keys"),
         "prune-access-tokens": _every(600.0, "prune_access_tokens"),
+        "prune-quotes": _every(60.0, "prune_quotes"),
     }

@@ -1,4 +1,5 @@
-"""Forgetting what is no longer needed: old idempotency keys and dead access tokens.
+"""Forgetting what is no longer needed: old idempotency keys, dead access tokens and
+quotes nobody booked.
 
 Each prune deletes one bounded batch, oldest first, by the database's clock, and skips
 rows another transaction holds; the caller runs batches in transactions of their own
@@ -35,6 +36,17 @@ _PRUNE_ACCESS_TOKENS = text("""
         ORDER BY id LIMIT :batch FOR UPDATE SKIP LOCKED)
 """)
 
+# A quote no booking names is only a price once shown; long after it lapsed it can go. A
+# quote a booking names stays with it: the booking is settled, and charged any fee, on the
+# tariff the quote keeps.
+_PRUNE_QUOTES = text("""
+    DELETE FROM quotes WHERE id IN (
+        SELECT q.id FROM quotes q
+        WHERE q.expires_at < now() - make_interval(secs => :older_than_s)
+          AND NOT EXISTS (SELECT 1 FROM cab_bookings b WHERE b.quote_id = q.id)
+        ORDER BY q.expires_at LIMIT :batch FOR UPDATE OF q SKIP LOCKED)
+""")
+
 
 def prune_idempotency_keys(session: Session, *, older_than_s: int, batch: int = 1000) -> int:
     """Delete up to ``batch`` idempotency keys older than ``older_than_s``; how many."""
@@ -50,4 +62,13 @@ def prune_access_tokens(session: Session, *, older_than_s: int, batch: int = 100
     return cast(
         "CursorResult[Any]",
         session.execute(_PRUNE_ACCESS_TOKENS, {"older_than_s": older_than_s, "batch": batch}),
+    ).rowcount
+
+
+def prune_quotes(session: Session, *, older_than_s: int, batch: int = 1000) -> int:
+    """Delete up to ``batch`` quotes that lapsed more than ``older_than_s`` ago and that no
+    booking names; how many."""
+    return cast(
+        "CursorResult[Any]",
+        session.execute(_PRUNE_QUOTES, {"older_than_s": older_than_s, "batch": batch}),
     ).rowcount

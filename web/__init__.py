@@ -84,6 +84,7 @@ def create_app(settings: Settings | None = None) -> Flask:
                     settings.location_limit_per_token,
                     settings.location_limit_per_address,
                 ),
+                "quote": (settings.quote_limit_per_token, settings.quote_limit_per_address),
                 "refresh": (settings.refresh_limit_per_token, None),
                 "driver action": (settings.driver_action_limit_per_token, None),
             },

@@ -393,3 +393,9 @@ def prune_idempotency_keys() -> int:
 def prune_access_tokens() -> int:
     """Forget signed tokens expired or revoked more than SMARTROUTE_TOKEN_PRUNE_AFTER_S ago."""
     return _prune(retention.prune_access_tokens, settings().token_prune_after_s)
+
+
+@shared_task(name="workers.tasks.prune_quotes", acks_late=True, **RETRY)
+def prune_quotes() -> int:
+    """Forget quotes nobody booked, SMARTROUTE_QUOTE_PRUNE_AFTER_S after they lapsed."""
+    return _prune(retention.prune_quotes, settings().quote_prune_after_s)

@@ -227,6 +227,8 @@ class Settings:
     booking_limit_per_address: str = "600/minute"
     location_limit_per_token: str = "120/minute"
     location_limit_per_address: str = "6000/minute"
+    quote_limit_per_token: str = "60/minute"
+    quote_limit_per_address: str = "1200/minute"
 
     # Real-time push: the relay and the outbox.
     relay_async_mode: str = "eventlet"
@@ -272,6 +274,7 @@ class Settings:
     # each region's time zone for "today" (dispatch/fares.py, dispatch/surge.py).
     tariffs: tuple[tuple[str, Tariff], ...] = ()
     quote_ttl_s: int = 300
+    quote_prune_after_s: int = 86400
     surge_every_s: float = 15.0
     surge_cap_pct: int = 300
     surge_smoothing_pct: int = 50
@@ -350,6 +353,10 @@ class Settings:
             location_limit_per_address=_limit(
                 env, "SMARTROUTE_LOCATION_LIMIT_PER_ADDRESS", "6000/minute"
             ),
+            quote_limit_per_token=_limit(env, "SMARTROUTE_QUOTE_LIMIT_PER_TOKEN", "60/minute"),
+            quote_limit_per_address=_limit(
+                env, "SMARTROUTE_QUOTE_LIMIT_PER_ADDRESS", "1200/minute"
+            ),
             relay_async_mode=env.get("SMARTROUTE_RELAY_ASYNC_MODE") or "eventlet",
             relay_cors_origins=tuple(
                 o.strip()
@@ -396,6 +403,7 @@ class Settings:
             # Prices.
             tariffs=_tariffs(env),
             quote_ttl_s=_int(env, "SMARTROUTE_QUOTE_TTL_S", 300, minimum=10),
+            quote_prune_after_s=_int(env, "SMARTROUTE_QUOTE_PRUNE_AFTER_S", 86400, minimum=60),
             surge_every_s=_float(env, "SMARTROUTE_SURGE_EVERY_S", 15.0, 0.1),
             surge_cap_pct=_surge_cap_pct(env),
             surge_smoothing_pct=_smoothing_pct(env),

@@ -328,3 +328,28 @@ def test_two_bookings_racing_for_one_quote_get_one_booking(committed_sessions, e
     assert sorted(type(r).__name__ for r in results) == ["QuoteUsed", "int"]
     with committed_sessions() as s:
         assert s.scalar(select(Booking.id).where(Booking.quote_id == quote.id)) is not None
+
+
+def test_lapsed_quotes_nobody_booked_are_pruned_and_booked_ones_stay(session, now):
+    from dispatch import retention
+
+    rider = make.rider(session)
+    unused_old, booked_old, unused_recent = (_quote(session, rider) for _ in range(3))
+    _book(session, rider, now, quote_id=booked_old.id)
+    for quote_id, age in (
+        (unused_old.id, "2 days"),
+        (booked_old.id, "2 days"),
+        (unused_recent.id, "1 hour"),
+    ):
+        session.execute(
+            text(
+                "UPDATE quotes SET created_at = created_at - CAST(:age AS interval), "
+                "expires_at = expires_at - CAST(:age AS interval) WHERE id = :id"
+            ),
+            {"age": age, "id": quote_id},
+        )
+    assert retention.prune_quotes(session, older_than_s=86400) == 1
+    left = set(session.scalars(select(Quote.id)))
+    assert unused_old.id not in left
+    assert {booked_old.id, unused_recent.id} <= left
+    assert retention.prune_quotes(session, older_than_s=86400) == 0

@@ -41,6 +41,8 @@ STACK_TUNING = {
     # limits have their own tests (tests/web/test_rate_limits.py).
     "SMARTROUTE_BOOKING_LIMIT_PER_ADDRESS": "100000/minute",
     "SMARTROUTE_BOOKING_LIMIT_PER_TOKEN": "100000/minute",
+    "SMARTROUTE_QUOTE_LIMIT_PER_ADDRESS": "100000/minute",
+    "SMARTROUTE_QUOTE_LIMIT_PER_TOKEN": "100000/minute",
     "SMARTROUTE_LOCATION_LIMIT_PER_TOKEN": "100000/minute",
     # The address gate and the per-token limits of the edge (tests/security/test_edge.py).
     "SMARTROUTE_REQUEST_LIMIT_PER_ADDRESS": "1000000/minute",

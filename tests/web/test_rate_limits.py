@@ -1,4 +1,5 @@
-"""Booking and location endpoints are rate-limited per token and per address: 429 + Retry-After."""
+"""Booking, quote and location endpoints are rate-limited per token and per address:
+429 + Retry-After."""
 
 from dataclasses import replace
 
@@ -18,6 +19,7 @@ def limited(settings, api):
             booking_limit_per_token="3/minute",
             booking_limit_per_address="5/minute",
             location_limit_per_token="2/minute",
+            quote_limit_per_token="2/minute",
         )
     )
     yield app.test_client()
@@ -54,3 +56,9 @@ def test_location_pings_are_limited_per_driver(api, limited):
         for _ in range(3)
     ]
     assert codes == [200, 200, 429]
+
+
+def test_quotes_are_limited_per_rider(api, limited):
+    auth = {"Authorization": f"Bearer {api.user('rider')['token']}"}
+    codes = [limited.post("/v1/quotes", json=GOOD, headers=auth).status_code for _ in range(3)]
+    assert codes == [201, 201, 429]

@@ -9,6 +9,7 @@ from dispatch.regions import region_for
 from dispatch.states import Role
 from web.api import api, parse_body
 from web.auth import actor, requires
+from web.limits import limited
 from web.runtime import db, runtime
 from web.schemas import NewQuote
 
@@ -31,6 +32,7 @@ def pricing() -> service.Pricing:
 
 @api.post("/quotes")
 @requires(Role.RIDER)
+@limited("quote")
 def create_quote():
     body = parse_body(NewQuote)
     session = db()
