@@ -1,6 +1,6 @@
 """Rate limits: a gate on every client address before authentication, and per-token limits
-on the endpoints a misbehaving client hammers (booking, location pings, driver actions,
-token refresh).
+on the endpoints a misbehaving client hammers (booking, quotes, location pings, driver
+actions, token refresh).
 
 The address gate runs before any token is looked at, so a client guessing tokens pays one
 Redis round trip per request and never reaches PostgreSQL: it counts the address's requests
