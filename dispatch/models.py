@@ -220,9 +220,6 @@ class Booking(Base):
             postgresql_where=text(_in("status", ACTIVE_STATUSES)),
         ),
         Index("ix_cab_bookings_status_date", "status", "date"),
-        Index("ix_cab_bookings_driver_id", "driver_id"),
-        Index("ix_cab_bookings_user_id", "user_id"),
-        Index("ix_cab_bookings_created_at", "created_at"),
         Index("ix_cab_bookings_status_created_at", "status", "created_at"),
         Index("ix_cab_bookings_date_time", "date", "time"),
         # The sweepers' scans: due pending bookings and lapsed offers.
