@@ -264,15 +264,31 @@ def quoted_breakdown(quote: Quote) -> dict[str, Any]:
 
 
 def settle_fare(session: Session, booking: BookingSnapshot) -> BookingSnapshot:
-    """Set a just-completed booking's final fare (``dispatch.fares.final_amount``) and
-    return the booking as it now is; an unpriced booking is returned as it was.
+    """Set a just-completed booking's final fare (``final_fare``) and return the booking as
+    it now is; an unpriced booking is returned as it was."""
+    settled = final_fare(session, booking)
+    if settled is None:
+        return booking
+    amount, breakdown = settled
+    session.execute(
+        update(Booking)
+        .where(Booking.id == booking.id)
+        .values(final_fare=amount, fare=breakdown)
+        .execution_options(synchronize_session=False)
+    )
+    return replace(booking, final_fare=amount, fare=breakdown)
+
+
+def final_fare(session: Session, booking: BookingSnapshot) -> tuple[int, dict[str, Any]] | None:
+    """The fare a ride ending now costs (``dispatch.fares.final_amount``) and its breakdown,
+    or None for an unpriced booking.
 
     The trip's duration runs from its start (the audit trail's move to in progress) to
     this transaction's time, both by the database's clock; its distance is the ETA
     model's estimate between pickup and dropoff, which the quote stored.
     """
     if booking.quote_id is None:
-        return booking
+        return None
     quote = session.get(Quote, booking.quote_id)
     assert quote is not None, "a booking's quote is kept while the booking is"
     started = session.scalar(
@@ -296,13 +312,7 @@ def settle_fare(session: Session, booking: BookingSnapshot) -> BookingSnapshot:
             f"{fares.TOLERANCE_PCT}%, then the measured fare capped at {fares.CAP_PCT}% of it"
         ),
     }
-    session.execute(
-        update(Booking)
-        .where(Booking.id == booking.id)
-        .values(final_fare=amount, fare=breakdown)
-        .execution_options(synchronize_session=False)
-    )
-    return replace(booking, final_fare=amount, fare=breakdown)
+    return amount, breakdown
 
 
 def booking_fee(

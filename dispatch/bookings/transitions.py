@@ -26,7 +26,7 @@ from dispatch.bookings.payloads import BookingSnapshot, pickup_time, snapshot
 from dispatch.db import expire_loaded, transaction_now
 from dispatch.errors import DispatchError, InvalidTransition, NotFound, NotOfferedToYou
 from dispatch.models import Booking, Decline, Driver
-from dispatch.quotes import booking_fee, settle_fare
+from dispatch.quotes import booking_fee, final_fare, settle_fare
 from dispatch.states import TRANSITIONS, DriverStatus, Role, Status, next_status
 
 NO_DRIVER_FOUND = "no driver found before the deadline"
@@ -489,10 +489,15 @@ def force_complete(
     booking = lock_booking(session, booking_id)
     if booking is None:
         raise NotFound("no such booking", booking_id=booking_id)
+    if next_status("force_complete", booking.status) is None:
+        raise _cannot("complete", booking)
+    # Priced like a completion by its driver (the trip as measured, against the quote), in
+    # the same write as the move, so the booking its rider and the admins are pushed
+    # carries the fare.
+    settled = final_fare(session, snapshot(booking))
+    if settled is not None:
+        booking.final_fare, booking.fare = settled
     end_booking(session, booking, "force_complete", actor, now, reason)
-    # Priced like a completion by its driver: the trip as measured, against the quote.
-    settled = settle_fare(session, snapshot(booking))
-    booking.final_fare, booking.fare = settled.final_fare, settled.fare
     return booking
 
 

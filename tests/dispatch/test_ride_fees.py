@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import text, update
+from sqlalchemy import select, text, update
 
 from dispatch.actors import Actor
 from dispatch.bookings.transitions import (
@@ -16,7 +16,7 @@ from dispatch.bookings.transitions import (
 )
 from dispatch.matching.nearest import dispatch_booking
 from dispatch.matching.policy import MatchPolicy, Outcome
-from dispatch.models import Booking, BookingEvent
+from dispatch.models import Booking, BookingEvent, OutboxEvent
 from dispatch.states import Role
 from tests import factories as make
 from tests.dispatch.test_pricing import TARIFF, _book, _quote
@@ -119,3 +119,9 @@ def test_an_admins_force_complete_settles_the_fare(session, now):
     row = session.get(Booking, booking_id, populate_existing=True)
     assert done.final_fare is not None and row.final_fare == done.final_fare
     assert row.status == "completed" and row.fare["final"] is True
+    # What the rider and the admins are pushed is the settled booking, not the quote.
+    pushed = session.scalars(
+        select(OutboxEvent.payload).where(OutboxEvent.booking_id == booking_id)
+    ).all()
+    completed = [p for p in pushed if p["status"] == "completed"]
+    assert completed and all(p["fare"] == row.fare for p in completed)
