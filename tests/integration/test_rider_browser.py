@@ -81,6 +81,8 @@ def test_a_rider_books_on_a_quote_watches_the_ride_and_rates_the_driver(admin, s
     ):
         driver.call("POST", f"/v1/bookings/{booking_id}/{action}")
         expect(ride).to_have_attribute("data-status", status)
+        if status == "arrived":
+            screenshot(page, "rider-driver-arrived")
     completed = rider.call("GET", f"/v1/bookings/{booking_id}")
     assert completed["fare"]["final"] is True
     expect(page.locator("#ride-fare")).to_have_text(f"{euros(completed['fare']['amount'])} (final)")

@@ -23,17 +23,19 @@ const ERRORS = {
 const signIn = new SignIn("rider");
 let quote = null;  // The quote shown, with the trip it prices.
 let ride = null;   // The booking watched, as last seen.
+const sending = new Set();  // The buttons whose request is under way: one at a time each.
 
 async function start() {
   $("#trip-form").addEventListener("submit", (event) => {
     event.preventDefault();
-    attempt(getQuote, "#rider-error");
+    attempt(getQuote, "#rider-error", "#get-quote");
   });
-  $("#book").addEventListener("click", () => attempt(book, "#rider-error"));
-  $("#cancel-ride").addEventListener("click", () => attempt(cancel, "#ride-error"));
+  $("#book").addEventListener("click", () => attempt(book, "#rider-error", "#book"));
+  $("#cancel-ride").addEventListener("click",
+    () => attempt(cancel, "#ride-error", "#cancel-ride"));
   $("#rate").addEventListener("submit", (event) => {
     event.preventDefault();
-    attempt(rate, "#ride-error");
+    attempt(rate, "#ride-error", "#send-rating");
   });
   $("#new-trip").addEventListener("click", () => watch(null));
   $("#sign-out").addEventListener("click", () => sessionStorage.removeItem(WATCHED_KEY));
@@ -251,7 +253,7 @@ function tick() {
   const left = Math.max(0, Math.ceil((new Date(quote.expires_at) - Date.now()) / 1000));
   countdown.textContent = left ? `Price held for ${left} s` : "Price expired: get a new one";
   countdown.classList.toggle("urgent", left <= 10);
-  $("#book").disabled = left === 0;
+  $("#book").disabled = left === 0 || sending.has("#book");
 }
 
 // Amounts are integers of the currency's minor units: its own number of decimals (2 for
@@ -272,12 +274,21 @@ function day(iso) {
   return iso ? new Date(iso).toLocaleDateString() : "";
 }
 
-async function attempt(work, where) {
+// Runs a rider's action: its button is disabled until the answer comes (a double click
+// books or cancels once), and any error is shown in words.
+async function attempt(work, where, button) {
+  if (sending.has(button)) return;
+  sending.add(button);
+  $(button).disabled = true;
   $("#rider-error").textContent = $("#ride-error").textContent = "";
   try {
     await work();
   } catch (error) {
     $(where).textContent = ERRORS[error.code] || error.message;
+  } finally {
+    sending.delete(button);
+    $(button).disabled = false;
+    tick();
   }
 }
 
