@@ -38,6 +38,8 @@ async function start() {
     attempt(rate, "#ride-error", "#send-rating");
   });
   $("#new-trip").addEventListener("click", () => watch(null));
+  // The ride watched belongs to the token that watched it.
+  $("#sign-in").addEventListener("submit", () => sessionStorage.removeItem(WATCHED_KEY));
   $("#sign-out").addEventListener("click", () => sessionStorage.removeItem(WATCHED_KEY));
   setInterval(tick, 250);
   await enterConsole(signIn, {
@@ -59,7 +61,12 @@ async function refresh() {
   showHistory(history.bookings);
   const watchedId = ride?.id ?? Number(sessionStorage.getItem(WATCHED_KEY));
   if (watchedId) {
-    showRide(await call(signIn.token, "GET", `/v1/bookings/${watchedId}`));
+    try {
+      showRide(await call(signIn.token, "GET", `/v1/bookings/${watchedId}`));
+    } catch (error) {
+      if (!(error instanceof ApiError && error.status === 404)) throw error;
+      watch(null);  // Not this rider's (any longer): nothing to watch.
+    }
   } else {
     const open = history.bookings.find((booking) => OPEN.has(booking.status));
     if (open) showRide(open);
