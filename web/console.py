@@ -1,4 +1,5 @@
-"""The browser console: the admin dashboard (``/admin``) and the driver console (``/driver``).
+"""The browser console: the admin dashboard (``/admin``), the driver console (``/driver``) and
+the rider's page (``/rider``).
 
 Plain HTML, CSS and JavaScript from ``web/static``, with the Socket.IO client vendored, so
 the pages load nothing from elsewhere and work offline. They call the same ``/v1`` API as
@@ -50,6 +51,11 @@ def admin_page():
 @console.get("/driver")
 def driver_page():
     return _page("driver.html")
+
+
+@console.get("/rider")
+def rider_page():
+    return _page("rider.html")
 
 
 @console.get("/console/config.json")

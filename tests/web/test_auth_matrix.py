@@ -74,6 +74,7 @@ MATRIX = [
     # The console's pages and files hold no data: the token is pasted in and sent to /v1.
     ("GET", "/admin", "/admin", None, PUBLIC),
     ("GET", "/driver", "/driver", None, PUBLIC),
+    ("GET", "/rider", "/rider", None, PUBLIC),
     ("GET", "/console/config.json", "/console/config.json", None, PUBLIC),
     (
         "GET",
