@@ -45,10 +45,20 @@ def rider_room(rider_id: int) -> str:
 
 def pushes(booking: BookingFields) -> list[tuple[str, str]]:
     """The rooms and events the booking's current status goes to: admins and its rider
-    always, and its driver when it has just been offered to them."""
+    always; its driver when it has just been offered to them, and when it was cancelled
+    while they held it (by its rider, an admin or beat), so their console lets it go.
+
+    A driver hears of no other change: they made it themselves, and each push to a room
+    costs the relay a send, so the driver's room gets only what no action of theirs shows.
+    """
     rows = [(ADMIN_ROOM, BOOKING_UPDATED), (rider_room(booking.user_id), BOOKING_UPDATED)]
-    if booking.status == Status.ASSIGNED and booking.driver_id is not None:
+    if booking.driver_id is None:
+        return rows
+    if booking.status == Status.ASSIGNED:
         rows.append((driver_room(booking.driver_id), NEW_ASSIGNMENT))
+    elif booking.status == Status.CANCELLED:
+        # A cancelled booking keeps the driver who held it: that is who must hear of it.
+        rows.append((driver_room(booking.driver_id), BOOKING_UPDATED))
     return rows
 
 

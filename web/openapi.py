@@ -176,6 +176,12 @@ DRIVER = {
         "current_booking": {"oneOf": [BOOKING, {"type": "null"}]},
     },
 }
+# A driver in the admins' list: with the average of their riders' ratings (null: unrated).
+LISTED_DRIVER = {
+    **DRIVER,
+    "required": [*cast(list[str], DRIVER["required"]), "rating"],
+    "properties": {**cast(dict[str, Any], DRIVER["properties"]), "rating": RATING_AVERAGE},
+}
 TOKEN: dict[str, Any] = {
     "type": "object",
     "required": ["token", "token_id", "expires_at"],
@@ -548,12 +554,12 @@ def document() -> dict:
             },
             "/v1/admin/drivers": {
                 "get": _operation(
-                    "Drivers with their status and location, for the map (admin)",
+                    "Drivers with their status, location and rating, for the map (admin)",
                     200,
                     {
                         "type": "object",
                         "required": ["drivers"],
-                        "properties": {"drivers": {"type": "array", "items": DRIVER}},
+                        "properties": {"drivers": {"type": "array", "items": LISTED_DRIVER}},
                     },
                     params=[
                         _query("status", {"enum": list(DRIVER_STATUSES)}),

@@ -4,9 +4,12 @@ import pytest
 from sqlalchemy import select
 
 from dispatch import outbox
+from dispatch.actors import Actor
+from dispatch.bookings.transitions import cancel_booking, driver_action
 from dispatch.matching.nearest import dispatch_booking
 from dispatch.matching.policy import MatchPolicy
 from dispatch.models import OutboxEvent
+from dispatch.states import Role
 from tests import factories as make
 
 
@@ -56,3 +59,82 @@ def test_a_second_publisher_does_not_wait_for_the_lock(committed_sessions, now):
             assert not outbox.try_lock(second)
     with committed_sessions() as third, third.begin():
         assert outbox.try_lock(third)  # Released with the holder's transaction.
+
+
+def _driver_pushes(session, booking_id: int, driver_id: int) -> list[tuple[str, str]]:
+    """The pushes queued for the driver's room about the booking, oldest first."""
+    rows = session.scalars(
+        select(OutboxEvent)
+        .where(OutboxEvent.booking_id == booking_id, OutboxEvent.room == f"driver_{driver_id}")
+        .order_by(OutboxEvent.id)
+    )
+    return [(r.event, r.payload["status"]) for r in rows]
+
+
+def _accepted(session, now):
+    rider = make.rider(session)
+    driver = make.driver(session, now=now)
+    booking = make.booking(session, rider, now=now)
+    dispatch_booking(session, booking.id, MatchPolicy(), now)
+    driver_action(session, booking.id, driver.user_id, "accept", now=now)
+    return rider, driver, booking
+
+
+@pytest.mark.parametrize(
+    ("who", "reason"), [("rider", "plans changed"), ("admin", "duplicate booking")]
+)
+def test_the_driver_hears_when_a_ride_they_hold_is_cancelled(session, now, who, reason):
+    rider, driver, booking = _accepted(session, now)
+    actor = Actor(rider.id, Role.RIDER) if who == "rider" else Actor(None, Role.ADMIN)
+    cancel_booking(session, booking.id, actor, now=now, reason=reason)
+    # The offer, then the cancel: accepting is the driver's own doing and is not pushed back.
+    assert _driver_pushes(session, booking.id, driver.user_id) == [
+        ("new_assignment", "assigned"),
+        ("booking_updated", "cancelled"),
+    ]
+    cancelled = session.scalars(
+        select(OutboxEvent).where(
+            OutboxEvent.room == f"driver_{driver.user_id}", OutboxEvent.event == "booking_updated"
+        )
+    ).one()
+    assert cancelled.payload["cancelled_by"] == who
+    assert cancelled.payload["cancel_reason"] == reason
+    assert cancelled.payload["driver_id"] == driver.user_id
+
+
+def test_the_driver_hears_of_a_cancelled_offer_too(session, now):
+    rider = make.rider(session)
+    driver = make.driver(session, now=now)
+    booking = make.booking(session, rider, now=now)
+    dispatch_booking(session, booking.id, MatchPolicy(), now)
+    cancel_booking(session, booking.id, Actor(rider.id, Role.RIDER), now=now)
+    assert _driver_pushes(session, booking.id, driver.user_id)[-1] == (
+        "booking_updated",
+        "cancelled",
+    )
+
+
+def test_a_driver_is_not_pushed_the_changes_they_make(session, now):
+    _rider, driver, booking = _accepted(session, now)
+    for action in ("arrive", "start", "complete"):
+        driver_action(session, booking.id, driver.user_id, action, now=now)
+    assert _driver_pushes(session, booking.id, driver.user_id) == [("new_assignment", "assigned")]
+
+
+def test_a_driver_is_not_pushed_the_ride_they_gave_back(session, now):
+    _rider, driver, booking = _accepted(session, now)
+    driver_action(session, booking.id, driver.user_id, "cancel", now=now, reason="flat tyre")
+    assert _driver_pushes(session, booking.id, driver.user_id) == [("new_assignment", "assigned")]
+
+
+def test_a_cancel_before_any_driver_goes_to_admins_and_the_rider_only(session, now):
+    rider = make.rider(session)
+    booking = make.booking(session, rider, now=now)
+    cancel_booking(session, booking.id, Actor(rider.id, Role.RIDER), now=now)
+    rows = session.scalars(
+        select(OutboxEvent).where(
+            OutboxEvent.booking_id == booking.id,
+            OutboxEvent.payload["status"].astext == "cancelled",
+        )
+    ).all()
+    assert sorted(r.room for r in rows) == ["admin_dashboard", f"rider_{rider.id}"]

@@ -34,6 +34,8 @@ STACK_TUNING = {
     "SMARTROUTE_HEALTH_EVERY_S": "0.5",
     "SMARTROUTE_STUCK_EVERY_S": "0.5",
     "SMARTROUTE_SCHEDULE_LEAD_S": "0",
+    # A driver at the pickup may report a no-show after seconds, not minutes.
+    "SMARTROUTE_NO_SHOW_WAIT_S": "2",
     # Batched matching, with a short window.
     "SMARTROUTE_BATCH_WINDOW_S": "0.2",
     "SMARTROUTE_RELAY_REVALIDATE_EVERY_S": "0.5",

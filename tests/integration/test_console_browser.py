@@ -8,6 +8,7 @@ of both pages go to ``test-artifacts/screenshots/`` for people to look at.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 import shutil
@@ -17,7 +18,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration.conftest import METRICS_TOKEN, new_user, online_driver
+from tests.integration.conftest import METRICS_TOKEN, STACK_TUNING, new_user, online_driver
 from tests.support import wait_for
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -298,3 +299,91 @@ def test_the_driver_console_reloads_over_http_when_the_relay_cannot_replay(admin
     expect(console.locator("#ride")).to_have_attribute("data-booking-id", str(booking_id))
     expect(console.locator("#ride")).to_have_attribute("data-status", "assigned")
     assert console.errors == [], console.errors
+
+
+def euros(amount: int) -> re.Pattern:
+    """An amount of euro cents as the console shows it, whatever the browser's locale puts
+    between the units and the cents or around the sign."""
+    units, cents = divmod(amount, 100)
+    return re.compile(rf"€\s?{units:,}[.,]{cents:02d}|{units:,}[.,]{cents:02d}\s?€")
+
+
+def test_a_driver_waits_at_the_pickup_and_reports_a_no_show_with_its_fee(admin, stack, pages):
+    """The stack's no-show wait is short (SMARTROUTE_NO_SHOW_WAIT_S in STACK_TUNING)."""
+    dashboard = pages()
+    sign_in(dashboard, stack.url, "/admin", stack.settings.admin_token)
+    driver = online_driver(admin, CENTRE[0] + 0.003, CENTRE[1], "Nuno")
+    console = pages((480, 900))
+    sign_in(console, stack.url, "/driver", driver.token)
+    rider = new_user(admin, "rider")
+    booking = rider.call("POST", "/v1/bookings", expect=202, json=TRIP)
+    assert booking["fare"]["currency"] == "EUR"
+
+    card = console.locator("#ride")
+    expect(card).to_have_attribute("data-status", "assigned")
+    expect(console.locator("#ride-fare")).to_have_text(euros(booking["fare"]["amount"]))
+    console.get_by_role("button", name="Accept").click()
+    expect(card).to_have_attribute("data-status", "accepted")
+    console.get_by_role("button", name="I have arrived").click()
+    expect(card).to_have_attribute("data-status", "arrived")
+
+    arrived = admin.call("GET", f"/v1/bookings/{booking['id']}")
+    waited_from = max(
+        dt.datetime.fromisoformat(arrived["arrived_at"]),
+        dt.datetime.fromisoformat(arrived["pickup_at"]),
+    )
+    allowed_at = waited_from + dt.timedelta(seconds=int(STACK_TUNING["SMARTROUTE_NO_SHOW_WAIT_S"]))
+    wait_for(
+        lambda: dt.datetime.now(dt.UTC) > allowed_at + dt.timedelta(milliseconds=200),
+        30,
+        "the no-show wait to be over",
+    )
+    console.get_by_role("button", name="Rider did not come").click()
+    expect(card).to_be_hidden()
+    ended = admin.call("GET", f"/v1/bookings/{booking['id']}")
+    assert ended["status"] == "no_show" and ended["cancellation_fee"] is not None
+    expect(console.locator("#ride-outcome")).to_contain_text("No-show recorded")
+    expect(console.locator("#ride-outcome")).to_contain_text(euros(ended["cancellation_fee"]))
+    expect(console.locator("#driver-status")).to_have_text("available")
+
+    row = dashboard.locator(f'#bookings tr[data-booking-id="{booking["id"]}"]')
+    expect(row.locator(".status .pill")).to_have_text("no show")
+    expect(row.locator(".fare")).to_have_text(euros(booking["fare"]["amount"]))
+    expect(dashboard.locator(f'#drivers tr[data-driver-id="{driver.id}"] .rating')).to_have_text(
+        "unrated"
+    )
+    screenshot(console, "driver-console-no-show")
+    assert dashboard.errors == [] and console.errors == []
+
+
+def test_the_driver_console_says_why_when_the_rider_cancels(admin, stack, pages):
+    driver = online_driver(admin, CENTRE[0] + 0.003, CENTRE[1], "Rui")
+    console = pages((480, 900))
+    sign_in(console, stack.url, "/driver", driver.token)
+    rider = new_user(admin, "rider")
+    booking_id = rider.call("POST", "/v1/bookings", expect=202, json=TRIP)["id"]
+    card = console.locator("#ride")
+    expect(card).to_have_attribute("data-status", "assigned")
+    console.get_by_role("button", name="Accept").click()
+    expect(card).to_have_attribute("data-status", "accepted")
+
+    rider.call("POST", f"/v1/bookings/{booking_id}/cancel", json={"reason": "plans changed"})
+    # Only the relay's push carries the reason: a poll would clear the card without one.
+    expect(console.locator("#ride-outcome")).to_have_text("The rider cancelled: plans changed")
+    expect(card).to_be_hidden()
+    expect(console.locator("#driver-status")).to_have_text("available")
+    screenshot(console, "driver-console-rider-cancelled")
+    assert console.errors == []
+
+
+def test_money_shows_minor_units_with_each_currency_s_own_decimals(stack, pages):
+    page = pages()
+    page.goto(f"{stack.url}/driver")
+    shown = page.evaluate(
+        "import('/console/static/console.js').then(({ money }) => [money(1234, 'EUR'),"
+        " money(500, 'JPY'), money(1234, 'KWD'), money(null, 'EUR'), money(5, undefined)])"
+    )
+    assert re.fullmatch(r"€\s?12[.,]34|12[.,]34\s?€", shown[0]), shown
+    assert re.fullmatch(r"(¥|JP¥|￥)\s?500", shown[1]), shown  # Not ¥5: the yen has no cents.
+    assert re.search(r"1[.,]234", shown[2]), shown  # Three decimals for the dinar.
+    assert shown[3:] == ["–", "–"]

@@ -232,3 +232,25 @@ def test_a_relay_with_no_origins_configured_admits_only_its_own(stack, origin, a
     finally:
         relay.terminate()
         relay.wait(timeout=20)
+
+
+def test_a_driver_hears_when_the_rider_cancels_the_ride_they_hold(admin, listeners):
+    driver = online_driver(admin, CENTRE[0] + 0.003, CENTRE[1])
+    rider = new_user(admin, "rider")
+    feed = listeners(driver.token)
+    booking_id = rider.call("POST", "/v1/bookings", expect=202, json=TRIP)["id"]
+    _, offer = feed.next("new_assignment")
+    assert offer["id"] == booking_id
+    driver.call("POST", f"/v1/bookings/{booking_id}/accept")
+    rider.call("POST", f"/v1/bookings/{booking_id}/cancel", json={"reason": "plans changed"})
+
+    # The next event the driver gets is the cancel: their own accept is not pushed back.
+    name, update = feed.next()
+    assert name == "booking_updated"
+    assert (update["id"], update["status"], update["driver_id"]) == (
+        booking_id,
+        "cancelled",
+        driver.id,
+    )
+    assert (update["cancelled_by"], update["cancel_reason"]) == ("rider", "plans changed")
+    assert update["event_id"] > offer["event_id"]

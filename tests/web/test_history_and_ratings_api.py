@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 
+import jsonschema
 import pytest
 from sqlalchemy import text
 
@@ -276,3 +277,36 @@ def test_a_comment_keeps_its_line_breaks(party, committed_sessions):
         "POST", f"/v1/bookings/{booking_id}/rating", json={"stars": 2, "comment": "late\r\nrude"}
     )
     assert response.status_code == 201 and response.get_json()["comment"] == "late\nrude"
+
+
+def test_admins_list_each_driver_with_their_rating_in_one_query(api, party, committed_sessions):
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    rider, driver, _rider_id, driver_id = party
+    unrated_id = api.user("driver", "new")["id"]
+    for stars in (4, 5):
+        done = _ride(committed_sessions, rider, driver)
+        rating = rider.request("POST", f"/v1/bookings/{done}/rating", json={"stars": stars})
+        assert rating.status_code == 201
+
+    statements: list[str] = []
+
+    def count(_conn, _cursor, statement, *_args) -> None:
+        statements.append(statement)
+
+    event.listen(Engine, "before_cursor_execute", count)
+    try:
+        response = api.request("GET", "/v1/admin/drivers")
+    finally:
+        event.remove(Engine, "before_cursor_execute", count)
+    assert response.status_code == 200
+    ratings = {d["id"]: d["rating"] for d in response.get_json()["drivers"]}
+    assert ratings == {driver_id: {"average": 4.5, "count": 2}, unrated_id: None}
+    assert sum("rating_summaries" in s for s in statements) == 1
+    # The answer keeps to what the OpenAPI document says of it.
+    document = api.request("GET", "/openapi.json").get_json()
+    described = document["paths"]["/v1/admin/drivers"]["get"]["responses"]["200"]
+    schema = described["content"]["application/json"]["schema"]
+    jsonschema.validate(response.get_json(), schema | {"components": document["components"]})
+    assert "rating" in schema["properties"]["drivers"]["items"]["required"]

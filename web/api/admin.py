@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from dispatch.bookings.payloads import booking_payload
 from dispatch.drivers import driver_payload
 from dispatch.models import Booking, Driver
+from dispatch.ratings import RatingAverage, averages
 from dispatch.states import ACTIVE_STATUSES, DRIVER_STATUSES, Role, Status
 from dispatch.stats import booking_stats
 from smartroute.infra import snapshots
@@ -56,8 +57,16 @@ def list_drivers():
     statement = select(Driver).order_by(Driver.user_id).limit(query.limit)
     if query.status is not None:
         statement = statement.where(Driver.status == query.status)
-    drivers = read_db().execute(statement).scalars()
-    return {"drivers": [driver_payload(d) for d in drivers]}
+    session = read_db()
+    drivers = list(session.execute(statement).scalars())
+    # Every listed driver's rating in one query, whatever the page's length.
+    ratings = averages(session, {d.user_id for d in drivers})
+    return {"drivers": [_with_rating(driver_payload(d), ratings.get(d.user_id)) for d in drivers]}
+
+
+def _with_rating(payload: dict, rating: RatingAverage | None) -> dict:
+    """A driver as the dashboard lists them: with their riders' average (None: unrated)."""
+    return payload | {"rating": rating.payload() if rating is not None else None}
 
 
 @api.get("/admin/bookings/open")

@@ -2,13 +2,14 @@
 // drivers and open bookings on a tile-free map, and every booking change pushed live by
 // the relay to the admin_dashboard room.
 import {
-  $, SignIn, call, clock, element, enterConsole, place, statusLabel,
+  $, SignIn, call, clock, element, enterConsole, money, place, statusLabel,
 } from "./console.js";
 import { BOOKING_COLOURS, DRIVER_COLOURS, bookingAt, drawMap, prepareCanvas } from "./map.js";
 
 const POLL_MS = 5000;
 const FEED_LENGTH = 50;
 const TABLE_LENGTH = 100;
+const DRIVER_ROWS = 200;
 const OPEN = new Set(["pending", "assigned", "accepted", "arrived", "in_progress"]);
 const SETTLE_MS = 400;  // After a burst of pushes, refresh the counts and the map once.
 
@@ -116,6 +117,7 @@ function drawAll() {
       element("td", { class: "status" }, statusPill(b.status), ...statusNote(b)),
       element("td", {}, b.driver_id ?? "–"),
       element("td", {}, place(b.pickup)),
+      element("td", { class: "number fare" }, money(b.fare?.amount, b.fare?.currency)),
       element("td", {}, clock(b.updated_at)));
     row.addEventListener("click", () => showDispatchLog(b.id));
     row.addEventListener("keydown", (e) => { if (e.key === "Enter") showDispatchLog(b.id); });
@@ -123,13 +125,33 @@ function drawAll() {
   }));
   const open = [...bookings.values()].filter((b) => OPEN.has(b.status));
   drawMap($("#map"), drivers, open);
+  drawDrivers();
 }
 
-// Why a booking ended as it did, or that its ride runs past SMARTROUTE_MAX_RIDE_S.
+function drawDrivers() {
+  $("#drivers").replaceChildren(...drivers.slice(0, DRIVER_ROWS).map((d) =>
+    element("tr", { "data-driver-id": d.id },
+      element("td", {}, d.id),
+      element("td", {}, element("span", { class: `pill driver-${d.status}` }, d.status)),
+      element("td", { class: "rating" }, rating(d.rating)),
+      element("td", {}, clock(d.last_seen_at)))));
+}
+
+// "4.50 ★ (12)": the riders' average and how many rated; "unrated" before the first.
+function rating(summary) {
+  return summary ? `${summary.average.toFixed(2)} ★ (${summary.count})` : "unrated";
+}
+
+// Why a booking ended as it did and the fee it carries, or that its ride runs past
+// SMARTROUTE_MAX_RIDE_S.
 function statusNote(b) {
+  const fee = b.cancellation_fee ? `fee ${money(b.cancellation_fee, b.fare?.currency)}` : "";
   if (b.status === "cancelled" && b.cancelled_by) {
     const why = b.cancel_reason ? `: ${b.cancel_reason}` : "";
-    return [element("small", { class: "note" }, ` by ${b.cancelled_by}${why}`)];
+    return [element("small", { class: "note" }, ` by ${b.cancelled_by}${why}${fee && `, ${fee}`}`)];
+  }
+  if (b.status === "no_show" && fee) {
+    return [element("small", { class: "note" }, ` ${fee}`)];
   }
   if (b.status === "in_progress" && b.overrun_at) {
     return [element("small", { class: "note urgent" }, ` overrunning since ${clock(b.overrun_at)}`)];

@@ -175,3 +175,17 @@ export function place(point) {
 export function statusLabel(status) {
   return status.replace("_", " ");
 }
+
+// An amount in a currency's minor units (as the API gives every amount), shown in that
+// currency with its own number of decimals: 2 for EUR, 0 for JPY, 3 for KWD. A blind ÷100
+// would price a ¥500 ride at ¥5.
+const moneyFormats = new Map();
+export function money(amount, currency) {
+  if (amount === null || amount === undefined || !currency) return "–";
+  let format = moneyFormats.get(currency);
+  if (!format) {
+    format = new Intl.NumberFormat(undefined, { style: "currency", currency });
+    moneyFormats.set(currency, format);
+  }
+  return format.format(amount / 10 ** format.resolvedOptions().maximumFractionDigits);
+}

@@ -1,12 +1,13 @@
 // The driver console: go online, share a location, get offers pushed by the relay to the
 // driver's own room, and accept, decline, arrive, start and complete the ride, report a
 // no-show or cancel it with a reason, over the same connection (through /v1 while it is
-// down).
+// down). A ride the rider or dispatch cancels is pushed to the driver's room too: the card
+// goes, and the console says why.
 import {
-  $, ApiError, SignIn, call, clock, element, enterConsole, place, statusLabel,
+  $, ApiError, SignIn, call, clock, element, enterConsole, money, place, statusLabel,
 } from "./console.js";
 
-const POLL_MS = 5000;        // Picks up what no push tells a driver: a rider's cancel, say.
+const POLL_MS = 5000;        // Picks up what a push missed would have told the driver.
 const KEEP_ALIVE_MS = 30000; // Under SMARTROUTE_DRIVER_STALE_S, so an idle driver stays on.
 const SIMULATE_MS = 3000;
 const ACTION_TIMEOUT_MS = 10000;
@@ -24,6 +25,7 @@ const CANCELLABLE = new Set(["accepted", "arrived"]);
 const signIn = new SignIn("driver");
 let me = null;
 let ride = null;  // The booking this driver holds, as last seen.
+let held = null;  // The last booking shown, kept once it ends: an older copy may not revive it.
 let lastPing = 0;
 let lastPushAt = 0;
 let simulation = null;
@@ -37,7 +39,7 @@ async function start() {
   $("#simulate").addEventListener("change", (e) => simulate(e.target.checked));
   await enterConsole(signIn, {
     panel: "#console", refresh, pollMs: POLL_MS, notYours: "That token is not a driver's.",
-    events: { new_assignment: onOffer },
+    events: { new_assignment: onOffer, booking_updated: onRideTakenAway },
     onLive: (socket) => { relay = socket; setInterval(tick, 250); },
     // An offer the relay could not replay is in GET /v1/drivers/me, taken as the truth.
     onResync: () => { lastPushAt = 0; return refresh(); },
@@ -49,6 +51,36 @@ function onOffer(booking) {
   if (new Date(booking.offer_expires_at) <= Date.now()) return;
   lastPushAt = Date.now();
   showRide(booking);
+}
+
+// The relay sends a driver booking_updated only when a ride they hold is cancelled by its
+// rider, an admin or beat. A replay of one already seen, or of another ride, is ignored.
+function onRideTakenAway(booking) {
+  if (booking.status !== "cancelled" || booking.id !== held?.id) return;
+  if (booking.version <= held.version) return;
+  lastPushAt = Date.now();
+  showRide(booking);
+  showOutcome(cancelledNote(booking));
+}
+
+function cancelledNote(booking) {
+  const who = { rider: "The rider cancelled", admin: "Dispatch cancelled the ride" }[
+    booking.cancelled_by] || "The ride was cancelled";
+  return booking.cancel_reason ? `${who}: ${booking.cancel_reason}` : `${who}.`;
+}
+
+// How a ride the driver ended by a no-show or a cancel came out, with the fee the answer
+// reports (charged to the rider for a no-show).
+function endedNote(action, booking) {
+  const fee = booking.cancellation_fee;
+  const charged = fee === null || fee === undefined ? "no fee is charged"
+    : `a fee of ${money(fee, booking.fare?.currency)} is charged`;
+  return action === "no_show" ? `No-show recorded: ${charged} to the rider.`
+    : `You gave the ride back: ${charged}.`;
+}
+
+function showOutcome(text) {
+  $("#ride-outcome").textContent = text;
 }
 
 async function refresh() {
@@ -91,19 +123,22 @@ function showMe(state) {
 function showRide(booking, { authoritative = false } = {}) {
   if (!booking) {
     if (authoritative) ride = null;
-  } else if (!ride || ride.id !== booking.id || booking.version >= ride.version) {
-    ride = booking;
+  } else if (held?.id !== booking.id || booking.version >= held.version) {
+    held = ride = booking;
   }
   if (ride && !(ride.status in NEXT_ACTION)) ride = null;
   $("#ride").hidden = !ride;
   $("#idle").hidden = !!ride;
   if (!ride) return;
+  showOutcome("");
   $("#ride").dataset.bookingId = ride.id;
   $("#ride").dataset.status = ride.status;
   $("#ride-title").textContent = TITLES[ride.status];
   $("#ride-booking").textContent = `Booking #${ride.id} · ${statusLabel(ride.status)}`;
   $("#ride-pickup").textContent = `${place(ride.pickup)} at ${clock(ride.pickup_at)}`;
   $("#ride-dropoff").textContent = place(ride.dropoff);
+  // The quoted fare until completion (an unpriced booking has none).
+  $("#ride-fare").textContent = money(ride.fare?.amount, ride.fare?.currency);
   const actions = NEXT_ACTION[ride.status].map(([action, label]) => element("button",
     { class: action, onclick: () => attempt(() => act(ride.id, action)) }, label));
   $("#ride-actions").replaceChildren(...actions);
@@ -118,8 +153,10 @@ async function act(bookingId, action) {
     if (!reason) throw new Error("Say why you cancel this ride.");
   }
   try {
-    showRide(await send(bookingId, action, reason), { authoritative: true });
+    const answer = await send(bookingId, action, reason);
+    showRide(answer, { authoritative: true });
     if (action === "cancel") $("#cancel-reason").value = "";
+    if (action === "cancel" || action === "no_show") showOutcome(endedNote(action, answer));
   } finally {
     await refresh();
   }
