@@ -34,6 +34,10 @@ STACK_TUNING = {
     "SMARTROUTE_HEALTH_EVERY_S": "0.5",
     "SMARTROUTE_STUCK_EVERY_S": "0.5",
     "SMARTROUTE_SCHEDULE_LEAD_S": "0",
+    # A driver may report a no-show a second after arriving, and a rider's cancel costs the
+    # tariff's fee as soon as a driver is assigned (smartroute simulate's riders and drivers).
+    "SMARTROUTE_NO_SHOW_WAIT_S": "1",
+    "SMARTROUTE_CANCEL_GRACE_S": "0",
     # Batched matching, with a short window.
     "SMARTROUTE_BATCH_WINDOW_S": "0.2",
     "SMARTROUTE_RELAY_REVALIDATE_EVERY_S": "0.5",
