@@ -540,6 +540,23 @@ def document() -> dict:
                 )
             },
             "/v1/drivers/me": {"get": _operation("The calling driver", 200, DRIVER)},
+            "/v1/riders/me": {
+                "get": _operation(
+                    "The calling rider, with the average of drivers' ratings of them",
+                    200,
+                    {
+                        "type": "object",
+                        "required": ["id", "name", "role", "created_at", "rating"],
+                        "properties": {
+                            "id": {"type": "integer"},
+                            "name": {"type": "string"},
+                            "role": {"enum": ["rider"]},
+                            "created_at": NULLABLE_TIME,
+                            "rating": RATING_AVERAGE,
+                        },
+                    },
+                )
+            },
             "/v1/drivers/me/location": {
                 "put": _operation("Location ping (driver)", 200, DRIVER, body=Location)
             },

@@ -266,6 +266,26 @@ def bench_e2e(
     show_default=True,
     help="Simulated seconds of driving per real second.",
 )
+@click.option(
+    "--rider-cancels",
+    type=click.FloatRange(0, 1),
+    default=None,
+    help="Probability a rider cancels a booking, half before and half after a driver is "
+    "assigned [default: 0.06].",
+)
+@click.option(
+    "--driver-cancels",
+    type=click.FloatRange(0, 1),
+    default=None,
+    help="Probability a driver gives a ride back after accepting it [default: 0.03].",
+)
+@click.option(
+    "--no-shows",
+    type=click.FloatRange(0, 1),
+    default=None,
+    help="Probability a rider never comes to the pickup [default: 0.02]; each takes the "
+    "engine's SMARTROUTE_NO_SHOW_WAIT_S in real time.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def simulate(
     api,
@@ -281,10 +301,15 @@ def simulate(
     chart,
     drain,
     speedup,
+    rider_cancels,
+    driver_cancels,
+    no_shows,
     as_json,
 ) -> None:
-    """A seeded synthetic city of real clients: drivers ping, accept, drive and complete;
-    riders book. Live progress, then a summary table and a PNG chart."""
+    """A seeded synthetic city of real clients: drivers ping, accept, drive, arrive and
+    complete (now and then cancel, or report a no-show), riders quote, book, now and then
+    cancel, and both rate. Live progress, then a summary table (the ride figures read back
+    from the database) and a PNG chart."""
     import json
 
     from rich.console import Console
@@ -305,6 +330,9 @@ def simulate(
             live=not as_json,
             speedup=speedup,
             actions_over=actions_over,
+            rider_cancels=rider_cancels,
+            driver_cancels=driver_cancels,
+            no_shows=no_shows,
         )
     if as_json:
         click.echo(json.dumps(result))

@@ -2,9 +2,11 @@
 simulation and the chaos suite's load all run it.
 
 It goes online (location, a Socket.IO connection to the relay, status available), hears
-offers (``new_assignment``), takes each booking through its steps (accept, start, complete;
-or decline) over its relay connection (``driver_action``) or over HTTP, and pings its
-location. Like a real app under faults, its Socket.IO client reconnects by itself and asks
+offers (``new_assignment``), takes each booking through its steps (accept, arrive, start,
+complete; or decline, cancel with a reason, no-show) over its relay connection
+(``driver_action``) or over HTTP, and pings its location. What a driver does with an
+accepted ride besides driving it (give it back, rate the rider) is drawn by
+``ride_choices``. Like a real app under faults, its Socket.IO client reconnects by itself and asks
 for what it missed (``last_event_id``); given several relays it moves to the next one at
 once when its own goes away; a step over the relay that gets no answer is sent over HTTP;
 and a retried step that finds its first attempt landed (a 409 ``invalid_transition`` whose
@@ -25,16 +27,28 @@ import random
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import requests
 import socketio
 
 from smartroute_sim.client import HTTP_TIMEOUT_S, Answer, Api, Endpoints, error_of
+from smartroute_sim.rider import Rating, draw_rating
 
 log = logging.getLogger(__name__)
 
 # What each step leaves a booking in: a retry that finds it there finds its own step landed.
-LANDED = {"accept": "accepted", "start": "in_progress", "complete": "completed"}
+LANDED = {
+    "accept": "accepted",
+    "arrive": "arrived",
+    "start": "in_progress",
+    "complete": "completed",
+    "no_show": "no_show",
+}
+# The HTTP path of a step whose name is not its path's.
+HTTP_PATHS = {"no_show": "no-show"}
+DRIVER_CANCEL_REASONS = ("vehicle trouble", "stuck in traffic", "passenger unreachable")
+DRIVER_COMMENTS = ("polite rider", "on time", "kept me waiting", "left litter")
 # Answers worth trying again: the engine was busy or a server was away.
 RETRYABLE = {429, 500, 502, 503, 504}
 
@@ -44,6 +58,27 @@ OfferHandler = Callable[["SimulatedDriver", dict, str], None]
 
 def _ignore(*_args) -> None:
     return None
+
+
+@dataclass(frozen=True)
+class RideChoices:
+    """What a driver does with one accepted ride besides driving it."""
+
+    cancel_reason: str | None = None  # Gives the ride back after accepting it.
+    rating: Rating | None = None  # Of the rider, after completing the ride.
+
+
+def ride_choices(
+    seed: int, index: int, attempt: int, cancel: float, rate: float, comment: float = 0.5
+) -> RideChoices:
+    """The choices for the ``attempt``-th acceptance of the run's ``index``-th booking,
+    drawn from the run's seed: one seed gives the same cancels and ratings whichever
+    driver the matcher picks."""
+    if cancel <= 0 and rate <= 0:
+        return RideChoices()
+    rng = random.Random(f"{seed}:driver:{index}:{attempt}")
+    reason = rng.choice(DRIVER_CANCEL_REASONS) if rng.random() < cancel else None
+    return RideChoices(reason, draw_rating(rng, rate, comment, DRIVER_COMMENTS))
 
 
 class SimulatedDriver:
@@ -197,21 +232,23 @@ class SimulatedDriver:
 
     # --- Steps and pings -------------------------------------------------------------------
 
-    def send(self, booking_id: int, action: str) -> tuple[int | None, dict]:
-        """One attempt at a step: its status (None when nothing answered) and error object.
-        Over the relay when asked to and connected; over HTTP otherwise, or when the relay
-        gave no answer (as an app falls back)."""
-        path = f"/v1/bookings/{booking_id}/{action}"
+    def send(
+        self, booking_id: int, action: str, reason: str | None = None
+    ) -> tuple[int | None, dict]:
+        """One attempt at a step: its status (None when nothing answered) and the answer's
+        body (the booking, or the error object). Over the relay when asked to and
+        connected; over HTTP otherwise, or when the relay gave no answer (as an app falls
+        back). A cancel carries its ``reason``."""
+        path = f"/v1/bookings/{booking_id}/{HTTP_PATHS.get(action, action)}"
         sio = self.sio
         if self.over_relay and sio is not None and sio.connected:
             started, relay = time.monotonic(), self.connecting_to
+            message = {"booking_id": booking_id, "action": action}
+            if reason is not None:
+                message["reason"] = reason
             try:
                 with self.stepping:
-                    answer = sio.call(
-                        "driver_action",
-                        {"booking_id": booking_id, "action": action},
-                        timeout=HTTP_TIMEOUT_S,
-                    )
+                    answer = sio.call("driver_action", message, timeout=HTTP_TIMEOUT_S)
             except socketio.exceptions.SocketIOError:
                 answer = None  # The relay went away mid-call.
             status = answer.get("status") if isinstance(answer, dict) else None
@@ -230,27 +267,33 @@ class SimulatedDriver:
                 )
             if status is not None:
                 self.count("relay_actions")
-                return status, error
+                return status, (error if status >= 400 else answer.get("booking") or {})
             self.count("relay_action_fallbacks")
-        response = self.api.answer("POST", path, retry=True)
+        body = {"reason": reason} if reason is not None else None
+        response = self.api.answer("POST", path, body, retry=True)
         if response is None:
             return None, {}
+        if response.status_code == 200:
+            return 200, response.json()
         return response.status_code, error_of(response)
 
-    def act(self, booking_id: int, action: str, persist: bool = False) -> bool:
-        """A step, True once it landed. With ``persist``, tried again (while the driver is
-        not stopped) until it lands or the engine says the ride is no longer this driver's;
-        without, one attempt."""
+    def act(
+        self, booking_id: int, action: str, persist: bool = False, reason: str | None = None
+    ) -> dict | None:
+        """A step: the booking as it left it once it landed, None if it did not. With
+        ``persist``, tried again (while the driver is not stopped) until it lands or the
+        engine says the ride is no longer this driver's; without, one attempt."""
         while True:
-            status, error = self.send(booking_id, action)
+            status, body = self.send(booking_id, action, reason)
             if status == 200:
-                return True
+                return body or {"id": booking_id}
             if (
                 status == 409
-                and error.get("code") == "invalid_transition"
-                and error.get("current_status") == LANDED.get(action)
+                and body.get("code") == "invalid_transition"
+                and body.get("current_status") == LANDED.get(action)
             ):
-                return True  # An earlier attempt landed; its answer was lost.
+                # An earlier attempt landed; its answer was lost.
+                return {"id": booking_id, "status": body["current_status"]}
             if (
                 not persist
                 or self.stop.is_set()
@@ -258,7 +301,7 @@ class SimulatedDriver:
             ):
                 self.count(f"{action}_refused")
                 log.info("%s of booking %s answered %s", action, booking_id, status)
-                return False
+                return None
             self.stop.wait(0.2)
 
     def ping(self) -> requests.Response | None:

@@ -20,8 +20,9 @@ import signal
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import psutil
 import requests
@@ -29,11 +30,13 @@ from sqlalchemy import text
 
 from dispatch.db import make_engine
 from dispatch.eta import GreatCircleEta
-from smartroute_sim.city import CityMap, Fleet, Timers, parse_time
-from smartroute_sim.client import Api
-from smartroute_sim.driver import SimulatedDriver
+from smartroute_sim import rider as riders
+from smartroute_sim.city import CityMap, Fleet, Rider, Timers, parse_time
+from smartroute_sim.client import HTTP_TIMEOUT_S, Api
+from smartroute_sim.driver import RideChoices, SimulatedDriver, ride_choices
 from smartroute_sim.engine import EngineWatch, Target, broker_client, queue_depths
 from smartroute_sim.report import Recorder
+from smartroute_sim.ride_figures import RideTally, ride_figures_sql
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +58,13 @@ class DriverPolicy:
     # "relay": accept, decline, start and complete over the driver's Socket.IO connection,
     # as drivers' apps do; "http": POST /v1/bookings/<id>/<action>.
     actions_over: str = "relay"
+    # The ride's other steps, all off by default (as ``bench`` runs): say "arrived" at the
+    # pickup before starting (and report a no-show for a rider who never comes), give a
+    # ride back after accepting it (probability), rate the rider after completing it
+    # (probability).
+    arrive: bool = False
+    cancel_after_accept: float = 0.0
+    rate: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -67,6 +77,8 @@ class LoadPlan:
     drain_s: float = 30.0
     send_threads: int = 64
     driver_threads: int = 32
+    # What riders do besides booking (quotes, cancels, no-shows, ratings): off by default.
+    rider_policy: riders.RiderPolicy = field(default_factory=riders.RiderPolicy)
 
 
 class LoadRun:
@@ -92,7 +104,15 @@ class LoadRun:
         self.lock = threading.Lock()
         self.booked: dict[int, float] = {}  # booking id -> scheduled send (epoch seconds)
         self.pushed: dict[int, float] = {}  # booking id -> first new_assignment received
-        self.completed: set[int] = set()
+        # Booking id -> the final status this run took it to (completed, cancelled by its
+        # rider, no_show): what the database must say at the end.
+        self.ended: dict[int, str] = {}
+        self.plans: dict[int, riders.RiderPlan] = {}  # booking id -> its rider's plan
+        self.index_of: dict[int, int] = {}  # booking id -> its place in the run
+        self.rider_of: dict[int, Rider] = {}
+        self.acceptances: Counter[int] = Counter()  # booking id -> times accepted
+        self.no_show_wait_s = float(target.settings.no_show_wait_s)
+        self.tally = RideTally()
         self.double_seen = 0
         self.all_done = threading.Condition(self.lock)
         self.running = threading.Event()
@@ -104,6 +124,16 @@ class LoadRun:
         self.http_requests = 0  # Sent while bookings flowed: bookings, pings, actions.
 
     # --- The run -------------------------------------------------------------------------
+
+    @property
+    def ride_events_on(self) -> bool:
+        """Whether this run's riders or drivers do more than book, accept and complete."""
+        return (
+            self.plan.rider_policy.active
+            or self.policy.arrive
+            or self.policy.cancel_after_accept > 0
+            or self.policy.rate > 0
+        )
 
     def execute(self) -> dict:
         run_id = f"load-{uuid.uuid4().hex[:8]}"
@@ -158,17 +188,29 @@ class LoadRun:
             if delay > 0:
                 time.sleep(delay)
             self.send_pool.submit(
-                self._book, self.fleet.riders[i % len(self.fleet.riders)], trip, due, due + offset
+                self._book,
+                self.fleet.riders[i % len(self.fleet.riders)],
+                trip,
+                due,
+                due + offset,
+                i,
             )
         self.sending_window = (start, start + count / self.plan.rate)
 
-    def _book(self, rider, trip: dict, due: float, due_epoch: float) -> None:
+    def _book(self, rider: Rider, trip: dict, due: float, due_epoch: float, index: int) -> None:
         self.recorder.latency("send_lag", (time.monotonic() - due) * 1000)
+        plan = riders.rider_plan(self.plan.rider_policy, self.plan.seed, index)
+        body = trip
+        if plan.quote:
+            quote = riders.ask_quote(self.api, rider.token, trip)
+            if quote is not None:
+                self.recorder.count("quotes")
+                body = {**trip, "quote_id": quote["quote_id"]}
         try:
             response = self.api.call(
                 "POST",
                 "/v1/bookings",
-                trip,
+                body,
                 token=rider.token,
                 retry=True,
                 headers={"Idempotency-Key": uuid.uuid4().hex},
@@ -181,10 +223,18 @@ class LoadRun:
             booking_id = response.json()["id"]
             with self.lock:
                 self.booked[booking_id] = due_epoch
+                self.plans[booking_id] = plan
+                self.index_of[booking_id] = index
+                self.rider_of[booking_id] = rider
                 pushed = self.pushed.get(booking_id)
+                self.all_done.notify_all()  # A driver may be waiting for this booking's plan.
             self.recorder.count("booked")
+            if "quote_id" in body:
+                self.recorder.count("booked_on_quote")
             if pushed is not None:  # The push beat the 202 home.
                 self.recorder.latency("book_to_push", (pushed - due_epoch) * 1000)
+            if plan.cancel == "before_assignment":
+                self._rider_cancels(booking_id)
         elif response.status_code == 429:
             self.recorder.count("rate_limited")
         else:
@@ -193,7 +243,7 @@ class LoadRun:
     def _drain(self) -> None:
         deadline = time.monotonic() + self.plan.drain_s
         with self.all_done:
-            while not set(self.booked) <= self.completed:
+            while not set(self.booked) <= set(self.ended):
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
@@ -256,42 +306,158 @@ class LoadRun:
             driver.let_go(booking["id"])
             return
         self.recorder.count("accepted")
+        plan, choices = self._choices(booking)
+        if plan.cancel == "after_assignment" and self._rider_cancels(booking["id"]):
+            driver.let_go(booking["id"])
+            return
+        if choices.cancel_reason is not None and driver.act(
+            booking["id"], "cancel", reason=choices.cancel_reason
+        ):
+            # Back to matching, never to this driver again.
+            self.recorder.count("driver_cancellations")
+            driver.let_go(booking["id"])
+            return
         if self.policy.time_compression <= 0:
-            self._start(driver, booking)
+            self._start(driver, booking, plan, choices)
         else:
             self.timers.after(
-                self._drive_s(driver.position, booking["pickup"]), self._start, driver, booking
+                self._drive_s(driver.position, booking["pickup"]),
+                self._start,
+                driver,
+                booking,
+                plan,
+                choices,
             )
 
-    def _start(self, driver: SimulatedDriver, booking: dict) -> None:
+    def _start(
+        self,
+        driver: SimulatedDriver,
+        booking: dict,
+        plan: riders.RiderPlan,
+        choices: RideChoices,
+    ) -> None:
         if self.policy.time_compression > 0:
             driver.position = booking["pickup"]
             self._ping(driver)
+        if self.policy.arrive:
+            if not driver.act(booking["id"], "arrive"):
+                driver.let_go(booking["id"])
+                return
+            self.recorder.count("arrived")
+            if plan.no_show:
+                # The engine judges the wait by its own clock: no time compression here.
+                self.timers.after(self.no_show_wait_s + 0.2, self._no_show, driver, booking)
+                return
         if not driver.act(booking["id"], "start"):
             driver.let_go(booking["id"])
             return
         self.recorder.count("started")
         if self.policy.time_compression <= 0:
-            self._complete(driver, booking)
+            self._complete(driver, booking, plan, choices)
         else:
             self.timers.after(
                 self._drive_s(booking["pickup"], booking["dropoff"]),
                 self._complete,
                 driver,
                 booking,
+                plan,
+                choices,
             )
 
-    def _complete(self, driver: SimulatedDriver, booking: dict) -> None:
+    def _no_show(self, driver: SimulatedDriver, booking: dict, tries: int = 0) -> None:
+        """The rider never came: the driver reports it once the engine's wait is over."""
+        status, body = driver.send(booking["id"], "no_show")
+        if status == 409 and body.get("code") == "no_show_too_early" and tries < 20:
+            self.timers.after(0.25, self._no_show, driver, booking, tries + 1)
+            return
+        driver.let_go(booking["id"])
+        if status != 200:
+            self.recorder.count("no_show_refused")
+            return
+        self.recorder.count("no_shows")
+        self.tally.fee("no_show", body.get("cancellation_fee"))
+        self._end(booking["id"], "no_show")
+
+    def _complete(
+        self,
+        driver: SimulatedDriver,
+        booking: dict,
+        plan: riders.RiderPlan,
+        choices: RideChoices,
+    ) -> None:
         if self.policy.time_compression > 0:
             driver.position = booking["dropoff"]
             self._ping(driver)
-        ok = driver.act(booking["id"], "complete")
+        done = driver.act(booking["id"], "complete")
         driver.let_go(booking["id"])
-        if ok:
-            self.recorder.count("completed")
-            with self.all_done:
-                self.completed.add(booking["id"])
-                self.all_done.notify_all()
+        if done is None:
+            return
+        self.recorder.count("completed")
+        self.tally.fare(done.get("fare"))
+        rider = self.rider_of.get(booking["id"])
+        if plan.rating is not None and rider is not None:
+            self._rated(
+                "rider", plan.rating, riders.rate(self.api, rider.token, booking["id"], plan.rating)
+            )
+        if choices.rating is not None:
+            self._rated(
+                "driver",
+                choices.rating,
+                riders.rate(driver.api, driver.api.token or "", booking["id"], choices.rating),
+            )
+        self._end(booking["id"], FINAL_OK)
+
+    # --- The riders' side and the ride's figures -----------------------------------------
+
+    def _choices(self, booking: dict) -> tuple[riders.RiderPlan, RideChoices]:
+        """This booking's rider plan and its driver's choices for this acceptance (none for
+        a booking another run made). A push can beat the booking's 202 home: wait for it."""
+        booking_id = booking["id"]
+        if not self.ride_events_on or booking.get("rider_id") not in self.rider_ids:
+            return riders.RiderPlan(), RideChoices()
+        with self.all_done:
+            self.all_done.wait_for(lambda: booking_id in self.index_of, timeout=HTTP_TIMEOUT_S)
+            self.acceptances[booking_id] += 1
+            attempt = self.acceptances[booking_id]
+            index = self.index_of.get(booking_id)
+            plan = self.plans.get(booking_id, riders.RiderPlan())
+        if index is None:
+            return plan, RideChoices()
+        choices = ride_choices(
+            self.plan.seed,
+            index,
+            attempt,
+            self.policy.cancel_after_accept,
+            self.policy.rate,
+            self.plan.rider_policy.comment,
+        )
+        return plan, choices
+
+    def _rider_cancels(self, booking_id: int) -> bool:
+        """The booking's rider cancels it (with the plan's reason); True if it landed."""
+        with self.lock:
+            rider, plan = self.rider_of[booking_id], self.plans[booking_id]
+        cancelled = riders.cancel(self.api, rider.token, booking_id, plan.cancel_reason)
+        if cancelled is None:
+            self.recorder.count("rider_cancel_refused")
+            return False
+        self.recorder.count("rider_cancellations")
+        self.recorder.count(f"rider_cancellations_{plan.cancel}")
+        self.tally.fee("rider_cancellation", cancelled.get("cancellation_fee"))
+        self._end(booking_id, "cancelled")
+        return True
+
+    def _rated(self, side: str, rating: riders.Rating, landed: bool) -> None:
+        if not landed:
+            self.recorder.count(f"rating_by_{side}_refused")
+            return
+        self.recorder.count(f"ratings_by_{side}")
+        self.tally.rating(side, rating.stars, rating.comment)
+
+    def _end(self, booking_id: int, status: str) -> None:
+        with self.all_done:
+            self.ended[booking_id] = status
+            self.all_done.notify_all()
 
     def _drive_s(self, a: dict, b: dict) -> float:
         # The engine's own cost model: a driver takes as long as the matcher expected.
@@ -341,14 +507,22 @@ class LoadRun:
     def _results(self, memory: dict) -> dict:
         ids = sorted(self.booked)
         driver_ids = [d.id for d in self.fleet.drivers]
+        rides = self.ride_events_on
+        rider_ids = sorted(self.rider_ids)
+        in_database: dict | None = None
         if self.target.database_url:
-            statuses, double = sql_checks(self.target.database_url, ids, driver_ids)
+            statuses, double, in_database = sql_checks(
+                self.target.database_url, ids, driver_ids, rider_ids if rides else None
+            )
             checked_by = "sql"
         else:
             statuses, double = self._api_checks(ids), None
             checked_by = "api"
+        # Each booking must be where this run took it: completed, or cancelled by its
+        # rider, or a no-show.
+        expected = {i: self.ended.get(i, FINAL_OK) for i in ids}
         missing = sum(1 for i in ids if i not in statuses)
-        unfinished = sum(1 for i in ids if i in statuses and statuses[i] != FINAL_OK)
+        unfinished = sum(1 for i in ids if i in statuses and statuses[i] != expected[i])
         by_status: dict[str, int] = {}
         for status in statuses.values():
             by_status[status] = by_status.get(status, 0) + 1
@@ -369,7 +543,9 @@ class LoadRun:
             "lost": missing + unfinished,
             # Which, and where each stopped (the first few): what to look up after a run.
             "lost_bookings": dict(
-                [(i, statuses.get(i, "missing")) for i in ids if statuses.get(i) != FINAL_OK][:20]
+                [(i, statuses.get(i, "missing")) for i in ids if statuses.get(i) != expected[i]][
+                    :20
+                ]
             ),
             "by_status": by_status,
             "double_assigned": double if double is not None else self.double_seen,
@@ -378,6 +554,18 @@ class LoadRun:
             "rate_pushed_in_window": round(len(in_window) / span, 2),
             "rate_accepted": round(self.recorder.counts["booked"] / span, 2),
             "counts": dict(self.recorder.counts),
+            # Quotes, fares, cancellations, no-shows, arrivals and ratings: as the run made
+            # them, and as the database has them (None when it cannot be read).
+            **(
+                {
+                    "rides": {
+                        "simulated": self.tally.figures(self.recorder.counts),
+                        "database": in_database,
+                    }
+                }
+                if rides
+                else {}
+            ),
             "http_requests": self.http_requests,
             "max_queue_depth": {
                 key.removeprefix("depth:"): max(row.get(key) or 0 for row in self.recorder.samples)
@@ -423,7 +611,8 @@ WITH holds AS (
     SELECT e.booking_id, e.driver_id, e.id AS from_id,
            (SELECT min(f.id) FROM booking_events f
              WHERE f.booking_id = e.booking_id AND f.id > e.id
-               AND f.to_status IN ('pending', 'completed', 'cancelled', 'expired')) AS to_id
+               AND f.to_status IN ('pending', 'completed', 'cancelled', 'expired', 'no_show'))
+           AS to_id
       FROM booking_events e
      WHERE e.to_status = 'assigned' AND e.driver_id = ANY(:drivers)
 )
@@ -435,9 +624,10 @@ SELECT count(*) FROM holds a JOIN holds b
 
 
 def sql_checks(
-    database_url: str, ids: list[int], driver_ids: list[int]
-) -> tuple[dict[int, str], int]:
-    """Each booking's status, and how many pairs of holds by one driver overlapped."""
+    database_url: str, ids: list[int], driver_ids: list[int], rider_ids: list[int] | None = None
+) -> tuple[dict[int, str], int, dict | None]:
+    """Each booking's status, how many pairs of holds by one driver overlapped, and, given
+    the run's riders, the ride figures (``ride_figures_sql``)."""
     engine = make_engine(
         database_url, pool_size=1, max_overflow=0, application_name="smartroute-bench"
     )
@@ -449,6 +639,7 @@ def sql_checks(
                 ).all()
             )
             double = conn.scalar(text(DOUBLE_ASSIGNED_SQL), {"drivers": driver_ids})
+            rides = ride_figures_sql(conn, ids, rider_ids) if rider_ids is not None else None
     finally:
         engine.dispose()
-    return statuses, int(double or 0)
+    return statuses, int(double or 0), rides

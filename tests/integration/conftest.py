@@ -34,8 +34,11 @@ STACK_TUNING = {
     "SMARTROUTE_HEALTH_EVERY_S": "0.5",
     "SMARTROUTE_STUCK_EVERY_S": "0.5",
     "SMARTROUTE_SCHEDULE_LEAD_S": "0",
-    # A driver at the pickup may report a no-show after seconds, not minutes.
-    "SMARTROUTE_NO_SHOW_WAIT_S": "2",
+    # A driver at the pickup may report a no-show a second after arriving (the console's and
+    # smartroute simulate's drivers), and a rider's cancel costs the tariff's fee as soon as
+    # a driver is assigned.
+    "SMARTROUTE_NO_SHOW_WAIT_S": "1",
+    "SMARTROUTE_CANCEL_GRACE_S": "0",
     # Batched matching, with a short window.
     "SMARTROUTE_BATCH_WINDOW_S": "0.2",
     "SMARTROUTE_RELAY_REVALIDATE_EVERY_S": "0.5",

@@ -56,6 +56,7 @@ MATRIX = [
     ),
     ("GET", "/v1/me/bookings", "/v1/me/bookings", None, {"rider", "driver"}),
     ("GET", "/v1/drivers/me", "/v1/drivers/me", None, {"driver"}),
+    ("GET", "/v1/riders/me", "/v1/riders/me", None, {"rider"}),
     ("PUT", "/v1/drivers/me/location", "/v1/drivers/me/location", {"lat": 1, "lng": 1}, {"driver"}),
     ("PUT", "/v1/drivers/me/status", "/v1/drivers/me/status", {"status": "offline"}, {"driver"}),
     ("GET", "/v1/stats", "/v1/stats", None, {"admin"}),

@@ -310,3 +310,18 @@ def test_admins_list_each_driver_with_their_rating_in_one_query(api, party, comm
     schema = described["content"]["application/json"]["schema"]
     jsonschema.validate(response.get_json(), schema | {"components": document["components"]})
     assert "rating" in schema["properties"]["drivers"]["items"]["required"]
+
+
+def test_a_rider_reads_who_they_are_and_how_drivers_rated_them(party, committed_sessions):
+    rider, driver, rider_id, _driver_id = party
+    me = rider.request("GET", "/v1/riders/me").get_json()
+    assert (me["id"], me["role"], me["rating"]) == (rider_id, "rider", None)
+    for stars in (4, 5):
+        booking_id = _ride(committed_sessions, rider, driver)
+        rated = driver.request("POST", f"/v1/bookings/{booking_id}/rating", json={"stars": stars})
+        assert rated.status_code == 201
+    assert rider.request("GET", "/v1/riders/me").get_json()["rating"] == {
+        "average": 4.5,
+        "count": 2,
+    }
+    assert _error(driver.request("GET", "/v1/riders/me"), 403)["code"] == "forbidden"

@@ -2,7 +2,7 @@
 // its changes to the rider's own room, cancel it before pickup, rate the driver once it is
 // completed, and see the last rides taken.
 import {
-  $, ApiError, SignIn, call, clock, element, enterConsole, place, statusLabel,
+  $, ApiError, SignIn, call, clock, element, enterConsole, money, place, statusLabel,
 } from "./console.js";
 
 const POLL_MS = 5000;       // Catches what a missed push would have said.
@@ -56,7 +56,10 @@ function onBookingUpdated() {
 // The last rides, and the ride watched: the one this page booked or was shown, else the
 // newest ride still open (a rider back on the page finds it again).
 async function refresh() {
-  if (!isRiderToken(signIn.token)) throw new ApiError(403, null);
+  // Rider-only: another role's token gets its 403 here, before anything is shown.
+  const me = await call(signIn.token, "GET", "/v1/riders/me");
+  const rated = me.rating ? ` · ${me.rating.average.toFixed(2)} ★` : "";
+  $("#rider-id").textContent = `rider ${me.id}${rated}`;
   const history = await call(signIn.token, "GET", `/v1/me/bookings?limit=${HISTORY_LENGTH}`);
   showHistory(history.bookings);
   const watchedId = ride?.id ?? Number(sessionStorage.getItem(WATCHED_KEY));
@@ -70,19 +73,6 @@ async function refresh() {
   } else {
     const open = history.bookings.find((booking) => OPEN.has(booking.status));
     if (open) showRide(open);
-  }
-}
-
-// A signed token names its role: a driver's is turned away here, before anything is shown.
-// The API decides in the end (a token that is not signed, the operator's, gets its 403 there).
-function isRiderToken(token) {
-  const claims = token.split(".")[1];
-  if (!claims) return true;
-  try {
-    const role = JSON.parse(atob(claims.replace(/-/g, "+").replace(/_/g, "/"))).role;
-    return role === undefined || role === "rider";
-  } catch {
-    return true;
   }
 }
 
@@ -261,15 +251,6 @@ function tick() {
   countdown.textContent = left ? `Price held for ${left} s` : "Price expired: get a new one";
   countdown.classList.toggle("urgent", left <= 10);
   $("#book").disabled = left === 0 || sending.has("#book");
-}
-
-// Amounts are integers of the currency's minor units: its own number of decimals (2 for
-// EUR, 0 for JPY, 3 for KWD) says how many make a major unit.
-function money(minor, currency) {
-  if (!currency) return String(minor);
-  const format = new Intl.NumberFormat(undefined, { style: "currency", currency });
-  const digits = format.resolvedOptions().maximumFractionDigits;
-  return format.format(minor / 10 ** digits);
 }
 
 function duration(seconds) {
