@@ -8,7 +8,13 @@ connections one after another, each completing the Socket.IO CONNECT with its ow
 holds them open. Prints how many the relay accepted, the connect times, the relay's RSS and
 thread count, and RSS per connection above a baseline of 10 connections. Every connection is
 closed and the relay stopped before the next count; nothing runs longer than ``--timeout-s``
-per connection, and the whole run is over well before the relay's 60 s ping timeout.
+per connection, and the whole run is over well before the relay's 60 s ping timeout. Then
+prints the relay's RSS once they have left, and 30 s later.
+
+    python benchmarks/relay_sockets.py --modes eventlet --sockets 800 --burst 200
+
+connects 800 drivers 200 at a time instead, each asking for a replay as a driver whose relay
+restarted does, and prints how many the relay refused, and why.
 """
 
 from __future__ import annotations
