@@ -8,13 +8,20 @@ connections one after another, each completing the Socket.IO CONNECT with its ow
 holds them open. Prints how many the relay accepted, the connect times, the relay's RSS and
 thread count, and RSS per connection above a baseline of 10 connections. Every connection is
 closed and the relay stopped before the next count; nothing runs longer than ``--timeout-s``
-per connection, and the whole run is over well before the relay's 60 s ping timeout.
+per connection, and the whole run is over well before the relay's 60 s ping timeout. Then
+prints the relay's RSS once they have left, and 30 s later.
+
+    python benchmarks/relay_sockets.py --modes eventlet --sockets 800 --burst 200
+
+connects 800 drivers 200 at a time instead, each asking for a replay as a driver whose relay
+restarted does, and prints how many the relay refused, and why.
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import concurrent.futures
 import json
 import os
 import socket
@@ -85,8 +92,11 @@ def read_frame(sock: socket.socket, buffer: bytes) -> tuple[bytes, bytes]:
     return buffer[2 : 2 + length], buffer[2 + length :]
 
 
-def connect(port: int, token: str, timeout_s: float) -> socket.socket:
-    """A WebSocket connection with its Socket.IO CONNECT accepted."""
+def connect(
+    port: int, token: str, timeout_s: float, last_event_id: int | None = None
+) -> socket.socket:
+    """A WebSocket connection with its Socket.IO CONNECT accepted (replaying what followed
+    ``last_event_id``, if given, as a driver reconnecting does)."""
     sock = socket.create_connection(("127.0.0.1", port), timeout=timeout_s)
     key = base64.b64encode(os.urandom(16)).decode()
     sock.sendall(
@@ -105,15 +115,66 @@ def connect(port: int, token: str, timeout_s: float) -> socket.socket:
         raise ConnectionError(head.split(b"\r\n", 1)[0].decode())
     opened, buffer = read_frame(sock, buffer)
     assert opened.startswith(b"0"), opened
-    payload = b"40" + json.dumps({"token": token}).encode()
+    auth: dict = {"token": token}
+    if last_event_id is not None:
+        auth["last_event_id"] = last_event_id
+    payload = b"40" + json.dumps(auth).encode()
     sock.sendall(bytes([0x81, 0x80 | len(payload)]) + b"\0\0\0\0" + payload)
-    accepted, _ = read_frame(sock, buffer)
+    accepted, buffer = read_frame(sock, buffer)
+    while accepted.startswith(b"42"):  # A replayed event, or resync_required, comes first.
+        if b"replay_unavailable" in accepted:
+            raise ConnectionError("connected, but the replay was unavailable")
+        accepted, buffer = read_frame(sock, buffer)
     if not accepted.startswith(b"40{"):
         raise ConnectionError(accepted.decode(errors="replace"))
     return sock
 
 
-def measure(env: dict, mode: str, count: int, tokens: list[str], timeout_s: float) -> None:
+def connect_at_once(
+    port: int, tokens: list[str], at_once: int, timeout_s: float, held: list[socket.socket]
+) -> None:
+    """Connects with every token, ``at_once`` at a time, each asking for a replay (a
+    relay's restart brings its drivers back so), and prints what the relay refused."""
+    errors: dict[str, int] = {}
+    times: list[float] = []
+
+    def one(token: str) -> None:
+        began = time.monotonic()
+        try:
+            held.append(connect(port, token, timeout_s, last_event_id=0))
+            times.append(time.monotonic() - began)
+        except (OSError, ValueError) as exc:
+            key = f"{exc.__class__.__name__} {str(exc)[:80]}"
+            errors[key] = errors.get(key, 0) + 1
+
+    start = time.monotonic()
+    with concurrent.futures.ThreadPoolExecutor(at_once) as pool:
+        list(pool.map(one, tokens))
+    elapsed = time.monotonic() - start
+    times.sort()
+    print(
+        f"burst: {len(tokens)} asked, {at_once} at once: {len(held)} held, "
+        f"{sum(errors.values())} failed in {elapsed:.1f} s; connect median "
+        f"{1000 * statistics.median(times or [0]):.0f} ms, max {1000 * max(times or [0]):.0f} ms"
+    )
+    for error, count in sorted(errors.items(), key=lambda item: -item[1]):
+        print(f"  {count} x {error}")
+
+
+def wait_until_idle(port: int, timeout_s: float = 30) -> None:
+    """Until a connection is accepted at once again (the relay has handled the closes)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        began = time.monotonic()
+        requests.get(f"http://127.0.0.1:{port}/health", timeout=timeout_s)
+        if time.monotonic() - began < 0.05:
+            break
+    time.sleep(2)
+
+
+def measure(
+    env: dict, mode: str, count: int, tokens: list[str], timeout_s: float, burst: int = 0
+) -> None:
     port = free_port()
     relay = subprocess.Popen(
         relay_argv("127.0.0.1", port),
@@ -135,6 +196,9 @@ def measure(env: dict, mode: str, count: int, tokens: list[str], timeout_s: floa
                 raise SystemExit(f"the {mode} relay did not start")
             time.sleep(0.2)
         process = psutil.Process(relay.pid)
+        if burst:
+            connect_at_once(port, tokens[:count], burst, timeout_s, held)
+            return
         times, failed = [], 0
         baseline = None
         start = time.monotonic()
@@ -163,6 +227,13 @@ def measure(env: dict, mode: str, count: int, tokens: list[str], timeout_s: floa
             f"RSS {rss / 2**20:.0f} MB ({baseline / 2**20:.0f} MB at {BASELINE}), "
             f"{per_socket / 1024:.0f} KB per connection, {process.num_threads()} threads"
         )
+        for sock in held:
+            sock.close()
+        wait_until_idle(port)
+        print(f"  after they left: RSS {process.memory_info().rss / 2**20:.0f} MB", end="")
+        # A closed connection's ping task sleeps out its interval (25 s) before it ends.
+        time.sleep(27)
+        print(f", {process.memory_info().rss / 2**20:.0f} MB 30 s later")
     finally:
         for sock in held:
             sock.close()
@@ -185,6 +256,12 @@ def main() -> None:
         help="SMARTROUTE_RELAY_MAX_CONNECTIONS for the eventlet relay",
     )
     parser.add_argument("--timeout-s", type=float, default=5.0)
+    parser.add_argument(
+        "--burst",
+        type=int,
+        default=0,
+        help="connect this many at once (threads) instead of one after another",
+    )
     args = parser.parse_args()
     counts = [int(n) for n in args.sockets.split(",")]
     if max(counts) > 10_000:
@@ -203,7 +280,7 @@ def main() -> None:
             env["SMARTROUTE_RELAY_MAX_CONNECTIONS"] = str(args.max_connections)
         for mode in args.modes.split(","):
             for count in counts:
-                measure(env, mode, count, tokens, args.timeout_s)
+                measure(env, mode, count, tokens, args.timeout_s, args.burst)
     finally:
         services.stop()
 

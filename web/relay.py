@@ -20,6 +20,7 @@ domain functions as the API.
 import argparse
 import datetime as dt
 import logging
+import resource
 
 import redis
 import socketio as socketio_lib
@@ -45,6 +46,7 @@ from smartroute.infra.metrics import (
     scrape_allowed,
 )
 from smartroute.infra.push import CHANNEL, MAX_EVENT_ID, Resync, catch_up, valid_event_id
+from smartroute.infra.redis_clients import waiting_redis
 from smartroute.infra.settings import Settings
 from web import relay_shutdown
 from web.relay_actions import DriverActions
@@ -87,11 +89,25 @@ PUSH_EVENTS = (NEW_ASSIGNMENT, BOOKING_UPDATED)
 
 
 class CountingRedisManager(socketio_lib.RedisManager):
-    """python-socketio's Redis manager, counting the pushes it receives to emit.
+    """python-socketio's Redis manager, counting the pushes it receives to emit, on a pool
+    whose callers wait for a connection rather than fail (smartroute.infra.redis_clients).
 
-    Emits this relay makes itself (replays) come back through the channel too; they carry
-    its own host id and are counted as replays instead. Any other event name is "other", so
-    whatever reaches the channel cannot grow the number of series."""
+    Emits this relay publishes itself come back through the channel too; they carry its own
+    host id and are not counted. Any other event name is "other", so whatever reaches the
+    channel cannot grow the number of series."""
+
+    def __init__(self, url: str, *, channel: str, connections: int, wait_s: float) -> None:
+        super().__init__(url, channel=channel)
+        self.connections, self.wait_s = connections, wait_s
+
+    def _redis_connect(self) -> None:
+        # As python-socketio's, on a waiting pool: its listener holds one connection for
+        # good, and each publish borrows another.
+        self.redis = waiting_redis(
+            self.redis_url, connections=self.connections, wait_s=self.wait_s, socket_timeout=None
+        )
+        self.pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+        self.connected = True
 
     def _handle_emit(self, message):
         if message.get("host_id") != self.host_id:
@@ -106,12 +122,19 @@ def create_relay(settings: Settings) -> tuple[Flask, SocketIO]:
     if database_url is None or redis_url is None or secret_key is None:
         raise RuntimeError("the relay needs DATABASE_URL, REDIS_URL and SMARTROUTE_SECRET_KEY")
     app = Flask(__name__)
-    cache = redis.Redis.from_url(redis_url, socket_timeout=5)
+    cache = waiting_redis(
+        redis_url, connections=settings.relay_redis_connections, wait_s=settings.relay_redis_wait_s
+    )
     socketio = SocketIO(
         app,
         async_mode=settings.relay_async_mode,
         # Named explicitly: Flask-SocketIO would pick kombu for a unix:// Redis URL.
-        client_manager=CountingRedisManager(redis_url, channel=CHANNEL),
+        client_manager=CountingRedisManager(
+            redis_url,
+            channel=CHANNEL,
+            connections=settings.relay_redis_connections,
+            wait_s=settings.relay_redis_wait_s,
+        ),
         # Same origin only unless origins are configured; never "*" (cross-site hijacking).
         # None is engine.io's "same origin only"; an empty list would switch the check off.
         cors_allowed_origins=list(settings.relay_cors_origins) or None,
@@ -142,7 +165,7 @@ def create_relay(settings: Settings) -> tuple[Flask, SocketIO]:
                 "field": "last_event_id",
                 "message": f"last_event_id must be a whole number from 0 to {MAX_EVENT_ID}",
             }
-            emit("error", error, to=_sid())
+            emit("error", error, to=_sid(), ignore_queue=True)
             raise socketio_lib.exceptions.ConnectionRefusedError(error["message"], error)
         rooms = rooms_for(identity.user_id, identity.role)
         for room in rooms:
@@ -160,17 +183,21 @@ def create_relay(settings: Settings) -> tuple[Flask, SocketIO]:
         except (redis.RedisError, OSError) as exc:
             log.warning("replay skipped: %s", exc.__class__.__name__)
             backlog = Resync("replay_unavailable", None)
+        # Emitted to this connection, which is on this relay: with ignore_queue, straight to
+        # it, not published on Redis for every relay to read (a burst of reconnecting
+        # drivers would be a burst of publishes).
         if isinstance(backlog, Resync):
             # A partial replay would look complete; the client reloads its state instead.
             emit(
                 "resync_required",
                 {"reason": backlog.reason, "oldest_event_id": backlog.oldest_event_id},
                 to=_sid(),
+                ignore_queue=True,
             )
             RELAY_RESYNCS.labels(backlog.reason).inc()
             return
         for _event_id, event, data in backlog:
-            emit(event, data, to=_sid())
+            emit(event, data, to=_sid(), ignore_queue=True)
         RELAY_REPLAYED.inc(len(backlog))
 
     @socketio.on("disconnect")
@@ -276,6 +303,7 @@ def main() -> None:
             "the relay needs DATABASE_URL, REDIS_URL and SMARTROUTE_SECRET_KEY "
             "(smartroute relay fills them in)"
         )
+    allow_open_files(settings.relay_max_connections + SERVER_ROOM + OTHER_FILES)
     app, socketio = create_relay(settings)
     log.info("relay listening on %s:%s (%s)", args.host, args.port, settings.relay_async_mode)
     # Stops gracefully on SIGTERM; never serves Werkzeug's interactive debugger.
@@ -285,6 +313,29 @@ def main() -> None:
 # Requests eventlet's server takes beyond the relay's connection cap: health checks,
 # scrapes and the 503s of a full relay.
 SERVER_ROOM = 64
+
+
+# Files the relay holds besides its clients' sockets: database and Redis connections, logs.
+OTHER_FILES = 256
+
+
+def allow_open_files(needed: int) -> int:
+    """Raise this process's soft limit on open files towards ``needed`` (as far as the hard
+    limit allows), so the connection cap, not the limit, says how many clients it holds: a
+    soft limit of 1024 is common, and past it every accept fails. The limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return soft
+    wanted = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    if wanted < needed:
+        log.warning(
+            "open files limited to %s (hard limit): fewer than the %s connections "
+            "SMARTROUTE_RELAY_MAX_CONNECTIONS allows will fit",
+            wanted,
+            needed - SERVER_ROOM - OTHER_FILES,
+        )
+    return wanted
 
 
 def server_options(settings: Settings) -> dict:

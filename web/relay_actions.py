@@ -31,7 +31,7 @@ from typing import Any
 import redis
 from celery import Celery
 from limits import parse
-from limits.storage import storage_from_string
+from limits.storage import RedisStorage
 from limits.strategies import SlidingWindowCounterRateLimiter
 from pydantic import ValidationError
 from sqlalchemy.orm import Session, sessionmaker
@@ -70,7 +70,12 @@ class DriverActions:
         self._per_token = parse(self.settings.relay_action_limit_per_token)
         self._limiter = (
             SlidingWindowCounterRateLimiter(
-                storage_from_string(storage_url(self.settings.redis_url))
+                # On the relay's own Redis pool, whose callers wait for a connection in a
+                # burst (smartroute.infra.redis_clients), rather than one of its own.
+                RedisStorage(
+                    storage_url(self.settings.redis_url),
+                    connection_pool=self.cache.connection_pool,
+                )
             )
             if self.settings.redis_url
             else None

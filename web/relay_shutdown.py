@@ -23,6 +23,7 @@ from flask_socketio import SocketIO
 from socketio.exceptions import ConnectionRefusedError
 
 from web.errors import error_body
+from web.relay_transport import eventlet_http_protocol
 
 log = logging.getLogger("smartroute.relay")
 
@@ -34,6 +35,10 @@ CLOSE_S = 2.0
 # How often the stop is looked for. A signal handler cannot wake eventlet's hub (the
 # interrupted poll is resumed with its old timeout), so a greenthread looks for the flag.
 WATCH_EVERY_S = 0.1
+# Connections the kernel queues while the relay is busy accepting (eventlet's default is
+# 50: the rest of a burst of reconnecting drivers would wait out a SYN retry, a second or
+# more). The kernel caps it at net.core.somaxconn.
+LISTEN_BACKLOG = 2048
 
 
 class _Handlers:
@@ -84,7 +89,7 @@ def serve(app: Flask, socketio: SocketIO, host: str, port: int, **server_options
     import eventlet.wsgi
     import greenlet
 
-    listener = eventlet.listen((host, port))
+    listener = eventlet.listen((host, port), backlog=LISTEN_BACKLOG)
     handlers = _Handlers()
     handlers.count(socketio)
     stopping: list[int] = []  # The signals received; a plain list is safe in a handler.
@@ -120,4 +125,6 @@ def serve(app: Flask, socketio: SocketIO, host: str, port: int, **server_options
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     eventlet.spawn(stop_when_asked)
-    eventlet.wsgi.server(listener, app, log_output=False, **server_options)
+    eventlet.wsgi.server(
+        listener, app, log_output=False, protocol=eventlet_http_protocol(), **server_options
+    )

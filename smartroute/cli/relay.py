@@ -14,13 +14,13 @@ one driver action's query would stall every connection of the relay
 
 ``SMARTROUTE_RELAY_ASYNC_MODE`` is ``eventlet`` (the default) or ``threading``; both read a
 client's message with a limit on the whole message (web.relay_transport). eventlet is the
-default because an idle connection costs it about 70 KB and no thread: 2000 connections held
-in 236 MB by one OS thread (``benchmarks/relay_sockets.py``). The threading mode costs about
+default because an idle connection costs it about 62 KB and no thread: 2000 connections held
+in 235 MB by one OS thread (``benchmarks/relay_sockets.py``). The threading mode costs about
 115 KB and four threads a connection, on Werkzeug's server, which
 Flask-SocketIO calls unfit for production; it is there for when eventlet, now in bugfix-only
 maintenance, can no longer be used. A relay holds ``SMARTROUTE_RELAY_MAX_CONNECTIONS``
-connections at once (1024) and answers the next with a 503; raise it, and the open-file
-limit with it, for a relay meant to hold more.
+connections at once (20000) and answers the next with a 503; the relay raises its open-files
+soft limit to fit them (web.relay.allow_open_files), as far as the hard limit allows.
 """
 
 import os

@@ -261,9 +261,14 @@ class Settings:
     replay_events: int = 20000
     # Token families: how long refreshes may carry a sign-in forward.
     token_max_lifetime_s: int = 30 * 24 * 3600
-    # The relay's limits: Socket.IO connections one relay holds at once, and driver actions
-    # per token across every relay (``limits`` notation).
-    relay_max_connections: int = 1024
+    # The relay's limits: Socket.IO connections one relay holds at once (a city's drivers;
+    # its one cap, answered 503), and driver actions per token across every relay
+    # (``limits`` notation).
+    relay_max_connections: int = 20000
+    # The relay's Redis connections, and how long an event waits for one when all are busy
+    # (a burst of connects queues for them rather than failing).
+    relay_redis_connections: int = 50
+    relay_redis_wait_s: float = 10.0
     relay_action_limit_per_token: str = "60/minute"
     # Ride history and ratings: how long after completion a ride may be rated.
     rating_window_s: int = 7 * 86400
@@ -393,7 +398,9 @@ class Settings:
             token_max_lifetime_s=_int(
                 env, "SMARTROUTE_TOKEN_MAX_LIFETIME_S", 30 * 24 * 3600, minimum=60
             ),
-            relay_max_connections=_int(env, "SMARTROUTE_RELAY_MAX_CONNECTIONS", 1024, minimum=1),
+            relay_max_connections=_int(env, "SMARTROUTE_RELAY_MAX_CONNECTIONS", 20000, minimum=1),
+            relay_redis_connections=_int(env, "SMARTROUTE_RELAY_REDIS_CONNECTIONS", 50, minimum=2),
+            relay_redis_wait_s=_float(env, "SMARTROUTE_RELAY_REDIS_WAIT_S", 10.0, minimum=0.1),
             relay_action_limit_per_token=_limit(
                 env, "SMARTROUTE_RELAY_ACTION_LIMIT_PER_TOKEN", "60/minute"
             ),

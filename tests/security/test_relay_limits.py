@@ -10,6 +10,7 @@ import base64
 import json
 import os
 import queue
+import resource
 import socket
 import struct
 import subprocess
@@ -434,3 +435,97 @@ def test_without_redis_actions_are_not_limited(settings, committed_sessions, now
     finally:
         engine.dispose()
     assert [(a["status"], ended) for a, ended in answers] == [(404, False)] * 3
+
+
+# Capacity: the relay's own cap is the only one, and bursts of connects queue for Redis.
+
+
+def _driver_tokens(committed_sessions, settings, now, count: int) -> list[str]:
+    with committed_sessions.begin() as s:
+        return [
+            make.token(
+                s,
+                make.driver(s, at=None, available=False, now=now, name=f"d{i}").user_id,
+                settings.secret_key,
+            )
+            for i in range(count)
+        ]
+
+
+def _raise_open_files(needed: int) -> None:
+    """Lets this process hold ``needed`` sockets (its soft limit may be 1024)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(needed, hard), hard))
+
+
+def _signed_in(port: int, token: str, last_event_id: int | None = None) -> RawSocket:
+    """A WebSocket whose Socket.IO CONNECT the relay accepted; fails if the relay refused it
+    or could not replay what followed ``last_event_id``."""
+    raw = RawSocket(port)
+    auth: dict = {"token": token}
+    if last_event_id is not None:
+        auth["last_event_id"] = last_event_id
+    raw.send_frame(1, b"40" + json.dumps(auth).encode(), final=True)
+    answer = raw.receive()
+    while answer.startswith(b"42"):  # What the replay sends comes before the acceptance.
+        assert b"replay_unavailable" not in answer, answer
+        answer = raw.receive()
+    assert answer.startswith(b"40{"), answer
+    return raw
+
+
+@pytest.mark.slow
+def test_a_relay_holds_more_than_1024_connections_at_once(
+    relays, committed_sessions, settings, now
+):
+    """eventlet's server holds 1024 connections unless told otherwise, and the 1025th
+    waits unanswered; the relay tells it its own cap, so the default holds a city."""
+    count = 1100
+    _raise_open_files(count + 200)
+    tokens = _driver_tokens(committed_sessions, settings, now, count)
+    relay = relays()
+    held = []
+    try:
+        for token in tokens:
+            held.append(_signed_in(relay.port, token))
+        assert len(held) == count
+        assert healthy(relay.url)
+    finally:
+        for raw in held:
+            raw.close()
+
+
+@pytest.mark.slow
+def test_a_burst_of_reconnecting_drivers_all_connect_and_replay(
+    relays, committed_sessions, settings, now
+):
+    """300 drivers reconnecting at once, each asking for a replay from Redis, on a relay
+    allowed 2 Redis connections: each waits its turn for one, none is refused or told the
+    replay is unavailable."""
+    count = 300
+    _raise_open_files(count + 200)
+    tokens = _driver_tokens(committed_sessions, settings, now, count)
+    relay = relays(SMARTROUTE_RELAY_REDIS_CONNECTIONS="2")
+    held: list[RawSocket] = []
+    failures: list[str] = []
+    start = threading.Barrier(count)
+
+    def reconnect(token: str) -> None:
+        start.wait()
+        try:
+            held.append(_signed_in(relay.port, token, last_event_id=0))
+        except (AssertionError, OSError) as exc:
+            failures.append(f"{exc.__class__.__name__}: {exc}")
+
+    threads = [threading.Thread(target=reconnect, args=(t,)) for t in tokens]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=2 * START_TIMEOUT_S)
+        assert not failures, (len(failures), failures[:5], relay.log_path.read_text()[-2000:])
+        assert len(held) == count
+    finally:
+        for raw in held:
+            raw.close()

@@ -127,3 +127,14 @@ def test_the_stuck_ride_policy_is_set_for_all_regions_then_by_region():
 def test_a_bad_stuck_ride_policy_is_named(policy, complaint):
     with pytest.raises(ConfigError, match=f"SMARTROUTE_STUCK_RIDE_POLICY: .*{complaint}"):
         Settings.from_env({"SMARTROUTE_REGIONS": PORTO, "SMARTROUTE_STUCK_RIDE_POLICY": policy})
+
+
+def test_the_relays_redis_pool_is_configurable_and_checked():
+    settings = Settings.from_env(
+        {"SMARTROUTE_RELAY_REDIS_CONNECTIONS": "8", "SMARTROUTE_RELAY_REDIS_WAIT_S": "2.5"}
+    )
+    assert (settings.relay_redis_connections, settings.relay_redis_wait_s) == (8, 2.5)
+    with pytest.raises(ConfigError, match="SMARTROUTE_RELAY_REDIS_CONNECTIONS"):
+        Settings.from_env({"SMARTROUTE_RELAY_REDIS_CONNECTIONS": "1"})
+    with pytest.raises(ConfigError, match="SMARTROUTE_RELAY_REDIS_WAIT_S"):
+        Settings.from_env({"SMARTROUTE_RELAY_REDIS_WAIT_S": "soon"})
