@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import Row, bindparam, select, update
+from sqlalchemy import Row, bindparam, select, text, update
 from sqlalchemy.orm import Session
 
 from dispatch.db import expire_loaded
@@ -69,6 +69,41 @@ _PING = (
         updated_at=bindparam("pinged_at"),
     )
     .returning(*Driver.__table__.c)
+)
+
+
+def record_locations(
+    session: Session, positions: list[tuple[int, float, float, dt.datetime]]
+) -> int:
+    """Record many drivers' last-known positions at once, as ``update_location`` records
+    one: (driver id, lat, lng, when it was received). A driver last seen at or after a
+    position's time keeps what it has, so a late write never moves a driver backwards.
+    How many drivers moved."""
+    if not positions:
+        return 0
+    ids, lats, lngs, seen = (list(column) for column in zip(*positions, strict=True))
+    moved = session.connection().execute(
+        _POSITIONS, {"ids": ids, "lats": lats, "lngs": lngs, "seen": seen}
+    )
+    for driver_id in ids:
+        expire_loaded(session, Driver, driver_id)
+    return moved.rowcount
+
+
+# One statement for every driver: the arrays are four parameters however many drivers
+# there are, so a flush of thousands costs one round trip and one plan.
+_POSITIONS = text(
+    """
+    UPDATE drivers AS d
+    SET lat = p.lat, lng = p.lng, last_seen_at = p.seen, updated_at = p.seen
+    FROM unnest(
+        CAST(:ids AS bigint[]),
+        CAST(:lats AS double precision[]),
+        CAST(:lngs AS double precision[]),
+        CAST(:seen AS timestamptz[])
+    ) AS p(user_id, lat, lng, seen)
+    WHERE d.user_id = p.user_id AND (d.last_seen_at IS NULL OR d.last_seen_at < p.seen)
+    """
 )
 
 

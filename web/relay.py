@@ -13,8 +13,9 @@ The async mode is eventlet (the default; ``smartroute.cli.relay`` says why) or t
 it (web.relay_transport).
 
 Drivers may also act on their bookings over their connection (``driver_action``,
-web.relay_actions): the only thing the relay writes to the database, through the same
-domain functions as the API.
+web.relay_actions), through the same domain functions as the API, and share their location
+(``location``, web.relay_locations): buffered, written to Redis once a tick and to
+PostgreSQL behind, once a flush, for every driver at once.
 """
 
 import argparse
@@ -34,6 +35,7 @@ from dispatch import tokens
 from dispatch.outbox import ADMIN_ROOM, BOOKING_UPDATED, NEW_ASSIGNMENT, driver_room, rider_room
 from smartroute.infra.celery_app import create_celery
 from smartroute.infra.database import database_sessions
+from smartroute.infra.driver_index import PingWriter
 from smartroute.infra.identity import Identity
 from smartroute.infra.identity import identify as shared_identify
 from smartroute.infra.logs import configure_logging
@@ -50,6 +52,7 @@ from smartroute.infra.redis_clients import waiting_redis
 from smartroute.infra.settings import Settings
 from web import relay_shutdown
 from web.relay_actions import DriverActions
+from web.relay_locations import Locations
 from web.relay_transport import bound_transport
 
 log = logging.getLogger("smartroute.relay")
@@ -148,6 +151,9 @@ def create_relay(settings: Settings) -> tuple[Flask, SocketIO]:
     identities: dict[str, Identity] = {}
     sessions = database_sessions(settings, database_url, "smartroute-relay", keep_all=True)
     actions = DriverActions(settings, sessions, create_celery(settings), cache)
+    locations = Locations(
+        PingWriter(cache), sessions, settings.relay_location_tick_s, settings.location_flush_s
+    )
 
     @socketio.on("connect")
     def connect(auth):
@@ -231,6 +237,21 @@ def create_relay(settings: Settings) -> tuple[Flask, SocketIO]:
         if ended:
             socketio.server.disconnect(_sid(), namespace="/")
         return answer
+
+    def location(sid, data=None, *_more):
+        """A driver's location ping: buffered for the tick (web.relay_locations). Bad input
+        is answered with an ``error`` event naming the field; the connection stays."""
+        answer, error = locations.receive(identities.get(sid), data)
+        if error is not None:
+            # To this connection, which is on this relay: not through Redis.
+            socketio.server.emit("error", error.event(), to=sid, namespace="/", ignore_queue=True)
+        return answer
+
+    # Straight on python-socketio's server, not through Flask-SocketIO's decorator: that
+    # builds a Flask request context for every event, which costs more than the ping's own
+    # work. The handler takes the session id as an argument instead of from the request.
+    socketio.server.on("location", location, namespace="/")
+    locations.run(socketio.sleep, socketio.start_background_task)
 
     def revalidate_forever():
         while True:

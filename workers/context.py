@@ -89,7 +89,7 @@ def cache() -> redis.Redis:
 
 @functools.cache
 def driver_index() -> RedisDriverIndex:
-    return RedisDriverIndex(cache())
+    return RedisDriverIndex(cache(), stale_s=settings().driver_stale_s)
 
 
 @functools.cache

@@ -5,41 +5,159 @@ each booking's radius instead of scanning a table. PostgreSQL stays the source o
 for who is available and recently seen: the index only narrows whom to ask about. When
 the index is missing (Redis restarted empty) or unreachable, batches fall back to
 PostgreSQL, so a lost index slows matching down but never stops it.
+
+Beside the GEO set, a sorted set holds each driver's presence: the time (epoch seconds, by
+the receiving server's clock) its last ping arrived. ``near_any`` offers only drivers heard
+from within the stale setting, so a driver whose app went silent drops out of the index by
+itself. A hash holds the client's time of each driver's last applied fix, so pings that
+arrive out of order (over two relays, say) never move a driver backwards
+(``apply_pings``, the relay's write).
 """
 
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Iterable
 
 import redis
 
 log = logging.getLogger(__name__)
 
 KEY = "smartroute:drivers:locations"
+PRESENCE_KEY = "smartroute:drivers:presence"
+FIX_AT_KEY = "smartroute:drivers:fix_at"
+
+# Drivers written by one script call: a script blocks Redis while it runs, and Lua's
+# ``unpack`` has a bounded stack.
+CHUNK = 1000
+
+# KEYS: the GEO set, presence, fix times. ARGV: driver id, fix time, lng, lat, receive
+# time, for each driver. Applies a driver's fix only if it is newer than the last applied
+# one; answers 1 (applied) or 0 (older) per driver. GEOADD refuses latitudes beyond about
+# ±85.05 (Web Mercator): such a fix still counts as presence.
+_APPLY = """
+local applied = {}
+for i = 1, #ARGV, 5 do
+  local id = ARGV[i]
+  local last = tonumber(redis.call('HGET', KEYS[3], id))
+  if last == nil or tonumber(ARGV[i + 1]) > last then
+    redis.call('HSET', KEYS[3], id, ARGV[i + 1])
+    redis.pcall('GEOADD', KEYS[1], ARGV[i + 2], ARGV[i + 3], id)
+    redis.call('ZADD', KEYS[2], ARGV[i + 4], id)
+    applied[#applied + 1] = 1
+  else
+    applied[#applied + 1] = 0
+  end
+end
+return applied
+"""
+
+# KEYS: the GEO set, presence. ARGV: the oldest presence still fresh, then lat, lng,
+# radius_km for each point. False when there is no index; otherwise the members within any
+# radius whose presence is fresh.
+_NEAR_ANY = """
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return false
+end
+local seen, found = {}, {}
+for i = 2, #ARGV, 3 do
+  local members = redis.call(
+    'GEOSEARCH', KEYS[1], 'FROMLONLAT', ARGV[i + 1], ARGV[i], 'BYRADIUS', ARGV[i + 2], 'km')
+  for _, member in ipairs(members) do
+    if not seen[member] then
+      seen[member] = true
+      found[#found + 1] = member
+    end
+  end
+end
+local cutoff = tonumber(ARGV[1])
+local fresh = {}
+for start = 1, #found, 1000 do
+  local chunk = {unpack(found, start, math.min(start + 999, #found))}
+  local scores = redis.call('ZMSCORE', KEYS[2], unpack(chunk))
+  for j = 1, #chunk do
+    local score = scores[j] and tonumber(scores[j])
+    if score and score >= cutoff then
+      fresh[#fresh + 1] = chunk[j]
+    end
+  end
+end
+return fresh
+"""
 
 
 class RedisDriverIndex:
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis, stale_s: float = 120) -> None:
         self.client = client
+        self.stale_s = stale_s
+        self._near_any = client.register_script(_NEAR_ANY)
 
     def update(self, driver_id: int, lat: float, lng: float) -> None:
-        self.client.geoadd(KEY, (lng, lat, driver_id))
+        """A ping received now (the HTTP path): the position and the driver's presence."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.geoadd(KEY, (lng, lat, driver_id))
+        pipe.zadd(PRESENCE_KEY, {str(driver_id): time.time()})
+        pipe.execute()
 
     def remove(self, driver_id: int) -> None:
-        self.client.zrem(KEY, driver_id)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.zrem(KEY, driver_id)
+        pipe.zrem(PRESENCE_KEY, driver_id)
+        pipe.execute()
 
     def near_any(self, points: list[tuple[float, float, float]]) -> set[int] | None:
-        """Drivers within radius_km of any (lat, lng, radius_km); None when the index can't say."""
+        """Drivers within radius_km of any (lat, lng, radius_km) and heard from within the
+        stale setting; None when the index can't say. One round trip (a script)."""
+        args: list[float] = [time.time() - self.stale_s]
+        for lat, lng, radius_km in points:
+            args += [lat, lng, radius_km]
         try:
-            if not self.client.exists(KEY):
-                return None
-            pipe = self.client.pipeline(transaction=False)
-            for lat, lng, radius_km in points:
-                pipe.geosearch(KEY, longitude=lng, latitude=lat, radius=radius_km, unit="km")
-            return {int(member) for found in pipe.execute() for member in found}
+            found = self._near_any(keys=[KEY, PRESENCE_KEY], args=args)
         except (redis.RedisError, OSError) as exc:
             log.warning("driver index unavailable, using PostgreSQL: %s", exc.__class__.__name__)
             return None
+        if found is None:
+            return None
+        return {int(member) for member in found}
+
+
+Ping = tuple[int, float, float, float, float]  # driver id, fix time, lat, lng, receive time
+
+
+class PingWriter:
+    """Writes a relay tick's pings (one per driver, the newest) to the index in one
+    pipeline: each driver's position, presence and fix time, unless Redis already holds a
+    newer fix for that driver."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+        self._apply = client.register_script(_APPLY)
+
+    def apply(self, pings: list[Ping]) -> list[bool]:
+        """Whether each ping was applied (False: an equal or newer fix was there first)."""
+        chunks = [pings[i : i + CHUNK] for i in range(0, len(pings), CHUNK)]
+        try:
+            return self._run(chunks)
+        except redis.exceptions.NoScriptError:
+            # Redis restarted (or flushed its scripts) since the script was loaded: load it
+            # and go again; nothing of the failed pipeline was applied.
+            self.client.script_load(_APPLY)
+            return self._run(chunks)
+
+    def _run(self, chunks: list[list[Ping]]) -> list[bool]:
+        pipe = self.client.pipeline(transaction=False)
+        for chunk in chunks:
+            pipe.evalsha(self._apply.sha, 3, KEY, PRESENCE_KEY, FIX_AT_KEY, *_arguments(chunk))
+        return [bool(flag) for flags in pipe.execute() for flag in flags]
+
+
+def _arguments(pings: Iterable[Ping]) -> list[str | float | int]:
+    args: list[str | float | int] = []
+    for driver_id, at, lat, lng, received_at in pings:
+        # repr: the fix time round-trips exactly, so equal fixes compare equal in Lua.
+        args += [driver_id, repr(at), lng, lat, repr(received_at)]
+    return args
 
 
 def best_effort(action, *args) -> None:

@@ -87,6 +87,33 @@ RELAY_PUSHES = Counter(
     ["event"],
 )
 
+# Drivers' location pings over the relay, counted a tick at a time (a ping itself only
+# lands in a buffer).
+RELAY_LOCATION_PINGS = Counter(
+    "smartroute_relay_location_pings_total", "Location pings drivers sent over the relay."
+)
+RELAY_LOCATIONS_APPLIED = Counter(
+    "smartroute_relay_locations_applied_total",
+    "Drivers' positions the relay wrote to Redis (at most one per driver a tick).",
+)
+RELAY_LOCATIONS_IGNORED = Counter(
+    "smartroute_relay_locations_ignored_total",
+    "Location pings the relay did not apply, by reason: coalesced (a newer one came in the "
+    "same tick), out_of_order (an equal or newer fix was applied first), stale (older than "
+    "the bound), future, invalid, forbidden (not a driver).",
+    ["reason"],
+)
+RELAY_LOCATION_WRITES = Histogram(
+    "smartroute_relay_location_write_drivers",
+    "Drivers in each of the relay's Redis writes of pings (one write a tick with pings).",
+    buckets=(1, 10, 50, 100, 500, 1000, 5000, 20000),
+)
+RELAY_LOCATION_FLUSHES = Histogram(
+    "smartroute_relay_location_flush_drivers",
+    "Drivers in each of the relay's PostgreSQL writes of last-known positions (one a flush).",
+    buckets=(1, 10, 50, 100, 500, 1000, 5000, 20000),
+)
+
 
 def scrape_allowed(metrics_token: str | None, authorization: str | None) -> bool:
     """Whether an ``Authorization`` header carries the metrics token.

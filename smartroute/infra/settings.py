@@ -270,6 +270,11 @@ class Settings:
     relay_redis_connections: int = 50
     relay_redis_wait_s: float = 10.0
     relay_action_limit_per_token: str = "60/minute"
+    # Drivers' location pings over the relay: how often a relay writes the pings it received
+    # to Redis (one pipeline a tick), and how often it writes drivers' last-known positions
+    # to PostgreSQL (one statement a flush).
+    relay_location_tick_s: float = 0.2
+    location_flush_s: float = 2.0
     # Ride history and ratings: how long after completion a ride may be rated.
     rating_window_s: int = 7 * 86400
     # Seconds of pickup ETA a one-star average costs a driver in the batch matcher (0: off).
@@ -404,6 +409,8 @@ class Settings:
             relay_action_limit_per_token=_limit(
                 env, "SMARTROUTE_RELAY_ACTION_LIMIT_PER_TOKEN", "60/minute"
             ),
+            relay_location_tick_s=_float(env, "SMARTROUTE_RELAY_LOCATION_TICK_S", 0.2, 0.01),
+            location_flush_s=_float(env, "SMARTROUTE_LOCATION_FLUSH_S", 2.0, 0.1),
             # Ride history and ratings.
             rating_window_s=_int(env, "SMARTROUTE_RATING_WINDOW_S", 7 * 86400, minimum=60),
             match_rating_weight_s=_float(env, "SMARTROUTE_MATCH_RATING_WEIGHT_S", 0.0),

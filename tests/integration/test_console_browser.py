@@ -177,6 +177,43 @@ def relay_actions_done(stack) -> dict[str, float]:
     }
 
 
+def test_the_driver_console_shares_its_location_over_the_live_relay(admin, stack, pages):
+    driver = new_user(admin, "driver", "Lia")
+    console = pages((480, 900))
+    sign_in(console, stack.url, "/driver", driver.token)
+    console.click("#toggle-online")  # The first location goes over HTTP, as going online needs.
+    expect(console.locator("#driver-status")).to_have_text("available")
+    expect(console.locator("#relay-status")).to_have_text("Live")
+    pings_before = relay_location_pings(stack)
+
+    console.fill("#lat", str(CENTRE[0] + 0.004))
+    console.click("#share-location")
+
+    expect(console.locator("#location-note")).to_contain_text(f"{CENTRE[0] + 0.004:.4f}")
+    wait_for(
+        lambda: driver.call("GET", "/v1/drivers/me")["location"]["lat"] == CENTRE[0] + 0.004,
+        20,
+        "the location to reach PostgreSQL, written behind",
+    )
+    assert relay_location_pings(stack) == pings_before + 1
+    assert console.errors == []
+
+
+def relay_location_pings(stack) -> float:
+    exposition = requests.get(
+        f"{stack.relay_url}/metrics",
+        timeout=10,
+        headers={"Authorization": f"Bearer {METRICS_TOKEN}"},
+    ).text
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(exposition)
+        if family.name == "smartroute_relay_location_pings"
+        for sample in family.samples
+        if sample.name.endswith("_total")
+    )
+
+
 def test_the_relay_lets_in_the_console_s_origin_and_no_other(stack):
     handshake = f"{stack.relay_url}/socket.io/?EIO=4&transport=polling"
     ours = requests.get(handshake, headers={"Origin": stack.url}, timeout=10)

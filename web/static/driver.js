@@ -1,7 +1,7 @@
 // The driver console: go online, share a location, get offers pushed by the relay to the
 // driver's own room, and accept, decline, arrive, start and complete the ride, report a
 // no-show or cancel it with a reason, over the same connection (through /v1 while it is
-// down). A ride the rider or dispatch cancels is pushed to the driver's room too: the card
+// down; the location too, once the driver has one). A ride the rider or dispatch cancels is pushed to the driver's room too: the card
 // goes, and the console says why.
 import {
   $, ApiError, SignIn, call, clock, element, enterConsole, money, place, statusLabel,
@@ -194,12 +194,21 @@ async function toggleOnline() {
   showMe(await call(signIn.token, "PUT", "/v1/drivers/me/status", { status: going }));
 }
 
+// Over the relay while it is live (answered at once, written behind); over HTTP while it is
+// down, and for a first location, which going online needs to find in the database at once.
 async function shareLocation() {
   const lat = Number($("#lat").value), lng = Number($("#lng").value);
-  const state = await call(signIn.token, "PUT", "/v1/drivers/me/location", { lat, lng });
+  if (relay?.connected && me?.location) {
+    const answer = await relay.timeout(ACTION_TIMEOUT_MS)
+      .emitWithAck("location", { lat, lng, at: Date.now() / 1000 });
+    if (answer.status !== 200) throw new ApiError(answer.status, answer);
+    me = { ...me, location: { lat, lng } };
+  } else {
+    const state = await call(signIn.token, "PUT", "/v1/drivers/me/location", { lat, lng });
+    me = { ...me, ...state };
+  }
   lastPing = Date.now();
   formFilled = true;
-  me = { ...me, ...state };
   $("#location-note").textContent = `Shared ${lat.toFixed(4)}, ${lng.toFixed(4)} at ` +
     clock(new Date().toISOString());
 }
