@@ -11,6 +11,7 @@ import pytest
 import redis
 import requests
 import socketio
+from prometheus_client.parser import text_string_to_metric_families
 
 from dispatch.users import ensure_bootstrap_admin
 from smartroute.cli.processes import api_argv, beat_argv, relay_argv, worker_argv
@@ -284,3 +285,13 @@ def disconnects(feed: Listener, timeout: float = 10) -> bool:
         return gone.get(timeout=timeout)
     except queue.Empty:
         return not feed.client.connected
+
+
+def relay_metric_families(stack) -> list:
+    """The relay's /metrics, parsed into metric families (scraped with the metrics token)."""
+    exposition = requests.get(
+        f"{stack.relay_url}/metrics",
+        timeout=10,
+        headers={"Authorization": f"Bearer {METRICS_TOKEN}"},
+    ).text
+    return list(text_string_to_metric_families(exposition))

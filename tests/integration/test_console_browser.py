@@ -16,9 +16,13 @@ from pathlib import Path
 
 import pytest
 import requests
-from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration.conftest import METRICS_TOKEN, STACK_TUNING, new_user, online_driver
+from tests.integration.conftest import (
+    STACK_TUNING,
+    new_user,
+    online_driver,
+    relay_metric_families,
+)
 from tests.support import wait_for
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -163,14 +167,9 @@ def test_a_driver_accepts_an_offer_in_the_console_and_the_admin_sees_it(admin, s
 
 def relay_actions_done(stack) -> dict[str, float]:
     """Driver actions the relay has carried out so far, by action."""
-    exposition = requests.get(
-        f"{stack.relay_url}/metrics",
-        timeout=10,
-        headers={"Authorization": f"Bearer {METRICS_TOKEN}"},
-    ).text
     return {
         sample.labels["action"]: sample.value
-        for family in text_string_to_metric_families(exposition)
+        for family in relay_metric_families(stack)
         if family.name == "smartroute_relay_driver_actions"
         for sample in family.samples
         if sample.name.endswith("_total") and sample.labels["outcome"] == "done"
@@ -200,14 +199,9 @@ def test_the_driver_console_shares_its_location_over_the_live_relay(admin, stack
 
 
 def relay_location_pings(stack) -> float:
-    exposition = requests.get(
-        f"{stack.relay_url}/metrics",
-        timeout=10,
-        headers={"Authorization": f"Bearer {METRICS_TOKEN}"},
-    ).text
     return sum(
         sample.value
-        for family in text_string_to_metric_families(exposition)
+        for family in relay_metric_families(stack)
         if family.name == "smartroute_relay_location_pings"
         for sample in family.samples
         if sample.name.endswith("_total")

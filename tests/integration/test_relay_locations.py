@@ -7,12 +7,10 @@ import time
 
 import pytest
 import redis
-import requests
-from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
 
 from smartroute.infra.driver_index import FIX_AT_KEY, KEY, PRESENCE_KEY
-from tests.integration.conftest import METRICS_TOKEN, WAIT_S, new_user
+from tests.integration.conftest import WAIT_S, new_user, relay_metric_families
 from tests.integration.test_push import CENTRE
 from tests.support import wait_for
 
@@ -24,14 +22,9 @@ TICK_S, FLUSH_S = 0.2, 2.0
 
 def relay_metrics(stack) -> dict[tuple[str, str], float]:
     """The relay's location samples: (sample name, reason label or "") -> value."""
-    exposition = requests.get(
-        f"{stack.relay_url}/metrics",
-        timeout=10,
-        headers={"Authorization": f"Bearer {METRICS_TOKEN}"},
-    ).text
     return {
         (sample.name, sample.labels.get("reason", "")): sample.value
-        for family in text_string_to_metric_families(exposition)
+        for family in relay_metric_families(stack)
         if "location" in family.name
         for sample in family.samples
     }
