@@ -48,6 +48,7 @@ from smartroute.infra.metrics import (
     RELAY_LOCATION_WRITES,
     RELAY_LOCATIONS_APPLIED,
     RELAY_LOCATIONS_IGNORED,
+    RELAY_LOCATIONS_UNFLUSHED,
 )
 
 log = logging.getLogger("smartroute.relay")
@@ -199,12 +200,13 @@ class Locations:
                     moved += 1
                 else:
                     ignored["out_of_order"] += 1
-        if received:
-            RELAY_LOCATION_PINGS.inc(received)
-        if moved:
-            RELAY_LOCATIONS_APPLIED.inc(moved)
+            RELAY_LOCATIONS_UNFLUSHED.set(len(self._unflushed))
         for reason, count in ignored.items():
             RELAY_LOCATIONS_IGNORED.labels(reason).inc(count)
+        if moved:
+            RELAY_LOCATIONS_APPLIED.inc(moved)
+        if received:
+            RELAY_LOCATION_PINGS.inc(received)
 
     def flush(self) -> None:
         """Write the positions applied since the last flush to PostgreSQL in one statement;
@@ -226,8 +228,11 @@ class Locations:
                 for driver, position in batch.items():
                     # A newer position applied meanwhile wins.
                     self._unflushed.setdefault(driver, position)
+                RELAY_LOCATIONS_UNFLUSHED.set(len(self._unflushed))
             return
         RELAY_LOCATION_FLUSHES.observe(len(positions))
+        with self._lock:
+            RELAY_LOCATIONS_UNFLUSHED.set(len(self._unflushed))
 
     def run(self, sleep, spawn) -> None:
         """Start the tick and the flush, each in a background task of the relay's own

@@ -108,6 +108,12 @@ RELAY_LOCATION_WRITES = Histogram(
     "Drivers in each of the relay's Redis writes of pings (one write a tick with pings).",
     buckets=(1, 10, 50, 100, 500, 1000, 5000, 20000),
 )
+RELAY_LOCATIONS_UNFLUSHED = Gauge(
+    "smartroute_relay_locations_unflushed",
+    "Drivers' positions the relay applied to Redis that wait for its next PostgreSQL flush "
+    "(grows while PostgreSQL cannot take them).",
+    multiprocess_mode="livesum",
+)
 RELAY_LOCATION_FLUSHES = Histogram(
     "smartroute_relay_location_flush_drivers",
     "Drivers in each of the relay's PostgreSQL writes of last-known positions (one a flush).",
