@@ -252,6 +252,7 @@ def create_relay(settings: Settings) -> tuple[Flask, SocketIO]:
     # work. The handler takes the session id as an argument instead of from the request.
     socketio.server.on("location", location, namespace="/")
     locations.run(socketio.sleep, socketio.start_background_task)
+    app.extensions["relay_locations"] = locations  # Written out as the relay stops.
 
     def revalidate_forever():
         while True:
@@ -328,7 +329,14 @@ def main() -> None:
     app, socketio = create_relay(settings)
     log.info("relay listening on %s:%s (%s)", args.host, args.port, settings.relay_async_mode)
     # Stops gracefully on SIGTERM; never serves Werkzeug's interactive debugger.
-    relay_shutdown.serve(app, socketio, args.host, args.port, **server_options(settings))
+    relay_shutdown.serve(
+        app,
+        socketio,
+        args.host,
+        args.port,
+        on_stop=app.extensions["relay_locations"].close,
+        **server_options(settings),
+    )
 
 
 # Requests eventlet's server takes beyond the relay's connection cap: health checks,

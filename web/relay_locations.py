@@ -234,6 +234,12 @@ class Locations:
         with self._lock:
             RELAY_LOCATIONS_UNFLUSHED.set(len(self._unflushed))
 
+    def close(self) -> None:
+        """Write what is buffered, to Redis and then to PostgreSQL, as the relay stops (its
+        connections closed, so no ping comes after): the last positions are not lost."""
+        self.write_tick()
+        self.flush()
+
     def run(self, sleep, spawn) -> None:
         """Start the tick and the flush, each in a background task of the relay's own
         kind (``socketio.sleep``, ``socketio.start_background_task``)."""

@@ -5,7 +5,8 @@ another relay at once) and a new event is answered 503 ``relay_stopping`` (a dri
 retries it elsewhere). The events already being handled finish and are acknowledged, so a
 driver action already sent gets its answer rather than waiting out its timeout. Then every
 connection is closed, each client reconnects to another relay with its last_event_id and
-replays what it missed there, and the process exits 0.
+replays what it missed there, the relay writes what it still buffers (drivers' last
+positions), and the process exits 0.
 
 Without this, SIGTERM's default ends the process where it stands: sockets are cut, and a
 driver mid-``driver_action`` waits for an answer that never comes (python-socketio's
@@ -17,6 +18,7 @@ from __future__ import annotations
 import logging
 import signal
 import time
+from collections.abc import Callable
 
 from flask import Flask
 from flask_socketio import SocketIO
@@ -70,10 +72,17 @@ class _Handlers:
         socketio._handle_event = counted
 
 
-def serve(app: Flask, socketio: SocketIO, host: str, port: int, **server_options) -> None:
+def serve(
+    app: Flask,
+    socketio: SocketIO,
+    host: str,
+    port: int,
+    on_stop: Callable[[], None] = lambda: None,
+    **server_options,
+) -> None:
     """Serve until SIGTERM (or Ctrl-C), then stop gracefully (eventlet); other async modes
-    are served by Flask-SocketIO as they were. ``server_options`` go to the web server
-    (eventlet's ``max_size``, say)."""
+    are served by Flask-SocketIO as they were. ``on_stop`` runs once every connection is
+    closed; ``server_options`` go to the web server (eventlet's ``max_size``, say)."""
     if socketio.server.eio.async_mode != "eventlet":
         socketio.run(
             app,
@@ -116,6 +125,10 @@ def serve(app: Flask, socketio: SocketIO, host: str, port: int, **server_options
             closing.spawn(socket.close)
         with eventlet.Timeout(CLOSE_S, False):
             closing.waitall()
+        try:
+            on_stop()
+        except Exception:
+            log.exception("stopping: writing what was buffered failed")
         eventlet.kill(server_greenlet, SystemExit)
         listener.close()
 

@@ -22,6 +22,7 @@ from dispatch.matching.policy import Outcome
 from dispatch.models import Booking
 from dispatch.stats import booking_stats
 from smartroute.infra import heartbeat, snapshots
+from smartroute.infra.driver_index import best_effort
 from smartroute.infra.enqueue import (
     ask_to_publish_again,
     asked_to_publish_again,
@@ -224,11 +225,13 @@ def recover_stuck_rides() -> dict:
 
 @shared_task(name="workers.tasks.mark_drivers_offline", acks_late=True, **RETRY)
 def mark_drivers_offline(stale_after_s: int) -> int:
-    """Available drivers with no location ping for ``stale_after_s`` go offline."""
+    """Available drivers with no location ping for ``stale_after_s`` go offline, and every
+    driver silent that long leaves the location index."""
     with sessions()() as session, session.begin():
         silent = sweeps.mark_silent_drivers_offline(session, stale_after_s=stale_after_s)
     if silent:
         log.info("drivers went offline after no ping", extra={"driver_ids": silent})
+    best_effort(driver_index().forget_silent, stale_after_s)
     return len(silent)
 
 

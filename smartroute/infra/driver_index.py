@@ -87,11 +87,26 @@ return fresh
 """
 
 
+# KEYS: the GEO set, presence, fix times. ARGV: the newest presence to forget, how many at
+# most. Forgets those drivers from all three at once (a ping applied meanwhile is either
+# before or after the script, never half forgotten); answers how many.
+_FORGET = """
+local gone = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
+if #gone > 0 then
+  redis.call('ZREM', KEYS[1], unpack(gone))
+  redis.call('ZREM', KEYS[2], unpack(gone))
+  redis.call('HDEL', KEYS[3], unpack(gone))
+end
+return #gone
+"""
+
+
 class RedisDriverIndex:
     def __init__(self, client: redis.Redis, stale_s: float = 120) -> None:
         self.client = client
         self.stale_s = stale_s
         self._near_any = client.register_script(_NEAR_ANY)
+        self._forget = client.register_script(_FORGET)
 
     def update(self, driver_id: int, lat: float, lng: float) -> None:
         """A ping received now (the HTTP path): the position and the driver's presence."""
@@ -105,6 +120,19 @@ class RedisDriverIndex:
         pipe.zrem(KEY, driver_id)
         pipe.zrem(PRESENCE_KEY, driver_id)
         pipe.execute()
+
+    def forget_silent(self, silent_for_s: float) -> int:
+        """Drop the drivers not heard from for ``silent_for_s`` from the index, a chunk per
+        script call, so the sets do not grow with every driver who ever pinged; returns
+        how many. ``near_any`` already skips them: this only frees the memory. A driver who
+        pings again is indexed again, its next fix taken as the newest."""
+        cutoff = time.time() - silent_for_s
+        forgotten = 0
+        while True:
+            gone = int(self._forget(keys=[KEY, PRESENCE_KEY, FIX_AT_KEY], args=[cutoff, CHUNK]))
+            forgotten += gone
+            if gone < CHUNK:
+                return forgotten
 
     def near_any(self, points: list[tuple[float, float, float]]) -> set[int] | None:
         """Drivers within radius_km of any (lat, lng, radius_km) and heard from within the

@@ -83,7 +83,9 @@ class ChaosStack(Stack):
         """An API server (gunicorn, as the stack's own) on ``port``, logging to ``name``."""
         return self._spawn(name, api_argv("127.0.0.1", port, processes=2, threads=16))
 
-    def start_relay_at(self, port: int, name: str) -> subprocess.Popen:
+    def start_relay_at(
+        self, port: int, name: str, more_env: dict[str, str] | None = None
+    ) -> subprocess.Popen:
         """A relay on ``port``, letting in its own origin (what python-socketio sends)."""
         relay_url = f"http://127.0.0.1:{port}"
         origins = f"{self.url},{self.relay_url},{relay_url}"
@@ -91,7 +93,7 @@ class ChaosStack(Stack):
         self.log_files.append(log)
         return subprocess.Popen(
             relay_argv("127.0.0.1", port),
-            env={**self.env, "SMARTROUTE_RELAY_CORS_ORIGINS": origins},
+            env={**self.env, "SMARTROUTE_RELAY_CORS_ORIGINS": origins, **(more_env or {})},
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,

@@ -261,6 +261,35 @@ def test_a_stopping_relay_finishes_the_action_it_is_handling_and_turns_new_work_
         relay.wait()
 
 
+def test_a_stopping_relay_writes_the_positions_it_still_buffers(chaos, chaos_admin, chaos_engine):
+    port = free_port()
+    relay_url = f"http://127.0.0.1:{port}"
+    # Flushes far apart: only the stop can write the ping to PostgreSQL in time.
+    relay = chaos.start_relay_at(port, "relay-flushing", {"SMARTROUTE_LOCATION_FLUSH_S": "600"})
+    try:
+        wait_for(lambda: healthy(relay_url), 60, "the relay to answer /health")
+        driver = new_user(chaos_admin, "driver", "last-ping")
+        feed = Listener(relay_url, driver.token)
+        spot = (38.61, -9.21)
+        answer = feed.client.call(
+            "location", {"lat": spot[0], "lng": spot[1], "at": time.time()}, timeout=20
+        )
+        assert answer == {"status": 200}
+
+        relay.send_signal(signal.SIGTERM)
+
+        assert relay.wait(timeout=STOP_S) == 0
+        with chaos_engine.connect() as connection:
+            row = connection.execute(
+                text("SELECT lat, lng FROM drivers WHERE user_id = :id"), {"id": driver.id}
+            ).one()
+        assert (row.lat, row.lng) == spot
+    finally:
+        if relay.poll() is None:
+            relay.kill()
+        relay.wait()
+
+
 def _refused(relay_url: str, token: str) -> bool:
     try:
         Listener(relay_url, token).close()

@@ -98,3 +98,21 @@ def test_a_fix_applies_only_if_newer_than_the_last_applied(cache):
     # Redis forgot its scripts (a restart): loaded again, not lost.
     cache.script_flush()
     assert writer.apply([(7, now + 3, near.lat, near.lng, now + 3)]) == [True]
+
+
+def test_drivers_silent_past_a_bound_are_forgotten_by_every_key(cache, monkeypatch):
+    monkeypatch.setattr("smartroute.infra.driver_index.CHUNK", 2)  # Several script calls.
+    index, writer = RedisDriverIndex(cache, stale_s=60), PingWriter(cache)
+    now, there = time.time(), make.LISBON
+    silent = [(d, now - 100, there.lat, there.lng, now - 100) for d in (1, 2, 3, 4, 5)]
+    assert writer.apply([*silent, (6, now, there.lat, there.lng, now)]) == [True] * 6
+
+    assert index.forget_silent(90) == 5
+
+    assert [member.decode() for member in cache.zrange(KEY, 0, -1)] == ["6"]
+    assert cache.zrange(PRESENCE_KEY, 0, -1) == [b"6"]
+    assert cache.hkeys(FIX_AT_KEY) == [b"6"]
+    assert index.forget_silent(90) == 0
+    # A forgotten driver who pings again is indexed again.
+    assert writer.apply([(1, now, there.lat, there.lng, now)]) == [True]
+    assert index.near_any([(there.lat, there.lng, 1.0)]) == {1, 6}

@@ -6,6 +6,7 @@ import concurrent.futures as cf
 import datetime as dt
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ import requests
 from prometheus_client.multiprocess import MultiProcessCollector
 from sqlalchemy import text
 
+from smartroute.infra.driver_index import KEY, PRESENCE_KEY
 from tests.integration.conftest import new_user, online_driver
 from tests.support import stop_consuming, wait_for
 
@@ -81,9 +83,10 @@ def test_an_unanswered_offer_goes_to_another_driver(admin, beat, engine):
         )
 
 
-def test_a_silent_driver_goes_offline(admin, beat, engine):
+def test_a_silent_driver_goes_offline_and_leaves_the_index(admin, beat, engine, settings):
     silent = online_driver(admin, *CENTRE, "silent")
     pinging = online_driver(admin, *CENTRE, "pinging")
+    cache = redis.Redis.from_url(settings.redis_url)
     with engine.begin() as conn:  # Ten minutes without a location ping.
         conn.execute(
             text(
@@ -91,12 +94,16 @@ def test_a_silent_driver_goes_offline(admin, beat, engine):
             ),
             {"d": silent.id},
         )
+    cache.zadd(PRESENCE_KEY, {str(silent.id): time.time() - 600})
     wait_for(
         lambda: silent.call("GET", "/v1/drivers/me")["status"] == "offline",
         20,
         "the silent driver to go offline",
     )
+    wait_for(lambda: cache.geopos(KEY, silent.id)[0] is None, 20, "the index to forget it")
+    assert cache.zscore(PRESENCE_KEY, silent.id) is None
     assert pinging.call("GET", "/v1/drivers/me")["status"] == "available"
+    assert cache.geopos(KEY, pinging.id)[0] is not None
 
 
 def test_a_scheduled_booking_is_dispatched_when_due(admin, beat):
