@@ -53,6 +53,7 @@ from smartroute.infra.settings import Settings
 from web import relay_shutdown
 from web.relay_actions import DriverActions
 from web.relay_locations import Locations
+from web.relay_memory import MemoryReturn
 from web.relay_transport import bound_transport
 
 log = logging.getLogger("smartroute.relay")
@@ -89,6 +90,10 @@ def rooms_for(user_id: int, role: str) -> list[str]:
 
 
 PUSH_EVENTS = (NEW_ASSIGNMENT, BOOKING_UPDATED)
+# Engine.IO's heartbeat: a ping to each client this often.
+PING_INTERVAL_S = 25
+# How often the relay looks whether drivers left enough memory to give back.
+MEMORY_CHECK_EVERY_S = 5.0
 
 
 class CountingRedisManager(socketio_lib.RedisManager):
@@ -141,7 +146,7 @@ def create_relay(settings: Settings) -> tuple[Flask, SocketIO]:
         # Same origin only unless origins are configured; never "*" (cross-site hijacking).
         # None is engine.io's "same origin only"; an empty list would switch the check off.
         cors_allowed_origins=list(settings.relay_cors_origins) or None,
-        ping_interval=25,
+        ping_interval=PING_INTERVAL_S,
         ping_timeout=60,
         max_http_buffer_size=settings.relay_max_message_bytes,
     )
@@ -269,6 +274,16 @@ def create_relay(settings: Settings) -> tuple[Flask, SocketIO]:
                 log.exception("token revalidation failed")
 
     socketio.start_background_task(revalidate_forever)
+
+    # Once a closed connection's ping task has slept out its interval, all of it is free.
+    memory = MemoryReturn(lambda: len(socketio.server.eio.sockets), settle_s=PING_INTERVAL_S + 5)
+
+    def return_memory_forever():
+        while True:
+            socketio.sleep(MEMORY_CHECK_EVERY_S)
+            memory.check()
+
+    socketio.start_background_task(return_memory_forever)
 
     @app.get("/health")
     def health():
