@@ -69,6 +69,8 @@ PING_JITTER = 0.1
 WALK_KM = 0.05
 # Drivers of one process going online at once (each is three requests and a handshake).
 CONNECT_AT_ONCE = 64
+# Tries a driver gets to come online (location, connection, status) before it is left out.
+CONNECT_TRIES = 3
 # Seconds between a ride's steps (accept, arrive, start, complete), ± half.
 STEP_S = 0.3
 APPLIED_METRIC = "smartroute_relay_locations_applied_total"
@@ -236,12 +238,25 @@ class _WorkerFleet:
 
     async def _drive(self, seat: Seat, gate: asyncio.Semaphore) -> None:
         app = _App(seat, random.Random(seat.seed), {"lat": seat.lat, "lng": seat.lng})
+        self.apps.append(app)
         async with gate:
-            try:
-                await asyncio.wait_for(self._go_online(app), self.plan.connect_timeout_s)
-            except Exception as exc:  # Counted and reported: the run goes on without it.
-                self.events.put(("connect_error", seat.id, f"{exc.__class__.__name__} {exc}"))
-                return
+            for attempt in range(1, CONNECT_TRIES + 1):
+                try:
+                    await asyncio.wait_for(self._go_online(app), self.plan.connect_timeout_s)
+                    break
+                except Exception as exc:
+                    # An app tries again (a relay busy with a crowd's handshakes may drop
+                    # one); after the last try it is counted and the run goes on without it.
+                    with contextlib.suppress(Exception):
+                        if app.sio is not None:
+                            await app.sio.disconnect()
+                    app.sio = None
+                    if attempt == CONNECT_TRIES:
+                        error = f"{exc.__class__.__name__} {exc}"
+                        self.events.put(("connect_error", seat.id, error))
+                        return
+                    self.events.put(("connect_retry", seat.id))
+                    await asyncio.sleep(0.5 * attempt)
         self.events.put(("online", seat.id))
         for delay in ping_delays(self.plan.ping_every_s, self.plan.jitter, app.rng):
             await asyncio.sleep(delay)
@@ -252,7 +267,6 @@ class _WorkerFleet:
         database), the relay connection, then available."""
         import socketio
 
-        self.apps.append(app)
         status = await self._call(app, "PUT", "/v1/drivers/me/location", app.position)
         if status != 200:
             raise RuntimeError(f"location answered {status}")
@@ -383,7 +397,9 @@ class _Seat:
 
 
 @dataclass(eq=False)
-class _Riders:
+class _FleetView:
+    """What ``LoadRun`` reads of its fleet: the drivers, and the riders who book."""
+
     drivers: list[_Seat]
     riders: list
 
@@ -539,6 +555,8 @@ class FleetRun(LoadRun):
         elif kind == "online":
             with self.lock:
                 self.online += 1
+        elif kind == "connect_retry":
+            self.recorder.count("connect_retries")
         elif kind == "connect_error":
             key = event[2][:120]
             with self.lock:
@@ -619,7 +637,7 @@ class FleetRun(LoadRun):
         # One request a user, many at once: the API's threads and PostgreSQL are the limit.
         with cf.ThreadPoolExecutor(32) as pool:
             seats = list(pool.map(driver, range(self.fleet_plan.drivers)))
-            self.fleet = _Riders([], list(pool.map(rider, range(self.plan.riders))))
+            self.fleet = _FleetView([], list(pool.map(rider, range(self.plan.riders))))
         self.rider_ids = {r.id for r in self.fleet.riders}
         return seats
 
@@ -719,6 +737,7 @@ class FleetRun(LoadRun):
             memory = self.memory.stop()
         figures["pings_sent"] = self.pings_sent()
         figures["ping_errors"] = sum(errors for _, errors, _ in self.ticks.values())
+        figures["connect_retries"] = self.recorder.counts.get("connect_retries", 0)
         figures["connect_errors"] = self.connect_errors
         return self._results(memory)
 
@@ -734,6 +753,7 @@ class FleetRun(LoadRun):
                 break
             time.sleep(0.2)
         self.figures["drivers_online"] = self.online
+        self.figures["connect_phase_s"] = round(time.monotonic() - connect_from, 2)
         self.figures["fleet_connect_s"] = (
             round(time.monotonic() - connect_from, 2) if self.online == total else None
         )
@@ -788,7 +808,12 @@ class FleetRun(LoadRun):
             "ping_to_index_samples": index["n"],
             "ping_samples_unseen": self.probe.unseen,
             "ping_to_index_p99_ms_while_connecting": connecting["p99_ms"],
+            # Every engine process's CPU over the window (the bookings' share included), and
+            # the relay's alone, a ping sent.
             "engine_cpu_ms_per_ping": round(1000 * cpu_s / pings, 3) if pings else None,
+            "relay_cpu_ms_per_ping": (
+                round(1000 * cpu_by.get("relay", 0.0) / pings, 3) if pings else None
+            ),
             "engine_cpu_s_in_window_by_role": {k: round(v, 2) for k, v in sorted(cpu_by.items())},
         }
 
