@@ -71,8 +71,12 @@ WALK_KM = 0.05
 CONNECT_AT_ONCE = 64
 # Tries a driver gets to come online (location, connection, status) before it is left out.
 CONNECT_TRIES = 3
+# How often a worker reports its counts (and its loop's lateness) to the parent.
+REPORT_EVERY_S = 0.5
 # Seconds between a ride's steps (accept, arrive, start, complete), ± half.
 STEP_S = 0.3
+# How long a driver keeps trying a step the engine is too busy to answer.
+ACTION_PATIENCE_S = 3 * HTTP_TIMEOUT_S
 APPLIED_METRIC = "smartroute_relay_locations_applied_total"
 
 
@@ -220,13 +224,20 @@ class _WorkerFleet:
             await asyncio.gather(*drivers, *self.tasks, return_exceptions=True)
             await asyncio.gather(*(self._leave(app, gate) for app in self.apps))
             reporter.cancel()
-            self.events.put(("tick", self.plan.index, self.pings, self.ping_errors, 0))
+            self.events.put(("tick", self.plan.index, self.pings, self.ping_errors, 0, 0.0))
             self.events.put(("done", self.plan.index))
 
     async def _report(self) -> None:
+        """Every half second: pings sent, drivers connected, and how late the loop woke
+        (a loop that falls behind sends its pings late, and the delay is the generator's,
+        not the engine's)."""
         while True:
-            self.events.put(("tick", self.plan.index, self.pings, self.ping_errors, self.connected))
-            await asyncio.sleep(0.5)
+            asked = time.monotonic() + REPORT_EVERY_S
+            await asyncio.sleep(REPORT_EVERY_S)
+            lag_ms = max(0.0, (time.monotonic() - asked) * 1000)
+            self.events.put(
+                ("tick", self.plan.index, self.pings, self.ping_errors, self.connected, lag_ms)
+            )
 
     async def _call(self, app: _App, method: str, path: str, body: dict) -> int:
         headers = {"Authorization": f"Bearer {app.seat.token}"}
@@ -339,7 +350,11 @@ class _WorkerFleet:
         """One step over the socket, tried again while the engine is busy; a retry that
         finds its first attempt landed counts as done (as ``SimulatedDriver.act``)."""
         status = None
-        for _ in range(10):
+        # The relay answers 429 "busy" while this connection's last attempt still runs, and
+        # a timed-out attempt may still be running: keep trying for a while, not a count.
+        deadline = time.monotonic() + ACTION_PATIENCE_S
+        pause = 0.2
+        while time.monotonic() < deadline:
             try:
                 answer = await app.sio.call(
                     "driver_action",
@@ -360,7 +375,8 @@ class _WorkerFleet:
                 return 200
             if status is not None and status not in RETRYABLE:
                 return status
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(pause)
+            pause = min(1.0, pause * 2)
         return status
 
     async def _leave(self, app: _App, gate: asyncio.Semaphore) -> None:
@@ -487,6 +503,8 @@ class FleetRun(LoadRun):
         self.figures: dict[str, Any] = {}
         self.pump_stop = threading.Event()
         self.foreign: set[int] = set()
+        self.loop_lags: list[tuple[float, float]] = []  # (seconds since start, ms late)
+        self.refusals: dict[str, int] = {}  # "<step> <status>" -> steps the engine refused
 
     def _redis(self) -> redis.Redis | None:
         url = self.target.settings.redis_url
@@ -548,8 +566,9 @@ class FleetRun(LoadRun):
     def _handle(self, event: tuple) -> None:
         kind = event[0]
         if kind == "tick":
-            _, worker, pings, errors, connected = event
+            _, worker, pings, errors, connected, lag_ms = event
             self.ticks[worker] = (pings, errors, connected)
+            self.loop_lags.append((self.recorder.elapsed(), lag_ms))
         elif kind == "sample":
             self.probe.add(event[1], event[2])
         elif kind == "online":
@@ -571,9 +590,12 @@ class FleetRun(LoadRun):
             # Possibly before the booking's 202 came home: the drain finds it ended.
             self._end(booking_id, "completed")
         elif kind == "refused":
-            _, driver, booking_id, action, _status = event
+            _, driver, booking_id, action, status = event
             self._let_go(driver, booking_id)
             self.recorder.count(f"{action}_refused")
+            key = f"{action} {status or 'unanswered'}"
+            with self.lock:
+                self.refusals[key] = self.refusals.get(key, 0) + 1
         elif kind == "done":
             self.done_workers.add(event[1])
 
@@ -739,6 +761,7 @@ class FleetRun(LoadRun):
         figures["ping_errors"] = sum(errors for _, errors, _ in self.ticks.values())
         figures["connect_retries"] = self.recorder.counts.get("connect_retries", 0)
         figures["connect_errors"] = self.connect_errors
+        figures["steps_refused"] = self.refusals
         return self._results(memory)
 
     def _await_fleet(self, connect_from: float) -> None:
@@ -807,6 +830,11 @@ class FleetRun(LoadRun):
             "ping_to_index_max_ms": index["max_ms"],
             "ping_to_index_samples": index["n"],
             "ping_samples_unseen": self.probe.unseen,
+            # The generator's own lateness: how far past its time a worker's loop woke.
+            "loadgen_loop_lag_max_ms": round(
+                max((ms for t, ms in self.loop_lags if window[0] <= t <= window[1]), default=0),
+                1,
+            ),
             "ping_to_index_p99_ms_while_connecting": connecting["p99_ms"],
             # Every engine process's CPU over the window (the bookings' share included), and
             # the relay's alone, a ping sent.
@@ -925,6 +953,12 @@ def write_fleet_chart(path: Path, run: FleetRun, title: str) -> Path:
         for q in (50, 99):
             summary = [latency_summary(by_second[s])[f"p{q}_ms"] for s in seconds]
             ax_lat.plot(seconds, summary, label=f"p{q} each second")
+    if run.loop_lags:
+        lags = sorted(run.loop_lags)
+        ax_lat.plot(
+            [t for t, _ in lags], [ms for _, ms in lags], label="load generator's loop late by"
+        )
+    if points or run.loop_lags:
         ax_lat.legend(loc="upper left")
     ax_lat.set_ylabel("ms")
     ax_lat.set_title("Ping sent → visible to matching (sampled pings)")
