@@ -290,7 +290,7 @@ def bench_e2e(
 )
 @click.option(
     "--connect-timeout",
-    default=120.0,
+    default=180.0,
     show_default=True,
     help="Seconds for the whole fleet to come online; the run goes on with those that did.",
 )

@@ -175,7 +175,8 @@ class WorkerPlan:
     jitter: float = PING_JITTER
     sample_share: float = 0.0
     connect_at_once: int = CONNECT_AT_ONCE
-    connect_timeout_s: float = 60.0
+    # One attempt to come online (location, connection, status), at most.
+    attempt_timeout_s: float = 3 * HTTP_TIMEOUT_S
     step_s: float = STEP_S
 
 
@@ -253,7 +254,7 @@ class _WorkerFleet:
         async with gate:
             for attempt in range(1, CONNECT_TRIES + 1):
                 try:
-                    await asyncio.wait_for(self._go_online(app), self.plan.connect_timeout_s)
+                    await asyncio.wait_for(self._go_online(app), self.plan.attempt_timeout_s)
                     break
                 except Exception as exc:
                     # An app tries again (a relay busy with a crowd's handshakes may drop
@@ -401,7 +402,7 @@ class FleetPlan:
     drivers: int
     ping_every_s: float
     processes: int
-    connect_timeout_s: float = 120.0
+    connect_timeout_s: float = 180.0
 
 
 @dataclass(eq=False)
@@ -519,9 +520,13 @@ class FleetRun(LoadRun):
     def relay_processes(self) -> list[psutil.Process]:
         return [p for role, p in engine_processes(self.target.root_pid) if role == "relay"]
 
-    def relay_rss_bytes(self) -> int:
+    def relay_rss_bytes(self) -> int | None:
+        """The relays' resident memory; None when none runs on this machine."""
+        processes = self.relay_processes()
+        if not processes:
+            return None
         total = 0
-        for process in self.relay_processes():
+        for process in processes:
             with contextlib.suppress(psutil.Error):
                 total += process.memory_info().rss
         return total
@@ -688,7 +693,6 @@ class FleetRun(LoadRun):
                         part,
                         self.fleet_plan.ping_every_s,
                         sample_share=share,
-                        connect_timeout_s=self.fleet_plan.connect_timeout_s,
                     ),
                     self.events,
                     stop,
@@ -713,9 +717,11 @@ class FleetRun(LoadRun):
             self._await_fleet(connect_from)
             self.recorder.count("drivers_online", self.online)
             rss_after = self.relay_rss_bytes()
-            figures["relay_rss_before_mb"] = round(rss_before / 2**20, 1)
+            figures["relay_rss_before_mb"] = _mb(rss_before)
             figures["relay_kb_per_driver"] = (
-                round((rss_after - rss_before) / 1024 / self.online, 1) if self.online else None
+                round((rss_after - rss_before) / 1024 / self.online, 1)
+                if self.online and rss_before is not None and rss_after is not None
+                else None
             )
             # The measured window: the fleet online, bookings flowing.
             applied_from, cpu_from = self.applied(), self.engine_cpu_s()
@@ -743,7 +749,7 @@ class FleetRun(LoadRun):
                     {r: cpu_to[r] - cpu_from.get(r, 0.0) for r in cpu_to},
                 )
             )
-            figures["relay_rss_mb"] = round(self.relay_rss_bytes() / 2**20, 1)
+            figures["relay_rss_mb"] = _mb(self.relay_rss_bytes())
         finally:
             self.running.clear()
             stop.set()
@@ -866,6 +872,10 @@ class FleetRun(LoadRun):
             time.sleep(1.0)
 
 
+def _mb(size: int | None) -> float | None:
+    return round(size / 2**20, 1) if size is not None else None
+
+
 def _own_cpu_s() -> float:
     """CPU seconds this process (the bookings, the probe, the accounting) has used."""
     times = psutil.Process().cpu_times()
@@ -881,7 +891,7 @@ def run_fleet(
     processes: int | None = None,
     seed: int = 1,
     drain_s: float = 30.0,
-    connect_timeout_s: float = 120.0,
+    connect_timeout_s: float = 180.0,
     on_sample: Callable[[dict], None] | None = None,
     on_connect: Callable[[int, int], None] | None = None,
     chart: Path | None = None,
