@@ -3,8 +3,8 @@ pinging its location every few seconds while riders book at a fixed rate.
 
 Drivers are created through the admin API (concurrently: there is one request a user),
 then split over worker processes, each an asyncio loop of python-socketio ``AsyncClient``s
-sharing one aiohttp session: thousands of sockets cost a process a few tens of MB, where a
-thread per client would cost a thread each. A driver goes online as ``bench e2e``'s do
+sharing one aiohttp session, where a thread per client would cost a thread each (the largest
+worker's memory is reported beside its loop's lateness). A driver goes online as ``bench e2e``'s do
 (its location over HTTP, its relay connection, status available), then emits ``location``
 (``{lat, lng, at}``, a short random walk) every ping interval, jittered, and takes every
 offer through accept, arrive, start and complete over its socket (``driver_action``).
@@ -226,7 +226,6 @@ class _WorkerFleet:
             await asyncio.gather(*(self._leave(app, gate) for app in self.apps))
             reporter.cancel()
             self.events.put(("tick", self.plan.index, self.pings, self.ping_errors, 0, 0.0))
-            self.events.put(("done", self.plan.index))
 
     async def _report(self) -> None:
         """Every half second: pings sent, drivers connected, and how late the loop woke
@@ -497,7 +496,6 @@ class FleetRun(LoadRun):
         self.online = 0
         self.connect_errors: dict[str, int] = {}
         self.ticks: dict[int, tuple[int, int, int]] = {}  # worker -> pings, errors, connected
-        self.done_workers: set[int] = set()
         self.index_points: list[tuple[float, float]] = []  # (seconds since start, ms)
         self.probe = IndexProbe(self._redis(), self._indexed)
         self.metrics_token = metrics_token(target)
@@ -601,8 +599,6 @@ class FleetRun(LoadRun):
             key = f"{action} {status or 'unanswered'}"
             with self.lock:
                 self.refusals[key] = self.refusals.get(key, 0) + 1
-        elif kind == "done":
-            self.done_workers.add(event[1])
 
     def _let_go(self, driver: int, booking_id: int) -> None:
         seat = self.seats.get(driver)
@@ -738,6 +734,7 @@ class FleetRun(LoadRun):
                 100 * (self._loadgen_cpu_s(workers) - loadgen_from) / window_s, 1
             )
             self.loadgen_cpu_percent = round(100 * (_own_cpu_s() - own_from) / window_s, 1)
+            figures["loadgen_worker_rss_mb"] = _mb(self._loadgen_rss_bytes(workers))
             self._drain()
             figures.update(
                 self._window_figures(
@@ -796,6 +793,15 @@ class FleetRun(LoadRun):
             if worker.is_alive():
                 worker.terminate()
                 worker.join(timeout=5)
+
+    @staticmethod
+    def _loadgen_rss_bytes(workers: list) -> int | None:
+        """The largest worker process's resident memory."""
+        sizes = []
+        for worker in workers:
+            with contextlib.suppress(psutil.Error, ValueError):
+                sizes.append(psutil.Process(worker.pid).memory_info().rss)
+        return max(sizes, default=None)
 
     @staticmethod
     def _loadgen_cpu_s(workers: list) -> float:
