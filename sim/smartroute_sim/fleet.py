@@ -725,6 +725,9 @@ class FleetRun(LoadRun):
             loadgen_from, own_from = self._loadgen_cpu_s(workers), _own_cpu_s()
             self.memory.count_cpu_from_now()
             self._send_bookings()
+            # The last booking leaves a send interval before the duration is up: the window
+            # is the whole duration.
+            time.sleep(max(0.0, window_from + self.plan.duration_s - time.monotonic()))
             window = (self.recorder.elapsed(window_from), self.recorder.elapsed())
             window_s = time.monotonic() - window_from
             applied_to, cpu_to = self.applied(), self.engine_cpu_s()
