@@ -96,6 +96,27 @@ PING_INTERVAL_S = 25
 MEMORY_CHECK_EVERY_S = 5.0
 
 
+def handle_inline(server: socketio_lib.Server, event: str) -> None:
+    """Run ``event``'s handler in the green thread that read it off the connection.
+
+    python-socketio starts a new green thread for every event, so that a handler that
+    waits (a driver action's transaction) holds up nothing else. A location ping never
+    waits: it is a few checks and a dict write, and the thread costs more than the ping.
+    """
+    spawning = server._handle_event
+
+    def handle_event(eio_sid, namespace, id, data):
+        if not (data and data[0] == event):
+            return spawning(eio_sid, namespace, id, data)
+        namespace = namespace or "/"
+        sid = server.manager.sid_from_eio_sid(eio_sid, namespace)
+        if server.manager.is_connected(sid, namespace):
+            server._handle_event_internal(server, sid, eio_sid, data, namespace, id)
+        return None
+
+    server._handle_event = handle_event
+
+
 class CountingRedisManager(socketio_lib.RedisManager):
     """python-socketio's Redis manager, counting the pushes it receives to emit, on a pool
     whose callers wait for a connection rather than fail (smartroute.infra.redis_clients).
@@ -256,6 +277,7 @@ def create_relay(settings: Settings) -> tuple[Flask, SocketIO]:
     # builds a Flask request context for every event, which costs more than the ping's own
     # work. The handler takes the session id as an argument instead of from the request.
     socketio.server.on("location", location, namespace="/")
+    handle_inline(socketio.server, "location")
     locations.run(socketio.sleep, socketio.start_background_task)
     app.extensions["relay_locations"] = locations  # Written out as the relay stops.
 
