@@ -126,7 +126,7 @@ def test_a_rider_sees_their_own_driver_with_the_eta_and_no_one_else_does(admin, 
     assert 140 < seen["eta_s"] < 220  # A kilometre and a third of road at 25 km/h.
     assert time.time() - 10 < seen["at"] <= time.time()
     theirs = heard[other_rider.id].until(rider_event(other_booking), "the other rider's")
-    assert (theirs["driver_id"], theirs["lat"]) == (other_driver.id, CENTRE[0] + 0.0045)
+    assert (theirs["driver_id"], theirs["lat"]) == (other_driver.id, round(CENTRE[0] + 0.0045, 5))
     # A flush later, anything for the wrong rider would have come too.
     ping(driver_feed, *CENTRE)
     heard[rider.id].until(lambda n, d: d.get("lat") == CENTRE[0], "the driver at the pickup")
@@ -272,7 +272,7 @@ def test_a_rider_on_another_relay_gets_at_most_one_position_an_interval(
     assert flushes >= 2 * len(arrivals) >= 4
     assert len(arrivals) <= (ended - started) / EVERY_S + 1
     gaps = [b - a for a, b in zip(arrivals, arrivals[1:], strict=False)]
-    assert min(gaps) > EVERY_S - 0.3, gaps
+    assert min(gaps) > EVERY_S - 0.5, gaps
     thinned = after["smartroute_relay_rider_positions_thinned_total"] - before.get(
         "smartroute_relay_rider_positions_thinned_total", 0
     )
