@@ -151,8 +151,7 @@ def main() -> None:
 
         sessions = make_sessionmaker(make_engine(services.database_url, pool_size=2))
         manager = CountingRedisManager(services.redis_url, channel=CHANNEL, connections=4, wait_s=5)
-        manager.rooms = {}  # No server: none of these riders is connected to this process.
-        manager._redis_connect()
+        manager._redis_connect()  # No server: none of these riders is connected here.
         published: list[int] = []
 
         def emit_each(messages):
