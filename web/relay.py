@@ -15,7 +15,8 @@ it (web.relay_transport).
 Drivers may also act on their bookings over their connection (``driver_action``,
 web.relay_actions), through the same domain functions as the API, and share their location
 (``location``, web.relay_locations): buffered, written to Redis once a tick and to
-PostgreSQL behind, once a flush, for every driver at once.
+PostgreSQL behind, once a flush, for every driver at once. After each flush the positions
+go to the riders watching those drivers and to the admin dashboard (web.relay_tracking).
 """
 
 import argparse
@@ -32,7 +33,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from dispatch import tokens
+from dispatch.eta import GreatCircleEta
 from dispatch.outbox import ADMIN_ROOM, BOOKING_UPDATED, NEW_ASSIGNMENT, driver_room, rider_room
+from dispatch.tracking import DRIVER_POSITION, DRIVER_POSITIONS
 from smartroute.infra.celery_app import create_celery
 from smartroute.infra.database import database_sessions
 from smartroute.infra.driver_index import PingWriter
@@ -47,13 +50,21 @@ from smartroute.infra.metrics import (
     exposition,
     scrape_allowed,
 )
-from smartroute.infra.push import CHANNEL, MAX_EVENT_ID, Resync, catch_up, valid_event_id
+from smartroute.infra.push import (
+    CHANNEL,
+    MAX_EVENT_ID,
+    Resync,
+    catch_up,
+    emit_message,
+    valid_event_id,
+)
 from smartroute.infra.redis_clients import waiting_redis
 from smartroute.infra.settings import Settings
 from web import relay_shutdown
 from web.relay_actions import DriverActions
 from web.relay_locations import Locations
 from web.relay_memory import MemoryReturn
+from web.relay_tracking import PositionFeed
 from web.relay_transport import bound_transport
 
 log = logging.getLogger("smartroute.relay")
@@ -89,7 +100,7 @@ def rooms_for(user_id: int, role: str) -> list[str]:
     return [rider_room(user_id)]
 
 
-PUSH_EVENTS = (NEW_ASSIGNMENT, BOOKING_UPDATED)
+PUSH_EVENTS = (NEW_ASSIGNMENT, BOOKING_UPDATED, DRIVER_POSITION, DRIVER_POSITIONS)
 # Engine.IO's heartbeat: a ping to each client this often.
 PING_INTERVAL_S = 25
 # How often the relay looks whether drivers left enough memory to give back.
@@ -142,7 +153,28 @@ class CountingRedisManager(socketio_lib.RedisManager):
         if message.get("host_id") != self.host_id:
             event = message.get("event")
             RELAY_PUSHES.labels(event if event in PUSH_EVENTS else "other").inc()
+        room = message.get("room")
+        if isinstance(room, str) and room not in self.rooms.get(message.get("namespace"), ()):
+            # Nobody in that room on this relay: python-socketio would encode the packet
+            # before finding no one to send it to, and most riders are on other relays.
+            return None
         return super()._handle_emit(message)
+
+    def emit_each(self, messages: list[tuple[str, str, dict]]) -> None:
+        """Emit each (room, event, data) on every relay, as ``emit`` would one at a time,
+        but published in one pipeline: one Redis round trip however many rooms."""
+        if not messages:
+            return
+        for room, event, data in messages:
+            # This relay's own clients at once: its listener skips what it published.
+            message = {"event": event, "data": [data], "namespace": "/", "room": room}
+            self._handle_emit(message | {"method": "emit", "host_id": self.host_id})
+        if not self.connected:
+            self._redis_connect()
+        with self.redis.pipeline(transaction=False) as pipe:
+            for room, event, data in messages:
+                pipe.publish(self.channel, emit_message(self.host_id, room, event, data))
+            pipe.execute()
 
 
 def create_relay(settings: Settings) -> tuple[Flask, SocketIO]:
@@ -154,16 +186,17 @@ def create_relay(settings: Settings) -> tuple[Flask, SocketIO]:
     cache = waiting_redis(
         redis_url, connections=settings.relay_redis_connections, wait_s=settings.relay_redis_wait_s
     )
+    manager = CountingRedisManager(
+        redis_url,
+        channel=CHANNEL,
+        connections=settings.relay_redis_connections,
+        wait_s=settings.relay_redis_wait_s,
+    )
     socketio = SocketIO(
         app,
         async_mode=settings.relay_async_mode,
         # Named explicitly: Flask-SocketIO would pick kombu for a unix:// Redis URL.
-        client_manager=CountingRedisManager(
-            redis_url,
-            channel=CHANNEL,
-            connections=settings.relay_redis_connections,
-            wait_s=settings.relay_redis_wait_s,
-        ),
+        client_manager=manager,
         # Same origin only unless origins are configured; never "*" (cross-site hijacking).
         # None is engine.io's "same origin only"; an empty list would switch the check off.
         cors_allowed_origins=list(settings.relay_cors_origins) or None,
@@ -177,8 +210,18 @@ def create_relay(settings: Settings) -> tuple[Flask, SocketIO]:
     identities: dict[str, Identity] = {}
     sessions = database_sessions(settings, database_url, "smartroute-relay", keep_all=True)
     actions = DriverActions(settings, sessions, create_celery(settings), cache)
+    positions = PositionFeed(
+        sessions,
+        GreatCircleEta(speed_kmh=settings.speed_kmh, road_factor=settings.road_factor),
+        manager.emit_each,
+        every_s=settings.rider_position_every_s,
+    )
     locations = Locations(
-        PingWriter(cache), sessions, settings.relay_location_tick_s, settings.location_flush_s
+        PingWriter(cache),
+        sessions,
+        settings.relay_location_tick_s,
+        settings.location_flush_s,
+        on_flush=positions.after_flush,
     )
 
     @socketio.on("connect")

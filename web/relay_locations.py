@@ -33,6 +33,7 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -136,10 +137,17 @@ class Locations:
     PostgreSQL per flush."""
 
     def __init__(
-        self, writer: PingWriter, sessions: sessionmaker[Session], tick_s: float, flush_s: float
+        self,
+        writer: PingWriter,
+        sessions: sessionmaker[Session],
+        tick_s: float,
+        flush_s: float,
+        on_flush: Callable[[dict[int, tuple[float, float, float]]], None] | None = None,
     ) -> None:
         self.writer, self.sessions = writer, sessions
         self.tick_s, self.flush_s = tick_s, flush_s
+        # Told each flush's positions once PostgreSQL has them (web.relay_tracking).
+        self.on_flush = on_flush
         # driver id -> (at, lat, lng, received at): this tick's newest fix per driver.
         self._pending: dict[int, tuple[float, float, float, float]] = {}
         # driver id -> (lat, lng, received at): applied since the last flush.
@@ -233,6 +241,8 @@ class Locations:
         RELAY_LOCATION_FLUSHES.observe(len(positions))
         with self._lock:
             RELAY_LOCATIONS_UNFLUSHED.set(len(self._unflushed))
+        if self.on_flush is not None:
+            self.on_flush(batch)
 
     def close(self) -> None:
         """Write what is buffered, to Redis and then to PostgreSQL, as the relay stops (its

@@ -121,6 +121,21 @@ RELAY_LOCATION_FLUSHES = Histogram(
 )
 
 
+# Drivers' positions pushed after each flush (web.relay_tracking).
+RELAY_POSITIONS_PUSHED = Counter(
+    "smartroute_relay_positions_pushed_total",
+    "Drivers' positions a relay pushed after its flushes, by audience: rider (a "
+    "driver_position to the rider of a ride accepted or under way), admin (an entry of a "
+    "driver_positions batch to the admin dashboard).",
+    ["to"],
+)
+RELAY_RIDER_POSITIONS_THINNED = Counter(
+    "smartroute_relay_rider_positions_thinned_total",
+    "Drivers' positions not pushed to a rider because the ride's last one went out less "
+    "than SMARTROUTE_RIDER_POSITION_EVERY_S before.",
+)
+
+
 def scrape_allowed(metrics_token: str | None, authorization: str | None) -> bool:
     """Whether an ``Authorization`` header carries the metrics token.
 

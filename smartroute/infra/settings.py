@@ -275,6 +275,9 @@ class Settings:
     # to PostgreSQL (one statement a flush).
     relay_location_tick_s: float = 0.2
     location_flush_s: float = 2.0
+    # The fewest seconds between two of a ride's driver positions pushed to its rider (a
+    # relay pushes them after each flush, so a flush interval below this is thinned).
+    rider_position_every_s: float = 2.0
     # Ride history and ratings: how long after completion a ride may be rated.
     rating_window_s: int = 7 * 86400
     # Seconds of pickup ETA a one-star average costs a driver in the batch matcher (0: off).
@@ -411,6 +414,7 @@ class Settings:
             ),
             relay_location_tick_s=_float(env, "SMARTROUTE_RELAY_LOCATION_TICK_S", 0.2, 0.01),
             location_flush_s=_float(env, "SMARTROUTE_LOCATION_FLUSH_S", 2.0, 0.1),
+            rider_position_every_s=_float(env, "SMARTROUTE_RIDER_POSITION_EVERY_S", 2.0, 0.1),
             # Ride history and ratings.
             rating_window_s=_int(env, "SMARTROUTE_RATING_WINDOW_S", 7 * 86400, minimum=60),
             match_rating_weight_s=_float(env, "SMARTROUTE_MATCH_RATING_WEIGHT_S", 0.0),

@@ -12,6 +12,7 @@ import datetime as dt
 import json
 import re
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -174,6 +175,25 @@ def relay_actions_done(stack) -> dict[str, float]:
         for sample in family.samples
         if sample.name.endswith("_total") and sample.labels["outcome"] == "done"
     }
+
+
+def test_the_admin_map_moves_a_driver_to_where_the_relay_last_placed_it(
+    admin, stack, pages, listeners
+):
+    driver = online_driver(admin, *CENTRE)
+    online_driver(admin, CENTRE[0] + 0.01, CENTRE[1] + 0.01, "still")
+    page = pages()
+    sign_in(page, stack.url, "/admin", stack.settings.admin_token)
+    expect(page.locator("#map")).to_have_attribute("data-drivers", "2")
+    expect(page.locator("#map")).to_have_attribute("data-live", "0")
+
+    app = listeners(driver.token)
+    app.client.emit("location", {"lat": CENTRE[0] - 0.01, "lng": CENTRE[1], "at": time.time()})
+
+    # The relay's batch after its next flush, without waiting for the dashboard's poll.
+    expect(page.locator("#map")).to_have_attribute("data-live", "1")
+    expect(page.locator("#map")).to_have_attribute("data-drivers", "2")
+    assert page.errors == []
 
 
 def test_the_driver_console_shares_its_location_over_the_live_relay(admin, stack, pages):

@@ -1,6 +1,7 @@
 """The rider's page in a real headless Chromium, against the real stack: the rider prices a
 trip, books it on the quote and watches the ride as the relay pushes it, while a driver,
-driven over the API, takes it to the end; then the rider rates the driver, or cancels.
+driven over the API, takes it to the end (sharing its location over the relay, which the
+rider sees on a small map with the ETA); then the rider rates the driver, or cancels.
 
 Every wait is on a DOM condition (Playwright's ``expect``), never a sleep. Screenshots go to
 ``test-artifacts/screenshots/`` with the other pages'.
@@ -9,6 +10,7 @@ Every wait is on a DOM condition (Playwright's ``expect``), never a sleep. Scree
 from __future__ import annotations
 
 import re
+import time
 
 import pytest
 import requests
@@ -47,8 +49,11 @@ def euros(minor: int) -> str:
     return f"€{minor / 100:,.2f}"
 
 
-def test_a_rider_books_on_a_quote_watches_the_ride_and_rates_the_driver(admin, stack, page):
+def test_a_rider_books_on_a_quote_watches_the_ride_and_rates_the_driver(
+    admin, stack, page, listeners
+):
     driver = online_driver(admin, CENTRE[0] + 0.003, CENTRE[1])
+    driver_app = listeners(driver.token)
     rider = new_user(admin, "rider", "Rita")
     # The quote card, read before booking, shows what the booking was priced at.
     sign_in(page, stack.url, "/rider", rider.token)
@@ -66,9 +71,10 @@ def test_a_rider_books_on_a_quote_watches_the_ride_and_rates_the_driver(admin, s
     booking = rider.call("GET", f"/v1/bookings/{booking_id}")
     assert (shown, base) == (euros(booking["fare"]["amount"]), euros(booking["fare"]["base"]))
     expect(page.locator("#ride-driver")).to_have_text(f"Driver #{driver.id} · not rated yet")
-    expect(page.locator("#driver-position")).to_have_text(
-        "Live position appears here once your driver shares it."
+    expect(page.locator("#driver-eta")).to_have_text(
+        "Your driver's position appears here once they accept the ride."
     )
+    expect(page.locator("#driver-map")).to_be_hidden()
 
     # The changes come as pushes to the rider's room (the poll would show them too, but
     # would not move the page's replay place on).
@@ -81,8 +87,21 @@ def test_a_rider_books_on_a_quote_watches_the_ride_and_rates_the_driver(admin, s
     ):
         driver.call("POST", f"/v1/bookings/{booking_id}/{action}")
         expect(ride).to_have_attribute("data-status", status)
+        if status == "accepted":
+            # About a kilometre south of the pickup, over the driver's relay connection.
+            location = {"lat": CENTRE[0] - 0.009, "lng": CENTRE[1], "at": time.time()}
+            driver_app.client.emit("location", location)
+            expect(page.locator("#driver-eta")).to_have_text(re.compile(r"^Driver \d+ min away$"))
+            expect(page.locator("#driver-map")).to_have_attribute("data-drivers", "1")
+            screenshot(page, "rider-driver-coming")
         if status == "arrived":
+            expect(page.locator("#driver-eta")).to_have_text("Your driver is at the pickup")
             screenshot(page, "rider-driver-arrived")
+        if status == "in_progress":
+            location = {"lat": CENTRE[0], "lng": CENTRE[1], "at": time.time()}
+            driver_app.client.emit("location", location)
+            expect(page.locator("#driver-eta")).to_have_text(re.compile(r"^Arriving in \d+ min$"))
+    expect(page.locator("#driver-position")).to_be_hidden()
     completed = rider.call("GET", f"/v1/bookings/{booking_id}")
     assert completed["fare"]["final"] is True
     expect(page.locator("#ride-fare")).to_have_text(f"{euros(completed['fare']['amount'])} (final)")

@@ -1,6 +1,6 @@
 // The admin dashboard: counts, queues and the last minutes polled from /v1/admin/overview,
-// drivers and open bookings on a tile-free map, and every booking change pushed live by
-// the relay to the admin_dashboard room.
+// drivers and open bookings on a tile-free map, every booking change pushed live by the
+// relay to the admin_dashboard room, and drivers' positions as the relay sends them.
 import {
   $, SignIn, call, clock, element, enterConsole, money, place, statusLabel,
 } from "./console.js";
@@ -12,11 +12,18 @@ const TABLE_LENGTH = 100;
 const DRIVER_ROWS = 200;
 const OPEN = new Set(["pending", "assigned", "accepted", "arrived", "in_progress"]);
 const SETTLE_MS = 400;  // After a burst of pushes, refresh the counts and the map once.
+// A live position not refreshed for this long is dropped: the driver went quiet, and the
+// listed drivers' last-known positions from the API take over.
+const LIVE_MS = 60000;
 
 const signIn = new SignIn("admin");
 const bookings = new Map();  // id -> the newest version of each booking seen
 let drivers = [];
 let settling = null;
+// driver id -> { lat, lng, seen }: positions from the relay's driver_positions batches,
+// newer than the API's last-known ones (written a flush behind).
+const livePositions = new Map();
+let mapDue = false;
 
 async function start() {
   $("#close-log").addEventListener("click", () => { $("#dispatch-log").hidden = true; });
@@ -28,7 +35,7 @@ async function start() {
   drawLegend();
   await enterConsole(signIn, {
     panel: "#dashboard", refresh, pollMs: POLL_MS, notYours: "That token is not an admin's.",
-    events: { booking_updated: onBookingUpdated },
+    events: { booking_updated: onBookingUpdated, driver_positions: onDriverPositions },
     onResync: resync,
   });
 }
@@ -70,6 +77,46 @@ function onBookingUpdated(booking) {
   // The counts and the drivers come from the API: ask again once the burst has passed.
   clearTimeout(settling);
   settling = setTimeout(() => refresh().catch(() => {}), SETTLE_MS);
+}
+
+// One batch a relay flush: [id, lat, lng] for each driver that moved. Only the map is
+// redrawn, once per animation frame however many batches come (one per relay).
+function onDriverPositions({ drivers: moved }) {
+  const seen = Date.now();
+  for (const [id, lat, lng] of moved) livePositions.set(id, { lat, lng, seen });
+  if (mapDue) return;
+  mapDue = true;
+  requestAnimationFrame(() => {
+    mapDue = false;
+    drawDriverMap();
+  });
+}
+
+// The listed drivers at their live positions where there is one, and the drivers beyond
+// the list (the API lists a page of them) that the relay reports, in a colour of no status.
+function mapDrivers() {
+  const now = Date.now();
+  for (const [id, live] of livePositions) {
+    if (now - live.seen > LIVE_MS) livePositions.delete(id);
+  }
+  const listed = new Set();
+  const shown = drivers.map((d) => {
+    listed.add(d.id);
+    const live = livePositions.get(d.id);
+    return live ? { ...d, location: { lat: live.lat, lng: live.lng } } : d;
+  });
+  for (const [id, live] of livePositions) {
+    if (listed.has(id)) continue;
+    shown.push({ id, status: "unlisted", location: { lat: live.lat, lng: live.lng } });
+  }
+  return shown;
+}
+
+function drawDriverMap() {
+  const open = [...bookings.values()].filter((b) => OPEN.has(b.status));
+  drawMap($("#map"), mapDrivers(), open);
+  // How many listed drivers are drawn where the relay last placed them (browser tests).
+  $("#map").dataset.live = drivers.filter((d) => livePositions.has(d.id)).length;
 }
 
 // Keep the newest version of each booking: pushes and polls may arrive in either order.
@@ -123,8 +170,7 @@ function drawAll() {
     row.addEventListener("keydown", (e) => { if (e.key === "Enter") showDispatchLog(b.id); });
     return row;
   }));
-  const open = [...bookings.values()].filter((b) => OPEN.has(b.status));
-  drawMap($("#map"), drivers, open);
+  drawDriverMap();
   drawDrivers();
 }
 

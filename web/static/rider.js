@@ -1,9 +1,11 @@
 // The rider's page: price a trip, book it on that quote, watch the ride as the relay pushes
-// its changes to the rider's own room, cancel it before pickup, rate the driver once it is
+// its changes to the rider's own room, and the driver coming on a small map with the ETA
+// (the relay's driver_position), cancel it before pickup, rate the driver once it is
 // completed, and see the last rides taken.
 import {
   $, ApiError, SignIn, call, clock, element, enterConsole, money, place, statusLabel,
 } from "./console.js";
+import { drawMap } from "./map.js";
 
 const POLL_MS = 5000;       // Catches what a missed push would have said.
 const HISTORY_LENGTH = 10;
@@ -11,6 +13,8 @@ const OPEN = new Set(["pending", "assigned", "accepted", "arrived", "in_progress
 // Before pickup a rider may cancel (a fee may apply once the grace period after assignment
 // is over: the answer says).
 const CANCELLABLE = new Set(["pending", "assigned", "accepted", "arrived"]);
+// From acceptance to drop-off the relay sends the driver's position to the rider's room.
+const TRACKED = new Set(["accepted", "arrived", "in_progress"]);
 const WATCHED_KEY = "smartroute.rider.booking_id";
 const ERRORS = {
   quote_expired: "This price has expired: get a new price, then book.",
@@ -23,6 +27,7 @@ const ERRORS = {
 const signIn = new SignIn("rider");
 let quote = null;  // The quote shown, with the trip it prices.
 let ride = null;   // The booking watched, as last seen.
+let driverSeen = null;  // The newest driver_position of the ride watched.
 const sending = new Set();  // The buttons whose request is under way: one at a time each.
 
 async function start() {
@@ -42,15 +47,25 @@ async function start() {
   $("#sign-in").addEventListener("submit", () => sessionStorage.removeItem(WATCHED_KEY));
   $("#sign-out").addEventListener("click", () => sessionStorage.removeItem(WATCHED_KEY));
   setInterval(tick, 250);
+  window.addEventListener("resize", showDriverPosition);
   await enterConsole(signIn, {
     panel: "#console", refresh, pollMs: POLL_MS, notYours: "That token is not a rider's.",
-    events: { booking_updated: onBookingUpdated },
+    events: { booking_updated: onBookingUpdated, driver_position: onDriverPosition },
   });
 }
 
 // The push carries the booking but not the driver's rating average: read it over HTTP.
 function onBookingUpdated() {
   refresh().catch(() => {});
+}
+
+// Where the watched ride's driver is (at most one every two seconds). Positions carry no
+// event_id: they are not replayed, the next one simply replaces the last.
+function onDriverPosition(position) {
+  if (!ride || position.booking_id !== ride.id || !TRACKED.has(position.status)) return;
+  if (driverSeen?.booking_id === position.booking_id && position.at < driverSeen.at) return;
+  driverSeen = position;
+  showDriverPosition();
 }
 
 // The last rides, and the ride watched: the one this page booked or was shown, else the
@@ -169,8 +184,56 @@ function showRide(booking) {
     ? `You rated this ride ${"★".repeat(rated.stars)} (${rated.stars}/5)`
       + (rated.comment ? `: “${rated.comment}”` : "")
     : "";
-  $("#driver-position").hidden = !open;
   $("#new-trip").hidden = open;
+  showDriverPosition();
+}
+
+// The driver's marker and where the ride heads next (the pickup, then the drop-off), with
+// the ETA in words; before acceptance, a note; once the ride is over, nothing.
+function showDriverPosition() {
+  const box = $("#driver-position");
+  const canvas = $("#driver-map");
+  box.hidden = !ride || !OPEN.has(ride.status);
+  if (box.hidden) return;
+  // A ride handed back to matching and accepted again has a new driver: the old one's
+  // position is not theirs.
+  const seen = driverSeen?.booking_id === ride.id && driverSeen.driver_id === ride.driver_id
+    && TRACKED.has(ride.status) ? driverSeen : null;
+  box.dataset.state = seen ? "live" : "waiting";
+  canvas.hidden = !seen;
+  if (!seen) {
+    $("#driver-eta").textContent = TRACKED.has(ride.status)
+      ? "Waiting for your driver's position…"
+      : "Your driver's position appears here once they accept the ride.";
+    delete box.dataset.etaS;
+    return;
+  }
+  box.dataset.etaS = seen.eta_s;
+  $("#driver-eta").textContent = etaText(ride.status, seen);
+  const underWay = seen.status === "in_progress";
+  drawMap(canvas,
+    [{ id: seen.driver_id, status: "busy", location: { lat: seen.lat, lng: seen.lng } }],
+    [{ id: ride.id, status: seen.status, driver_id: seen.driver_id,
+      pickup: underWay ? ride.dropoff : ride.pickup }]);
+  canvas.setAttribute("aria-label",
+    `Map of your driver and the ${underWay ? "drop-off" : "pickup"}`);
+}
+
+// "Driver 3 min away", "Your driver is at the pickup", "Arriving in 6 min". The ETA is the
+// position's, worked out for the status it was sent in: a ride seen further on since
+// (the push and the position travel apart) says where it is without one until the next
+// position comes.
+function etaText(rideStatus, position) {
+  const order = ["accepted", "arrived", "in_progress"];
+  const status = order.indexOf(rideStatus) > order.indexOf(position.status)
+    ? rideStatus : position.status;
+  if (status === "arrived") return "Your driver is at the pickup";
+  if (status !== position.status) return "On your way";
+  const minutes = Math.round(position.eta_s / 60);
+  if (status === "in_progress") {
+    return minutes < 1 ? "Arriving in less than a minute" : `Arriving in ${minutes} min`;
+  }
+  return minutes < 1 ? "Driver less than a minute away" : `Driver ${minutes} min away`;
 }
 
 function driverText(booking) {
