@@ -29,7 +29,13 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from relay_sockets import SECRET, connect, drivers_with_tokens, free_port  # noqa: E402
+from relay_sockets import (  # noqa: E402
+    SECRET,
+    connect,
+    drivers_with_tokens,
+    free_port,
+    wait_for_relay,
+)
 
 from smartroute.cli.processes import relay_argv  # noqa: E402
 from smartroute.infra.embedded import ensure_services  # noqa: E402
@@ -97,16 +103,7 @@ def main() -> None:
             # cProfile runs the relay's module as __main__, as ``python -m`` does.
             argv = [sys.executable, "-m", "cProfile", "-o", str(profile), "-m", argv[2], *argv[3:]]
         relay = subprocess.Popen(argv, env=env, start_new_session=True)
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if requests.get(f"http://127.0.0.1:{port}/health", timeout=2).ok:
-                    break
-            except requests.RequestException:
-                pass
-            if time.monotonic() > deadline or relay.poll() is not None:
-                raise SystemExit("the relay did not start")
-            time.sleep(0.2)
+        wait_for_relay(port, relay)
         process = psutil.Process(relay.pid)
         sockets = [connect(port, token, 10.0) for token in tokens]
 

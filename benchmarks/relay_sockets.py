@@ -161,6 +161,20 @@ def connect_at_once(
         print(f"  {count} x {error}")
 
 
+def wait_for_relay(port: int, relay: subprocess.Popen, what: str = "") -> None:
+    """Until the relay on ``port`` answers /health; stops the benchmark if it never does."""
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if requests.get(f"http://127.0.0.1:{port}/health", timeout=2).ok:
+                return
+        except requests.RequestException:
+            pass
+        if time.monotonic() > deadline or relay.poll() is not None:
+            raise SystemExit(f"the relay did not start {what}".rstrip())
+        time.sleep(0.2)
+
+
 def wait_until_idle(port: int, timeout_s: float = 120) -> None:
     """Until a connection is accepted at once again (the relay has handled the closes: ten
     thousand of them take a while)."""
@@ -189,16 +203,7 @@ def measure(
     )
     held: list[socket.socket] = []
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if requests.get(f"http://127.0.0.1:{port}/health", timeout=2).ok:
-                    break
-            except requests.RequestException:
-                pass
-            if time.monotonic() > deadline or relay.poll() is not None:
-                raise SystemExit(f"the {mode} relay did not start")
-            time.sleep(0.2)
+        wait_for_relay(port, relay, f"({mode})")
         process = psutil.Process(relay.pid)
         if burst:
             connect_at_once(port, tokens[:count], burst, timeout_s, held)

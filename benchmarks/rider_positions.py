@@ -29,7 +29,13 @@ from sqlalchemy import text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from relay_sockets import SECRET, connect, drivers_with_tokens, free_port  # noqa: E402
+from relay_sockets import (  # noqa: E402
+    SECRET,
+    connect,
+    drivers_with_tokens,
+    free_port,
+    wait_for_relay,
+)
 
 from dispatch.db import make_engine, make_sessionmaker  # noqa: E402
 from dispatch.eta import GreatCircleEta  # noqa: E402
@@ -134,16 +140,7 @@ def main() -> None:
         env.pop("PROMETHEUS_MULTIPROC_DIR", None)
         port = free_port()
         relay = subprocess.Popen(relay_argv("127.0.0.1", port), env=env, start_new_session=True)
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if requests.get(f"http://127.0.0.1:{port}/health", timeout=2).ok:
-                    break
-            except requests.RequestException:
-                pass
-            if time.monotonic() > deadline or relay.poll() is not None:
-                raise SystemExit("the relay did not start")
-            time.sleep(0.2)
+        wait_for_relay(port, relay)
         listener = psutil.Process(relay.pid)
         # A relay subscribes to the channel once it has a client: one driver, who is no
         # rider's and so is sent none of the events.
