@@ -51,25 +51,27 @@ class _Handlers:
         self.stopping = False
 
     def count(self, socketio: SocketIO) -> None:
-        # Flask-SocketIO runs every handler (connect, driver_action, …) through this one
+        # python-socketio runs every handler (connect, driver_action, location, …, whether
+        # registered through Flask-SocketIO or on the server itself) through this one
         # method, looked up on the instance at each event, so wrapping it sees them all.
-        handle = socketio._handle_event
+        server = socketio.server
+        trigger = server._trigger_event
 
-        def counted(handler, message, namespace, sid, *args):
-            if self.stopping and message == "connect":
+        def counted(event, namespace, *args):
+            if self.stopping and event == "connect":
                 raise ConnectionRefusedError("relay_stopping: connect to another relay")
-            if self.stopping and message != "disconnect":
+            if self.stopping and event != "disconnect":
                 return {
                     "status": 503,
                     **error_body("relay_stopping", "this relay is stopping: try again elsewhere"),
                 }
             self.running += 1
             try:
-                return handle(handler, message, namespace, sid, *args)
+                return trigger(event, namespace, *args)
             finally:
                 self.running -= 1
 
-        socketio._handle_event = counted
+        server._trigger_event = counted
 
 
 def serve(
