@@ -157,6 +157,10 @@ class Locations:
         # Uncontended almost always; the threading mode has the tick, the flush and the
         # pings on threads of their own.
         self._lock = threading.Lock()
+        # Held through a whole tick and a whole flush, Redis and PostgreSQL included (green
+        # locks under eventlet), so the stop's last tick and flush come after the ones in
+        # flight, not beside them.
+        self._ticking, self._flushing = threading.Lock(), threading.Lock()
 
     def receive(self, holder: Identity | None, data: object) -> tuple[dict, PingError | None]:
         """The acknowledgement for one ping, and the error to emit to its sender, if any."""
@@ -186,6 +190,10 @@ class Locations:
 
     def write_tick(self) -> None:
         """Write this tick's pings to Redis in one pipeline, and count them."""
+        with self._ticking:
+            self._write_tick()
+
+    def _write_tick(self) -> None:
         with self._lock:
             pending, self._pending = self._pending, {}
             received, self._received = self._received, 0
@@ -208,7 +216,7 @@ class Locations:
                     moved += 1
                 else:
                     ignored["out_of_order"] += 1
-            RELAY_LOCATIONS_UNFLUSHED.set(len(self._unflushed))
+            RELAY_LOCATIONS_UNFLUSHED.labels("postgresql").set(len(self._unflushed))
         for reason, count in ignored.items():
             RELAY_LOCATIONS_IGNORED.labels(reason).inc(count)
         if moved:
@@ -219,6 +227,10 @@ class Locations:
     def flush(self) -> None:
         """Write the positions applied since the last flush to PostgreSQL in one statement;
         if the database cannot take them, they wait for the next flush."""
+        with self._flushing:
+            self._flush()
+
+    def _flush(self) -> None:
         with self._lock:
             batch, self._unflushed = self._unflushed, {}
         if not batch:
@@ -236,17 +248,18 @@ class Locations:
                 for driver, position in batch.items():
                     # A newer position applied meanwhile wins.
                     self._unflushed.setdefault(driver, position)
-                RELAY_LOCATIONS_UNFLUSHED.set(len(self._unflushed))
+                RELAY_LOCATIONS_UNFLUSHED.labels("postgresql").set(len(self._unflushed))
             return
         RELAY_LOCATION_FLUSHES.observe(len(positions))
         with self._lock:
-            RELAY_LOCATIONS_UNFLUSHED.set(len(self._unflushed))
+            RELAY_LOCATIONS_UNFLUSHED.labels("postgresql").set(len(self._unflushed))
         if self.on_flush is not None:
             self.on_flush(batch)
 
     def close(self) -> None:
         """Write what is buffered, to Redis and then to PostgreSQL, as the relay stops (its
-        connections closed, so no ping comes after): the last positions are not lost."""
+        connections closed, so no ping comes after): the last positions are not lost. A
+        tick or flush in flight finishes first."""
         self.write_tick()
         self.flush()
 

@@ -108,10 +108,13 @@ RELAY_LOCATION_WRITES = Histogram(
     "Drivers in each of the relay's Redis writes of pings (one write a tick with pings).",
     buckets=(1, 10, 50, 100, 500, 1000, 5000, 20000),
 )
+# Labelled, so that only a process that sets it has a live gauge file: every process
+# imports this module, and a gauge without labels would give each of them one.
 RELAY_LOCATIONS_UNFLUSHED = Gauge(
     "smartroute_relay_locations_unflushed",
-    "Drivers' positions the relay applied to Redis that wait for its next PostgreSQL flush "
-    "(grows while PostgreSQL cannot take them).",
+    "Drivers' positions the relay applied to Redis that wait for its next write to the "
+    "store named (postgresql); grows while that store cannot take them.",
+    ["store"],
     multiprocess_mode="livesum",
 )
 RELAY_LOCATION_FLUSHES = Histogram(
