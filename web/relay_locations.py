@@ -161,6 +161,7 @@ class Locations:
         # locks under eventlet), so the stop's last tick and flush come after the ones in
         # flight, not beside them.
         self._ticking, self._flushing = threading.Lock(), threading.Lock()
+        self._unflushed_gauge = RELAY_LOCATIONS_UNFLUSHED.labels("postgresql")
 
     def receive(self, holder: Identity | None, data: object) -> tuple[dict, PingError | None]:
         """The acknowledgement for one ping, and the error to emit to its sender, if any."""
@@ -216,7 +217,7 @@ class Locations:
                     moved += 1
                 else:
                     ignored["out_of_order"] += 1
-            RELAY_LOCATIONS_UNFLUSHED.labels("postgresql").set(len(self._unflushed))
+            self._unflushed_gauge.set(len(self._unflushed))
         for reason, count in ignored.items():
             RELAY_LOCATIONS_IGNORED.labels(reason).inc(count)
         if moved:
@@ -248,11 +249,11 @@ class Locations:
                 for driver, position in batch.items():
                     # A newer position applied meanwhile wins.
                     self._unflushed.setdefault(driver, position)
-                RELAY_LOCATIONS_UNFLUSHED.labels("postgresql").set(len(self._unflushed))
+                self._unflushed_gauge.set(len(self._unflushed))
             return
         RELAY_LOCATION_FLUSHES.observe(len(positions))
         with self._lock:
-            RELAY_LOCATIONS_UNFLUSHED.labels("postgresql").set(len(self._unflushed))
+            self._unflushed_gauge.set(len(self._unflushed))
         if self.on_flush is not None:
             self.on_flush(batch)
 

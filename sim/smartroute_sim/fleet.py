@@ -36,6 +36,7 @@ from typing import Any, TypeVar
 import psutil
 import redis
 import requests
+from prometheus_client.parser import text_string_to_metric_families
 
 from smartroute_sim.city import KM_PER_DEG_LAT
 from smartroute_sim.client import HTTP_TIMEOUT_S
@@ -44,7 +45,6 @@ from smartroute_sim.engine import (
     Target,
     cpu_by_role,
     engine_processes,
-    queue_depths,
     service_processes,
 )
 from smartroute_sim.report import latency_summary
@@ -133,12 +133,13 @@ def sample_share(drivers: int, interval_s: float, per_s: float = SAMPLES_PER_S) 
 
 def counter_value(exposition: str, name: str) -> float | None:
     """The sum of a counter's samples in a Prometheus text exposition (None if absent)."""
-    total, found = 0.0, False
-    for line in exposition.splitlines():
-        if line.startswith(name) and line[len(name) : len(name) + 1] in (" ", "{"):
-            total += float(line.rsplit(None, 1)[1])
-            found = True
-    return total if found else None
+    values = [
+        sample.value
+        for family in text_string_to_metric_families(exposition)
+        for sample in family.samples
+        if sample.name == name
+    ]
+    return sum(values) if values else None
 
 
 def per_second_series(samples: list[tuple[float, float]]) -> tuple[list[float], list[float]]:
@@ -860,25 +861,12 @@ class FleetRun(LoadRun):
             "engine_cpu_s_in_window_by_role": {k: round(v, 2) for k, v in sorted(cpu_by.items())},
         }
 
-    def _sample_loop(self) -> None:
-        queues = self.target.settings.queues
-        while self.running.is_set():
-            with self.lock:
-                waiting = len(set(self.booked) - set(self.pushed))
-            busy = sum(1 for d in self.fleet.drivers if d.holding is not None)
-            depths = queue_depths(self.broker, queues)
-            row = self.recorder.sample(
-                queue_depth=sum(depths.values()) if depths is not None else None,
-                waiting=waiting,
-                busy_drivers=busy,
-                connected=self.connected(),
-                pings_sent=self.pings_sent(),
-                applied=self.applied(),
-                **{f"depth:{q}": n for q, n in (depths or {}).items()},
-            )
-            if self.on_sample is not None:
-                self.on_sample(row)
-            time.sleep(1.0)
+    def _gauges(self) -> dict:
+        return {
+            "connected": self.connected(),
+            "pings_sent": self.pings_sent(),
+            "applied": self.applied(),
+        }
 
 
 def _mb(size: int | None) -> float | None:

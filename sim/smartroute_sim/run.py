@@ -496,11 +496,16 @@ class LoadRun:
                 queue_depth=sum(depths.values()) if depths is not None else None,
                 waiting=waiting,
                 busy_drivers=busy,
+                **self._gauges(),
                 **per_queue,
             )
             if self.on_sample is not None:
                 self.on_sample(row)
             time.sleep(1.0)
+
+    def _gauges(self) -> dict:
+        """More readings for each second's sample, beside the queues and drivers."""
+        return {}
 
     # --- Checks --------------------------------------------------------------------------
 
