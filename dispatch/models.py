@@ -387,8 +387,19 @@ class OutboxEvent(Base):
     position: Mapped[int | None] = mapped_column(BigInteger, unique=True)
 
     __table_args__ = (
-        Index("ix_outbox_events_unsent", "id", postgresql_where=text("sent_at IS NULL")),
-        Index("ix_outbox_events_sent_at", "sent_at"),
+        # The publisher's two queues, each in the order it is read (dispatch.outbox).
+        Index(
+            "ix_outbox_events_unpositioned",
+            "id",
+            postgresql_where=text("sent_at IS NULL AND position IS NULL"),
+        ),
+        Index(
+            "ix_outbox_events_positioned_unsent",
+            "position",
+            postgresql_where=text("sent_at IS NULL AND position IS NOT NULL"),
+        ),
+        # Only for pruning what was delivered.
+        Index("ix_outbox_events_sent", "sent_at", postgresql_where=text("sent_at IS NOT NULL")),
         Index("ix_outbox_events_booking_id", "booking_id"),
     )
 

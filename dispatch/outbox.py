@@ -100,7 +100,16 @@ def assign_positions(session: Session, limit: int = 500) -> int:
 
 
 def claim_positioned(session: Session, limit: int = 500) -> list[OutboxEvent]:
-    """The unsent rows that have a position, in position order, for the lock holder."""
+    """The unsent rows that have a position, in position order, for the lock holder.
+
+    Read by walking their index in order. Each row leaves that index dead (marked sent) a
+    moment after it enters, and until vacuum the index still points at those versions. An
+    ordered index scan marks the dead entries it passes, so the next scan skips them; a
+    bitmap scan, which the planner prefers when it expects the whole (small) queue to be
+    read, visits every dead version on the heap on every read and marks nothing. Bitmap
+    scans are off for the rest of this transaction, whose other statements go by id.
+    """
+    session.execute(text("SET LOCAL enable_bitmapscan = off"))
     return list(
         session.scalars(
             select(OutboxEvent)
@@ -122,8 +131,18 @@ def mark_sent(session: Session, ids: list[int], now: dt.datetime) -> None:
 
 def oldest_unsent_age_s(session: Session, now: dt.datetime) -> float:
     """How long the oldest undelivered push has waited (0 when none waits)."""
+    # One read per queue, so each uses its own index (models.OutboxEvent).
     oldest = session.scalar(
-        select(func.min(OutboxEvent.created_at)).where(OutboxEvent.sent_at.is_(None))
+        select(
+            func.least(
+                select(func.min(OutboxEvent.created_at))
+                .where(OutboxEvent.sent_at.is_(None), OutboxEvent.position.is_(None))
+                .scalar_subquery(),
+                select(func.min(OutboxEvent.created_at))
+                .where(OutboxEvent.sent_at.is_(None), OutboxEvent.position.is_not(None))
+                .scalar_subquery(),
+            )
+        )
     )
     return 0.0 if oldest is None else max(0.0, (now - oldest).total_seconds())
 
