@@ -64,7 +64,8 @@ def main() -> None:
     parser.add_argument("--record", type=float, default=20.0)
     parser.add_argument("--top", type=int, default=12)
     parser.add_argument("--out", default=".smartroute/bench/profile")
-    args = parser.parse_args()
+    # Anything else goes to `bench e2e` as it is (say, --driver-actions http --drivers 400).
+    args, bench_args = parser.parse_known_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     bench = subprocess.Popen(
@@ -81,6 +82,7 @@ def main() -> None:
             "--ceiling-tasks",
             "500",
             "--json",
+            *bench_args,
         ],
         stdout=open(out / "e2e.json", "w"),  # noqa: SIM115 - the child holds it until it exits
         stderr=open(out / "e2e.log", "w"),  # noqa: SIM115

@@ -352,6 +352,9 @@ class DispatchLogEntry(Base):
     eta_s: Mapped[float | None] = mapped_column(Double)
     radius_km: Mapped[float] = mapped_column(Double)
     batch_size: Mapped[int] = mapped_column(Integer)
+    # How long the batch waited to gather its bookings (dispatch.matching.window); None
+    # for a booking matched on its own, or a batch asked for at once.
+    window_s: Mapped[float | None] = mapped_column(Double)
     # [{driver_id, eta_s, distance_km, chosen, reason}], nearest first.
     candidates: Mapped[list[dict[str, Any]]] = mapped_column(JSONB)
     excluded: Mapped[dict[str, Any]] = mapped_column(JSONB)

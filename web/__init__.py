@@ -74,7 +74,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         sessions=make_sessionmaker(engine),
         read_sessions=make_sessionmaker(replica),
         celery=celery,
-        enqueue=Enqueue(celery, cache, settings.batch_window_s),
+        enqueue=Enqueue(celery, cache, settings.batch_window),
         redis=cache,
         limits=RateLimits(
             redis_url,

@@ -61,7 +61,7 @@ class DriverActions:
     _guard: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self._enqueue = Enqueue(self.celery, self.cache, self.settings.batch_window_s)
+        self._enqueue = Enqueue(self.celery, self.cache, self.settings.batch_window)
         self._policy = service.RidePolicy(
             no_show_wait_s=self.settings.no_show_wait_s,
             rematch_deadline_s=self.settings.dispatch_deadline_s,

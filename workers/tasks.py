@@ -19,6 +19,7 @@ from dispatch.db import transaction_now
 from dispatch.matching import batch as batches
 from dispatch.matching.nearest import dispatch_booking
 from dispatch.matching.policy import Outcome
+from dispatch.matching.window import Pressure
 from dispatch.models import Booking
 from dispatch.stats import booking_stats
 from smartroute.infra import heartbeat, snapshots
@@ -29,9 +30,11 @@ from smartroute.infra.enqueue import (
     publish_finished,
     request_dispatch,
     request_publish,
+    set_batch_window,
 )
 from smartroute.infra.metrics import (
     ASSIGN_LATENCY,
+    BATCH_WINDOW,
     MATCH_OUTCOMES,
     PUSHES,
     STUCK_RIDES,
@@ -96,9 +99,15 @@ def match_booking(booking_id: int) -> str:
 
 
 @shared_task(name="workers.tasks.dispatch_region", acks_late=True, **RETRY)
-def dispatch_region(region: str) -> dict:
-    """Match a batch of the region's waiting bookings as one assignment problem."""
+def dispatch_region(
+    region: str, window_s: float | None = None, due_at: float | None = None
+) -> dict:
+    """Match a batch of the region's waiting bookings as one assignment problem, then set
+    the window the region's next batch waits (dispatch.matching.window) from what this
+    one met. ``window_s`` is how long this batch waited to gather its bookings, and
+    ``due_at`` when it was meant to start (a worker starting late means workers are behind)."""
     started = _now()  # For the latency metric only: the batch decides by the database's clock.
+    late_s = max(0.0, time.time() - due_at) if due_at is not None else 0.0
     with sessions()() as session, session.begin():
         outcome = batches.dispatch_region(
             session,
@@ -107,13 +116,16 @@ def dispatch_region(region: str) -> dict:
             cost_model(),
             limit=settings().batch_limit,
             locator=driver_index(),
+            window_s=window_s,
         )
+    run_s = (_now() - started).total_seconds()
     for waited_s in outcome.waited_s:
-        ASSIGN_LATENCY.observe(waited_s + (_now() - started).total_seconds())
+        ASSIGN_LATENCY.observe(waited_s + run_s)
     MATCH_OUTCOMES.labels("assigned").inc(len(outcome.offered))
     MATCH_OUTCOMES.labels("no_driver").inc(len(outcome.unmatched))
     MATCH_OUTCOMES.labels("claim_lost").inc(len(outcome.lost))
     MATCH_OUTCOMES.labels("expired").inc(len(outcome.expired))
+    _adapt_window(region, window_s, outcome, run_s + late_s)
     if outcome.offered or outcome.expired:
         request_publish(dispatch_region.app, cache())
     if outcome.again:
@@ -126,6 +138,7 @@ def dispatch_region(region: str) -> dict:
             extra={
                 "region": region,
                 "batch_id": outcome.batch_id,
+                "window_s": window_s,
                 "offered": len(outcome.offered),
                 "lost": len(outcome.lost),
                 "unmatched": len(outcome.unmatched),
@@ -139,9 +152,30 @@ def dispatch_region(region: str) -> dict:
     }
 
 
+def _adapt_window(
+    region: str, window_s: float | None, outcome: batches.BatchReport, busy_s: float
+) -> None:
+    """The region's next window, from the pressure this batch met. A batch asked for at
+    once (a follow-up, a sweep) carries no window and leaves it as it is."""
+    policy = settings().batch_window
+    if window_s is None or not policy.adaptive:
+        return
+    pressure = Pressure(
+        bookings=len(outcome.offered) + len(outcome.unmatched) + len(outcome.lost),
+        free_drivers=outcome.free_drivers,
+        lost=len(outcome.lost),
+        full=outcome.full,
+        run_s=busy_s,
+    )
+    next_s = policy.next_window_s(window_s, pressure)
+    BATCH_WINDOW.labels(region).set(next_s)
+    if next_s != window_s:
+        set_batch_window(cache(), region, next_s)
+
+
 def _request(region: str, booking_id: int | None = None, *, now: bool = False) -> None:
     request_dispatch(
-        dispatch_region.app, cache(), region, settings().batch_window_s, booking_id, now=now
+        dispatch_region.app, cache(), region, settings().batch_window, booking_id, now=now
     )
 
 
@@ -153,7 +187,7 @@ def _enqueue_matches(session_factory, booking_ids: list[int]) -> None:
         regions = session.execute(
             select(Booking.id, Booking.region).where(Booking.id.in_(booking_ids))
         ).all()
-    if settings().batch_window_s > 0:
+    if settings().batch_window.max_s > 0:
         for region in sorted({r for _, r in regions}):
             _request(region, now=True)
     else:

@@ -50,6 +50,7 @@ class BatchReport:
     # Waiting bookings another transaction held (a concurrent batch, or a killed worker's
     # transaction not yet rolled back): skipped now, so a later batch must look again.
     held_elsewhere: int = 0
+    free_drivers: int = 0  # Free drivers within reach of the batch's bookings.
 
     @property
     def again(self) -> bool:
@@ -100,10 +101,12 @@ def dispatch_region(
     now: dt.datetime | None = None,
     limit: int = 500,
     locator: DriverLocator | None = None,
+    window_s: float | None = None,
 ) -> BatchReport:
     """Match one batch of a region's waiting bookings. Safe to run concurrently and twice.
 
     ``now`` defaults to the database's clock, as in ``dispatch.matching.nearest.dispatch_booking``.
+    ``window_s`` is how long the batch waited to gather its bookings, for the dispatch log.
     """
     now = now or transaction_now(session)
     bookings = claim_bookings(session, region, policy, now, limit)
@@ -124,6 +127,7 @@ def dispatch_region(
         return report
 
     drivers = _free_drivers(session, live, policy, now, locator)
+    report.free_drivers = len(drivers)
     declined = set(
         session.execute(
             select(Decline.booking_id, Decline.driver_id).where(
@@ -172,7 +176,7 @@ def dispatch_region(
             no_driver(booking, policy, now)
             report.unmatched.append(booking.id)
 
-    log = DispatchLog(session, "batched", now)
+    log = DispatchLog(session, "batched", now, window_s=window_s)
     report.batch_id = log.batch_id
     chosen = {a.booking_id: a.driver_id for a in result.assignments}
     taken_by = {a.driver_id: a.booking_id for a in result.assignments}

@@ -21,8 +21,11 @@ class DispatchLog:
     """Collects one attempt's entries; ``flush`` writes them all in the attempt's own
     transaction, one INSERT for the whole batch."""
 
-    def __init__(self, session: Session, matcher: str, now: dt.datetime) -> None:
+    def __init__(
+        self, session: Session, matcher: str, now: dt.datetime, window_s: float | None = None
+    ) -> None:
         self.session, self.matcher, self.now = session, matcher, now
+        self.window_s = window_s
         self.batch_id = str(uuid.uuid4())
         self.rows: list[dict[str, Any]] = []
 
@@ -63,6 +66,7 @@ class DispatchLog:
                 eta_s=chosen["eta_s"] if chosen else None,
                 radius_km=radius_km,
                 batch_size=batch_size,
+                window_s=self.window_s,
                 candidates=candidates,
                 excluded=excluded or {},
                 created_at=self.now,
@@ -91,6 +95,7 @@ def entries_for(session: Session, booking_id: int) -> list[dict[str, Any]]:
             "eta_s": r.eta_s,
             "radius_km": r.radius_km,
             "batch_size": r.batch_size,
+            "window_s": r.window_s,
             "candidates": r.candidates,
             "excluded": r.excluded,
             "at": r.created_at.isoformat(),

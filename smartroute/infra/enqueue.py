@@ -4,24 +4,28 @@ per window), committed events pushed.
 The API and the relay ask through ``Enqueue``, which waits for their transaction to commit
 (smartroute.infra.after_commit); tasks call the ``request_*`` functions after their own
 transaction ends. With a batch window, the first booking of a window in a region schedules
-the region's batch ``window`` seconds ahead (a Redis ``SET NX PX`` makes it the only one);
-bookings arriving meanwhile ride along. The countdown is a second or two, far below the
-broker's visibility timeout; anything a lost message would have matched, the redispatch
-sweep finds in its row.
+the region's batch one window ahead (a Redis ``SET NX PX`` makes it the only one);
+bookings arriving meanwhile ride along. The window is the region's own, set by its last
+batch (``dispatch.matching.window``; ``set_batch_window``), read and claimed in one Lua
+call. The countdown is at most a second or two, far below the broker's visibility
+timeout; anything a lost message would have matched, the redispatch sweep finds in its row.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
 import redis
 from celery import Celery
+from redis.commands.core import Script
 from sqlalchemy.orm import Session
 
 from dispatch.bookings.payloads import BookingFields
+from dispatch.matching.window import WindowPolicy
 from dispatch.states import Status
 from smartroute.infra.after_commit import after_commit
 from smartroute.infra.queues import NOTIFY, dispatch_queue
@@ -53,7 +57,7 @@ def request_dispatch(
     app: Celery,
     cache: redis.Redis | None,
     region: str,
-    window_s: float,
+    window: WindowPolicy,
     booking_id: int | None = None,
     *,
     now: bool = False,
@@ -61,16 +65,17 @@ def request_dispatch(
     """Have ``booking_id`` (or the region's waiting bookings) matched. Never raises."""
     queue = dispatch_queue(region)
     try:
-        if window_s <= 0:
+        if window.max_s <= 0:
             if booking_id is not None:
                 _send(app, MATCH_BOOKING, [booking_id], queue)
             else:
                 # Without a window, "later" still means a moment later, never a busy loop.
                 _send(app, DISPATCH_REGION, [region], queue, countdown=None if now else 1.0)
         elif now:
-            _send(app, DISPATCH_REGION, [region], queue)
-        elif _first_of_window(cache, region, window_s):
-            _send(app, DISPATCH_REGION, [region], queue, countdown=window_s)
+            _send(app, DISPATCH_REGION, [region, None, time.time()], queue)
+        elif (window_s := _first_of_window(cache, region, window)) is not None:
+            args = [region, window_s, time.time() + window_s]
+            _send(app, DISPATCH_REGION, args, queue, countdown=window_s or None)
     except Exception:
         # The row is the record; the sweeper will find the booking pending and enqueue it.
         log.warning(
@@ -78,8 +83,57 @@ def request_dispatch(
         )
 
 
-def _first_of_window(cache: redis.Redis | None, region: str, window_s: float) -> bool:
-    return _first(cache, f"smartroute:batch-scheduled:{region}", max(1, int(window_s * 1000)))
+def batch_window_key(region: str) -> str:
+    return f"smartroute:batch-window:{region}"
+
+
+# The region's window, or the default if its batches have not set one (or it lapsed), is
+# claimed for this caller if no one holds it: the window in ms, or -1 if someone does.
+_FIRST_OF_WINDOW = """
+local ms = tonumber(redis.call('GET', KEYS[2]) or ARGV[1])
+if redis.call('SET', KEYS[1], 1, 'NX', 'PX', math.max(1, ms)) then return ms end
+return -1
+"""
+_scripts: dict[int, Script] = {}
+# A region whose batches stop (no bookings) forgets its window after this long, and its
+# next booking starts from the policy's minimum again.
+WINDOW_TTL_S = 600
+
+
+def _first_of_window(cache: redis.Redis | None, region: str, window: WindowPolicy) -> float | None:
+    """The window this caller's batch waits, if it is the first of one (else None).
+
+    Without Redis, everyone is first, at the largest window: a duplicate batch is
+    harmless, a missing one is not.
+    """
+    if cache is None:
+        return window.max_s
+    default_ms = round((window.min_s if window.adaptive else window.max_s) * 1000)
+    try:
+        script = _scripts.get(id(cache))
+        if script is None:
+            script = _scripts[id(cache)] = cache.register_script(_FIRST_OF_WINDOW)
+        keys = [f"smartroute:batch-scheduled:{region}", batch_window_key(region)]
+        ms = int(script(keys=keys, args=[default_ms]))
+    except (redis.RedisError, OSError):
+        return window.max_s
+    return None if ms < 0 else window.clamp(ms / 1000)
+
+
+def set_batch_window(cache: redis.Redis, region: str, window_s: float) -> None:
+    """What the region's next batch waits (its last batch decided). Never raises: without
+    Redis, bookings wait the largest window."""
+    with contextlib.suppress(redis.RedisError, OSError):
+        cache.set(batch_window_key(region), round(window_s * 1000), ex=WINDOW_TTL_S)
+
+
+def batch_windows(cache: redis.Redis, regions: list[str]) -> dict[str, float | None]:
+    """Each region's current window in seconds (None: not set, or Redis unreachable)."""
+    try:
+        values = cache.mget([batch_window_key(r) for r in regions]) if regions else []
+    except (redis.RedisError, OSError):
+        values = [None] * len(regions)
+    return {r: None if v is None else int(v) / 1000 for r, v in zip(regions, values, strict=True)}
 
 
 def _first(cache: redis.Redis | None, key: str, ttl_ms: int) -> bool:
@@ -156,14 +210,14 @@ def request_follow_up(
     region: str,
     booking_id: int,
     status: str,
-    window_s: float,
+    window: WindowPolicy,
 ) -> None:
     """After a driver's action on a booking commits, wherever it came from (the API or the
     relay): push the change, and have the booking matched again if it went back to
     pending (a decline). Never raises."""
     request_publish(app, cache)
     if status == Status.PENDING:
-        request_dispatch(app, cache, region, window_s, booking_id)
+        request_dispatch(app, cache, region, window, booking_id)
 
 
 @dataclass(frozen=True)
@@ -177,14 +231,14 @@ class Enqueue:
 
     celery: Celery
     cache: redis.Redis | None
-    window_s: float
+    window: WindowPolicy
 
     def dispatch(self, session: Session, booking: BookingFields) -> None:
         """Have a new booking matched."""
         region, booking_id = booking.region, booking.id
         after_commit(
             session,
-            lambda: request_dispatch(self.celery, self.cache, region, self.window_s, booking_id),
+            lambda: request_dispatch(self.celery, self.cache, region, self.window, booking_id),
         )
 
     def publish(self, session: Session) -> None:
@@ -197,6 +251,6 @@ class Enqueue:
         after_commit(
             session,
             lambda: request_follow_up(
-                self.celery, self.cache, region, booking_id, status, self.window_s
+                self.celery, self.cache, region, booking_id, status, self.window
             ),
         )

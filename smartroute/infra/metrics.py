@@ -204,3 +204,11 @@ STUCK_RIDES = Counter(
     "(rematched, cancelled).",
     ["outcome"],
 )
+# The window each region's next batch waits (dispatch.matching.window), as its last batch
+# set it. Labelled, so only a worker that ran a batch has a file for it.
+BATCH_WINDOW = Gauge(
+    "smartroute_batch_window_seconds",
+    "How long the region's next batch waits to gather bookings, as its last batch set it.",
+    ["region"],
+    multiprocess_mode="mostrecent",
+)

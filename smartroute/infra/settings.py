@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from dispatch.fares import Tariff, parse_tariffs
+from dispatch.matching.window import WindowPolicy
 from dispatch.regions import Region, parse_regions, parse_time_zones, region_names
 from dispatch.states import STUCK_RIDE_ACTIONS
 from smartroute.infra.queues import MAINTENANCE, NOTIFY, dispatch_queue
@@ -215,7 +216,10 @@ class Settings:
     offline_every_s: float = 10.0
 
     # Matching: batches, regions and the ETA model.
+    # The longest a region's bookings wait to be matched together, and the shortest the
+    # window shrinks to when drivers are plentiful (dispatch.matching.window); equal: fixed.
     batch_window_s: float = 1.0
+    batch_window_min_s: float = 0.02
     batch_limit: int = 500
     max_radius_km: float = 15.0
     speed_kmh: float = 25.0
@@ -351,6 +355,7 @@ class Settings:
             health_every_s=_float(env, "SMARTROUTE_HEALTH_EVERY_S", 15.0, 0.1),
             offline_every_s=_float(env, "SMARTROUTE_OFFLINE_EVERY_S", 10.0, 0.1),
             batch_window_s=_float(env, "SMARTROUTE_BATCH_WINDOW_S", 1.0),
+            batch_window_min_s=_float(env, "SMARTROUTE_BATCH_WINDOW_MIN_S", 0.02),
             batch_limit=_int(env, "SMARTROUTE_BATCH_LIMIT", 500, minimum=1),
             max_radius_km=_float(env, "SMARTROUTE_MAX_RADIUS_KM", 15.0, minimum=0.1),
             speed_kmh=_float(env, "SMARTROUTE_SPEED_KMH", 25.0, minimum=1.0),
@@ -441,6 +446,13 @@ class Settings:
         (another driver) or "cancel"."""
         policy = dict(self.stuck_ride_policy)
         return policy.get(region, policy.get("*", "rematch"))
+
+    @property
+    def batch_window(self) -> WindowPolicy:
+        """How long each region's bookings wait to be matched together."""
+        return WindowPolicy(
+            max_s=self.batch_window_s, min_s=min(self.batch_window_min_s, self.batch_window_s)
+        )
 
     @property
     def celery_broker_url(self) -> str:

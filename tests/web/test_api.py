@@ -6,6 +6,7 @@ from dataclasses import replace
 
 import redis
 
+from smartroute.infra.enqueue import set_batch_window
 from web import create_app
 
 GOOD = {"pickup": {"lat": 38.72, "lng": -9.14}, "dropoff": {"lat": 38.74, "lng": -9.15}}
@@ -91,21 +92,49 @@ def test_health_reports_each_dependency(api):
     assert body["database"]["status"] == "ok" and body["redis"]["status"] == "ok"
 
 
+def _queued_dispatches(settings) -> list[dict]:
+    client = redis.Redis.from_url(settings.redis_url)
+    return [json.loads(m) for m in client.lrange("dispatch.default", 0, -1)]
+
+
 def test_with_a_batch_window_a_region_gets_one_batch_per_window(api, settings):
-    batching = create_app(replace(settings, batch_window_s=30))
+    batching = create_app(replace(settings, batch_window_s=30, batch_window_min_s=30))
     try:
         rider = api.as_(api.user("rider")["token"])
         client = batching.test_client()
         auth = {"Authorization": f"Bearer {rider.token}"}
         for _ in range(3):
             assert client.post("/v1/bookings", json=GOOD, headers=auth).status_code == 202
-        queued = redis.Redis.from_url(settings.redis_url).lrange("dispatch.default", 0, -1)
+        queued = _queued_dispatches(settings)
         assert len(queued) == 1
-        message = json.loads(queued[0])
+        message = queued[0]
         assert message["headers"]["task"] == "workers.tasks.dispatch_region"
         assert message["headers"]["eta"] is not None  # Runs when the window closes.
-        assert json.loads(base64.b64decode(message["body"]))[0] == ["default"]
+        region, window_s, _due_at = json.loads(base64.b64decode(message["body"]))[0]
+        assert (region, window_s) == ("default", 30.0)
     finally:
+        batching.extensions["smartroute"].engine.dispose()
+
+
+def test_a_region_batches_over_the_window_its_last_batch_set(api, settings):
+    """The adaptive window: bookings wait what the region's last batch chose, within the
+    configured bounds, and the first batch of a quiet region waits the shortest."""
+    batching = create_app(replace(settings, batch_window_s=30, batch_window_min_s=10))
+    cache = redis.Redis.from_url(settings.redis_url)
+    try:
+        rider = api.as_(api.user("rider")["token"])
+        client = batching.test_client()
+        auth = {"Authorization": f"Bearer {rider.token}"}
+        assert client.post("/v1/bookings", json=GOOD, headers=auth).status_code == 202
+        cache.delete("smartroute:batch-scheduled:default")
+        set_batch_window(cache, "default", 20)
+        for _ in range(2):
+            assert client.post("/v1/bookings", json=GOOD, headers=auth).status_code == 202
+        queued = _queued_dispatches(settings)
+        windows = [json.loads(base64.b64decode(m["body"]))[0][1] for m in queued]
+        assert sorted(windows) == [10.0, 20.0]
+    finally:
+        cache.delete("smartroute:batch-window:default")
         batching.extensions["smartroute"].engine.dispose()
 
 

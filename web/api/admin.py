@@ -19,10 +19,12 @@ from sqlalchemy.orm import Session
 from dispatch.bookings.payloads import booking_payload
 from dispatch.drivers import driver_payload
 from dispatch.models import Booking, Driver
+from dispatch.regions import region_names
 from dispatch.ratings import RatingAverage, averages
 from dispatch.states import ACTIVE_STATUSES, DRIVER_STATUSES, Role, Status
 from dispatch.stats import booking_stats
 from smartroute.infra import snapshots
+from smartroute.infra.enqueue import batch_windows
 from smartroute.infra.queues import queue_depths
 from web.api import api, parse_query
 from web.auth import requires
@@ -102,6 +104,11 @@ def get_overview():
         "time_to_assign_last_hour": stats["time_to_assign_last_hour"],
         # A snapshot written before surge existed has none; the next one will.
         "surge": stats.get("surge", {}),
+        # Each region's batch window now (None: not set yet, so its next batch waits the
+        # shortest, or Redis is unreachable).
+        "batch_windows": batch_windows(
+            runtime().redis, list(region_names(runtime().settings.regions))
+        ),
         "queue_depths": _queue_depths(),
         "minutes": _minutes(session, now, query.minutes),
     }

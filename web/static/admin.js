@@ -131,6 +131,7 @@ function showOverview(overview) {
   }
   $("#count-today").textContent = overview.today.total;
   $("#surge").textContent = surge(overview.surge || {});
+  $("#batch-window").textContent = batchWindows(overview.batch_windows || {});
   const assign = overview.time_to_assign_last_hour;
   $("#assign-mean").textContent = seconds(assign.mean_s);
   $("#assign-p95").textContent = seconds(assign.p95_s);
@@ -146,6 +147,14 @@ function surge(levels) {
     .reduce((top, entry) => (entry[1].multiplier > top[1].multiplier ? entry : top),
       ["", { multiplier: 1 }]);
   return `×${level.multiplier.toFixed(2)}${region && level.multiplier > 1 ? ` ${region}` : ""}`;
+}
+
+// Each region's batch window, e.g. "0.02 s lisbon · 1.00 s porto"; "–" before any batch.
+function batchWindows(windows) {
+  const known = Object.entries(windows).filter(([, value]) => value !== null);
+  if (known.length === 0) return "–";
+  if (known.length === 1) return `${known[0][1].toFixed(2)} s`;
+  return known.map(([region, value]) => `${value.toFixed(2)} s ${region}`).join(" · ");
 }
 
 function seconds(value) {
