@@ -13,8 +13,9 @@ bookings (rounded up); drivers beyond that are its surplus, bookings beyond its 
 its deficit. Surplus goes to deficit as a transport problem solved by linear programming
 (scipy's HiGHS): move as many drivers as the deficits and caps allow, by the least total
 drive time between zone centres (``dispatch.eta.CostModel``), never further than
-``max_move_km`` and never more than ``max_share`` of the idle drivers in one run. Each
-zone-to-zone flow then goes to the drivers in the surplus zone nearest its target.
+``max_move_km`` and never more than ``max_share`` of the idle drivers in one run (one at
+least, or a region with few would never be rebalanced). Each zone-to-zone flow then goes
+to the drivers in the surplus zone nearest its target.
 
 ``suggest_moves`` is pure, so the live task and the offline replay run the same code;
 ``recent_bookings`` and ``idle_drivers`` read its inputs from the database.
@@ -245,7 +246,7 @@ def suggest_moves(
     surplus = np.minimum(np.maximum(supply - wanted, 0), free_to_go)
     deficit = np.maximum(wanted - supply, 0)
     sources, targets = np.flatnonzero(surplus), np.flatnonzero(deficit)
-    limit = math.floor(policy.max_share * len(drivers))
+    limit = max(1, math.floor(policy.max_share * len(drivers))) if policy.max_share else 0
     if not sources.size or not targets.size or limit <= 0:
         return []
     centres = grid.centres()
@@ -284,10 +285,14 @@ def recent_bookings(
     since = now - dt.timedelta(seconds=lookback_s)
     rows = session.execute(
         select(Booking.pickup_lat, Booking.pickup_lng, Booking.created_at).where(
-            Booking.region == region, Booking.created_at >= since, Booking.created_at <= now
+            Booking.region == region, Booking.created_at >= since
         )
     ).all()
-    return [SeenBooking(lat, lng, (now - created).total_seconds()) for lat, lng, created in rows]
+    # A booking committed after this transaction began is as new as one can be.
+    return [
+        SeenBooking(lat, lng, max(0.0, (now - created).total_seconds()))
+        for lat, lng, created in rows
+    ]
 
 
 def idle_drivers(session: Session, match: MatchPolicy, now: dt.datetime) -> list[IdleDriver]:

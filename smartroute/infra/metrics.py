@@ -204,3 +204,10 @@ STUCK_RIDES = Counter(
     "(rematched, cancelled).",
     ["outcome"],
 )
+
+# Rebalancing. A counter sums across processes as it is in multiprocess mode.
+REPOSITION_SUGGESTIONS = Counter(
+    "smartroute_reposition_suggestions_total",
+    "Suggestions pushed to idle drivers to wait in another zone, by region.",
+    ["region"],
+)
