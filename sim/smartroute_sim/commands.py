@@ -471,6 +471,14 @@ def compressed_waits(speedup: float) -> dict[str, str]:
     "the engine's SMARTROUTE_NO_SHOW_WAIT_S, which an engine started here gets in the "
     "city's compressed time.",
 )
+@click.option(
+    "--follow-reposition",
+    type=click.FloatRange(0, 1),
+    default=0.5,
+    show_default=True,
+    help="Probability an idle driver follows the engine's reposition suggestion, driving "
+    "toward the suggested zone between pings.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def simulate(
     api,
@@ -489,6 +497,7 @@ def simulate(
     rider_cancels,
     driver_cancels,
     no_shows,
+    follow_reposition,
     as_json,
 ) -> None:
     """A seeded synthetic city of real clients: drivers ping, accept, drive, arrive and
@@ -518,6 +527,7 @@ def simulate(
             rider_cancels=rider_cancels,
             driver_cancels=driver_cancels,
             no_shows=no_shows,
+            follow_reposition=follow_reposition,
         )
     if as_json:
         click.echo(json.dumps(result))
