@@ -20,8 +20,15 @@ def bench() -> None:
 @bench.command("matching")
 @click.option("--seed", default=1, show_default=True, help="The synthetic city's seed.")
 @click.option("--k", default=10, show_default=True, help="Candidate drivers per booking.")
+@click.option(
+    "--drivers",
+    type=click.IntRange(1),
+    default=None,
+    help="Drivers in the city, to see how a fleet's size changes the figures "
+    "[default: the city's 400].",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def bench_matching(seed: int, k: int, as_json: bool) -> None:
+def bench_matching(seed: int, k: int, drivers: int | None, as_json: bool) -> None:
     """Replay one seeded city through nearest-first, batched, each batch's optimum, and
     batched with idle drivers rebalanced between windows."""
     import json
@@ -35,6 +42,8 @@ def bench_matching(seed: int, k: int, as_json: bool) -> None:
     from smartroute_sim import replay
 
     city = replace(replay.City(), seed=seed)
+    if drivers is not None:
+        city = replace(city, drivers=drivers)
     matchers = {
         "nearest": (replay.nearest, None),
         "batched": (replay.batched(k), None),
