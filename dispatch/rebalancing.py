@@ -25,12 +25,13 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, replace
 
 import numpy as np
 import numpy.typing as npt
 from scipy.optimize import linprog
+from scipy.sparse import coo_matrix
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -124,12 +125,13 @@ class ZoneGrid:
     def zone_id(self, index: int) -> str:
         return f"r{index // self.cols}c{index % self.cols}"
 
-    def centres(self) -> npt.NDArray[np.float64]:
-        """Every zone's centre as (lat, lng), in index order."""
-        rows, cols = np.divmod(np.arange(self.size), self.cols)
+    def centres(self, indices: Sequence[int] | None = None) -> npt.NDArray[np.float64]:
+        """The centres of the zones ``indices`` (default: every zone) as (lat, lng) rows."""
+        chosen = np.arange(self.size) if indices is None else np.asarray(indices, dtype=np.int64)
+        rows, cols = np.divmod(chosen, self.cols)
         lat = self.min_lat + (rows + 0.5) * self._dlat
         lng = self.min_lng + (cols + 0.5) * self._dlng
-        return np.column_stack([lat, lng]).astype(float)
+        return np.column_stack([lat, lng]).astype(float).reshape(-1, 2)
 
 
 @dataclass(frozen=True)
@@ -165,18 +167,19 @@ def forecast(
     bookings: Sequence[SeenBooking],
     policy: RebalancePolicy,
     observed_s: float | None = None,
-) -> npt.NDArray[np.float64]:
-    """Expected bookings per zone over the next ``policy.horizon_s`` (the module's model);
-    ``observed_s``: how long bookings have been watched, when shorter than the look-back."""
+) -> dict[int, float]:
+    """Expected bookings over the next ``policy.horizon_s`` for each zone that saw a booking
+    (the module's model); ``observed_s``: how long bookings have been watched, when shorter
+    than the look-back. Zones without one expect none and are left out: a region's grid may
+    be large, the zones with bookings are few."""
     tau = policy.half_life_s / math.log(2)
     span = policy.lookback_s if observed_s is None else min(policy.lookback_s, observed_s)
-    weights = np.zeros(grid.size)
+    per_weight = policy.horizon_s / (tau * (1 - math.exp(-span / tau)))
+    expected: dict[int, float] = {}
     for b in bookings:
         zone = grid.index(b.lat, b.lng)
         if zone is not None and 0 <= b.age_s <= span:
-            weights[zone] += math.exp(-b.age_s / tau)
-    rate_per_s = weights / (tau * (1 - math.exp(-span / tau)))
-    expected: npt.NDArray[np.float64] = rate_per_s * policy.horizon_s
+            expected[zone] = expected.get(zone, 0.0) + math.exp(-b.age_s / tau) * per_weight
     return expected
 
 
@@ -186,31 +189,30 @@ def _transport(
     cost_s: npt.NDArray[np.float64],
     allowed: npt.NDArray[np.bool_],
     limit: int,
+    pressure: npt.NDArray[np.float64],
 ) -> npt.NDArray[np.int64]:
     """Drivers to send from each surplus zone (rows) to each deficit zone (columns): as many
-    as possible up to ``limit``, then the least total cost; only where ``allowed``."""
+    as possible up to ``limit``, then the least total cost; only where ``allowed``. Between
+    moves as near, the deficit zone with the higher ``pressure`` is served first."""
     pairs = np.argwhere(allowed)
     flows = np.zeros(cost_s.shape, dtype=np.int64)
     if limit <= 0 or pairs.size == 0:
         return flows
     # Each move earns more than any allowed drive costs, so the solver first moves as many
-    # drivers as it can, and among as many, the nearest.
+    # drivers as it can, and among as many, the nearest. Zone centres sit on a lattice, so
+    # equal drive times are common: a sub-second nudge settles them by pressure, rather
+    # than by whichever optimum the solver happens to reach.
     bonus = float(cost_s[allowed].max()) + 1.0
-    c = cost_s[allowed] - bonus
-    n = len(pairs)
-    rows_ub = []
-    bounds_ub: list[float] = []
-    for i in np.unique(pairs[:, 0]):
-        rows_ub.append(pairs[:, 0] == i)
-        bounds_ub.append(float(surplus[i]))
-    for j in np.unique(pairs[:, 1]):
-        rows_ub.append(pairs[:, 1] == j)
-        bounds_ub.append(float(deficit[j]))
-    rows_ub.append(np.ones(n, dtype=bool))
-    bounds_ub.append(float(limit))
-    result = linprog(
-        c, A_ub=np.array(rows_ub, dtype=float), b_ub=bounds_ub, bounds=(0, None), method="highs"
-    )
+    nudge = 0.5 * pressure / max(float(pressure.max()), 1e-9)
+    c = cost_s[allowed] - bonus - nudge[pairs[:, 1]]
+    n, n_rows, n_cols = len(pairs), cost_s.shape[0], cost_s.shape[1]
+    # One constraint per surplus zone, one per deficit zone, and the share cap; each pair
+    # appears in three, so the matrix is sparse.
+    columns = np.tile(np.arange(n), 3)
+    constraint = np.concatenate([pairs[:, 0], n_rows + pairs[:, 1], np.full(n, n_rows + n_cols)])
+    a_ub = coo_matrix((np.ones(3 * n), (constraint, columns)), shape=(n_rows + n_cols + 1, n))
+    b_ub = np.concatenate([surplus, deficit, [limit]]).astype(float)
+    result = linprog(c, A_ub=a_ub.tocsr(), b_ub=b_ub, bounds=(0, None), method="highs")
     if result.status != 0:
         raise RuntimeError(f"the transport problem did not solve: {result.message}")
     # A transport problem with integer supplies and demands has an integer optimum at a
@@ -229,45 +231,47 @@ def suggest_moves(
 ) -> list[Move]:
     """Which idle drivers should drive to which zone, and why (the module's model)."""
     expected = forecast(grid, bookings, policy, observed_s)
-    zone_of = {d.id: grid.index(d.lat, d.lng) for d in drivers}
-    supply = np.zeros(grid.size, dtype=np.int64)
+    supply: dict[int, int] = {}
     movable: dict[int, list[IdleDriver]] = {}
     for d in drivers:
-        zone = zone_of[d.id]
+        zone = grid.index(d.lat, d.lng)
         if zone is None:
             continue
-        supply[zone] += 1
+        supply[zone] = supply.get(zone, 0) + 1
         if d.movable:
             movable.setdefault(zone, []).append(d)
-    wanted = np.ceil(expected - 1e-9).astype(np.int64)
-    free_to_go = np.zeros(grid.size, dtype=np.int64)
-    for zone, ds in movable.items():
-        free_to_go[zone] = len(ds)
-    surplus = np.minimum(np.maximum(supply - wanted, 0), free_to_go)
-    deficit = np.maximum(wanted - supply, 0)
-    sources, targets = np.flatnonzero(surplus), np.flatnonzero(deficit)
+    wanted = {zone: math.ceil(e - 1e-9) for zone, e in expected.items()}
+    sources = sorted(
+        z for z, ds in movable.items() if min(len(ds), supply[z] - wanted.get(z, 0)) > 0
+    )
+    targets = sorted(z for z, w in wanted.items() if w > supply.get(z, 0))
     limit = max(1, math.floor(policy.max_share * len(drivers))) if policy.max_share else 0
-    if not sources.size or not targets.size or limit <= 0:
+    if not sources or not targets or limit <= 0:
         return []
-    centres = grid.centres()
-    km = haversine_matrix_km(centres[sources], centres[targets])
-    cost_s = cost.eta_matrix(centres[sources], centres[targets])
-    flows = _transport(surplus[sources], deficit[targets], cost_s, km <= policy.max_move_km, limit)
+    surplus = np.array(
+        [min(len(movable[z]), supply[z] - wanted.get(z, 0)) for z in sources], dtype=np.int64
+    )
+    deficit = np.array([wanted[z] - supply.get(z, 0) for z in targets], dtype=np.int64)
+    source_centres, target_centres = grid.centres(sources), grid.centres(targets)
+    km = haversine_matrix_km(source_centres, target_centres)
+    cost_s = cost.eta_matrix(source_centres, target_centres)
+    # Expected bookings per driver already there (plus one): how short the zone is.
+    pressure = np.array([expected[z] / (supply.get(z, 0) + 1) for z in targets])
+    flows = _transport(surplus, deficit, cost_s, km <= policy.max_move_km, limit, pressure)
     horizon_min = policy.horizon_s / 60
     moves = []
     for si, ti in np.argwhere(flows > 0):
-        source, target = int(sources[si]), int(targets[ti])
-        lat, lng = (float(v) for v in centres[target])
+        source, target = sources[si], targets[ti]
+        lat, lng = (float(v) for v in target_centres[ti])
         candidates = movable[source]
         etas = cost.eta_matrix(
             np.array([[d.lat, d.lng] for d in candidates]), np.array([[lat, lng]])
         )[:, 0]
         chosen = set(np.argsort(etas, kind="stable")[: int(flows[si, ti])].tolist())
-        zone_id = grid.zone_id(target)
+        zone_id, there = grid.zone_id(target), supply.get(target, 0)
         reason = (
             f"zone {zone_id} expects {expected[target]:.1f} bookings in the next "
-            f"{horizon_min:g} min, {supply[target]} idle driver"
-            f"{'' if supply[target] == 1 else 's'} there"
+            f"{horizon_min:g} min, {there} idle driver{'' if there == 1 else 's'} there"
         )
         moves += [
             Move(d.id, zone_id, lat, lng, float(etas[k]), reason)
@@ -316,11 +320,16 @@ def plan(
     match: MatchPolicy,
     cost: CostModel,
     policy: RebalancePolicy,
+    told: Collection[int] = frozenset(),
 ) -> dict[str, list[Move]]:
     """Each region's moves, from its recent bookings and idle drivers by the database's
-    clock; the region with no box gets a grid over its own points. Reads only."""
+    clock; the region with no box gets a grid over its own points. Drivers in ``told``
+    (already on their way to a suggestion) count where they are and are not moved. Reads
+    only."""
     now = transaction_now(session)
-    drivers = idle_drivers(session, match, now)
+    drivers = [
+        replace(d, movable=False) if d.id in told else d for d in idle_drivers(session, match, now)
+    ]
     plans: dict[str, list[Move]] = {}
     for name in region_names(regions):
         seen = recent_bookings(session, now, name, policy.lookback_s)

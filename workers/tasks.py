@@ -418,10 +418,15 @@ def suggest_repositioning(interval_s: float | None = None) -> dict[str, int]:
         max_move_km=config.rebalance_max_move_km,
         max_share=config.rebalance_max_share,
     )
+    client = publisher().redis
     with sessions()() as session, session.begin():
         now = transaction_now(session)
-        moves = rebalancing.plan(session, config.regions, match_policy(), cost_model(), policy)
-    sent = reposition.send(publisher().redis, publisher().host_id, moves, interval_s, now)
+        # Drivers told within the interval stay where they are in the plan.
+        told = reposition.recently_told(client, now)
+        moves = rebalancing.plan(
+            session, config.regions, match_policy(), cost_model(), policy, told=told
+        )
+    sent = reposition.send(client, publisher().host_id, moves, interval_s, now)
     for region, count in sent.items():
         REPOSITION_SUGGESTIONS.labels(region).inc(count)
     return dict(sent)

@@ -56,3 +56,15 @@ def test_a_region_with_demand_and_idle_drivers_elsewhere_gets_moves_toward_it(se
     target = grid.index(make.LISBON.lat, make.LISBON.lng)
     assert {m.zone for m in moves["default"]} == {grid.zone_id(target)}
     assert "0 idle drivers there" in moves["default"][0].reason
+
+
+def test_drivers_already_told_stay_put(session):
+    now = dt.datetime.now(dt.UTC)
+    rider = make.rider(session)
+    for _ in range(6):
+        make.booking(session, rider, make.LISBON, now=now)
+    east = make.offset(make.LISBON, east_km=1.5)
+    told = make.driver(session, east, now=now, name="told")
+    fresh = make.driver(session, east, now=now, name="fresh")
+    moves = plan(session, (), MATCH, COST, POLICY, told={told.user_id})
+    assert [m.driver_id for m in moves["default"]] == [fresh.user_id]

@@ -62,14 +62,14 @@ def test_a_steady_rate_is_forecast_without_bias():
     seen = [SeenBooking(*centre("r4c4"), age) for age in range(30, 1800, 60)]
     expected = forecast(GRID, seen, POLICY)
     assert expected[44] == pytest.approx(5.0, rel=0.03)
-    assert expected.sum() == pytest.approx(expected[44])
+    assert set(expected) == {44}
 
 
 def test_recent_bookings_weigh_more_and_old_ones_not_at_all():
     recent = forecast(GRID, bookings_at("r1c1", 1, age_s=0), POLICY)[11]
     half = forecast(GRID, bookings_at("r1c1", 1, age_s=POLICY.half_life_s), POLICY)[11]
     assert half == pytest.approx(recent / 2)
-    assert forecast(GRID, bookings_at("r1c1", 5, age_s=POLICY.lookback_s + 1), POLICY)[11] == 0
+    assert forecast(GRID, bookings_at("r1c1", 5, age_s=POLICY.lookback_s + 1), POLICY) == {}
 
 
 def test_a_shorter_watch_is_not_taken_for_a_quiet_look_back():

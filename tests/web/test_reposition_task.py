@@ -76,3 +76,21 @@ def test_an_idle_driver_is_told_where_bookings_are_expected_once_per_interval(
     # Within the interval the same driver is not told again.
     assert tasks.suggest_repositioning(interval_s=60) == {}
     assert suggestions(channel) == []
+
+
+def test_two_runs_at_once_tell_a_driver_once_and_the_mark_lapses_with_the_suggestion(
+    settings, clean_db, channel
+):
+    from dispatch.rebalancing import Move
+    from smartroute.infra import reposition
+
+    client = redis.Redis.from_url(settings.redis_url)
+    now = dt.datetime(2026, 12, 1, 6, 0, tzinfo=dt.UTC)
+    moves = {"default": [Move(7, "r1c1", 38.72, -9.14, 90.0, "why")]}
+    assert reposition.send(client, "test", moves, 30, now) == {"default": 1}
+    assert reposition.send(client, "test", moves, 30, now) == {}
+    assert len(suggestions(channel)) == 1
+    assert reposition.recently_told(client, now + dt.timedelta(seconds=29)) == {7}
+    later = now + dt.timedelta(seconds=30)
+    assert reposition.recently_told(client, later) == frozenset()
+    assert reposition.send(client, "test", moves, 30, later) == {"default": 1}
