@@ -46,4 +46,11 @@ def beat_schedule(settings: Settings) -> dict:
         "prune-idempotency-keys": _every(60.0, "prune_idempotency_keys"),
         "prune-access-tokens": _every(600.0, "prune_access_tokens"),
         "prune-quotes": _every(60.0, "prune_quotes"),
+        # Advisory: where idle drivers should wait for the next bookings. Each suggestion
+        # holds until the next run, so the interval travels with the message too.
+        "suggest-repositioning": _every(
+            settings.rebalance_every_s,
+            "suggest_repositioning",
+            interval_s=settings.rebalance_every_s,
+        ),
     }

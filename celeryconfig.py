@@ -45,6 +45,7 @@ task_routes = {
     "workers.tasks.prune_outbox": {"queue": "maintenance"},
     "workers.tasks.prune_idempotency_keys": {"queue": "maintenance"},
     "workers.tasks.prune_access_tokens": {"queue": "maintenance"},
+    "workers.tasks.suggest_repositioning": {"queue": "maintenance"},
 }
 
 timezone = "UTC"

@@ -14,7 +14,7 @@ from celery import shared_task
 from sqlalchemy import select, text
 from sqlalchemy.exc import OperationalError
 
-from dispatch import outbox, retention, surge, sweeps
+from dispatch import outbox, rebalancing, retention, surge, sweeps
 from dispatch.db import transaction_now
 from dispatch.matching import batch as batches
 from dispatch.matching.nearest import dispatch_booking
@@ -22,7 +22,7 @@ from dispatch.matching.policy import Outcome
 from dispatch.matching.window import Pressure
 from dispatch.models import Booking
 from dispatch.stats import booking_stats
-from smartroute.infra import heartbeat, snapshots
+from smartroute.infra import heartbeat, reposition, snapshots
 from smartroute.infra.driver_index import best_effort
 from smartroute.infra.enqueue import (
     ask_to_publish_again,
@@ -37,6 +37,7 @@ from smartroute.infra.metrics import (
     BATCH_WINDOW,
     MATCH_OUTCOMES,
     PUSHES,
+    REPOSITION_SUGGESTIONS,
     STUCK_RIDES,
 )
 from smartroute.infra.queues import queue_depths
@@ -436,3 +437,30 @@ def prune_access_tokens() -> int:
 def prune_quotes() -> int:
     """Forget quotes nobody booked, SMARTROUTE_QUOTE_PRUNE_AFTER_S after they lapsed."""
     return _prune(retention.prune_quotes, settings().quote_prune_after_s)
+
+
+# Rebalancing: advisory suggestions to idle drivers, pushed straight to their rooms.
+@shared_task(name="workers.tasks.suggest_repositioning", acks_late=True, **RETRY)
+def suggest_repositioning(interval_s: float | None = None) -> dict[str, int]:
+    """Suggest to idle drivers, region by region, a zone to wait in; push each suggestion,
+    good for ``interval_s`` (beat's interval), and none to a driver sent one within it."""
+    config = settings()
+    interval_s = config.rebalance_every_s if interval_s is None else interval_s
+    policy = rebalancing.RebalancePolicy(
+        cell_km=config.rebalance_cell_km,
+        horizon_s=config.rebalance_horizon_s,
+        max_move_km=config.rebalance_max_move_km,
+        max_share=config.rebalance_max_share,
+    )
+    client = publisher().redis
+    with sessions()() as session, session.begin():
+        now = transaction_now(session)
+        # Drivers told within the interval stay where they are in the plan.
+        told = reposition.recently_told(client, now)
+        moves = rebalancing.plan(
+            session, config.regions, match_policy(), cost_model(), policy, told=told
+        )
+    sent = reposition.send(client, publisher().host_id, moves, interval_s, now)
+    for region, count in sent.items():
+        REPOSITION_SUGGESTIONS.labels(region).inc(count)
+    return dict(sent)

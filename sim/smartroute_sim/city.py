@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from smartroute_sim.client import Api
-from smartroute_sim.driver import OfferHandler, SimulatedDriver
+from smartroute_sim.driver import OfferHandler, RepositionHandler, SimulatedDriver
 from smartroute_sim.report import Recorder
 
 log = logging.getLogger(__name__)
@@ -147,6 +147,7 @@ class Fleet:
         run_id: str,
         actions_over: str = "relay",
         threads: int = 16,
+        on_reposition: RepositionHandler | None = None,
     ) -> None:
         rng = random.Random(self.city.seed)
         seeds = [rng.random() for _ in range(drivers)]
@@ -163,6 +164,7 @@ class Fleet:
                 over_relay=actions_over == "relay",
                 on_offer=on_offer,
                 count=self.recorder.count,
+                on_reposition=on_reposition,
             )
             d.go_online()
             return d

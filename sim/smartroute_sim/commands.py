@@ -20,9 +20,17 @@ def bench() -> None:
 @bench.command("matching")
 @click.option("--seed", default=1, show_default=True, help="The synthetic city's seed.")
 @click.option("--k", default=10, show_default=True, help="Candidate drivers per booking.")
+@click.option(
+    "--drivers",
+    type=click.IntRange(1),
+    default=None,
+    help="Drivers in the city, to see how a fleet's size changes the figures "
+    "[default: the city's 400].",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def bench_matching(seed: int, k: int, as_json: bool) -> None:
-    """Replay one seeded city through nearest-first, batched and each batch's optimum."""
+def bench_matching(seed: int, k: int, drivers: int | None, as_json: bool) -> None:
+    """Replay one seeded city through nearest-first, batched, each batch's optimum, and
+    batched with idle drivers rebalanced between windows."""
     import json
     from dataclasses import replace
 
@@ -30,19 +38,28 @@ def bench_matching(seed: int, k: int, as_json: bool) -> None:
     from rich.progress import Progress
     from rich.table import Table
 
+    from dispatch.rebalancing import RebalancePolicy
     from smartroute_sim import replay
 
     city = replace(replay.City(), seed=seed)
+    if drivers is not None:
+        city = replace(city, drivers=drivers)
     matchers = {
-        "nearest": replay.nearest,
-        "batched": replay.batched(k),
-        "optimal": replay.batched(None),
+        "nearest": (replay.nearest, None),
+        "batched": (replay.batched(k), None),
+        "optimal": (replay.batched(None), None),
+        "rebalanced": (replay.batched(k), RebalancePolicy()),
     }
     results = {}
     with Progress(console=Console(stderr=True), transient=True, disable=as_json) as progress:
-        for name, matcher in matchers.items():
-            task = progress.add_task(f"{name:8}", total=city.windows)
-            outcome = replay.replay(city, matcher, on_window=lambda t=task: progress.advance(t))
+        for name, (matcher, rebalance) in matchers.items():
+            task = progress.add_task(f"{name:10}", total=city.windows)
+            outcome = replay.replay(
+                city,
+                matcher,
+                on_window=lambda t=task: progress.advance(t),
+                rebalance=rebalance,
+            )
             results[name] = outcome.summary()
     results["solve_1000x1000_s"] = round(replay.solve_time(1000, seed), 4)
     if as_json:
@@ -77,6 +94,11 @@ def bench_matching(seed: int, k: int, as_json: bool) -> None:
         f"batched: mean pickup ETA {gain:.1%} below nearest-first and "
         f"{gap:.2%} above the batches' optimum; one 1000×1000 batch: "
         f"{results['solve_1000x1000_s']:.3f} s"
+    )
+    moved = 1 - results["rebalanced"]["mean_pickup_eta_s"] / results["batched"]["mean_pickup_eta_s"]
+    points = 100 * (results["rebalanced"]["match_rate"] - results["batched"]["match_rate"])
+    console.print(
+        f"rebalanced: mean pickup ETA {moved:.1%} below batched, match rate {points:+.1f} points"
     )
 
 
@@ -458,6 +480,14 @@ def compressed_waits(speedup: float) -> dict[str, str]:
     "the engine's SMARTROUTE_NO_SHOW_WAIT_S, which an engine started here gets in the "
     "city's compressed time.",
 )
+@click.option(
+    "--follow-reposition",
+    type=click.FloatRange(0, 1),
+    default=0.5,
+    show_default=True,
+    help="Probability an idle driver follows the engine's reposition suggestion, driving "
+    "toward the suggested zone between pings.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def simulate(
     api,
@@ -476,6 +506,7 @@ def simulate(
     rider_cancels,
     driver_cancels,
     no_shows,
+    follow_reposition,
     as_json,
 ) -> None:
     """A seeded synthetic city of real clients: drivers ping, accept, drive, arrive and
@@ -505,6 +536,7 @@ def simulate(
             rider_cancels=rider_cancels,
             driver_cancels=driver_cancels,
             no_shows=no_shows,
+            follow_reposition=follow_reposition,
         )
     if as_json:
         click.echo(json.dumps(result))

@@ -4,7 +4,9 @@ simulation and the chaos suite's load all run it.
 It goes online (location, a Socket.IO connection to the relay, status available), hears
 offers (``new_assignment``), takes each booking through its steps (accept, arrive, start,
 complete; or decline, cancel with a reason, no-show) over its relay connection
-(``driver_action``) or over HTTP, and pings its location. What a driver does with an
+(``driver_action``) or over HTTP, and pings its location. A ``reposition`` suggestion goes
+to ``on_reposition``; a driver told to follow it drives toward it while idle
+(``heading``, ``drive_toward_heading``). What a driver does with an
 accepted ride besides driving it (give it back, rate the rider) is drawn by
 ``ride_choices``. Like a real app under faults, its Socket.IO client reconnects by itself and asks
 for what it missed (``last_event_id``); given several relays it moves to the next one at
@@ -32,6 +34,7 @@ from dataclasses import dataclass
 import requests
 import socketio
 
+from dispatch.geo import haversine_km
 from smartroute_sim.client import HTTP_TIMEOUT_S, Answer, Api, Endpoints, error_of
 from smartroute_sim.rider import Rating, draw_rating
 
@@ -54,6 +57,8 @@ RETRYABLE = {429, 500, 502, 503, 504}
 
 # (driver, offer, how): how is "push" (new_assignment) or "fetch" (GET /v1/drivers/me).
 OfferHandler = Callable[["SimulatedDriver", dict, str], None]
+# (driver, suggestion): a ``reposition`` the engine sent (zone, lat, lng, reason, expires_at).
+RepositionHandler = Callable[["SimulatedDriver", dict], None]
 
 
 def _ignore(*_args) -> None:
@@ -99,6 +104,7 @@ class SimulatedDriver:
         on_connect: Callable[[SimulatedDriver, str], None] | None = None,
         on_step: Callable[[SimulatedDriver, int, str], None] | None = None,
         count: Callable[[str], None] | None = None,
+        on_reposition: RepositionHandler | None = None,
     ) -> None:
         self.api = api
         self.id = user_id
@@ -115,6 +121,9 @@ class SimulatedDriver:
         self.on_connect = on_connect or _ignore
         self.on_step = on_step or _ignore  # After a step landed (the demo tells it).
         self.count = count or _ignore  # Events worth counting: socket drops, fallbacks.
+        self.on_reposition = on_reposition or _ignore
+        # Where the driver is heading while idle, following a ``reposition``; None: staying.
+        self.heading: dict | None = None
         self.lock = threading.Lock()
         # The relay runs one action per connection at a time and answers a second one 429
         # "busy": steps over the connection go one after another, as an app sends them
@@ -156,6 +165,7 @@ class SimulatedDriver:
             reconnection=not failover, reconnection_delay=0.2, reconnection_delay_max=1
         )
         self.sio.on("new_assignment", self._pushed)
+        self.sio.on("reposition", lambda data: self.on_reposition(self, data))
         self.sio.on("connect", lambda: self.on_connect(self, self.connecting_to))
         self.sio.on("disconnect", self._dropped)
         self._connect(self.relays.current)
@@ -303,6 +313,22 @@ class SimulatedDriver:
                 log.info("%s of booking %s answered %s", action, booking_id, status)
                 return None
             self.stop.wait(0.2)
+
+    def drive_toward_heading(self, km: float) -> None:
+        """Up to ``km`` along the straight line to ``heading``; there, heading nowhere."""
+        with self.lock:
+            target, here = self.heading, self.position
+            if target is None:
+                return
+            left = haversine_km(here["lat"], here["lng"], target["lat"], target["lng"])
+            if left <= km:
+                self.position, self.heading = {"lat": target["lat"], "lng": target["lng"]}, None
+                return
+            share = km / left
+            self.position = {
+                "lat": round(here["lat"] + (target["lat"] - here["lat"]) * share, 6),
+                "lng": round(here["lng"] + (target["lng"] - here["lng"]) * share, 6),
+            }
 
     def ping(self) -> requests.Response | None:
         """The location, sent; the answer, or None when nothing answered."""

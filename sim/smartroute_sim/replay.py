@@ -21,6 +21,7 @@ import numpy as np
 
 from dispatch.eta import CostModel, GreatCircleEta
 from dispatch.matching.solver import BatchResult, FreeDriver, Request, nearest_first, solve_batch
+from dispatch.rebalancing import IdleDriver, RebalancePolicy, SeenBooking, ZoneGrid, suggest_moves
 
 ORIGIN = (38.70, -9.20)  # South-west corner of the city (Lisbon's latitude).
 KM_PER_DEG_LAT = 111.32
@@ -125,16 +126,45 @@ def nearest(requests, drivers, cost, max_eta_s) -> BatchResult:
     return nearest_first(requests, drivers, cost, max_eta_s=max_eta_s)
 
 
+@dataclass(frozen=True)
+class Drive:
+    """An idle driver on the way to a suggested zone, still free to be matched."""
+
+    start: tuple[float, float]
+    target: tuple[float, float]
+    since: float  # In windows.
+    until: float
+
+    def at(self, window: float) -> tuple[float, float]:
+        share = min(1.0, (window - self.since) / max(self.until - self.since, 1e-9))
+        return (
+            self.start[0] + (self.target[0] - self.start[0]) * share,
+            self.start[1] + (self.target[1] - self.start[1]) * share,
+        )
+
+
+def city_grid(city: City, cell_km: float) -> ZoneGrid:
+    lat, lng = _to_latlng(np.array([0.0, city.size_km]), np.array([0.0, city.size_km]))
+    return ZoneGrid.over(float(lat[0]), float(lng[0]), float(lat[1]), float(lng[1]), cell_km)
+
+
 def replay(
     city: City,
     matcher: Matcher,
     cost: CostModel | None = None,
     on_window: Callable[[], None] | None = None,
+    rebalance: RebalancePolicy | None = None,
 ) -> Outcome:
-    """Run the city window by window with ``matcher`` deciding every batch."""
+    """Run the city window by window with ``matcher`` deciding every batch; with
+    ``rebalance``, after each batch the drivers left idle are sent toward the zones it
+    suggests from the bookings seen so far (never later ones), and stay free on the way."""
     cost = cost or GreatCircleEta()
     drivers, rides = generate(city)
     position = {d.id: (d.lat, d.lng) for d in drivers}
+    drives: dict[int, Drive] = {}
+    # Drive times are in the city's seconds: a window is this many of them.
+    city_s = city.window_s * city.time_compression
+    grid = city_grid(city, rebalance.cell_km) if rebalance else None
     free_at = dict.fromkeys(position, 0.0)  # In windows; fractional for pickup drives.
     idle_since = dict.fromkeys(position, 0)
     by_window: dict[int, list[Ride]] = {}
@@ -145,6 +175,10 @@ def replay(
     for window in range(city.windows):
         waiting = [r for r in waiting if window - r.window < city.max_wait_windows]
         waiting += by_window.get(window, [])
+        for d, drive in list(drives.items()):
+            position[d] = drive.at(window)
+            if window >= drive.until:
+                del drives[d]
         free = [
             FreeDriver(d, *position[d], idle_s=(window - idle_since[d]) * city.window_s)
             for d, t in free_at.items()
@@ -163,7 +197,32 @@ def replay(
             free_at[a.driver_id] = window + busy_s / city.window_s
             idle_since[a.driver_id] = math.ceil(free_at[a.driver_id])
             position[a.driver_id] = (ride.dropoff_lat, ride.dropoff_lng)
+            drives.pop(a.driver_id, None)
         waiting = list(ride_by_id.values())
+        if rebalance is not None and grid is not None:
+            started = time.perf_counter()
+            taken = {a.driver_id for a in result.assignments}
+            idle = [
+                IdleDriver(d.id, *drives[d.id].target, movable=False)
+                if d.id in drives
+                else IdleDriver(d.id, d.lat, d.lng)
+                for d in free
+                if d.id not in taken
+            ]
+            lookback = rebalance.lookback_s / city_s
+            seen = [
+                SeenBooking(r.lat, r.lng, (window - r.window) * city_s)
+                for w in range(max(0, window - math.ceil(lookback)), window + 1)
+                for r in by_window.get(w, [])
+            ]
+            # The replay has watched bookings since its first window, and no longer.
+            observed_s = (window + 1) * city_s
+            for move in suggest_moves(grid, seen, idle, cost, rebalance, observed_s):
+                start = position[move.driver_id]
+                drives[move.driver_id] = Drive(
+                    start, (move.lat, move.lng), window, window + move.eta_s / city_s
+                )
+            outcome.solve_time_s += time.perf_counter() - started
         if on_window is not None:
             on_window()
     return outcome

@@ -65,6 +65,9 @@ class DriverPolicy:
     arrive: bool = False
     cancel_after_accept: float = 0.0
     rate: float = 0.0
+    # The probability an idle driver follows a ``reposition`` suggestion, driving toward
+    # it between pings (only with time_compression; 0: suggestions are only counted).
+    follow_reposition: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -122,6 +125,7 @@ class LoadRun:
         self.loadgen_cpu_percent: float | None = None
         self.rider_ids: set[int] = set()
         self.http_requests = 0  # Sent while bookings flowed: bookings, pings, actions.
+        self.reposition_rng = random.Random(f"{plan.seed}:reposition")
 
     # --- The run -------------------------------------------------------------------------
 
@@ -143,7 +147,12 @@ class LoadRun:
         sampler.start()
         try:
             self.fleet.bring_up(
-                self.plan.drivers, self.plan.riders, self.on_offer, run_id, self.policy.actions_over
+                self.plan.drivers,
+                self.plan.riders,
+                self.on_offer,
+                run_id,
+                self.policy.actions_over,
+                on_reposition=self.on_reposition,
             )
             if threading.current_thread() is threading.main_thread():
                 # python-socketio chains its own SIGINT handler, which disconnects every
@@ -258,6 +267,7 @@ class LoadRun:
             self.recorder.count("duplicate_pushes")
             return
         booking_id = data["id"]
+        driver.heading = None  # An offer ends any repositioning.
         if data.get("rider_id") not in self.rider_ids:
             # A booking this run did not make (an engine shared with others): serve it, so
             # the driver is free again, but keep it out of this run's numbers.
@@ -280,6 +290,18 @@ class LoadRun:
         if driver.hold(booking_id) is not None:
             self.double_seen += 1
         self.timers.submit(self._answer, driver, data)
+
+    def on_reposition(self, driver: SimulatedDriver, data: dict) -> None:
+        """A ``reposition`` reached this driver: followed, while idle, with the policy's
+        probability (drawn from the run's seed, apart from the driver's own choices)."""
+        self.recorder.count("reposition_suggestions")
+        if self.policy.follow_reposition <= 0 or self.policy.time_compression <= 0:
+            return
+        with self.lock:
+            follow = self.reposition_rng.random() < self.policy.follow_reposition
+        if follow and driver.holding is None:
+            driver.heading = {"lat": data["lat"], "lng": data["lng"]}
+            self.recorder.count("repositioned")
 
     def _decide(self, driver: SimulatedDriver) -> str:
         with driver.lock:
@@ -475,6 +497,14 @@ class LoadRun:
     def _ping_loop(self, driver: SimulatedDriver) -> None:
         if not self.running.is_set():
             return
+        if driver.heading is not None and driver.holding is None:
+            # The simulated kilometres driven since the last ping.
+            driver.drive_toward_heading(
+                self.policy.speed_kmh
+                / 3600
+                * self.policy.ping_every_s
+                * self.policy.time_compression
+            )
         self._ping(driver)
         self.timers.after(self.policy.ping_every_s, self._ping_loop, driver)
 

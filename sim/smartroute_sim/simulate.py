@@ -6,7 +6,8 @@ on to the dropoff and complete the ride; riders book at a fixed rate around the 
 hotspots, most of them on a quote asked for first. Now and then a driver gives a ride back
 after accepting it (with a reason), a rider cancels (before or after a driver is assigned,
 with a reason) or never comes to the pickup (the driver waits the engine's no-show wait and
-reports a no-show), and after a ride both sides mostly rate each other. Every choice is
+reports a no-show), and after a ride both sides mostly rate each other. An idle driver
+told to reposition (the engine's rebalancing) follows the suggestion half the time. Every choice is
 drawn from the seed. The terminal shows the city as it runs; at the end a summary table
 (the ride figures read back from the database) and a PNG chart.
 """
@@ -36,6 +37,7 @@ SIMULATED_DRIVERS = DriverPolicy(
     arrive=True,
     cancel_after_accept=0.03,
     rate=0.7,
+    follow_reposition=0.5,
 )
 SIMULATED_RIDERS = RiderPolicy(
     quote=0.9,
@@ -99,15 +101,19 @@ def run_simulation(
     rider_cancels: float | None = None,
     driver_cancels: float | None = None,
     no_shows: float | None = None,
+    follow_reposition: float | None = None,
 ) -> dict:
     """Run the city; ``rider_cancels`` (split evenly before and after assignment),
-    ``driver_cancels`` and ``no_shows`` replace the default probabilities when given."""
+    ``driver_cancels``, ``no_shows`` and ``follow_reposition`` (an idle driver following a
+    rebalancing suggestion) replace the default probabilities when given."""
     console = console or Console(stderr=True)
     policy = replace(SIMULATED_DRIVERS, actions_over=actions_over)
     if speedup is not None:
         policy = replace(policy, time_compression=speedup)
     if driver_cancels is not None:
         policy = replace(policy, cancel_after_accept=driver_cancels)
+    if follow_reposition is not None:
+        policy = replace(policy, follow_reposition=follow_reposition)
     riders = SIMULATED_RIDERS
     if rider_cancels is not None:
         riders = replace(

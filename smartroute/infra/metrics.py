@@ -212,3 +212,10 @@ BATCH_WINDOW = Gauge(
     ["region"],
     multiprocess_mode="mostrecent",
 )
+
+# Rebalancing. A counter sums across processes as it is in multiprocess mode.
+REPOSITION_SUGGESTIONS = Counter(
+    "smartroute_reposition_suggestions_total",
+    "Suggestions pushed to idle drivers to wait in another zone, by region.",
+    ["region"],
+)

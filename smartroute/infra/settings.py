@@ -162,6 +162,13 @@ def _relay_public_url(env: Mapping[str, str]) -> str | None:
     return url.rstrip("/") if url else None
 
 
+def _share(env: Mapping[str, str], name: str, default: float) -> float:
+    share = _float(env, name, default)
+    if share > 1:
+        raise ConfigError(f"{name} is a share from 0 to 1, got {share}")
+    return share
+
+
 @dataclass(frozen=True)
 class Settings:
     # Services. None means "start the embedded one in data_dir".
@@ -310,6 +317,16 @@ class Settings:
     max_ride_s: int = 4 * 3600
     stuck_every_s: float = 30.0
 
+    # Rebalancing: how often beat suggests where idle drivers should wait (each driver at
+    # most once per interval), the zones' side, how far a move may go, the share of a
+    # region's idle drivers moved per run, and the forecast's horizon
+    # (dispatch/rebalancing.py).
+    rebalance_every_s: float = 30.0
+    rebalance_cell_km: float = 1.0
+    rebalance_max_move_km: float = 3.0
+    rebalance_max_share: float = 0.3
+    rebalance_horizon_s: float = 300.0
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Read every SmartRoute variable from ``env`` (default: the process environment)."""
@@ -439,6 +456,12 @@ class Settings:
             stuck_ride_policy=_stuck_ride_policy(env),
             max_ride_s=_int(env, "SMARTROUTE_MAX_RIDE_S", 4 * 3600, minimum=60),
             stuck_every_s=_float(env, "SMARTROUTE_STUCK_EVERY_S", 30.0, 0.1),
+            # Rebalancing.
+            rebalance_every_s=_float(env, "SMARTROUTE_REBALANCE_EVERY_S", 30.0, 1.0),
+            rebalance_cell_km=_float(env, "SMARTROUTE_REBALANCE_CELL_KM", 1.0, 0.1),
+            rebalance_max_move_km=_float(env, "SMARTROUTE_REBALANCE_MAX_MOVE_KM", 3.0),
+            rebalance_max_share=_share(env, "SMARTROUTE_REBALANCE_MAX_SHARE", 0.3),
+            rebalance_horizon_s=_float(env, "SMARTROUTE_REBALANCE_HORIZON_S", 300.0, 10.0),
         )
 
     def stuck_ride_action(self, region: str) -> str:

@@ -3,6 +3,7 @@ with four prefork processes, on the test database and Redis."""
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import queue
 import subprocess
@@ -295,3 +296,32 @@ def relay_metric_families(stack) -> list:
         headers={"Authorization": f"Bearer {METRICS_TOKEN}"},
     ).text
     return list(text_string_to_metric_families(exposition))
+
+
+# Rebalancing: a beat that suggests every second, and demand for it to see.
+@pytest.fixture
+def rebalancing_beat(stack, tmp_path):
+    """A beat whose rebalancing runs every second (the shortest interval allowed)."""
+    log = open(tmp_path / "beat.log", "wb")  # noqa: SIM115 - closed below
+    process = subprocess.Popen(
+        beat_argv(tmp_path),
+        env={**stack.env, "SMARTROUTE_REBALANCE_EVERY_S": "1"},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    yield process
+    process.terminate()
+    process.wait(timeout=20)
+    log.close()
+
+
+def expected_demand(committed_sessions, now, bookings: int = 6) -> None:
+    """Bookings at Lisbon's centre for an hour from now: demand the forecast sees, and none
+    a driver is taken by meanwhile."""
+    from tests import factories as make
+
+    with committed_sessions.begin() as s:
+        rider = make.rider(s, "rebalancing-rider")
+        for _ in range(bookings):
+            make.booking(s, rider, make.LISBON, now=now, pickup_at=now + dt.timedelta(hours=1))

@@ -20,6 +20,7 @@ import requests
 
 from tests.integration.conftest import (
     STACK_TUNING,
+    expected_demand,
     new_user,
     online_driver,
     relay_metric_families,
@@ -438,3 +439,19 @@ def test_money_shows_minor_units_with_each_currency_s_own_decimals(stack, pages)
     assert re.fullmatch(r"(¥|JP¥|￥)\s?500", shown[1]), shown  # Not ¥5: the yen has no cents.
     assert re.search(r"1[.,]234", shown[2]), shown  # Three decimals for the dinar.
     assert shown[3:] == ["–", "–"]
+
+
+def test_an_idle_driver_sees_where_rebalancing_suggests_waiting_and_why(
+    admin, stack, pages, committed_sessions, rebalancing_beat
+):
+    expected_demand(committed_sessions, dt.datetime.now(dt.UTC))
+    # About 1.5 km east of the centre, where the bookings are.
+    driver = online_driver(admin, CENTRE[0], CENTRE[1] + 0.0173, "Ines")
+    console = pages((480, 900))
+    sign_in(console, stack.url, "/driver", driver.token)
+    suggestion = console.locator("#reposition")
+    expect(suggestion).to_be_visible()
+    expect(console.locator("#reposition-zone")).to_have_text(re.compile(r"^r\d+c\d+$"))
+    expect(console.locator("#reposition-reason")).to_contain_text("bookings in the next 5 min")
+    screenshot(console, "driver-console-reposition")
+    assert console.errors == []

@@ -138,3 +138,13 @@ def test_the_relays_redis_pool_is_configurable_and_checked():
         Settings.from_env({"SMARTROUTE_RELAY_REDIS_CONNECTIONS": "1"})
     with pytest.raises(ConfigError, match="SMARTROUTE_RELAY_REDIS_WAIT_S"):
         Settings.from_env({"SMARTROUTE_RELAY_REDIS_WAIT_S": "soon"})
+
+
+def test_rebalancing_settings_are_read_and_a_share_above_one_is_refused():
+    s = Settings.from_env(
+        {"SMARTROUTE_REBALANCE_EVERY_S": "45", "SMARTROUTE_REBALANCE_MAX_SHARE": "0.5"}
+    )
+    assert (s.rebalance_every_s, s.rebalance_max_share) == (45.0, 0.5)
+    assert Settings.from_env({}).rebalance_every_s == 30.0
+    with pytest.raises(ConfigError, match="SMARTROUTE_REBALANCE_MAX_SHARE"):
+        Settings.from_env({"SMARTROUTE_REBALANCE_MAX_SHARE": "1.5"})

@@ -19,8 +19,8 @@ from sqlalchemy.orm import Session
 from dispatch.bookings.payloads import booking_payload
 from dispatch.drivers import driver_payload
 from dispatch.models import Booking, Driver
-from dispatch.regions import region_names
 from dispatch.ratings import RatingAverage, averages
+from dispatch.regions import region_names
 from dispatch.states import ACTIVE_STATUSES, DRIVER_STATUSES, Role, Status
 from dispatch.stats import booking_stats
 from smartroute.infra import snapshots

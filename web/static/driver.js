@@ -2,7 +2,8 @@
 // driver's own room, and accept, decline, arrive, start and complete the ride, report a
 // no-show or cancel it with a reason, over the same connection (through /v1 while it is
 // down; the location too, once the driver has one). A ride the rider or dispatch cancels is pushed to the driver's room too: the card
-// goes, and the console says why.
+// goes, and the console says why. While idle, rebalancing's suggestion of a zone to wait in
+// (reposition) is shown with its reason until it lapses.
 import {
   $, ApiError, SignIn, call, clock, element, enterConsole, money, place, statusLabel,
 } from "./console.js";
@@ -39,7 +40,9 @@ async function start() {
   $("#simulate").addEventListener("change", (e) => simulate(e.target.checked));
   await enterConsole(signIn, {
     panel: "#console", refresh, pollMs: POLL_MS, notYours: "That token is not a driver's.",
-    events: { new_assignment: onOffer, booking_updated: onRideTakenAway },
+    events: {
+      new_assignment: onOffer, booking_updated: onRideTakenAway, reposition: onReposition,
+    },
     onLive: (socket) => { relay = socket; setInterval(tick, 250); },
     // An offer the relay could not replay is in GET /v1/drivers/me, taken as the truth.
     onResync: () => { lastPushAt = 0; return refresh(); },
@@ -61,6 +64,24 @@ function onRideTakenAway(booking) {
   lastPushAt = Date.now();
   showRide(booking);
   showOutcome(cancelledNote(booking));
+}
+
+// Rebalancing's advice while idle: a zone where bookings are expected, and why. It is
+// advisory (the driver may stay put) and lapses at expires_at or when an offer comes.
+let suggestion = null;
+
+function onReposition(data) {
+  suggestion = data;
+  $("#reposition-zone").textContent = data.zone;
+  $("#reposition-place").textContent = place(data);
+  $("#reposition-until").textContent = clock(data.expires_at);
+  $("#reposition-reason").textContent = data.reason;
+  showSuggestion();
+}
+
+function showSuggestion() {
+  if (suggestion && (ride || new Date(suggestion.expires_at) <= Date.now())) suggestion = null;
+  $("#reposition").hidden = !suggestion;
 }
 
 function cancelledNote(booking) {
@@ -177,6 +198,7 @@ async function send(bookingId, action, reason) {
 }
 
 function tick() {
+  showSuggestion();
   const countdown = $("#countdown");
   if (!ride || ride.status !== "assigned" || !ride.offer_expires_at) {
     countdown.textContent = "";
