@@ -64,6 +64,11 @@ def main() -> None:
     parser.add_argument("--record", type=float, default=20.0)
     parser.add_argument("--top", type=int, default=12)
     parser.add_argument("--out", default=".smartroute/bench/profile")
+    parser.add_argument(
+        "--gil",
+        action="store_true",
+        help="sample only threads holding the GIL: Python on the CPU, not waiting on I/O",
+    )
     # Anything else goes to `bench e2e` as it is (say, --driver-actions http --drivers 400).
     args, bench_args = parser.parse_known_args()
     out = Path(args.out)
@@ -124,6 +129,7 @@ def main() -> None:
                         "--format",
                         "raw",
                         "--nonblocking",
+                        *(["--gil"] if args.gil else []),
                         "--output",
                         str(target),
                     ],

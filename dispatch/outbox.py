@@ -99,6 +99,19 @@ def assign_positions(session: Session, limit: int = 500) -> int:
     return len(ids)
 
 
+def any_positioned(session: Session) -> bool:
+    """Whether any unsent row has a position (a delivery failed after positions committed)."""
+    return bool(
+        session.scalar(
+            select(
+                select(OutboxEvent.id)
+                .where(OutboxEvent.sent_at.is_(None), OutboxEvent.position.is_not(None))
+                .exists()
+            )
+        )
+    )
+
+
 def claim_positioned(session: Session, limit: int = 500) -> list[OutboxEvent]:
     """The unsent rows that have a position, in position order, for the lock holder.
 

@@ -154,7 +154,10 @@ class Publisher:
         with sessions() as session, session.begin():
             if not outbox.try_lock(session):
                 return None
-            outbox.assign_positions(session, limit)
+            # Nothing newly positioned and nothing left from a failed delivery: nothing to
+            # send, and no second transaction (the common end of a run: a read that is empty).
+            if not outbox.assign_positions(session, limit) and not outbox.any_positioned(session):
+                return 0
         with sessions() as session, session.begin():
             if not outbox.try_lock(session):
                 return None

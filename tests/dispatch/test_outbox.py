@@ -34,7 +34,9 @@ def test_each_change_queues_its_pushes_in_the_same_transaction(session, now):
 def test_positions_follow_ids_among_committed_rows_then_rows_are_marked_and_pruned(session, now):
     make.booking(session, make.rider(session), now=now)
     assert outbox.try_lock(session)
+    assert not outbox.any_positioned(session)
     assert outbox.assign_positions(session) == 2
+    assert outbox.any_positioned(session)
     claimed = outbox.claim_positioned(session)
     assert [r.id for r in claimed] == sorted(r.id for r in claimed) and len(claimed) == 2
     assert claimed[1].position == claimed[0].position + 1
@@ -46,6 +48,7 @@ def test_positions_follow_ids_among_committed_rows_then_rows_are_marked_and_prun
     )
     outbox.mark_sent(session, [r.id for r in claimed], now)
     assert outbox.claim_positioned(session) == []
+    assert not outbox.any_positioned(session)
     assert outbox.oldest_unsent_age_s(session, now) == 0
     assert outbox.prune(session, sent_before=now) == 0  # Not yet past the retention.
     assert outbox.prune(session, sent_before=now + dt.timedelta(seconds=1)) == 2

@@ -304,18 +304,19 @@ def test_a_second_publisher_leaves_at_once_and_its_wake_up_is_not_lost(
     cache = redis.Redis.from_url(settings.redis_url)
     [rider] = _riders(committed_sessions, 1)
     in_window, go = threading.Event(), threading.Event()
-    real_claim = outbox.claim_positioned
+    real_check = outbox.any_positioned
 
-    def claim_then_pause(session, limit=500):
-        rows = real_claim(session, limit)
+    def check_then_pause(session):
+        # An empty read ends here: nothing newly positioned, and this finds nothing left.
+        found = real_check(session)
         # The last read of a run: after the run let commits ask again (smartroute.infra.enqueue).
-        last_read = not rows and cache.get(PUBLISH_SCHEDULED) is None
+        last_read = not found and cache.get(PUBLISH_SCHEDULED) is None
         if threading.current_thread() is holder and last_read and not go.is_set():
             in_window.set()
             go.wait(timeout=30)
-        return rows
+        return found
 
-    monkeypatch.setattr(outbox, "claim_positioned", claim_then_pause)
+    monkeypatch.setattr(outbox, "any_positioned", check_then_pause)
     cache.set(PUBLISH_SCHEDULED, 1, px=30_000)  # As the commit that started the run did.
     holder_sent: list[int] = []
     holder = threading.Thread(target=lambda: holder_sent.append(publish_outbox()))
