@@ -27,6 +27,7 @@ from smartroute.infra.driver_index import best_effort
 from smartroute.infra.enqueue import (
     ask_to_publish_again,
     asked_to_publish_again,
+    batch_window,
     publish_finished,
     request_dispatch,
     request_publish,
@@ -126,13 +127,16 @@ def dispatch_region(
     MATCH_OUTCOMES.labels("no_driver").inc(len(outcome.unmatched))
     MATCH_OUTCOMES.labels("claim_lost").inc(len(outcome.lost))
     MATCH_OUTCOMES.labels("expired").inc(len(outcome.expired))
-    _adapt_window(region, window_s, outcome, run_s + late_s)
+    adaptive = _adapt_window(region, outcome, run_s + late_s) is not None
     if outcome.offered or outcome.expired:
         request_publish(dispatch_region.app, cache())
-    if outcome.again:
+    if outcome.full or (outcome.lost and not adaptive):
         _request(region, now=True)
-    elif outcome.held_elsewhere:
-        _request(region)  # After a window: whoever holds them may have let go by then.
+    elif outcome.lost or outcome.held_elsewhere:
+        # After a window: whoever holds them may have let go by then. A claim lost to a
+        # concurrent batch grew the window, and the next batch gathers these with the rest
+        # instead of racing that batch again at once.
+        _request(region)
     if outcome.offered or outcome.lost:
         log.info(
             "batch dispatched",
@@ -153,14 +157,15 @@ def dispatch_region(
     }
 
 
-def _adapt_window(
-    region: str, window_s: float | None, outcome: batches.BatchReport, busy_s: float
-) -> None:
-    """The region's next window, from the pressure this batch met. A batch asked for at
-    once (a follow-up, a sweep) carries no window and leaves it as it is."""
+def _adapt_window(region: str, outcome: batches.BatchReport, busy_s: float) -> float | None:
+    """Set the region's next window from the pressure this batch met, and return it (None
+    with a fixed window). It moves from the region's window as it stands now, not from the
+    one this batch waited: batches queued behind a busy worker carry windows long gone."""
     policy = settings().batch_window
-    if window_s is None or not policy.adaptive:
-        return
+    if not policy.adaptive:
+        return None
+    current = batch_window(cache(), region)
+    current = policy.min_s if current is None else policy.clamp(current)
     pressure = Pressure(
         bookings=len(outcome.offered) + len(outcome.unmatched) + len(outcome.lost),
         free_drivers=outcome.free_drivers,
@@ -168,10 +173,11 @@ def _adapt_window(
         full=outcome.full,
         run_s=busy_s,
     )
-    next_s = policy.next_window_s(window_s, pressure)
+    next_s = policy.next_window_s(current, pressure)
     BATCH_WINDOW.labels(region).set(next_s)
-    if next_s != window_s:
+    if next_s != current:
         set_batch_window(cache(), region, next_s)
+    return next_s
 
 
 def _request(region: str, booking_id: int | None = None, *, now: bool = False) -> None:

@@ -127,6 +127,11 @@ def set_batch_window(cache: redis.Redis, region: str, window_s: float) -> None:
         cache.set(batch_window_key(region), round(window_s * 1000), ex=WINDOW_TTL_S)
 
 
+def batch_window(cache: redis.Redis | None, region: str) -> float | None:
+    """The region's current window in seconds (None: not set, or Redis unreachable)."""
+    return batch_windows(cache, [region])[region] if cache is not None else None
+
+
 def batch_windows(cache: redis.Redis, regions: list[str]) -> dict[str, float | None]:
     """Each region's current window in seconds (None: not set, or Redis unreachable)."""
     try:
