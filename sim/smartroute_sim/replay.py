@@ -309,7 +309,18 @@ def replay_windowed(
             free_at[a.driver_id] = at + (a.eta_s + ride.trip_s) / city.time_compression
             position[a.driver_id] = (ride.dropoff_lat, ride.dropoff_lng)
         waiting = list(index_by_id.values())
-        pressure = Pressure(bookings=len(requests), free_drivers=len(free), lost=0, full=False)
+        # As live, the free drivers within reach of the batch's bookings: here, those the
+        # pickup limit lets the matcher consider.
+        eta = (
+            cost.eta_matrix(
+                np.array([[r.lat, r.lng] for r in requests]),
+                np.array([[d.lat, d.lng] for d in free]),
+            )
+            if free
+            else np.zeros((len(requests), 0))
+        )
+        reach = int((eta <= city.max_pickup_eta_s).any(axis=0).sum())
+        pressure = Pressure(bookings=len(requests), free_drivers=reach, lost=0, full=False)
         window_s = window.next_window_s(window_s, pressure)
     return outcome
 
