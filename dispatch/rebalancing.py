@@ -47,10 +47,10 @@ KM_PER_DEG_LAT = 111.32
 @dataclass(frozen=True)
 class RebalancePolicy:
     cell_km: float = 1.0
-    horizon_s: float = 300.0
+    horizon_s: float = 600.0
     half_life_s: float = 300.0
     lookback_s: float = 1800.0
-    max_move_km: float = 3.0
+    max_move_km: float = 6.0
     max_share: float = 0.3
 
     def __post_init__(self) -> None:

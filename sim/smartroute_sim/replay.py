@@ -8,6 +8,10 @@ from the seed, so each matcher replays exactly the same city.
 Drives are compressed in time (``time_compression``): a 400-driver city then turns
 over fast enough to reach a peak's batch sizes, with about as many riders as free
 drivers each window, in a couple of minutes of simulated dispatch.
+
+``replay`` runs one batch per window. ``replay_windowed`` runs the same city on a
+continuous clock (each rider arrives at a seeded moment inside its window) with batches
+timed by a ``WindowPolicy``, fixed or adaptive, as the live engine times them.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import numpy as np
 
 from dispatch.eta import CostModel, GreatCircleEta
 from dispatch.matching.solver import BatchResult, FreeDriver, Request, nearest_first, solve_batch
+from dispatch.matching.window import Pressure, WindowPolicy
 from dispatch.rebalancing import IdleDriver, RebalancePolicy, SeenBooking, ZoneGrid, suggest_moves
 
 ORIGIN = (38.70, -9.20)  # South-west corner of the city (Lisbon's latitude).
@@ -225,6 +230,98 @@ def replay(
             outcome.solve_time_s += time.perf_counter() - started
         if on_window is not None:
             on_window()
+    return outcome
+
+
+def arrivals_s(city: City, rides: list[Ride]) -> list[float]:
+    """Each ride's arrival in replay seconds: a uniform offset inside its window, drawn from
+    a generator of its own (seeded from the city's), so the city itself is unchanged."""
+    offsets = np.random.default_rng([city.seed, 1]).uniform(0, city.window_s, len(rides))
+    return [r.window * city.window_s + float(o) for r, o in zip(rides, offsets, strict=True)]
+
+
+@dataclass
+class WindowedOutcome(Outcome):
+    batch_waits_s: list[float]  # Each matched ride's wait from arrival to its batch.
+    windows_s: list[float]  # The window each ride arrived into (its first batch waited).
+
+    def summary(self) -> dict:
+        waits = np.array(self.batch_waits_s or [0.0])
+        windows = np.array(self.windows_s or [0.0])
+        return super().summary() | {
+            "batches": self.batches,
+            "mean_batch_wait_s": round(float(waits.mean()), 4),
+            "mean_window_s": round(float(windows.mean()), 4),
+        }
+
+
+def replay_windowed(
+    city: City,
+    matcher: Matcher,
+    window: WindowPolicy,
+    cost: CostModel | None = None,
+) -> WindowedOutcome:
+    """Run the city on a continuous clock, batches timed by ``window`` as the live engine
+    times them: a ride arriving when no batch is due asks for one a window later, and
+    while riders are left waiting after a batch, the next follows a window later. Each
+    batch sets the next window from the pressure it met (its bookings, the free drivers).
+
+    The rules are the window replay's in seconds: a rider waits ``max_wait_windows``
+    windows' worth of seconds from arrival, a pickup is at most ``max_pickup_eta_s``,
+    and drivers are free again after the compressed drive. Batches go on until every
+    rider is matched or has given up."""
+    cost = cost or GreatCircleEta()
+    drivers, rides = generate(city)
+    arrivals = arrivals_s(city, rides)
+    order = sorted(range(len(rides)), key=lambda i: arrivals[i])
+    patience_s = city.max_wait_windows * city.window_s
+    position = {d.id: (d.lat, d.lng) for d in drivers}
+    free_at = dict.fromkeys(position, 0.0)  # In replay seconds.
+    # A region that has not batched yet starts from the minimum, as the live engine does.
+    window_s = window.min_s if window.adaptive else window.max_s
+    outcome = WindowedOutcome([], len(rides), 0.0, 0, [], [])
+    waiting: list[int] = []
+    arrived = 0  # Rides of ``order`` that have arrived by the current batch.
+    last_s = 0.0
+    while arrived < len(order) or waiting:
+        # Riders left over keep the region batching; otherwise the next arrival asks.
+        at = (last_s if waiting else arrivals[order[arrived]]) + window_s
+        while arrived < len(order) and arrivals[order[arrived]] <= at:
+            waiting.append(order[arrived])
+            outcome.windows_s.append(window_s)
+            arrived += 1
+        waiting = [i for i in waiting if at - arrivals[i] < patience_s]
+        last_s = at
+        if not waiting:
+            continue
+        free = [FreeDriver(d, *position[d], idle_s=at - t) for d, t in free_at.items() if t <= at]
+        requests = [Request(rides[i].id, rides[i].lat, rides[i].lng) for i in waiting]
+        started = time.perf_counter()
+        result = matcher(requests, free, cost, city.max_pickup_eta_s)
+        outcome.solve_time_s += time.perf_counter() - started
+        outcome.batches += 1
+        index_by_id = {rides[i].id: i for i in waiting}
+        for a in result.assignments:
+            i = index_by_id.pop(a.booking_id)
+            ride = rides[i]
+            outcome.pickup_etas_s.append(a.eta_s)
+            outcome.batch_waits_s.append(at - arrivals[i])
+            free_at[a.driver_id] = at + (a.eta_s + ride.trip_s) / city.time_compression
+            position[a.driver_id] = (ride.dropoff_lat, ride.dropoff_lng)
+        waiting = list(index_by_id.values())
+        # As live, the free drivers within reach of the batch's bookings: here, those the
+        # pickup limit lets the matcher consider.
+        eta = (
+            cost.eta_matrix(
+                np.array([[r.lat, r.lng] for r in requests]),
+                np.array([[d.lat, d.lng] for d in free]),
+            )
+            if free
+            else np.zeros((len(requests), 0))
+        )
+        reach = int((eta <= city.max_pickup_eta_s).any(axis=0).sum())
+        pressure = Pressure(bookings=len(requests), free_drivers=reach, lost=0, full=False)
+        window_s = window.next_window_s(window_s, pressure)
     return outcome
 
 
