@@ -323,9 +323,9 @@ class Settings:
     # (dispatch/rebalancing.py).
     rebalance_every_s: float = 30.0
     rebalance_cell_km: float = 1.0
-    rebalance_max_move_km: float = 3.0
+    rebalance_max_move_km: float = 6.0
     rebalance_max_share: float = 0.3
-    rebalance_horizon_s: float = 300.0
+    rebalance_horizon_s: float = 600.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -459,9 +459,9 @@ class Settings:
             # Rebalancing.
             rebalance_every_s=_float(env, "SMARTROUTE_REBALANCE_EVERY_S", 30.0, 1.0),
             rebalance_cell_km=_float(env, "SMARTROUTE_REBALANCE_CELL_KM", 1.0, 0.1),
-            rebalance_max_move_km=_float(env, "SMARTROUTE_REBALANCE_MAX_MOVE_KM", 3.0),
+            rebalance_max_move_km=_float(env, "SMARTROUTE_REBALANCE_MAX_MOVE_KM", 6.0),
             rebalance_max_share=_share(env, "SMARTROUTE_REBALANCE_MAX_SHARE", 0.3),
-            rebalance_horizon_s=_float(env, "SMARTROUTE_REBALANCE_HORIZON_S", 300.0, 10.0),
+            rebalance_horizon_s=_float(env, "SMARTROUTE_REBALANCE_HORIZON_S", 600.0, 10.0),
         )
 
     def stuck_ride_action(self, region: str) -> str:

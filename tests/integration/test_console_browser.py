@@ -452,6 +452,6 @@ def test_an_idle_driver_sees_where_rebalancing_suggests_waiting_and_why(
     suggestion = console.locator("#reposition")
     expect(suggestion).to_be_visible()
     expect(console.locator("#reposition-zone")).to_have_text(re.compile(r"^r\d+c\d+$"))
-    expect(console.locator("#reposition-reason")).to_contain_text("bookings in the next 5 min")
+    expect(console.locator("#reposition-reason")).to_contain_text("bookings in the next 10 min")
     screenshot(console, "driver-console-reposition")
     assert console.errors == []
