@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Interval, bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from dispatch import fares, surge
@@ -106,41 +106,58 @@ def create_quote(
     pickup_at: dt.datetime | None = None,
     with_pickup_eta: bool = True,
 ) -> QuoteView:
-    """Price the trip, store the quote and return it; the caller commits."""
-    now = transaction_now(session)
+    """Price the trip, store the quote and return it; the caller commits.
+
+    Stamped and timed out by the database's clock, in the INSERT itself; Core, not the
+    ORM: the row is only written here (a booking priced on it reads what it needs from the
+    returned view, ``price_booking``)."""
     tariff = fares.tariff_for(region, pricing.tariffs)
     route = fares.estimate_route(pricing.eta, pickup, dropoff)
     fare = fares.price(tariff, route, surge.current_pct(session, region))
-    eta_s = pickup_eta_s(session, pickup, pricing, now) if with_pickup_eta else None
-    expires_at = now + dt.timedelta(seconds=pricing.quote_ttl_s)
-    quote = Quote(
-        user_id=rider_id,
-        region=region,
-        pickup_lat=pickup[0],
-        pickup_lng=pickup[1],
-        dropoff_lat=dropoff[0],
-        dropoff_lng=dropoff[1],
-        pickup_at=pickup_at,
-        currency=tariff.currency,
-        base=tariff.base,
-        per_km=tariff.per_km,
-        per_minute=tariff.per_minute,
-        minimum=tariff.minimum,
-        cancellation_fee=tariff.cancellation_fee,
-        no_show_fee=tariff.no_show_fee,
-        surge_pct=fare.surge_pct,
-        distance_m=fare.distance_m,
-        duration_s=fare.duration_s,
-        distance_amount=fare.distance,
-        time_amount=fare.time,
-        amount=fare.amount,
-        pickup_eta_s=eta_s,
-        created_at=now,
-        expires_at=expires_at,
+    eta_s = (
+        pickup_eta_s(session, pickup, pricing, transaction_now(session))
+        if with_pickup_eta
+        else None
     )
-    session.add(quote)
-    session.flush()
-    return QuoteView(quote.id, fare, eta_s, expires_at, region)
+    quote_id, expires_at = (
+        session.connection()
+        .execute(
+            _INSERT_QUOTE,
+            {
+                "user_id": rider_id,
+                "region": region,
+                "pickup_lat": pickup[0],
+                "pickup_lng": pickup[1],
+                "dropoff_lat": dropoff[0],
+                "dropoff_lng": dropoff[1],
+                "pickup_at": pickup_at,
+                "currency": tariff.currency,
+                "base": tariff.base,
+                "per_km": tariff.per_km,
+                "per_minute": tariff.per_minute,
+                "minimum": tariff.minimum,
+                "cancellation_fee": tariff.cancellation_fee,
+                "no_show_fee": tariff.no_show_fee,
+                "surge_pct": fare.surge_pct,
+                "distance_m": fare.distance_m,
+                "duration_s": fare.duration_s,
+                "distance_amount": fare.distance,
+                "time_amount": fare.time,
+                "amount": fare.amount,
+                "pickup_eta_s": eta_s,
+                "ttl": dt.timedelta(seconds=pricing.quote_ttl_s),
+            },
+        )
+        .one()
+    )
+    return QuoteView(quote_id, fare, eta_s, expires_at, region)
+
+
+_INSERT_QUOTE = (
+    insert(Quote)
+    .values(created_at=func.now(), expires_at=func.now() + bindparam("ttl", type_=Interval))
+    .returning(Quote.id, Quote.expires_at)
+)
 
 
 def pickup_eta_s(session: Session, pickup: Place, pricing: Pricing, now: dt.datetime) -> int | None:
@@ -191,15 +208,14 @@ def price_booking(
             pricing=pricing,
             with_pickup_eta=False,
         )
-        quote = session.get(Quote, made.id)
-        assert quote is not None
+        quote_id, fare = made.id, made.fare
     else:
-        quote = _redeem(session, rider_id, quote_id, pickup, dropoff)
+        fare = _fare(_redeem(session, rider_id, quote_id, pickup, dropoff))
     return {
-        "quote_id": quote.id,
-        "fare_currency": quote.currency,
-        "quoted_fare": quote.amount,
-        "fare": quoted_breakdown(quote),
+        "quote_id": quote_id,
+        "fare_currency": fare.currency,
+        "quoted_fare": fare.amount,
+        "fare": _quoted(fare),
     }
 
 
@@ -250,7 +266,11 @@ def _tariff(quote: Quote) -> fares.Tariff:
 
 def quoted_breakdown(quote: Quote) -> dict[str, Any]:
     """A booking's ``fare`` until completion: the quote's, marked as not final."""
-    fare = fares.Fare(
+    return _quoted(_fare(quote))
+
+
+def _fare(quote: Quote) -> fares.Fare:
+    return fares.Fare(
         quote.currency,
         quote.base,
         quote.distance_amount,
@@ -260,7 +280,10 @@ def quoted_breakdown(quote: Quote) -> dict[str, Any]:
         quote.distance_m,
         quote.duration_s,
     )
-    return fare.as_payload() | {"quoted_amount": quote.amount, "final": False}
+
+
+def _quoted(fare: fares.Fare) -> dict[str, Any]:
+    return fare.as_payload() | {"quoted_amount": fare.amount, "final": False}
 
 
 def settle_fare(session: Session, booking: BookingSnapshot) -> BookingSnapshot:
@@ -289,16 +312,13 @@ def final_fare(session: Session, booking: BookingSnapshot) -> tuple[int, dict[st
     """
     if booking.quote_id is None:
         return None
-    quote = session.get(Quote, booking.quote_id)
-    assert quote is not None, "a booking's quote is kept while the booking is"
-    started = session.scalar(
-        select(func.max(BookingEvent.created_at)).where(
-            BookingEvent.booking_id == booking.id,
-            BookingEvent.to_status == Status.IN_PROGRESS.value,
-        )
-    )
-    now = transaction_now(session)
-    duration_s = max(0, round((now - started).total_seconds())) if started else 0
+    # One statement: the quote's terms, and how long the trip has run by the database's
+    # clock (from the audit trail's move to in progress to this transaction's time).
+    row = session.execute(
+        _QUOTE_AND_TRIP_TIME, {"quote_id": booking.quote_id, "booking_id": booking.id}
+    ).one()
+    quote, ran_s = row[0], row[1]
+    duration_s = max(0, round(ran_s)) if ran_s is not None else 0
     route = fares.Route(quote.distance_m, duration_s)
     measured = fares.price(_tariff(quote), route, quote.surge_pct)
     amount = fares.final_amount(quote.amount, measured.amount)
@@ -313,6 +333,17 @@ def final_fare(session: Session, booking: BookingSnapshot) -> tuple[int, dict[st
         ),
     }
     return amount, breakdown
+
+
+_QUOTE_AND_TRIP_TIME = select(
+    Quote,
+    select(func.extract("epoch", func.now() - func.max(BookingEvent.created_at)))
+    .where(
+        BookingEvent.booking_id == bindparam("booking_id"),
+        BookingEvent.to_status == Status.IN_PROGRESS.value,
+    )
+    .scalar_subquery(),
+).where(Quote.id == bindparam("quote_id"))
 
 
 def booking_fee(
