@@ -2,6 +2,7 @@
 
 import os
 
+from smartroute.infra.heap import freeze_loaded_objects
 from smartroute.infra.settings import Settings
 
 # Idle keep-alive connections stay open well past what clients and load balancers keep
@@ -60,3 +61,5 @@ def post_worker_init(worker) -> None:
                 listener.close()
 
     worker.set_accept_enabled = set_accept_enabled
+    # The app is loaded: keep its objects out of the collections that would pause requests.
+    freeze_loaded_objects()

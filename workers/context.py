@@ -16,6 +16,7 @@ from dispatch.eta import GreatCircleEta
 from dispatch.matching.policy import MatchPolicy
 from smartroute.infra.database import database_sessions
 from smartroute.infra.driver_index import RedisDriverIndex
+from smartroute.infra.heap import freeze_loaded_objects
 from smartroute.infra.push import Publisher
 from smartroute.infra.settings import Settings
 from smartroute.infra.snapshots import redis_client
@@ -79,6 +80,9 @@ def _fresh_pool_after_fork(**_kwargs) -> None:
         if factory.cache_info().currsize:
             factory().kw["bind"].dispose(close=False)
         factory.cache_clear()
+    # The tasks and their libraries are loaded: keep them out of the collections that
+    # would pause a batch or a publisher run.
+    freeze_loaded_objects()
 
 
 @functools.cache
