@@ -89,6 +89,7 @@ def main() -> None:
         booking_limit_per_address=LIMIT,
         location_limit_per_token=LIMIT,
         location_limit_per_address=LIMIT,
+        driver_action_limit_per_token=LIMIT,
     )
     migrate.upgrade(settings.database_url)
     from web import create_app

@@ -16,15 +16,13 @@ from __future__ import annotations
 import datetime as dt
 from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import CursorResult, bindparam, delete, func, select, text, update
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import CursorResult, delete, func, select, text, update
 from sqlalchemy.orm import Session
-from sqlalchemy.types import BigInteger
 
 if TYPE_CHECKING:
     from dispatch.bookings.payloads import BookingFields
 
-from dispatch.models import OUTBOX_POSITIONS, OutboxEvent
+from dispatch.models import OutboxEvent
 from dispatch.states import Status
 
 ADMIN_ROOM = "admin_dashboard"
@@ -71,32 +69,27 @@ def try_lock(session: Session) -> bool:
 def assign_positions(session: Session, limit: int = 500) -> int:
     """Give the oldest committed unsent rows without one the next positions, in id order;
     how many. The caller holds the publisher lock and commits before delivering them."""
-    ids = list(
-        session.scalars(
-            select(OutboxEvent.id)
-            .where(OutboxEvent.sent_at.is_(None), OutboxEvent.position.is_(None))
-            .order_by(OutboxEvent.id)
-            .limit(limit)
-        )
+    return len(session.execute(_ASSIGN_POSITIONS, {"limit": limit}).all())
+
+
+# One statement: the oldest unpositioned rows, as many new positions, paired by rank. The
+# sequence hands out values in any order within a statement; ranking both sides makes the
+# id order the position order without relying on how the statement is executed.
+_ASSIGN_POSITIONS = text("""
+    WITH waiting AS (
+        SELECT id, row_number() OVER (ORDER BY id) AS rank
+        FROM (SELECT id FROM outbox_events
+              WHERE sent_at IS NULL AND position IS NULL
+              ORDER BY id LIMIT :limit) AS oldest
+    ), taken AS (
+        SELECT position, row_number() OVER (ORDER BY position) AS rank
+        FROM (SELECT nextval('outbox_event_positions') AS position FROM waiting) AS drawn
     )
-    if not ids:
-        return 0
-    # The sequence hands out values in any order within one statement; sorting them here
-    # makes the id order the position order without relying on how a query is executed.
-    positions = sorted(
-        session.scalars(
-            select(OUTBOX_POSITIONS.next_value()).select_from(func.generate_series(1, len(ids)))
-        )
-    )
-    arrays = ARRAY(BigInteger)
-    session.execute(
-        text(
-            "UPDATE outbox_events o SET position = v.position FROM "
-            "(SELECT unnest(:ids) AS id, unnest(:positions) AS position) v WHERE o.id = v.id"
-        ).bindparams(bindparam("ids", type_=arrays), bindparam("positions", type_=arrays)),
-        {"ids": ids, "positions": positions},
-    )
-    return len(ids)
+    UPDATE outbox_events o SET position = taken.position
+    FROM waiting JOIN taken USING (rank)
+    WHERE o.id = waiting.id
+    RETURNING o.id
+""")
 
 
 def any_positioned(session: Session) -> bool:
