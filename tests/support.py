@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import functools
+import json
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 
@@ -79,3 +83,17 @@ def stop_consuming(celery: Celery, node: str, queue_name: str, broker: redis.Red
             deadline = time.monotonic() + 2
         time.sleep(0.1)
     broker.delete(queue_name)
+
+
+@functools.cache
+def bench_matching(seed: int) -> dict:
+    """What ``smartroute bench matching --seed SEED --json`` prints, run once per seed for
+    the whole test run (each run replays the city through every matcher)."""
+    out = subprocess.run(
+        [sys.executable, "-m", "smartroute", "bench", "matching", "--seed", str(seed), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=True,
+    )
+    return json.loads(out.stdout)

@@ -1,13 +1,10 @@
-import json
-import subprocess
-import sys
-
 import pytest
 
 from dispatch.eta import GreatCircleEta, haversine_matrix_km
 from dispatch.geo import haversine_km
 from dispatch.matching.solver import FreeDriver, Request, nearest_first, solve_batch
 from smartroute_sim.replay import City, batched, generate, nearest, replay
+from tests.support import bench_matching
 
 COST = GreatCircleEta(speed_kmh=36.0, road_factor=1.0)  # 10 m/s: 1 km is 100 s.
 KM = 1 / 111.32  # About a kilometre of latitude, in degrees.
@@ -68,14 +65,7 @@ def test_the_city_is_the_same_for_the_same_seed_and_batching_wins_there():
 
 
 def test_bench_matching_prints_the_three_matchers_as_json():
-    out = subprocess.run(
-        [sys.executable, "-m", "smartroute", "bench", "matching", "--seed", "2", "--json"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
-    result = json.loads(out.stdout)
+    result = bench_matching(2)
     for name in ("nearest", "batched", "optimal"):
         assert set(result[name]) >= {
             "mean_pickup_eta_s",

@@ -1,7 +1,4 @@
-import json
 import math
-import subprocess
-import sys
 from dataclasses import replace
 
 import pytest
@@ -17,6 +14,7 @@ from dispatch.rebalancing import (
     suggest_moves,
 )
 from smartroute_sim.replay import City, batched, replay
+from tests.support import bench_matching
 
 COST = GreatCircleEta(speed_kmh=36.0, road_factor=1.0)  # 10 m/s: 1 km is 100 s.
 # A 10 km × 10 km grid of 1 km zones near Lisbon.
@@ -153,14 +151,7 @@ def test_the_default_policy_meets_its_aim_on_the_default_city():
 
 
 def test_bench_matching_reports_the_rebalanced_row():
-    out = subprocess.run(
-        [sys.executable, "-m", "smartroute", "bench", "matching", "--seed", "1", "--json"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
-    result = json.loads(out.stdout)
+    result = bench_matching(1)
     assert set(result["rebalanced"]) == set(result["batched"])
     assert result["rebalanced"]["requested"] == result["batched"]["requested"]
     assert result["rebalanced"]["mean_pickup_eta_s"] < result["batched"]["mean_pickup_eta_s"]

@@ -1,12 +1,10 @@
 """The seeded city on a continuous clock, its batches timed by a window policy."""
 
-import json
-import subprocess
-import sys
 from dataclasses import replace
 
 from dispatch.matching.window import WindowPolicy
 from smartroute_sim.replay import City, arrivals_s, batched, generate, replay_windowed
+from tests.support import bench_matching
 
 FIXED = WindowPolicy(max_s=1.0, min_s=1.0)
 ADAPTIVE = WindowPolicy(max_s=1.0, min_s=0.02)
@@ -69,14 +67,7 @@ def test_under_pressure_the_adaptive_window_grows_to_its_maximum():
 
 
 def test_bench_matching_keeps_the_window_replays_figures_and_adds_the_window_modes():
-    out = subprocess.run(
-        [sys.executable, "-m", "smartroute", "bench", "matching", "--seed", "1", "--json"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
-    result = json.loads(out.stdout)
+    result = bench_matching(1)
     # The figures of the window-by-window replay, as they were before the continuous
     # clock existed (solve times vary from run to run, so they are left out).
     before = {
