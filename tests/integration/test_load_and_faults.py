@@ -96,7 +96,7 @@ def test_a_worker_killed_mid_match_loses_no_booking(admin, engine, stack):
             t["worker_pid"]
             for tasks in active.values()
             for t in tasks
-            if t["name"] == "workers.tasks.dispatch_region" and t["args"] == ["default"]
+            if t["name"] == "workers.tasks.dispatch_region" and t["args"][0] == "default"
         ]
         assert len(pids) == 1, active
         os.kill(pids[0], signal.SIGKILL)
