@@ -28,7 +28,6 @@ from smartroute.infra.enqueue import (
     ask_to_publish_again,
     asked_to_publish_again,
     batch_window,
-    note_drivers_wanted,
     publish_finished,
     request_dispatch,
     request_publish,
@@ -129,7 +128,6 @@ def dispatch_region(
     MATCH_OUTCOMES.labels("claim_lost").inc(len(outcome.lost))
     MATCH_OUTCOMES.labels("expired").inc(len(outcome.expired))
     adaptive = _adapt_window(region, outcome, run_s + late_s) is not None
-    note_drivers_wanted(cache(), region, bool(outcome.unmatched), ttl_s=settings().retry_interval_s)
     if outcome.offered or outcome.expired:
         request_publish(dispatch_region.app, cache())
     if outcome.full or (outcome.lost and not adaptive):

@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 
 from dispatch.bookings.payloads import BookingFields
 from dispatch.matching.window import WindowPolicy
-from dispatch.states import FINAL_STATUSES, Status
+from dispatch.states import Status
 from smartroute.infra.after_commit import after_commit
 from smartroute.infra.queues import NOTIFY, dispatch_queue
 
@@ -61,24 +61,11 @@ def request_dispatch(
     booking_id: int | None = None,
     *,
     now: bool = False,
-    if_drivers_wanted: bool = False,
 ) -> None:
-    """Have ``booking_id`` (or the region's waiting bookings) matched. Never raises.
-
-    ``if_drivers_wanted``: only if the region's last batch left bookings without a driver
-    (``note_drivers_wanted``), as when a driver has just become free; with a batch window."""
+    """Have ``booking_id`` (or the region's waiting bookings) matched. Never raises."""
     queue = dispatch_queue(region)
     try:
-        if if_drivers_wanted:
-            wanted_s = (
-                _first_of_window(cache, region, window, if_drivers_wanted=True)
-                if window.max_s > 0
-                else None
-            )
-            if wanted_s is not None:
-                args = [region, wanted_s, time.time() + wanted_s]
-                _send(app, DISPATCH_REGION, args, queue, countdown=wanted_s or None)
-        elif window.max_s <= 0:
+        if window.max_s <= 0:
             if booking_id is not None:
                 _send(app, MATCH_BOOKING, [booking_id], queue)
             else:
@@ -100,15 +87,9 @@ def batch_window_key(region: str) -> str:
     return f"smartroute:batch-window:{region}"
 
 
-def drivers_wanted_key(region: str) -> str:
-    return f"smartroute:drivers-wanted:{region}"
-
-
 # The region's window, or the default if its batches have not set one (or it lapsed), is
-# claimed for this caller if no one holds it: the window in ms, or -1 if someone does. With
-# ARGV[2] = 1, only if the region wants drivers (else -2).
+# claimed for this caller if no one holds it: the window in ms, or -1 if someone does.
 _FIRST_OF_WINDOW = """
-if ARGV[2] == '1' and redis.call('EXISTS', KEYS[3]) == 0 then return -2 end
 local ms = tonumber(redis.call('GET', KEYS[2]) or ARGV[1])
 if redis.call('SET', KEYS[1], 1, 'NX', 'PX', math.max(1, ms)) then return ms end
 return -1
@@ -119,46 +100,24 @@ _scripts: dict[int, Script] = {}
 WINDOW_TTL_S = 600
 
 
-def _first_of_window(
-    cache: redis.Redis | None,
-    region: str,
-    window: WindowPolicy,
-    *,
-    if_drivers_wanted: bool = False,
-) -> float | None:
+def _first_of_window(cache: redis.Redis | None, region: str, window: WindowPolicy) -> float | None:
     """The window this caller's batch waits, if it is the first of one (else None).
 
     Without Redis, everyone is first, at the largest window: a duplicate batch is
-    harmless, a missing one is not. A batch asked for only if drivers are wanted is then
-    left to the redispatch sweep, which finds those bookings anyway.
+    harmless, a missing one is not.
     """
     if cache is None:
-        return None if if_drivers_wanted else window.max_s
+        return window.max_s
     default_ms = round((window.min_s if window.adaptive else window.max_s) * 1000)
     try:
         script = _scripts.get(id(cache))
         if script is None:
             script = _scripts[id(cache)] = cache.register_script(_FIRST_OF_WINDOW)
-        keys = [
-            f"smartroute:batch-scheduled:{region}",
-            batch_window_key(region),
-            drivers_wanted_key(region),
-        ]
-        ms = int(script(keys=keys, args=[default_ms, int(if_drivers_wanted)]))
+        keys = [f"smartroute:batch-scheduled:{region}", batch_window_key(region)]
+        ms = int(script(keys=keys, args=[default_ms]))
     except (redis.RedisError, OSError):
-        return None if if_drivers_wanted else window.max_s
+        return window.max_s
     return None if ms < 0 else window.clamp(ms / 1000)
-
-
-def note_drivers_wanted(cache: redis.Redis, region: str, wanted: bool, ttl_s: float) -> None:
-    """Whether the region's last batch left bookings without a driver. While it did (for
-    at most ``ttl_s``, after which the redispatch sweep retries them anyway), a driver who
-    becomes free asks for a batch. Never raises."""
-    with contextlib.suppress(redis.RedisError, OSError):
-        if wanted:
-            cache.set(drivers_wanted_key(region), 1, px=max(1, round(ttl_s * 1000)))
-        else:
-            cache.delete(drivers_wanted_key(region))
 
 
 def set_batch_window(cache: redis.Redis, region: str, window_s: float) -> None:
@@ -259,14 +218,11 @@ def request_follow_up(
     window: WindowPolicy,
 ) -> None:
     """After a driver's action on a booking commits, wherever it came from (the API or the
-    relay): push the change, have the booking matched again if it went back to pending (a
-    decline), and when the ride is over and its driver free, have the region's bookings
-    still without a driver matched now rather than at their next retry. Never raises."""
+    relay): push the change, and have the booking matched again if it went back to
+    pending (a decline). Never raises."""
     request_publish(app, cache)
     if status == Status.PENDING:
         request_dispatch(app, cache, region, window, booking_id)
-    elif status in FINAL_STATUSES:
-        request_dispatch(app, cache, region, window, if_drivers_wanted=True)
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 
 import pytest
@@ -11,15 +10,8 @@ import redis
 from sqlalchemy import select
 
 from dispatch.models import DispatchLogEntry
-from smartroute.infra.celery_app import create_celery
 from smartroute.infra.driver_index import RedisDriverIndex
-from smartroute.infra.enqueue import (
-    batch_window,
-    batch_window_key,
-    drivers_wanted_key,
-    request_follow_up,
-    set_batch_window,
-)
+from smartroute.infra.enqueue import batch_window, batch_window_key, set_batch_window
 from tests import factories
 from workers import context
 
@@ -88,33 +80,3 @@ def test_a_batch_that_starts_late_grows_the_window(committed_sessions, worker_co
     _drivers_and_bookings(committed_sessions, cache, now, drivers=10, bookings=1)
     dispatch_region("default", 0.2, time.time() - 5.0)
     assert batch_window(cache, "default") == pytest.approx(0.4)
-
-
-def test_a_freed_driver_asks_for_a_batch_only_while_bookings_wait_for_one(
-    settings, committed_sessions, worker_context, now
-):
-    """A batch that leaves a booking without a driver says so; a ride that ends then asks
-    for a batch at once (the booking would otherwise wait for its retry), and only then."""
-    from workers.tasks import dispatch_region
-
-    cache = worker_context
-    app = create_celery(settings)
-    policy = context.settings().batch_window
-    cache.delete(drivers_wanted_key("default"), "smartroute:batch-scheduled:default")
-    with committed_sessions() as session, session.begin():
-        factories.booking(session, factories.rider(session), now=now)  # No driver anywhere.
-    assert dispatch_region("default", 0.02, time.time())["unmatched"] == 1
-    assert cache.exists(drivers_wanted_key("default"))
-    cache.delete("dispatch.default", "smartroute:batch-scheduled:default")
-
-    request_follow_up(app, cache, "default", 1, "completed", policy)
-    [message] = [json.loads(m)["headers"] for m in cache.lrange("dispatch.default", 0, -1)]
-    assert message["task"] == "workers.tasks.dispatch_region"
-
-    # Once a batch leaves nobody waiting, rides ending ask for nothing.
-    cache.delete("dispatch.default", "smartroute:batch-scheduled:default")
-    _drivers_and_bookings(committed_sessions, cache, now, drivers=1, bookings=0)
-    assert dispatch_region("default", 0.02, time.time())["unmatched"] == 0
-    assert not cache.exists(drivers_wanted_key("default"))
-    request_follow_up(app, cache, "default", 1, "completed", policy)
-    assert cache.llen("dispatch.default") == 0
