@@ -4,7 +4,8 @@ A batch takes the region's pending, due bookings (``claims.claim_bookings``, so 
 batches never share a booking), solves the assignment problem (``solver``) over the free
 drivers near them, then claims each chosen driver with the same compare-and-set as the
 nearest-first path. A claim lost to a concurrent batch (or to a driver going offline)
-leaves every other offer committed and sends that booking round again at once.
+leaves every other offer committed and sends that booking round again: at once with a
+fixed window, with the next window's batch when the window adapts (workers.tasks).
 """
 
 from __future__ import annotations
@@ -51,11 +52,6 @@ class BatchReport:
     # transaction not yet rolled back): skipped now, so a later batch must look again.
     held_elsewhere: int = 0
     free_drivers: int = 0  # Free drivers within reach of the batch's bookings.
-
-    @property
-    def again(self) -> bool:
-        """Whether another batch should run now (lost claims, or more waiting)."""
-        return bool(self.lost) or self.full
 
 
 def _free_drivers(
