@@ -87,10 +87,12 @@ def batch_window_key(region: str) -> str:
     return f"smartroute:batch-window:{region}"
 
 
-# The region's window, or the default if its batches have not set one (or it lapsed), is
-# claimed for this caller if no one holds it: the window in ms, or -1 if someone does.
+# The region's window, or the default if its batches have not set one (or it lapsed), held
+# within the policy's bounds whatever Redis holds, is claimed for this caller if no one
+# holds it: the window in ms, or -1 if someone does.
 _FIRST_OF_WINDOW = """
-local ms = tonumber(redis.call('GET', KEYS[2]) or ARGV[1])
+local ms = tonumber(redis.call('GET', KEYS[2])) or tonumber(ARGV[1])
+ms = math.min(tonumber(ARGV[3]), math.max(tonumber(ARGV[2]), ms))
 if redis.call('SET', KEYS[1], 1, 'NX', 'PX', math.max(1, ms)) then return ms end
 return -1
 """
@@ -114,7 +116,8 @@ def _first_of_window(cache: redis.Redis | None, region: str, window: WindowPolic
         if script is None:
             script = _scripts[id(cache)] = cache.register_script(_FIRST_OF_WINDOW)
         keys = [f"smartroute:batch-scheduled:{region}", batch_window_key(region)]
-        ms = int(script(keys=keys, args=[default_ms]))
+        bounds = [round(window.min_s * 1000), round(window.max_s * 1000)]
+        ms = int(script(keys=keys, args=[default_ms, *bounds], client=cache))
     except (redis.RedisError, OSError):
         return window.max_s
     return None if ms < 0 else window.clamp(ms / 1000)

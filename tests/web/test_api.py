@@ -179,3 +179,24 @@ def test_a_booking_goes_to_its_regions_queue(api, settings):
     finally:
         redis.Redis.from_url(settings.redis_url).delete("dispatch.porto")
         regional.extensions["smartroute"].engine.dispose()
+
+
+def test_a_window_planted_in_redis_is_held_within_the_configured_bounds(api, settings):
+    """Whatever Redis holds for a region's window, a booking waits within the bounds."""
+    batching = create_app(replace(settings, batch_window_s=30, batch_window_min_s=10))
+    cache = redis.Redis.from_url(settings.redis_url)
+    try:
+        rider = api.as_(api.user("rider")["token"])
+        auth = {"Authorization": f"Bearer {rider.token}"}
+        windows = []
+        for planted in (b"999999999", b"0", b"not a number"):
+            cache.delete("smartroute:batch-scheduled:default", "dispatch.default")
+            cache.set("smartroute:batch-window:default", planted)
+            response = batching.test_client().post("/v1/bookings", json=GOOD, headers=auth)
+            assert response.status_code == 202
+            [message] = _queued_dispatches(settings)
+            windows.append(json.loads(base64.b64decode(message["body"]))[0][1])
+        assert windows == [30.0, 10.0, 10.0]
+    finally:
+        cache.delete("smartroute:batch-window:default")
+        batching.extensions["smartroute"].engine.dispose()
