@@ -5,6 +5,9 @@ from __future__ import annotations
 import math
 
 EARTH_RADIUS_KM = 6371.0088
+# A degree of latitude in km, to lay out grids and synthetic cities (a degree of longitude
+# is this times the cosine of the latitude).
+KM_PER_DEG_LAT = 111.32
 
 
 def haversine_km(lat1: float, lng1: float, lat2: float, lng2: float) -> float:

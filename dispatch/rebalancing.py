@@ -37,11 +37,10 @@ from sqlalchemy.orm import Session
 
 from dispatch.db import transaction_now
 from dispatch.eta import CostModel, haversine_matrix_km
+from dispatch.geo import KM_PER_DEG_LAT
 from dispatch.matching.policy import MatchPolicy, free_driver
 from dispatch.models import Booking, Driver
 from dispatch.regions import Region, region_for, region_names
-
-KM_PER_DEG_LAT = 111.32
 
 
 @dataclass(frozen=True)

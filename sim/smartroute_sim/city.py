@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from dispatch.geo import KM_PER_DEG_LAT
 from smartroute_sim.client import Api
 from smartroute_sim.driver import OfferHandler, RepositionHandler, SimulatedDriver
 from smartroute_sim.report import Recorder
@@ -26,7 +27,6 @@ from smartroute_sim.report import Recorder
 log = logging.getLogger(__name__)
 
 CENTRE = (38.7223, -9.1393)  # Lisbon, like the demo and the tests.
-KM_PER_DEG_LAT = 111.32
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,7 @@ import redis
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from smartroute_sim.city import KM_PER_DEG_LAT
+from dispatch.geo import KM_PER_DEG_LAT
 from smartroute_sim.client import HTTP_TIMEOUT_S
 from smartroute_sim.driver import LANDED, RETRYABLE
 from smartroute_sim.engine import (

@@ -24,12 +24,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from dispatch.eta import CostModel, GreatCircleEta
+from dispatch.geo import KM_PER_DEG_LAT
 from dispatch.matching.solver import BatchResult, FreeDriver, Request, nearest_first, solve_batch
 from dispatch.matching.window import Pressure, WindowPolicy
 from dispatch.rebalancing import IdleDriver, RebalancePolicy, SeenBooking, ZoneGrid, suggest_moves
 
 ORIGIN = (38.70, -9.20)  # South-west corner of the city (Lisbon's latitude).
-KM_PER_DEG_LAT = 111.32
 
 
 @dataclass(frozen=True)
