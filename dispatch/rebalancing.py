@@ -329,10 +329,13 @@ def plan(
     drivers = [
         replace(d, movable=False) if d.id in told else d for d in idle_drivers(session, match, now)
     ]
+    by_region: dict[str, list[IdleDriver]] = {}
+    for d in drivers:
+        by_region.setdefault(region_for(d.lat, d.lng, regions), []).append(d)
     plans: dict[str, list[Move]] = {}
     for name in region_names(regions):
         seen = recent_bookings(session, now, name, policy.lookback_s)
-        here = [d for d in drivers if region_for(d.lat, d.lng, regions) == name]
+        here = by_region.get(name, [])
         box = next((r for r in regions if r.name == name), None)
         grid = (
             ZoneGrid.for_region(box, policy.cell_km)
