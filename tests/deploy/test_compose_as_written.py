@@ -290,9 +290,10 @@ class ComposeOnLoopback:
             return self.postgres is not None
         if name == "redis":
             try:
-                return redis.Redis(
+                with redis.Redis(
                     port=self.port("redis", 6379), password=self.redis_password, socket_timeout=2
-                ).ping()
+                ) as client:
+                    return client.ping()
             except redis.RedisError:
                 return False
         if name == "pgbouncer":
@@ -402,11 +403,14 @@ def test_services_start_in_depends_on_order_and_pass_their_own_health_checks(sta
 
 
 def test_redis_refuses_clients_without_the_password(stack):
-    with pytest.raises(redis.AuthenticationError):
-        redis.Redis(port=stack.port("redis", 6379), socket_timeout=2).ping()
-    authed = redis.Redis(port=stack.port("redis", 6379), password=stack.redis_password)
-    assert authed.config_get("maxmemory-policy") == {"maxmemory-policy": "noeviction"}
-    assert int(authed.config_get("maxmemory")["maxmemory"]) > 0
+    with (
+        redis.Redis(port=stack.port("redis", 6379), socket_timeout=2) as stranger,
+        pytest.raises(redis.AuthenticationError),
+    ):
+        stranger.ping()
+    with redis.Redis(port=stack.port("redis", 6379), password=stack.redis_password) as authed:
+        assert authed.config_get("maxmemory-policy") == {"maxmemory-policy": "noeviction"}
+        assert int(authed.config_get("maxmemory")["maxmemory"]) > 0
 
 
 def test_the_engine_reaches_postgresql_only_through_pgbouncer(stack):
