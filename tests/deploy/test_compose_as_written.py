@@ -16,6 +16,7 @@ driver accepts.
 
 from __future__ import annotations
 
+import gc
 import inspect
 import os
 import queue
@@ -49,6 +50,15 @@ pytestmark = [
     # python-socketio's client leaves a websocket the server closed for the garbage collector.
     pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"),
 ]
+
+
+@pytest.fixture(autouse=True)
+def _collect_the_clients_sockets():
+    """Collect what python-socketio's client left behind while this module's filter holds,
+    not in whichever later test the collector happens to run."""
+    yield
+    gc.collect()
+
 
 START_TIMEOUT_S = 90
 WAIT_S = 30
