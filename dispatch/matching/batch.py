@@ -17,6 +17,7 @@ from typing import Protocol
 import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
 
 from dispatch.actors import SYSTEM
 from dispatch.bookings.transitions import NO_DRIVER_FOUND, apply_transition
@@ -32,9 +33,21 @@ from dispatch.models import Booking, Decline, Driver
 from dispatch.ratings import RatingAverage, averages
 
 
+@dataclass(frozen=True)
+class Nearby:
+    """The drivers a search found around one point; ``complete`` unless it stopped at its
+    count, with more drivers within the radius beyond the farthest it took."""
+
+    drivers: list[int]
+    complete: bool
+
+
 class DriverLocator(Protocol):
-    def near_any(self, points: list[tuple[float, float, float]]) -> set[int] | None:
-        """Driver ids within radius of any (lat, lng, radius_km), or None if it cannot say."""
+    def near_each(
+        self, points: list[tuple[float, float, float]], count: int | None = None
+    ) -> list[Nearby] | None:
+        """For each (lat, lng, radius_km), the drivers within the radius (with ``count``,
+        only that many, nearest first), or None if it cannot say."""
 
 
 @dataclass
@@ -51,7 +64,8 @@ class BatchReport:
     # Waiting bookings another transaction held (a concurrent batch, or a killed worker's
     # transaction not yet rolled back): skipped now, so a later batch must look again.
     held_elsewhere: int = 0
-    free_drivers: int = 0  # Free drivers within reach of the batch's bookings.
+    # Free drivers the batch read: within reach of its bookings, among each one's nearest.
+    free_drivers: int = 0
 
 
 def _free_drivers(
@@ -60,21 +74,13 @@ def _free_drivers(
     policy: MatchPolicy,
     now: dt.datetime,
     locator: DriverLocator | None,
+    declined: set[tuple[int, int]],
 ) -> list[Driver]:
     conditions = [free_driver(policy, now)]
     if locator is not None:
-        nearby = locator.near_any(
-            [(b.pickup_lat, b.pickup_lng, policy.radius_for(b.match_attempts)) for b in bookings]
-        )
-        if nearby is not None:
-            # The index narrows the search; PostgreSQL still decides who is free and fresh.
-            if not nearby:
-                return []
-            return list(
-                session.execute(
-                    select(Driver).where(*conditions, Driver.user_id.in_(sorted(nearby)))
-                ).scalars()
-            )
+        drivers = _nearest_free(session, bookings, policy, locator, conditions, declined)
+        if drivers is not None:
+            return drivers
     boxes = [
         bounding_box(b.pickup_lat, b.pickup_lng, policy.radius_for(b.match_attempts))
         for b in bookings
@@ -86,6 +92,72 @@ def _free_drivers(
             Driver.lng.between(min(b[2] for b in known), max(b[3] for b in known)),
         ]
     return list(session.execute(select(Driver).where(*conditions)).scalars())
+
+
+def _nearest_free(
+    session: Session,
+    bookings: list[Booking],
+    policy: MatchPolicy,
+    locator: DriverLocator,
+    conditions: list[ColumnElement[bool]],
+    declined: set[tuple[int, int]],
+) -> list[Driver] | None:
+    """The free drivers the solver can choose from, found through the index; None when the
+    index cannot say.
+
+    The solver looks at each booking's ``policy.candidates`` nearest drivers, and at the
+    next nearest only for a booking whose nearest the batch's other bookings took. So each
+    booking needs only its nearest few (``_enough``): in a city of thousands of drivers a
+    batch then reads dozens of drivers, not every one within reach, which would make each
+    batch's cost grow with the fleet instead of with its bookings. The index ranks by
+    straight-line distance, as the ETA does (dispatch.eta). It holds busy drivers too: a
+    booking whose nearest turn out to hold too few free ones, with more indexed beyond
+    them, gets everyone within its radius instead, so no booking loses a driver the
+    solver would have offered it.
+    """
+    points = [(b.pickup_lat, b.pickup_lng, policy.radius_for(b.match_attempts)) for b in bookings]
+    enough = _enough(policy, len(bookings))
+    found = locator.near_each(points, count=None if enough is None else 2 * enough)
+    if found is None:
+        return None
+    drivers = _drivers_among(session, conditions, {d for n in found for d in n.drivers})
+    free = {d.user_id for d in drivers}
+    short = [
+        point
+        for point, booking, nearby in zip(points, bookings, found, strict=True)
+        if enough is not None
+        and not nearby.complete
+        and sum(d in free and (booking.id, d) not in declined for d in nearby.drivers) < enough
+    ]
+    if short:
+        wider = locator.near_each(short)
+        if wider is None:
+            return None
+        more = {d for n in wider for d in n.drivers} - {d for n in found for d in n.drivers}
+        drivers += _drivers_among(session, conditions, more)
+    return drivers
+
+
+def _enough(policy: MatchPolicy, batch_size: int) -> int | None:
+    """Free drivers a booking of a batch this size needs among its nearest for the solver
+    to choose as it would among all of them: its candidates, plus one for each other
+    booking that may take one. None: the solver looks at every driver (no candidate limit)."""
+    if not policy.candidates:
+        return None
+    return policy.candidates + batch_size - 1
+
+
+def _drivers_among(
+    session: Session, conditions: list[ColumnElement[bool]], ids: set[int]
+) -> list[Driver]:
+    """Those of ``ids`` who meet ``conditions``: PostgreSQL decides who is free and fresh."""
+    if not ids:
+        return []
+    return list(
+        session.execute(
+            select(Driver).where(*conditions, Driver.user_id.in_(sorted(ids)))
+        ).scalars()
+    )
 
 
 def dispatch_region(
@@ -122,15 +194,16 @@ def dispatch_region(
     if not live:
         return report
 
-    drivers = _free_drivers(session, live, policy, now, locator)
-    report.free_drivers = len(drivers)
-    declined = set(
-        session.execute(
+    declined: set[tuple[int, int]] = {
+        (booking_id, driver_id)
+        for booking_id, driver_id in session.execute(
             select(Decline.booking_id, Decline.driver_id).where(
                 Decline.booking_id.in_([b.id for b in live])
             )
-        ).all()
-    )
+        )
+    }
+    drivers = _free_drivers(session, live, policy, now, locator, declined)
+    report.free_drivers = len(drivers)
     pickups = np.array([[b.pickup_lat, b.pickup_lng] for b in live]).reshape(-1, 2)
     spots = np.array([[d.lat, d.lng] for d in drivers]).reshape(-1, 2)
     distance = haversine_matrix_km(pickups, spots)

@@ -22,6 +22,8 @@ from collections.abc import Iterable
 
 import redis
 
+from dispatch.matching.batch import Nearby
+
 log = logging.getLogger(__name__)
 
 KEY = "smartroute:drivers:locations"
@@ -53,37 +55,40 @@ end
 return applied
 """
 
-# KEYS: the GEO set, presence. ARGV: the oldest presence still fresh, then lat, lng,
-# radius_km for each point. False when there is no index; otherwise the members within any
-# radius whose presence is fresh.
-_NEAR_ANY = """
+# KEYS: the GEO set, presence. ARGV: the oldest presence still fresh, how many members to
+# take around each point (0: all), then lat, lng, radius_km for each point. False when there
+# is no index; otherwise, for each point, whether the search stopped at that count (1) or
+# took everything within the radius (0), then the members it took whose presence is fresh,
+# nearest first when counted.
+_NEAR_EACH = """
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return false
 end
-local seen, found = {}, {}
-for i = 2, #ARGV, 3 do
-  local members = redis.call(
-    'GEOSEARCH', KEYS[1], 'FROMLONLAT', ARGV[i + 1], ARGV[i], 'BYRADIUS', ARGV[i + 2], 'km')
-  for _, member in ipairs(members) do
-    if not seen[member] then
-      seen[member] = true
-      found[#found + 1] = member
+local cutoff, count = tonumber(ARGV[1]), tonumber(ARGV[2])
+local found = {}
+for i = 3, #ARGV, 3 do
+  local search = {'GEOSEARCH', KEYS[1], 'FROMLONLAT', ARGV[i + 1], ARGV[i],
+                  'BYRADIUS', ARGV[i + 2], 'km'}
+  if count > 0 then
+    search[#search + 1] = 'COUNT'
+    search[#search + 1] = count
+    search[#search + 1] = 'ASC'
+  end
+  local members = redis.call(unpack(search))
+  local fresh = {(count > 0 and #members == count) and 1 or 0}
+  for start = 1, #members, 1000 do
+    local chunk = {unpack(members, start, math.min(start + 999, #members))}
+    local scores = redis.call('ZMSCORE', KEYS[2], unpack(chunk))
+    for j = 1, #chunk do
+      local score = scores[j] and tonumber(scores[j])
+      if score and score >= cutoff then
+        fresh[#fresh + 1] = chunk[j]
+      end
     end
   end
+  found[#found + 1] = fresh
 end
-local cutoff = tonumber(ARGV[1])
-local fresh = {}
-for start = 1, #found, 1000 do
-  local chunk = {unpack(found, start, math.min(start + 999, #found))}
-  local scores = redis.call('ZMSCORE', KEYS[2], unpack(chunk))
-  for j = 1, #chunk do
-    local score = scores[j] and tonumber(scores[j])
-    if score and score >= cutoff then
-      fresh[#fresh + 1] = chunk[j]
-    end
-  end
-end
-return fresh
+return found
 """
 
 
@@ -105,7 +110,7 @@ class RedisDriverIndex:
     def __init__(self, client: redis.Redis, stale_s: float = 120) -> None:
         self.client = client
         self.stale_s = stale_s
-        self._near_any = client.register_script(_NEAR_ANY)
+        self._near_each = client.register_script(_NEAR_EACH)
         self._forget = client.register_script(_FORGET)
 
     def update(self, driver_id: int, lat: float, lng: float) -> None:
@@ -137,17 +142,27 @@ class RedisDriverIndex:
     def near_any(self, points: list[tuple[float, float, float]]) -> set[int] | None:
         """Drivers within radius_km of any (lat, lng, radius_km) and heard from within the
         stale setting; None when the index can't say. One round trip (a script)."""
-        args: list[float] = [time.time() - self.stale_s]
+        found = self.near_each(points)
+        return None if found is None else {d for nearby in found for d in nearby.drivers}
+
+    def near_each(
+        self, points: list[tuple[float, float, float]], count: int | None = None
+    ) -> list[Nearby] | None:
+        """For each (lat, lng, radius_km), the drivers within the radius heard from within
+        the stale setting: with ``count``, only the ``count`` nearest of those indexed (fewer
+        once the stale are dropped), nearest first. None when the index can't say. One
+        round trip (a script)."""
+        args: list[float] = [time.time() - self.stale_s, count or 0]
         for lat, lng, radius_km in points:
             args += [lat, lng, radius_km]
         try:
-            found = self._near_any(keys=[KEY, PRESENCE_KEY], args=args)
+            found = self._near_each(keys=[KEY, PRESENCE_KEY], args=args)
         except (redis.RedisError, OSError) as exc:
             log.warning("driver index unavailable, using PostgreSQL: %s", exc.__class__.__name__)
             return None
         if found is None:
             return None
-        return {int(member) for member in found}
+        return [Nearby([int(m) for m in members], complete=not cut) for cut, *members in found]
 
 
 Ping = tuple[int, float, float, float, float]  # driver id, fix time, lat, lng, receive time

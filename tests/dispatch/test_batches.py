@@ -3,6 +3,7 @@
 import datetime as dt
 import threading
 
+import pytest
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
@@ -156,3 +157,52 @@ def test_the_index_narrows_the_search_and_postgres_decides_who_is_free(session, 
         assert outcome.offered == {second.id: unindexed.user_id}
     finally:
         client.delete(KEY)
+
+
+@pytest.fixture
+def index(settings):
+    import redis
+
+    from smartroute.infra.driver_index import KEY, PRESENCE_KEY, RedisDriverIndex
+
+    client = redis.Redis.from_url(settings.redis_url)
+    client.delete(KEY, PRESENCE_KEY)
+    try:
+        yield RedisDriverIndex(client)
+    finally:
+        client.delete(KEY, PRESENCE_KEY)
+        client.close()
+
+
+def indexed_drivers(session, index, now, kms, *, available=True):
+    """Drivers east of Lisbon at these distances, each in the index."""
+    drivers = []
+    for km in kms:
+        d = make.driver(session, make.offset(make.LISBON, east_km=km), now=now, available=available)
+        index.update(d.user_id, d.lat, d.lng)
+        drivers.append(d)
+    return drivers
+
+
+def test_in_a_big_fleet_a_batch_reads_each_bookings_nearest_and_chooses_as_among_all(
+    session, now, index
+):
+    policy = MatchPolicy(radius_km=5, candidates=3)
+    fleet = indexed_drivers(session, index, now, [0.1 * (i + 1) for i in range(40)])
+    rider = make.rider(session)
+    booking = make.booking(session, rider, make.offset(make.LISBON, east_km=1.02), now=now)
+    outcome = dispatch_region(session, "default", policy, COST, now=now, locator=index)
+    nearest = min(fleet, key=lambda d: abs(d.lng - booking.pickup_lng))
+    assert outcome.offered == {booking.id: nearest.user_id}
+    # Twice the three candidates a lone booking needs, of the forty within its radius.
+    assert outcome.free_drivers == 6
+    assert entries_for(session, booking.id)[0]["excluded"]["free_drivers_seen"] == 6
+
+
+def test_a_booking_whose_nearest_are_busy_gets_everyone_within_its_radius(session, now, index):
+    policy = MatchPolicy(radius_km=5, candidates=3)
+    indexed_drivers(session, index, now, [0.1 * (i + 1) for i in range(8)], available=False)
+    (free,) = indexed_drivers(session, index, now, [4.0])
+    booking = make.booking(session, make.rider(session), now=now)
+    outcome = dispatch_region(session, "default", policy, COST, now=now, locator=index)
+    assert outcome.offered == {booking.id: free.user_id}
