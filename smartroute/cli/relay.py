@@ -28,8 +28,8 @@ A relay that held ten thousand drivers must give their memory back when they lea
 (web.relay_memory). CPython's own allocator cannot: it returns a 1 MiB arena only once
 every object in it is freed, and the few objects that outlive a crowd of connections (a
 resized dict, a cached string) pin most of the arenas it filled. After 10,000 drivers left,
-a relay kept 383 MB against 126 MB at start on it; on glibc's allocator, whose free pages
-``malloc_trim`` hands back wherever they are, it kept 141 MB
+a relay on it kept 307 MB against 122 MB at start; on glibc's allocator, whose free pages
+``malloc_trim`` hands back wherever they are, 141 MB against 126
 (``benchmarks/relay_sockets.py --sockets 10000``). The CPU a ping costs the relay did not
 change (0.024 ms either way, ``benchmarks/relay_locations.py``). An operator's own
 ``PYTHONMALLOC`` is left as it is.
