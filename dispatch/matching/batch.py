@@ -120,21 +120,22 @@ def _nearest_free(
     found = locator.near_each(points, count=None if enough is None else 2 * enough)
     if found is None:
         return None
-    drivers = _drivers_among(session, conditions, {d for n in found for d in n.drivers})
+    ids = {d for n in found for d in n.drivers}
+    drivers = _drivers_among(session, conditions, ids)
+    if enough is None:
+        return drivers  # Every search took its whole radius.
     free = {d.user_id for d in drivers}
     short = [
         point
         for point, booking, nearby in zip(points, bookings, found, strict=True)
-        if enough is not None
-        and not nearby.complete
+        if not nearby.complete
         and sum(d in free and (booking.id, d) not in declined for d in nearby.drivers) < enough
     ]
     if short:
         wider = locator.near_each(short)
         if wider is None:
             return None
-        more = {d for n in wider for d in n.drivers} - {d for n in found for d in n.drivers}
-        drivers += _drivers_among(session, conditions, more)
+        drivers += _drivers_among(session, conditions, {d for n in wider for d in n.drivers} - ids)
     return drivers
 
 

@@ -7,7 +7,7 @@ the index is missing (Redis restarted empty) or unreachable, batches fall back t
 PostgreSQL, so a lost index slows matching down but never stops it.
 
 Beside the GEO set, a sorted set holds each driver's presence: the time (epoch seconds, by
-the receiving server's clock) its last ping arrived. ``near_any`` offers only drivers heard
+the receiving server's clock) its last ping arrived. ``near_each`` offers only drivers heard
 from within the stale setting, so a driver whose app went silent drops out of the index by
 itself. A hash holds the client's time of each driver's last applied fix, so pings that
 arrive out of order (over two relays, say) never move a driver backwards
@@ -129,7 +129,7 @@ class RedisDriverIndex:
     def forget_silent(self, silent_for_s: float) -> int:
         """Drop the drivers not heard from for ``silent_for_s`` from the index, a chunk per
         script call, so the sets do not grow with every driver who ever pinged; returns
-        how many. ``near_any`` already skips them: this only frees the memory. A driver who
+        how many. ``near_each`` already skips them: this only frees the memory. A driver who
         pings again is indexed again, its next fix taken as the newest."""
         cutoff = time.time() - silent_for_s
         forgotten = 0

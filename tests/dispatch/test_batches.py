@@ -125,40 +125,6 @@ def test_two_concurrent_batches_never_share_a_driver(engine, committed_sessions,
         assert {(b.status, b.next_attempt_at == now) for b in lost} == {("pending", True)}
 
 
-def test_the_index_narrows_the_search_and_postgres_decides_who_is_free(session, now, settings):
-    import redis
-
-    from smartroute.infra.driver_index import KEY, RedisDriverIndex
-
-    client = redis.Redis.from_url(settings.redis_url)
-    client.delete(KEY)
-    index = RedisDriverIndex(client)
-    try:
-        rider = make.rider(session)
-        booking = make.booking(session, rider, now=now)
-        near = make.offset(make.LISBON, east_km=0.05)
-        offline = make.driver(session, near, now=now, available=False, name="offline")
-        unindexed = make.driver(session, make.offset(make.LISBON, east_km=0.1), now=now)
-        indexed = make.driver(session, make.offset(make.LISBON, east_km=0.5), now=now)
-        far = make.driver(session, make.offset(make.LISBON, east_km=30), now=now, name="far")
-        for d in (offline, indexed, far):
-            index.update(d.user_id, d.lat, d.lng)
-        assert index.near_any([(make.LISBON.lat, make.LISBON.lng, 5.0)]) == {
-            offline.user_id,
-            indexed.user_id,
-        }
-        outcome = dispatch_region(session, "default", POLICY, COST, now=now, locator=index)
-        assert outcome.offered == {booking.id: indexed.user_id}
-
-        # No index at all (Redis restarted empty): PostgreSQL alone finds the nearest.
-        client.delete(KEY)
-        second = make.booking(session, rider, now=now)
-        outcome = dispatch_region(session, "default", POLICY, COST, now=now, locator=index)
-        assert outcome.offered == {second.id: unindexed.user_id}
-    finally:
-        client.delete(KEY)
-
-
 @pytest.fixture
 def index(settings):
     import redis
@@ -172,6 +138,32 @@ def index(settings):
     finally:
         client.delete(KEY, PRESENCE_KEY)
         client.close()
+
+
+def test_the_index_narrows_the_search_and_postgres_decides_who_is_free(session, now, index):
+    from smartroute.infra.driver_index import KEY
+
+    rider = make.rider(session)
+    booking = make.booking(session, rider, now=now)
+    near = make.offset(make.LISBON, east_km=0.05)
+    offline = make.driver(session, near, now=now, available=False, name="offline")
+    unindexed = make.driver(session, make.offset(make.LISBON, east_km=0.1), now=now)
+    indexed = make.driver(session, make.offset(make.LISBON, east_km=0.5), now=now)
+    far = make.driver(session, make.offset(make.LISBON, east_km=30), now=now, name="far")
+    for d in (offline, indexed, far):
+        index.update(d.user_id, d.lat, d.lng)
+    assert index.near_any([(make.LISBON.lat, make.LISBON.lng, 5.0)]) == {
+        offline.user_id,
+        indexed.user_id,
+    }
+    outcome = dispatch_region(session, "default", POLICY, COST, now=now, locator=index)
+    assert outcome.offered == {booking.id: indexed.user_id}
+
+    # No index at all (Redis restarted empty): PostgreSQL alone finds the nearest.
+    index.client.delete(KEY)
+    second = make.booking(session, rider, now=now)
+    outcome = dispatch_region(session, "default", POLICY, COST, now=now, locator=index)
+    assert outcome.offered == {second.id: unindexed.user_id}
 
 
 def indexed_drivers(session, index, now, kms, *, available=True):
