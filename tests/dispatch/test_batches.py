@@ -198,3 +198,15 @@ def test_a_booking_whose_nearest_are_busy_gets_everyone_within_its_radius(sessio
     booking = make.booking(session, make.rider(session), now=now)
     outcome = dispatch_region(session, "default", policy, COST, now=now, locator=index)
     assert outcome.offered == {booking.id: free.user_id}
+
+
+def test_drivers_planted_in_the_index_cannot_hide_a_free_one(session, now, index):
+    """Someone who can write to Redis fills a pickup's nearest with ids PostgreSQL knows
+    nothing of: the booking searches its whole radius and still gets the free driver."""
+    policy = MatchPolicy(radius_km=5, candidates=3)
+    for planted in range(10_000_000, 10_000_020):
+        index.update(planted, make.LISBON.lat, make.LISBON.lng + 0.0001)
+    (free,) = indexed_drivers(session, index, now, [3.0])
+    booking = make.booking(session, make.rider(session), now=now)
+    outcome = dispatch_region(session, "default", policy, COST, now=now, locator=index)
+    assert outcome.offered == {booking.id: free.user_id}
