@@ -65,6 +65,7 @@ from web import relay_shutdown
 from web.relay_actions import DriverActions
 from web.relay_locations import Locations
 from web.relay_memory import MemoryReturn
+from web.relay_rooms import RoomIndex
 from web.relay_tracking import PositionFeed
 from web.relay_transport import bound_transport
 
@@ -129,7 +130,7 @@ def handle_inline(server: socketio_lib.Server, event: str) -> None:
     server._handle_event = handle_event
 
 
-class CountingRedisManager(socketio_lib.RedisManager):
+class CountingRedisManager(RoomIndex, socketio_lib.RedisManager):
     """python-socketio's Redis manager, counting the pushes it receives to emit, on a pool
     whose callers wait for a connection rather than fail (smartroute.infra.redis_clients).
 

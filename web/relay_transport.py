@@ -26,6 +26,8 @@ from collections.abc import Callable, Iterable
 from flask import Flask
 from flask_socketio import SocketIO
 
+from web.relay_sockets import use_lean_sockets
+
 # RFC 6455: a control frame (close, ping, pong) carries at most 125 bytes, and may arrive
 # between the fragments of a message.
 CONTROL_FRAME_MAX = 125
@@ -41,6 +43,7 @@ def bound_transport(
     eio = socketio.server.eio
     if eio.async_mode == "eventlet":
         websocket = _eventlet_websocket()
+        use_lean_sockets(eio)
     elif eio.async_mode == "threading":
         websocket = _simple_websocket()
     else:

@@ -14,8 +14,8 @@ one driver action's query would stall every connection of the relay
 
 ``SMARTROUTE_RELAY_ASYNC_MODE`` is ``eventlet`` (the default) or ``threading``; both read a
 client's message with a limit on the whole message (web.relay_transport). eventlet is the
-default because an idle connection costs it about 62 KB and no thread: 2000 connections held
-in 235 MB by one OS thread (``benchmarks/relay_sockets.py``). The threading mode costs about
+default because an idle connection costs it about 46 KB and no thread: 10,000 connections held
+in 617 MB by one OS thread (``benchmarks/relay_sockets.py``). The threading mode costs about
 115 KB and four threads a connection, on Werkzeug's server, which
 Flask-SocketIO calls unfit for production; it is there for when eventlet, now in bugfix-only
 maintenance, can no longer be used. A relay holds ``SMARTROUTE_RELAY_MAX_CONNECTIONS``
