@@ -20,6 +20,7 @@ import pstats
 import re
 import sys
 import time
+import uuid
 from collections import defaultdict
 from dataclasses import replace
 from pathlib import Path
@@ -110,9 +111,12 @@ def main() -> None:
             driver_tokens.append(tokens.issue(session, driver, settings.secret_key, 3600)[0])
     client = app.test_client()
 
-    def call(method: str, path: str, token: str, json=None, expect=200):
+    def call(method: str, path: str, token: str, json=None, expect=200, headers=None):
         response = client.open(
-            path, method=method, json=json, headers={"Authorization": f"Bearer {token}"}
+            path,
+            method=method,
+            json=json,
+            headers={"Authorization": f"Bearer {token}", **(headers or {})},
         )
         assert response.status_code == expect, (path, response.status_code, response.json)
         return response.json
@@ -140,7 +144,15 @@ def main() -> None:
     while done < args.bookings:
         booked = [
             steps.run(
-                "POST /v1/bookings", call, "POST", "/v1/bookings", rider_token, body, expect=202
+                "POST /v1/bookings",
+                call,
+                "POST",
+                "/v1/bookings",
+                rider_token,
+                body,
+                expect=202,
+                # As riders' apps send it, so a retry gets the same booking back.
+                headers={"Idempotency-Key": uuid.uuid4().hex},
             )
             for _ in range(args.batch)
         ]

@@ -2,8 +2,8 @@
 
 A rider's client may send the same request twice (a retry after a lost answer); with an
 ``Idempotency-Key`` the second gets the first's booking back instead of a new one. The
-key is claimed in the same transaction as the booking, under a savepoint, so a
-concurrent request with the same key finds one booking, never two.
+key is claimed by the statement that inserts the booking, which inserts it only if the
+claim held, so a concurrent request with the same key finds one booking, never two.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import Insert, Row, bindparam, func, insert, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
@@ -105,51 +105,65 @@ def create_booking(
             pricing=pricing,
         )
     )
+    row: Row[Any] | None
     if idempotency_key is None:
-        return _insert_booking(session, values), True
-    try:
-        with session.begin_nested():
-            booking = _insert_booking(session, values)
-            claimed = session.execute(
-                pg_insert(IdempotencyKey)
-                .values(
-                    user_id=rider_id,
-                    key=idempotency_key,
-                    request_hash=fingerprint,
-                    booking_id=booking.id,
-                )
-                .on_conflict_do_nothing()
-                .returning(IdempotencyKey.key)
-            ).first()
-            if claimed is None:
-                raise _KeyTaken
-    except _KeyTaken:
-        # A concurrent request with the same key committed first (ON CONFLICT waited for
-        # it); ours is rolled back to the savepoint and theirs is the answer.
-        existing = _replay(session, rider_id, idempotency_key, fingerprint)
-        assert existing is not None, "a conflicting idempotency key must be readable"
-        return existing, False
+        row = session.connection().execute(_INSERT_BOOKING, values).one()
+    else:
+        once = _insert_once(values, idempotency_key, fingerprint)
+        row = session.connection().execute(once).first()
+        if row is None:
+            # A concurrent request with the same key committed first (ON CONFLICT waited for
+            # it): nothing of ours was written, and theirs is the answer.
+            existing = _replay(session, rider_id, idempotency_key, fingerprint)
+            assert existing is not None, "a conflicting idempotency key must be readable"
+            return existing, False
+    booking = snapshot(row)
+    record_event(session, booking, None, Actor(rider_id, Role.RIDER), "booked")
     return booking, True
 
 
-def _insert_booking(session: Session, values: dict[str, Any]) -> BookingSnapshot:
-    # Core, built once: the row is only read back to answer, announce and enqueue it.
-    booking = snapshot(session.connection().execute(_INSERT_BOOKING, values).one())
-    record_event(session, booking, None, Actor(values["user_id"], Role.RIDER), "booked")
-    return booking
-
-
+# Core, built once: the row is only read back to answer, announce and enqueue it.
 _INSERT_BOOKING = insert(Booking).returning(*Booking.__table__.c)
 
 
-class _KeyTaken(Exception):
-    pass
+def _insert_once(values: dict[str, Any], key: str, fingerprint: str) -> Insert:
+    """One statement that claims the key and inserts the booking only if the claim held:
+    the booking's id is drawn from its sequence first and written with the key (the key's
+    foreign key is checked at the end of the statement, once the booking is there)."""
+    claimed = (
+        pg_insert(IdempotencyKey)
+        .values(
+            user_id=values["user_id"],
+            key=key,
+            request_hash=fingerprint,
+            booking_id=func.nextval(func.pg_get_serial_sequence(Booking.__tablename__, "id")),
+        )
+        .on_conflict_do_nothing()
+        .returning(IdempotencyKey.booking_id)
+        .cte("claimed")
+    )
+    columns, items = Booking.__table__.c, values.items()
+    return (
+        insert(Booking)
+        .from_select(
+            ["id", *values],
+            select(
+                claimed.c.booking_id,
+                *(bindparam(name, value, type_=columns[name].type) for name, value in items),
+            ),
+        )
+        .returning(*columns)
+    )
+
+
+# Core, built once: every booking with a key asks, and almost every answer is "none".
+_FIND_KEY = select(IdempotencyKey.request_hash, IdempotencyKey.booking_id).where(
+    IdempotencyKey.user_id == bindparam("rider_id"), IdempotencyKey.key == bindparam("key")
+)
 
 
 def _replay(session: Session, rider_id: int, key: str, fingerprint: str) -> BookingSnapshot | None:
-    row = session.execute(
-        select(IdempotencyKey).where(IdempotencyKey.user_id == rider_id, IdempotencyKey.key == key)
-    ).scalar_one_or_none()
+    row = session.connection().execute(_FIND_KEY, {"rider_id": rider_id, "key": key}).first()
     if row is None:
         return None
     if row.request_hash != fingerprint:

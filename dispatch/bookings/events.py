@@ -64,11 +64,11 @@ def record_events(session: Session, changes: list[Change]) -> None:
     if not changes:
         return
     session.flush()
-    pushed = [
-        (room, event, c.booking.id, json.dumps(booking_payload(c.booking)))
-        for c in changes
-        for room, event in pushes(c.booking)
-    ]
+    pushed = []
+    for c in changes:
+        # One payload for every room it goes to (two or three): built and encoded once.
+        payload = json.dumps(booking_payload(c.booking))
+        pushed += [(room, event, c.booking.id, payload) for room, event in pushes(c.booking)]
     rooms, events, pushed_ids, payloads = (list(column) for column in zip(*pushed, strict=True))
     session.connection().execute(
         _RECORD_EVENTS,

@@ -1,6 +1,7 @@
-"""A cancel racing a driver's accept (or a driver's cancel), in two real sessions: whichever
-takes the booking's row first wins, the other waits for it and then acts on what it finds,
-and the driver ends up free with the audit trail whole."""
+"""Races in two real sessions. A cancel racing a driver's accept (or a driver's cancel):
+whichever takes the booking's row first wins, the other waits for it and then acts on what
+it finds, and the driver ends up free with the audit trail whole. Two bookings with one
+Idempotency-Key: the second waits for the first and answers with its booking."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import threading
 from concurrent.futures import Future
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from dispatch.actors import Actor
@@ -127,3 +128,54 @@ def test_a_rider_cancel_waiting_on_a_drivers_cancel_cancels_the_booking_back_in_
     with committed_sessions() as s:
         assert s.get(Decline, (booking_id, driver_id)).reason == "cancelled"
         assert driver_cancellations(s, driver_id) == 1
+
+
+def test_two_requests_with_one_key_at_once_make_one_booking(committed_sessions, engine, now):
+    """The second waits on the first's claim of the key, then answers with its booking,
+    having written nothing of its own: no second booking, audit row or push."""
+    from dispatch.bookings.creation import BookingRequest, create_booking
+    from dispatch.models import IdempotencyKey, OutboxEvent
+
+    with committed_sessions.begin() as s:
+        rider_id = make.rider(s).id
+    request = BookingRequest(make.LISBON, make.offset(make.LISBON, north_km=3))
+
+    def book(session):
+        return create_booking(
+            session,
+            rider_id,
+            request,
+            now=now,
+            deadline_s=300,
+            first_retry_s=5,
+            idempotency_key="twice",
+        )
+
+    with Session(engine) as first:
+        created, new = book(first)  # holds the key's claim until it commits
+        assert new
+        second = _second(engine, created.id, book)
+        first.commit()
+    replayed, second_new = second.result(timeout=10)
+    assert (replayed.id, second_new) == (created.id, False)
+    with committed_sessions() as s:
+        assert s.scalars(select(Booking.id).where(Booking.user_id == rider_id)).all() == [
+            created.id
+        ]
+        assert (
+            s.scalar(
+                select(func.count())
+                .select_from(BookingEvent)
+                .where(BookingEvent.booking_id == created.id)
+            )
+            == 1
+        )
+        assert (
+            s.scalar(
+                select(func.count())
+                .select_from(OutboxEvent)
+                .where(OutboxEvent.booking_id == created.id)
+            )
+            == 2
+        )  # the admins and the rider, once
+        assert s.get(IdempotencyKey, (rider_id, "twice")).booking_id == created.id

@@ -45,6 +45,12 @@ SERVER = textwrap.dedent(
             sio.emit("bulk", "x" * 8000, to=target)
         sio.emit("flooded", target, to=sid)
 
+    @sio.on("kick")
+    def kick(sid):
+        # The whole connection, as a relay ends a revoked token's (Socket.IO's disconnect
+        # leaves the connection for the client to close).
+        sio.eio.disconnect(sio.manager.eio_sid_from_sid(sid, "/"))
+
     sio_app = socketio.WSGIApp(sio)
 
     def app(environ, start_response):
@@ -120,6 +126,7 @@ class Client:
         """The next frame's payload (the server sends short, unmasked text frames)."""
         while len(self.buffer) < 2:
             self.buffer += self._recv()
+        self.opcode = self.buffer[0] & 0x0F  # 1 text, 8 close
         length, start = self.buffer[1] & 127, 2
         if length == 126:
             while len(self.buffer) < 4:
@@ -209,4 +216,20 @@ def test_a_client_that_stops_reading_holds_up_nobody_else(server):
     deadline = time.monotonic() + 20
     while state(server)["sockets"] and time.monotonic() < deadline:
         time.sleep(0.1)  # the server notices the closes in its own time; nothing to await
+    assert state(server)["sockets"] == 0
+
+
+def test_the_server_ending_a_connection_tells_the_client_and_closes_it(server):
+    client = Client(server)
+    try:
+        client.send(b'42["kick"]')
+        with pytest.raises(ConnectionResetError):
+            while True:
+                client.read()
+        assert client.opcode == 8  # the WebSocket's close frame, then the connection closed
+    finally:
+        client.close()
+    deadline = time.monotonic() + 20
+    while state(server)["sockets"] and time.monotonic() < deadline:
+        time.sleep(0.1)  # the server notices the close in its own time; nothing to await
     assert state(server)["sockets"] == 0
