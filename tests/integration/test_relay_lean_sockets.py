@@ -20,6 +20,8 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.support import wait_for
+
 ROOT = Path(__file__).resolve().parents[2]
 
 SERVER = textwrap.dedent(
@@ -160,9 +162,7 @@ def test_an_idle_connection_holds_one_green_thread(server):
     finally:
         for client in clients:
             client.close()
-    deadline = time.monotonic() + 20
-    while state(server)["sockets"] and time.monotonic() < deadline:
-        time.sleep(0.1)  # the server notices the closes in its own time; nothing to await
+    wait_for(lambda: state(server)["sockets"] == 0, 20, "the server to let the sockets go")
     after = state(server)
     assert after["sockets"] == 0
     assert after["greenlets"] <= before + 1, after
@@ -213,9 +213,7 @@ def test_a_client_that_stops_reading_holds_up_nobody_else(server):
     finally:
         stalled.close()
         sender.close()
-    deadline = time.monotonic() + 20
-    while state(server)["sockets"] and time.monotonic() < deadline:
-        time.sleep(0.1)  # the server notices the closes in its own time; nothing to await
+    wait_for(lambda: state(server)["sockets"] == 0, 20, "the server to let the sockets go")
     assert state(server)["sockets"] == 0
 
 
@@ -229,7 +227,5 @@ def test_the_server_ending_a_connection_tells_the_client_and_closes_it(server):
         assert client.opcode == 8  # the WebSocket's close frame, then the connection closed
     finally:
         client.close()
-    deadline = time.monotonic() + 20
-    while state(server)["sockets"] and time.monotonic() < deadline:
-        time.sleep(0.1)  # the server notices the close in its own time; nothing to await
+    wait_for(lambda: state(server)["sockets"] == 0, 20, "the server to let the sockets go")
     assert state(server)["sockets"] == 0
