@@ -305,7 +305,10 @@ def create_relay(settings: Settings) -> tuple[Flask, SocketIO]:
         while this connection's previous action is still running."""
         answer, ended = actions.handle_on(sid, identities[sid], data)
         if ended:
-            socketio.server.disconnect(sid, namespace="/")
+            # Once the answer has gone out (python-socketio queues it when this returns,
+            # and the connection's close sends what is queued first): hung up at once, the
+            # driver would wait out its acknowledgement timeout without learning why.
+            socketio.start_background_task(socketio.server.disconnect, sid, namespace="/")
         return answer
 
     def location(sid, data=None, *_more):

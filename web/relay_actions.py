@@ -124,11 +124,6 @@ class DriverActions:
             return _answer(status, body), False
         return self._carry_out(holder, action)
 
-    def _still_valid(self, session: Session, holder: Identity) -> bool:
-        """What the API checks on every request, asked of PostgreSQL in the action's own
-        transaction: the token's row is live, and stays so until the action commits."""
-        return tokens.hold_live(session, holder.token_id)
-
     def _over_limit(self, driver_id: int) -> int | None:
         """Count this action against its token's limit: the seconds to wait if over it."""
         if self._limiter is None:
@@ -143,9 +138,9 @@ class DriverActions:
         asked for as the API asks, sent once the transaction commits."""
         session = self.sessions()
         try:
-            if not self._still_valid(session, holder):
-                session.rollback()
-                return _stale(), True
+            # What the API checks on every request, asked of PostgreSQL in the action's own
+            # transaction (within its first statement, where it can be): the token's row is
+            # live, and stays so until the action commits.
             booking = service.driver_action(
                 session,
                 action.booking_id,
@@ -154,9 +149,13 @@ class DriverActions:
                 now=dt.datetime.now(dt.UTC),
                 reason=action.reason,
                 policy=self._policy,
+                token_id=holder.token_id,
             )
             self._enqueue.follow_up(session, booking)
             session.commit()
+        except tokens.TokenNotLive:
+            session.rollback()
+            return _stale(), True
         except Exception as exc:
             # Answered from the API's table (web.errors): a domain error as its status, the
             # database being unavailable as 503, anything else as the API's 500, logged

@@ -16,10 +16,11 @@ import functools
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sqlalchemy import ColumnElement, Row, Update, bindparam, func, select, update
+from sqlalchemy import ColumnElement, Row, Select, Update, bindparam, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
+from dispatch import tokens
 from dispatch.actors import Actor
 from dispatch.bookings.events import Change, record_event, record_events
 from dispatch.bookings.payloads import BookingSnapshot, pickup_time, snapshot
@@ -186,13 +187,21 @@ def driver_action(
     reason: str | None = None,
     policy: RidePolicy = RidePolicy(),
     clock: dt.datetime | None = None,
+    token_id: int | None = None,
 ) -> BookingSnapshot:
     """accept, decline, arrive, start, complete, no_show or cancel, by the booking's driver;
     returns the booking as it now is.
 
     A cancel needs ``reason``. A no-show is judged by the database's clock, or by ``clock``
-    when given (tests play time forward with it)."""
+    when given (tests play time forward with it).
+
+    With ``token_id`` (the relay's actions, made on a connection authenticated long ago), the
+    action is done only while that token is live, its row held against revocation until the
+    caller commits; ``TokenNotLive`` if it is not. Accept, arrive, start and complete ask it
+    in their own UPDATE: a round trip fewer on the busiest writes."""
     actor = Actor(driver_id, Role.DRIVER)
+    if token_id is not None and action not in _MOVES and not tokens.hold_live(session, token_id):
+        raise tokens.TokenNotLive("the token has expired or been revoked")
     if action == "cancel":
         return snapshot(_driver_cancel(session, booking_id, actor, reason, now, policy))
     if action in ("decline", "no_show"):
@@ -205,16 +214,19 @@ def driver_action(
         else:
             _no_show(session, booking, actor, now, policy, clock or transaction_now(session))
         return snapshot(booking)
-    moved = _move_if_holder(session, booking_id, driver_id, action, now)
+    moved = _move_if_holder(session, booking_id, driver_id, action, now, token_id)
     if moved is None:
-        # Nothing moved: say why, from the row as it is now.
+        # Nothing moved: say why, from the token and the row as they are now.
+        if token_id is not None and not tokens.hold_live(session, token_id):
+            raise tokens.TokenNotLive("the token has expired or been revoked")
         raise _refusal(session, booking_id, driver_id, action, now)
     booking_now = snapshot(moved)
     if action == "complete":
         booking_now = settle_fare(session, booking_now)
     record_event(session, booking_now, _left(action, booking_now).value, actor, action)
     if action == "complete":
-        release_driver(session, driver_id, now)
+        # Released by the move itself (``_move_statement``).
+        expire_loaded(session, Driver, driver_id)
     return booking_now
 
 
@@ -318,22 +330,32 @@ def hand_back(
 
 
 def _move_if_holder(
-    session: Session, booking_id: int, driver_id: int, action: str, now: dt.datetime
+    session: Session,
+    booking_id: int,
+    driver_id: int,
+    action: str,
+    now: dt.datetime,
+    token_id: int | None,
 ) -> Row[Any] | None:
     """One compare-and-set UPDATE: the booking moves along ``action`` only if this driver
     holds it in the status the action starts from (and, to accept, before the offer
-    lapses). A concurrent writer's lock is waited for and its result re-checked, as a
-    ``SELECT … FOR UPDATE`` would; the row stays locked until the caller's commit.
+    lapses), and, given ``token_id``, while that token is live. A concurrent writer's lock
+    is waited for and its result re-checked, as a ``SELECT … FOR UPDATE`` would; the row
+    stays locked until the caller's commit.
 
     Core, not the ORM: the booking is only read back to answer and announce it."""
     moved = (
         session.connection()
         .execute(
-            _move_statement(action),
+            _move_statement(action, guarded=token_id is not None),
             {
                 "moved_id": booking_id,
                 "holder_id": driver_id,
                 "moved_at": now,
+                "token_id": token_id,
+                # For a completed ride's ``_RELEASE_DRIVER``.
+                "released_id": driver_id,
+                "released_at": now,
             },
         )
         .first()
@@ -342,9 +364,14 @@ def _move_if_holder(
     return moved
 
 
+# The driver's actions that are one compare-and-set UPDATE (``_move_if_holder``).
+_MOVES = frozenset({"accept", "arrive", "start", "complete"})
+
+
 @functools.cache
-def _move_statement(action: str) -> Update:
-    """Built once per action, like ``_RELEASE_DRIVER``."""
+def _move_statement(action: str, *, guarded: bool) -> Update | Select[Any]:
+    """Built once per action (and with or without the token's guard), like
+    ``_RELEASE_DRIVER``."""
     bookings = Booking.__table__.c
     sources, target = TRANSITIONS[action]
     conditions = [
@@ -352,6 +379,8 @@ def _move_statement(action: str) -> Update:
         bookings.driver_id == bindparam("holder_id"),
         bookings.status.in_(sorted(s.value for s in sources)),
     ]
+    if guarded:
+        conditions.append(tokens.held_live(bindparam("token_id")))
     if action == "accept":
         # The window closes by the database's clock, the one the lapse sweep goes by, not by
         # the clock of whichever API or relay process took the driver's answer.
@@ -361,7 +390,7 @@ def _move_statement(action: str) -> Update:
     # When the driver accepted, reached the pickup and set off.
     stamped = {"accept": "accepted_at", "arrive": "arrived_at", "start": "started_at"}
     stamp: dict[str, Any] = {stamped[action]: bindparam("moved_at")} if action in stamped else {}
-    return (
+    move = (
         update(Booking)
         .where(*conditions)
         .values(
@@ -373,6 +402,13 @@ def _move_statement(action: str) -> Update:
         )
         .returning(*Booking.__table__.c)
     )
+    if target != Status.COMPLETED:
+        return move
+    # A completed ride frees its driver in the same statement (``release_driver``'s UPDATE,
+    # done only if the booking moved): one round trip, not two.
+    moved = move.cte("moved")
+    released = _RELEASE_DRIVER.where(select(moved.c.id).exists()).cte("released")
+    return select(moved).add_cte(released)
 
 
 def _left(action: str, moved: BookingSnapshot) -> Status:

@@ -4,9 +4,18 @@ from __future__ import annotations
 
 import datetime as dt
 
+import pytest
+from sqlalchemy import func, text, update
+from sqlalchemy.exc import OperationalError
+
 from dispatch import tokens
+from dispatch.bookings import driver_action
+from dispatch.matching.nearest import dispatch_booking
+from dispatch.matching.policy import MatchPolicy, Outcome
+from dispatch.models import AccessToken, Booking, User
 from dispatch.states import Role
 from dispatch.users import create_user, ensure_bootstrap_admin
+from tests import factories as make
 
 SECRET = "k" * 32
 BOOTSTRAP = "bootstrap-token-for-live-checks-0123456789"
@@ -38,3 +47,47 @@ def test_live_revoked_expired_and_missing_tokens_are_told_apart_by_every_check(s
     assert not tokens.hold_live(session, revoked_row.id)
     assert not tokens.hold_live(session, expired_row.id)
     assert not tokens.hold_live(session, missing_id)
+
+
+@pytest.fixture
+def offered(committed_sessions, now):
+    """A committed booking offered to a driver, and the id of that driver's live token."""
+    with committed_sessions.begin() as s:
+        rider = make.rider(s)
+        driver = make.driver(s, now=now)
+        booking = make.booking(s, rider, now=now)
+        assert dispatch_booking(s, booking.id, MatchPolicy(), now).outcome == Outcome.ASSIGNED
+        _token, row = tokens.issue(s, s.get(User, driver.user_id), SECRET, ttl_s=3600, now=now)
+        return booking.id, driver.user_id, row.id
+
+
+# accept is one guarded UPDATE; decline locks the booking after asking for the token alone.
+@pytest.mark.parametrize("action", ["accept", "decline"])
+def test_an_action_holds_its_token_against_revocation_until_it_commits(
+    action, offered, committed_sessions, engine, now
+):
+    booking_id, driver_id, token_id = offered
+    with committed_sessions() as acting:
+        driver_action(acting, booking_id, driver_id, action, now=now, token_id=token_id)
+        with engine.connect() as revoking:
+            revoking.execute(text("SET lock_timeout = '200ms'"))
+            with pytest.raises(OperationalError, match="lock timeout"):
+                revoking.execute(
+                    update(AccessToken)
+                    .where(AccessToken.id == token_id)
+                    .values(revoked_at=func.now())
+                )
+        acting.rollback()
+
+
+@pytest.mark.parametrize("action", ["accept", "decline"])
+def test_an_action_with_a_revoked_token_changes_nothing(action, offered, committed_sessions, now):
+    booking_id, driver_id, token_id = offered
+    with committed_sessions.begin() as s:
+        tokens.revoke(s, driver_id, token_id)
+    with committed_sessions() as s:
+        with pytest.raises(tokens.TokenNotLive):
+            driver_action(s, booking_id, driver_id, action, now=now, token_id=token_id)
+        s.rollback()
+        booking = s.get(Booking, booking_id)
+        assert (booking.status, booking.driver_id) == ("assigned", driver_id)

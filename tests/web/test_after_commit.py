@@ -171,3 +171,17 @@ def test_a_session_closed_without_commit_drops_what_it_asked_for(committed_sessi
         session.begin()
         session.commit()
     assert sent == []
+
+
+def test_what_a_commit_asked_for_is_sent_with_the_connection_back_in_the_pool(
+    committed_sessions, engine
+):
+    # A send is a Redis round trip; made while the session still held its connection, it
+    # would keep that connection from whoever waits for one next.
+    checked_out_during_send = []
+    with committed_sessions() as session:
+        session.execute(select(func.now()))
+        checked_out = engine.pool.checkedout()
+        after_commit(session, lambda: checked_out_during_send.append(engine.pool.checkedout()))
+        session.commit()
+    assert checked_out_during_send == [checked_out - 1]
