@@ -112,11 +112,16 @@ def session(engine) -> Session:
 
 def truncate_all(engine, attempts: int = 5) -> None:
     """Empty every table. A worker still finishing an earlier test's task can deadlock with
-    TRUNCATE's table locks; PostgreSQL then aborts one side, and if it is us we go again."""
+    TRUNCATE's table locks; PostgreSQL then aborts the side whose deadlock check runs first.
+    As superuser (the embedded PostgreSQL) we wait longer than the workers before checking,
+    so it is their transaction that goes (tasks retry); otherwise, if it is us, we go again.
+    """
     tables = ", ".join(t.name for t in Base.metadata.sorted_tables)
     for attempt in range(attempts):
         try:
             with engine.begin() as conn:
+                if conn.scalar(text("SELECT current_setting('is_superuser') = 'on'")):
+                    conn.execute(text("SET LOCAL deadlock_timeout = '10s'"))
                 conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
             return
         except OperationalError:

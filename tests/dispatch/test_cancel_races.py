@@ -15,8 +15,6 @@ from sqlalchemy.orm import Session
 from dispatch.actors import Actor
 from dispatch.bookings.transitions import cancel_booking, driver_action, driver_cancellations
 from dispatch.errors import InvalidTransition
-from dispatch.matching.nearest import dispatch_booking
-from dispatch.matching.policy import MatchPolicy, Outcome
 from dispatch.models import Booking, BookingEvent, Decline, Driver
 from dispatch.states import Role
 from tests import factories as make
@@ -27,10 +25,7 @@ from tests.support import wait_for
 def offered(committed_sessions, now):
     """A committed booking offered to its driver: (booking, rider, driver) ids."""
     with committed_sessions.begin() as s:
-        rider = make.rider(s)
-        driver = make.driver(s, now=now)
-        booking = make.booking(s, rider, now=now)
-        assert dispatch_booking(s, booking.id, MatchPolicy(), now).outcome == Outcome.ASSIGNED
+        booking, rider, driver = make.offered_booking(s, now=now)
         return booking.id, rider.id, driver.user_id
 
 

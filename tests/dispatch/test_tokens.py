@@ -10,8 +10,6 @@ from sqlalchemy.exc import OperationalError
 
 from dispatch import tokens
 from dispatch.bookings import driver_action
-from dispatch.matching.nearest import dispatch_booking
-from dispatch.matching.policy import MatchPolicy, Outcome
 from dispatch.models import AccessToken, Booking, User
 from dispatch.states import Role
 from dispatch.users import create_user, ensure_bootstrap_admin
@@ -53,10 +51,7 @@ def test_live_revoked_expired_and_missing_tokens_are_told_apart_by_every_check(s
 def offered(committed_sessions, now):
     """A committed booking offered to a driver, and the id of that driver's live token."""
     with committed_sessions.begin() as s:
-        rider = make.rider(s)
-        driver = make.driver(s, now=now)
-        booking = make.booking(s, rider, now=now)
-        assert dispatch_booking(s, booking.id, MatchPolicy(), now).outcome == Outcome.ASSIGNED
+        booking, _rider, driver = make.offered_booking(s, now=now)
         _token, row = tokens.issue(s, s.get(User, driver.user_id), SECRET, ttl_s=3600, now=now)
         return booking.id, driver.user_id, row.id
 

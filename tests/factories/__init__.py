@@ -8,6 +8,8 @@ from sqlalchemy.orm import Session
 
 from dispatch.bookings.creation import BookingRequest, Point, create_booking
 from dispatch.drivers import set_availability, update_location
+from dispatch.matching.nearest import dispatch_booking
+from dispatch.matching.policy import MatchPolicy, Outcome
 from dispatch.models import Booking, Driver, User
 from dispatch.states import DriverStatus, Role
 from dispatch.users import create_user
@@ -66,6 +68,15 @@ def booking(
         idempotency_key=key,
     )
     return session.get(Booking, created.id)
+
+
+def offered_booking(session: Session, *, now: dt.datetime) -> tuple[Booking, User, Driver]:
+    """A rider's booking, offered by matching to a driver near it: (booking, rider, driver)."""
+    rider_user = rider(session)
+    near = driver(session, now=now)
+    offered = booking(session, rider_user, now=now)
+    assert dispatch_booking(session, offered.id, MatchPolicy(), now).outcome == Outcome.ASSIGNED
+    return offered, rider_user, near
 
 
 def token(session: Session, user_id: int, secret_key: str, ttl_s: int = 3600) -> str:

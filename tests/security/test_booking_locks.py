@@ -16,8 +16,6 @@ from sqlalchemy.orm import Session
 from dispatch.actors import Actor
 from dispatch.bookings.transitions import cancel_booking, driver_action
 from dispatch.errors import NotFound, NotOfferedToYou
-from dispatch.matching.nearest import dispatch_booking
-from dispatch.matching.policy import MatchPolicy, Outcome
 from dispatch.models import Booking
 from dispatch.states import Role
 from tests import factories as make
@@ -32,10 +30,7 @@ REFUSED_WITHIN_S = 1.0
 def offered(committed_sessions, now):
     """A booking offered to its driver, committed, plus a stranger of each role."""
     with committed_sessions.begin() as s:
-        rider = make.rider(s)
-        driver = make.driver(s, now=now)
-        booking = make.booking(s, rider, now=now)
-        assert dispatch_booking(s, booking.id, MatchPolicy(), now).outcome == Outcome.ASSIGNED
+        booking, rider, driver = make.offered_booking(s, now=now)
         other_driver = make.driver(
             s, make.offset(make.LISBON, north_km=50), now=now, name="other driver"
         )
