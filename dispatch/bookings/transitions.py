@@ -169,10 +169,27 @@ def return_to_pending(
     release_driver(session, driver_id, now)
 
 
+def _held_by(driver_id: int, token_id: int | None) -> list[ColumnElement[bool]]:
+    """The conditions on a booking a driver acts on: theirs, and, given the token they act
+    with, while that token is live (its row held until commit; ``driver_action``)."""
+    held = [Booking.driver_id == driver_id]
+    if token_id is not None:
+        held.append(tokens.held_live(token_id))
+    return held
+
+
 def _refusal(
-    session: Session, booking_id: int, driver_id: int, action: str, now: dt.datetime
-) -> InvalidTransition:
-    """Why ``action`` cannot be done, read from the booking's row as it is now."""
+    session: Session,
+    booking_id: int,
+    driver_id: int,
+    action: str,
+    now: dt.datetime,
+    token_id: int | None = None,
+) -> DispatchError:
+    """Why ``action`` cannot be done, read from the token (if given) and the booking's row
+    as they are now."""
+    if token_id is not None and not tokens.hold_live(session, token_id):
+        return tokens.TokenNotLive("the token has expired or been revoked")
     current = session.get(Booking, booking_id, populate_existing=True)
     return _cannot(action, _offered_to(session, current, booking_id, driver_id, action, now))
 
@@ -197,18 +214,19 @@ def driver_action(
 
     With ``token_id`` (the relay's actions, made on a connection authenticated long ago), the
     action is done only while that token is live, its row held against revocation until the
-    caller commits; ``TokenNotLive`` if it is not. Accept, arrive, start and complete ask it
-    in their own UPDATE: a round trip fewer on the busiest writes."""
+    caller commits; ``TokenNotLive`` if it is not. It is asked in the statement that locks or
+    moves the booking, not in one of its own: a round trip fewer."""
     actor = Actor(driver_id, Role.DRIVER)
-    if token_id is not None and action not in _MOVES and not tokens.hold_live(session, token_id):
-        raise tokens.TokenNotLive("the token has expired or been revoked")
+    held = _held_by(driver_id, token_id)
     if action == "cancel":
-        return snapshot(_driver_cancel(session, booking_id, actor, reason, now, policy))
+        return snapshot(
+            _driver_cancel(session, booking_id, actor, reason, now, policy, token_id=token_id)
+        )
     if action in ("decline", "no_show"):
-        booking = lock_booking(session, booking_id, Booking.driver_id == driver_id)
+        booking = lock_booking(session, booking_id, *held)
         if booking is None:
             # Not this driver's (or gone): say why from the row as it is, without its lock.
-            raise _refusal(session, booking_id, driver_id, action, now)
+            raise _refusal(session, booking_id, driver_id, action, now, token_id)
         if action == "decline":
             return_to_pending(session, booking, "decline", now=now, actor=actor)
         else:
@@ -217,9 +235,7 @@ def driver_action(
     moved = _move_if_holder(session, booking_id, driver_id, action, now, token_id)
     if moved is None:
         # Nothing moved: say why, from the token and the row as they are now.
-        if token_id is not None and not tokens.hold_live(session, token_id):
-            raise tokens.TokenNotLive("the token has expired or been revoked")
-        raise _refusal(session, booking_id, driver_id, action, now)
+        raise _refusal(session, booking_id, driver_id, action, now, token_id)
     booking_now = snapshot(moved)
     if action == "complete":
         booking_now = settle_fare(session, booking_now)
@@ -259,15 +275,17 @@ def _driver_cancel(
     reason: str | None,
     now: dt.datetime,
     policy: RidePolicy,
+    *,
+    token_id: int | None,
 ) -> Booking:
     """The driver gives a ride back before pickup: it goes back to matching, never to them
     again, and their cancellation is counted."""
     assert actor.id is not None
     if not reason:
         raise ReasonRequired("a driver's cancel needs a reason")
-    booking = lock_booking(session, booking_id, Booking.driver_id == actor.id)
+    booking = lock_booking(session, booking_id, *_held_by(actor.id, token_id))
     if booking is None:
-        raise _refusal(session, booking_id, actor.id, "cancel", now)
+        raise _refusal(session, booking_id, actor.id, "cancel", now, token_id)
     if next_status("driver_cancel", booking.status) is None:
         raise _cannot("cancel", booking)
     hand_back(
@@ -362,10 +380,6 @@ def _move_if_holder(
     )
     expire_loaded(session, Booking, booking_id)
     return moved
-
-
-# The driver's actions that are one compare-and-set UPDATE (``_move_if_holder``).
-_MOVES = frozenset({"accept", "arrive", "start", "complete"})
 
 
 @functools.cache
@@ -494,7 +508,7 @@ def cancel_booking(
     pickup, with a reason: the booking goes back to matching), an admin (any open booking,
     with a reason) or the system (beat, for a ride never started)."""
     if actor.role == Role.DRIVER:
-        return _driver_cancel(session, booking_id, actor, reason, now, policy)
+        return _driver_cancel(session, booking_id, actor, reason, now, policy, token_id=None)
     if actor.is_admin and not reason:
         raise ReasonRequired("an admin's cancel needs a reason")
     # A rider's lock asks for their own booking only (lock_booking): another rider's attempt
