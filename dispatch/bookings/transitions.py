@@ -217,13 +217,12 @@ def driver_action(
     caller commits; ``TokenNotLive`` if it is not. It is asked in the statement that locks or
     moves the booking, not in one of its own: a round trip fewer."""
     actor = Actor(driver_id, Role.DRIVER)
-    held = _held_by(driver_id, token_id)
     if action == "cancel":
         return snapshot(
             _driver_cancel(session, booking_id, actor, reason, now, policy, token_id=token_id)
         )
     if action in ("decline", "no_show"):
-        booking = lock_booking(session, booking_id, *held)
+        booking = lock_booking(session, booking_id, *_held_by(driver_id, token_id))
         if booking is None:
             # Not this driver's (or gone): say why from the row as it is, without its lock.
             raise _refusal(session, booking_id, driver_id, action, now, token_id)
