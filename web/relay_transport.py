@@ -22,6 +22,7 @@ from __future__ import annotations
 import functools
 import threading
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from flask import Flask
 from flask_socketio import SocketIO
@@ -158,6 +159,41 @@ def eventlet_http_protocol() -> type:
     return SmallBufferedHttpProtocol
 
 
+# How much a WebSocket reader asks the kernel for at once (``ReadAhead``): a location ping's
+# frame is about 120 bytes, so one read usually holds a whole frame, or several.
+READ_AHEAD_BYTES = 4096
+
+
+class ReadAhead:
+    """A socket whose reads take what has arrived, up to ``READ_AHEAD_BYTES``, and hand it out
+    in the sizes asked for.
+
+    Eventlet's WebSocket reader asks for each part of a frame (header, length, mask,
+    payload) with a read of its own: for a location ping, three or four system calls, each
+    through the green socket's retry loop. Reading ahead makes that one. What is kept is
+    bounded by ``READ_AHEAD_BYTES``, whatever a frame announces. Everything but ``recv`` is
+    the wrapped socket's.
+    """
+
+    __slots__ = ("_sock", "_unread")
+
+    def __init__(self, sock: Any) -> None:
+        self._sock = sock
+        self._unread = b""
+
+    def recv(self, size: int) -> bytes:
+        if not self._unread:
+            return self._take(self._sock.recv(max(size, READ_AHEAD_BYTES)), size)
+        return self._take(self._unread, size)
+
+    def _take(self, data: bytes, size: int) -> bytes:
+        self._unread = data[size:]
+        return data[:size]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+
 @functools.cache
 def _eventlet_websocket() -> type:
     # Imported here, not at the top: importing eventlet outside an eventlet relay warns that
@@ -233,6 +269,7 @@ def _eventlet_websocket() -> type:
             # Its frame iterator has not started yet, so every frame goes through it.
             ws.__class__ = self.reader
             ws.message_limit = self.max_frame_length
+            ws.socket = ReadAhead(ws.socket)
             return ws
 
     return BoundedWebSocketWSGI
