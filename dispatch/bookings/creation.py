@@ -9,6 +9,7 @@ claim held, so a concurrent request with the same key finds one booking, never t
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import json
 from dataclasses import asdict, dataclass
@@ -109,8 +110,19 @@ def create_booking(
     if idempotency_key is None:
         row = session.connection().execute(_INSERT_BOOKING, values).one()
     else:
-        once = _insert_once(values, idempotency_key, fingerprint)
-        row = session.connection().execute(once).first()
+        row = (
+            session.connection()
+            .execute(
+                _insert_once(tuple(values)),
+                {
+                    **{f"new_{name}": value for name, value in values.items()},
+                    "key_owner": rider_id,
+                    "idempotency_key": idempotency_key,
+                    "fingerprint": fingerprint,
+                },
+            )
+            .first()
+        )
         if row is None:
             # A concurrent request with the same key committed first (ON CONFLICT waited for
             # it): nothing of ours was written, and theirs is the answer.
@@ -126,30 +138,36 @@ def create_booking(
 _INSERT_BOOKING = insert(Booking).returning(*Booking.__table__.c)
 
 
-def _insert_once(values: dict[str, Any], key: str, fingerprint: str) -> Insert:
+@functools.cache
+def _insert_once(names: tuple[str, ...]) -> Insert:
     """One statement that claims the key and inserts the booking only if the claim held:
     the booking's id is drawn from its sequence first and written with the key (the key's
-    foreign key is checked at the end of the statement, once the booking is there)."""
+    foreign key is checked at the end of the statement, once the booking is there).
+
+    Built once for each set of columns a booking is given (priced or not), like
+    ``_INSERT_BOOKING``; run with the booking's values as ``new_<column>``, ``key_owner``,
+    ``idempotency_key`` and ``fingerprint``. No bound name is a column's: SQLAlchemy would
+    read a parameter named after a column of an INSERT as that column's value."""
     claimed = (
         pg_insert(IdempotencyKey)
         .values(
-            user_id=values["user_id"],
-            key=key,
-            request_hash=fingerprint,
+            user_id=bindparam("key_owner"),
+            key=bindparam("idempotency_key"),
+            request_hash=bindparam("fingerprint"),
             booking_id=func.nextval(func.pg_get_serial_sequence(Booking.__tablename__, "id")),
         )
         .on_conflict_do_nothing()
         .returning(IdempotencyKey.booking_id)
         .cte("claimed")
     )
-    columns, items = Booking.__table__.c, values.items()
+    columns = Booking.__table__.c
     return (
         insert(Booking)
         .from_select(
-            ["id", *values],
+            ["id", *names],
             select(
                 claimed.c.booking_id,
-                *(bindparam(name, value, type_=columns[name].type) for name, value in items),
+                *(bindparam(f"new_{name}", type_=columns[name].type) for name in names),
             ),
         )
         .returning(*columns)
