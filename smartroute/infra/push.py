@@ -4,8 +4,10 @@ Workers publish on the channel of the relays' ``socketio.RedisManager`` (no even
 no server here); every relay process subscribed to it emits to its own clients. Each
 event is also appended to its room's Redis stream, keyed by its position (the
 ``event_id`` clients see), so a relay can replay what a reconnecting client missed
-without touching the database. A run's appends and emits go out in one pipeline: one
-round trip, not one per event.
+without touching the database. A run's appends and emits go out in one script call: one
+round trip and one command, not three commands per event, and an event is emitted only
+with the append that first stores it, so a delivery repeated after a failure emits nothing
+twice.
 
 The replay window is counted in positions, not per room: every append trims its stream
 below ``floor`` (the newest position less ``replay_events``), and every stream expires a
@@ -21,7 +23,6 @@ import datetime as dt
 import json
 import uuid
 from dataclasses import dataclass
-from typing import cast
 
 import redis
 from sqlalchemy.orm import Session, sessionmaker
@@ -56,19 +57,53 @@ def emit_message(host_id: str, room: str, event: str, data: dict) -> str:
     """What ``socketio.RedisManager.emit`` publishes for a relay to emit ``event`` to
     ``room`` (python-socketio's ``PubSubManager.emit``, JSON-encoded as the relays' manager
     decodes it). tests/integration/test_push.py fails if the two ever part ways."""
-    return json.dumps(
-        {
-            "method": "emit",
-            "event": event,
-            "data": [data],
-            "binary": False,
-            "namespace": "/",
-            "room": room,
-            "skip_sid": None,
-            "callback": None,
-            "host_id": host_id,
-        }
+    return emit_message_encoded(host_id, room, event, json.dumps(data))
+
+
+def emit_message_encoded(host_id: str, room: str, event: str, data: str) -> str:
+    """``emit_message`` for ``data`` that is already JSON: written around it, not decoded."""
+    return (
+        f'{{"method": "emit", "event": {json.dumps(event)}, "data": [{data}], '
+        f'"binary": false, "namespace": "/", "room": {json.dumps(room)}, '
+        f'"skip_sid": null, "callback": null, "host_id": {json.dumps(host_id)}}}'
     )
+
+
+# A run's events, appended and published in one call. KEYS: the "since" and "floor" markers,
+# then each event's stream. ARGV: the floor, the retention in seconds, the channel, the first
+# position, then four per event: its position, its name, its data (JSON) and the relays'
+# message. An event goes out on the channel only if its entry is new: a batch delivered again
+# (its transaction failed after delivery) is a copy, already emitted. An entry refused as
+# older than its stream's newest that the stream does not hold is a hole, unless it is below
+# the floor (trimmed, and a client needing it resyncs anyway); the positions of any holes are
+# returned. The markers expire with the streams: after a retention with no event at all,
+# every stream is gone, and so is the claim that this Redis holds the window.
+_DELIVER = """
+local floor, ttl, channel = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+redis.call('SET', KEYS[1], ARGV[4], 'NX')
+local holes = {}
+for i = 3, #KEYS do
+    local at = 5 + (i - 3) * 4
+    local position, id = ARGV[at], ARGV[at] .. '-0'
+    local added = redis.pcall('XADD', KEYS[i], 'MINID', '~', floor, id,
+                              'event', ARGV[at + 1], 'data', ARGV[at + 2])
+    if type(added) == 'table' and added.err then
+        if not string.find(added.err, 'equal or smaller', 1, true) then
+            return added
+        end
+        if tonumber(position) >= tonumber(floor)
+                and #redis.call('XRANGE', KEYS[i], id, id, 'COUNT', 1) == 0 then
+            table.insert(holes, position)
+        end
+    else
+        redis.call('PUBLISH', channel, ARGV[at + 3])
+    end
+    redis.call('EXPIRE', KEYS[i], ttl)
+end
+redis.call('EXPIRE', KEYS[1], ttl)
+redis.call('SET', KEYS[2], floor, 'EX', ttl)
+return holes
+"""
 
 
 class Publisher:
@@ -79,63 +114,29 @@ class Publisher:
         self.host_id = uuid.uuid4().hex
         self.replay_events = replay_events
         self.replay_ttl_s = replay_ttl_s
+        self._deliver = self.redis.register_script(_DELIVER)
 
-    def deliver(self, events: list[tuple[int, str, str, dict]]) -> None:
-        """(position, room, event, data) in position order; raises if Redis refuses them."""
+    def deliver(self, events: list[tuple[int, str, str, str]]) -> None:
+        """(position, room, event, data as JSON) in position order, in one Redis call
+        (``_DELIVER``); raises if Redis refuses them."""
         if not events:
             return
         floor = max(0, events[-1][0] - self.replay_events)
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.set(SINCE_KEY, events[0][0], nx=True)
-        appends = []
+        keys = [SINCE_KEY, FLOOR_KEY, *(replay_key(room) for _, room, _, _ in events)]
+        args: list[str | int] = [floor, self.replay_ttl_s, CHANNEL, events[0][0]]
         for position, room, event, data in events:
-            appends.append((len(pipe), position, room))
-            pipe.xadd(
-                replay_key(room),
-                {"event": event, "data": json.dumps(data)},
-                id=f"{position}-0",
-                minid=floor,
-                approximate=True,
+            args += [position, event, data, emit_message_encoded(self.host_id, room, event, data)]
+        if holes := self._deliver(keys=keys, args=args):
+            raise ReplayOrderError(
+                f"Redis refused positions {[int(p) for p in holes]}, which it does not hold"
             )
-            pipe.publish(CHANNEL, emit_message(self.host_id, room, event, data))
-        # The markers expire with the streams: after a retention with no event at all,
-        # every stream is gone, and so is the claim that this Redis holds the window.
-        for key in sorted({replay_key(room) for _, room, _, _ in events} | {SINCE_KEY}):
-            pipe.expire(key, self.replay_ttl_s)
-        pipe.set(FLOOR_KEY, floor, ex=self.replay_ttl_s)
-        results = pipe.execute(raise_on_error=False)
-        refused = {}
-        for index, position, room in appends:
-            if isinstance(results[index], redis.ResponseError) and "equal or smaller" in str(
-                results[index]
-            ):
-                refused[index] = (position, room)
-        for index, result in enumerate(results):
-            if isinstance(result, Exception) and index not in refused:
-                raise result
-        for position, room in refused.values():
-            # Positions are committed before delivery, so a batch delivered again after a
-            # failure carries the same positions: Redis holding that very entry means this
-            # is the copy we wanted. Below the floor, the entry may have been trimmed, and
-            # a client needing it is told to resync anyway. Anything else is a hole.
-            if position >= floor and not self._holds(room, position):
-                raise ReplayOrderError(
-                    f"{replay_key(room)} refused position {position}, which it does not hold"
-                )
-
-    def _holds(self, room: str, position: int) -> bool:
-        entry_id = f"{position}-0"
-        return bool(self.redis.xrange(replay_key(room), min=entry_id, max=entry_id, count=1))
 
     def deliver_unsent(self, session: Session, limit: int) -> int:
         """One batch of the positioned unsent outbox events, delivered in position order and
         marked sent in the caller's transaction, which holds the publisher lock; how many."""
         rows = outbox.claim_positioned(session, limit=limit)
         if rows:
-            # claim_positioned returns only rows that have a position.
-            self.deliver(
-                [(cast(int, r.position), r.room, r.event, outbox.message(r)) for r in rows]
-            )
+            self.deliver([(r.position, r.room, r.event, r.message) for r in rows])
             sent_at = dt.datetime.now(dt.UTC)
             outbox.mark_sent(session, [r.id for r in rows], sent_at)
             for r in rows:

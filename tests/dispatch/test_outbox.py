@@ -1,4 +1,5 @@
 import datetime as dt
+import json
 
 import pytest
 from sqlalchemy import select
@@ -27,8 +28,7 @@ def test_each_change_queues_its_pushes_in_the_same_transaction(session, now):
         (f"driver_{driver.user_id}", "new_assignment", "assigned"),
     ]
     # Clients see positions, which only the publisher hands out.
-    with pytest.raises(ValueError):
-        outbox.message(rows[-1])
+    assert outbox.claim_positioned(session) == []
 
 
 def test_positions_follow_ids_among_committed_rows_then_rows_are_marked_and_pruned(session, now):
@@ -40,7 +40,9 @@ def test_positions_follow_ids_among_committed_rows_then_rows_are_marked_and_prun
     claimed = outbox.claim_positioned(session)
     assert [r.id for r in claimed] == sorted(r.id for r in claimed) and len(claimed) == 2
     assert claimed[1].position == claimed[0].position + 1
-    assert outbox.message(claimed[0])["event_id"] == claimed[0].position
+    # What a client receives: the stored booking, and the position as its event id.
+    first = session.get(OutboxEvent, claimed[0].id)
+    assert json.loads(claimed[0].message) == first.payload | {"event_id": claimed[0].position}
     assert outbox.assign_positions(session) == 0  # Each row gets one position, once.
     # created_at is the database's clock, a hair away from the test's.
     assert outbox.oldest_unsent_age_s(session, now + dt.timedelta(seconds=3)) == pytest.approx(

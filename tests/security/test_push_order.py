@@ -5,6 +5,7 @@ Socket.IO clients."""
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import subprocess
@@ -281,14 +282,24 @@ def test_a_retried_delivery_is_a_copy_but_an_older_event_is_never_swallowed(sett
     cache.delete(*cache.keys(push.REPLAY_PREFIX + "*") or ["-"])
     publisher = push.Publisher(settings.redis_url)
     batch = [
-        (10, "driver_1", "new_assignment", {"event_id": 10}),
-        (11, "driver_1", "new_assignment", {"event_id": 11}),
+        (10, "driver_1", "new_assignment", '{"event_id": 10}'),
+        (11, "driver_1", "new_assignment", '{"event_id": 11}'),
     ]
+    listener = cache.pubsub(ignore_subscribe_messages=True)
+    listener.subscribe(push.CHANNEL)
+    listener.get_message(timeout=5)  # The subscription's confirmation.
     publisher.deliver(batch)
     publisher.deliver(batch)  # The same positions again, as after a failed commit.
     assert len(cache.xrange(push.replay_key("driver_1"))) == 2
+    # ...and the relays were told once: the copy's entries were already there.
+    cache.publish(push.CHANNEL, "end")
+    emitted = []
+    while (message := listener.get_message(timeout=5)) and message["data"] != b"end":
+        emitted.append(json.loads(message["data"])["data"][0]["event_id"])
+    listener.close()
+    assert emitted == [10, 11]
     with pytest.raises(push.ReplayOrderError):
-        publisher.deliver([(9, "driver_1", "new_assignment", {"event_id": 9})])
+        publisher.deliver([(9, "driver_1", "new_assignment", '{"event_id": 9}')])
 
 
 def test_a_second_publisher_leaves_at_once_and_its_wake_up_is_not_lost(
