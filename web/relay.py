@@ -64,7 +64,7 @@ from smartroute.infra.settings import Settings
 from web import relay_shutdown
 from web.relay_actions import DriverActions
 from web.relay_locations import Locations
-from web.relay_memory import MemoryReturn
+from web.relay_memory import MemoryReturn, drop_cancelled_timers
 from web.relay_rooms import RoomIndex
 from web.relay_tracking import PositionFeed
 from web.relay_transport import bound_transport
@@ -347,7 +347,11 @@ def create_relay(settings: Settings) -> tuple[Flask, SocketIO]:
     socketio.start_background_task(revalidate_forever)
 
     # Once a closed connection's ping task has slept out its interval, all of it is free.
-    memory = MemoryReturn(lambda: len(socketio.server.eio.sockets), settle_s=PING_INTERVAL_S + 5)
+    memory = MemoryReturn(
+        lambda: len(socketio.server.eio.sockets),
+        settle_s=PING_INTERVAL_S + 5,
+        release=drop_cancelled_timers if settings.relay_async_mode == "eventlet" else None,
+    )
 
     def return_memory_forever():
         while True:
