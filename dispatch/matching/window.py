@@ -38,7 +38,7 @@ class Pressure:
 @dataclass(frozen=True)
 class WindowPolicy:
     max_s: float = 1.0
-    min_s: float = 0.05
+    min_s: float = 0.02
     relaxed_ratio: float = 0.25
     pressed_ratio: float = 0.5
 

@@ -226,7 +226,7 @@ class Settings:
     # The longest a region's bookings wait to be matched together, and the shortest the
     # window shrinks to when drivers are plentiful (dispatch.matching.window); equal: fixed.
     batch_window_s: float = 1.0
-    batch_window_min_s: float = 0.05
+    batch_window_min_s: float = 0.02
     batch_limit: int = 500
     max_radius_km: float = 15.0
     speed_kmh: float = 25.0
@@ -372,7 +372,7 @@ class Settings:
             health_every_s=_float(env, "SMARTROUTE_HEALTH_EVERY_S", 15.0, 0.1),
             offline_every_s=_float(env, "SMARTROUTE_OFFLINE_EVERY_S", 10.0, 0.1),
             batch_window_s=_float(env, "SMARTROUTE_BATCH_WINDOW_S", 1.0),
-            batch_window_min_s=_float(env, "SMARTROUTE_BATCH_WINDOW_MIN_S", 0.05),
+            batch_window_min_s=_float(env, "SMARTROUTE_BATCH_WINDOW_MIN_S", 0.02),
             batch_limit=_int(env, "SMARTROUTE_BATCH_LIMIT", 500, minimum=1),
             max_radius_km=_float(env, "SMARTROUTE_MAX_RADIUS_KM", 15.0, minimum=0.1),
             speed_kmh=_float(env, "SMARTROUTE_SPEED_KMH", 25.0, minimum=1.0),
