@@ -71,32 +71,33 @@ def emit_message_encoded(host_id: str, room: str, event: str, data: str) -> str:
 
 # A run's events, appended and published in one call. KEYS: the "since" and "floor" markers,
 # then each event's stream. ARGV: the floor, the retention in seconds, the channel, the first
-# position, then four per event: its position, its name, its data (JSON) and the relays'
-# message. An event goes out on the channel only if its entry is new: a batch delivered again
-# (its transaction failed after delivery) is a copy, already emitted. An entry refused as
-# older than its stream's newest that the stream does not hold is a hole, unless it is below
-# the floor (trimmed, and a client needing it resyncs anyway); the positions of any holes are
-# returned. The markers expire with the streams: after a retention with no event at all,
-# every stream is gone, and so is the claim that this Redis holds the window.
+# position, then five per event: its position, whether it is below the floor ("1" or "0",
+# decided in Python: Lua's numbers are doubles, which cannot tell positions apart above
+# 2^53), its name, its data (JSON) and the relays' message. An event goes out on the channel
+# only if its entry is new: a batch delivered again (its transaction failed after delivery)
+# is a copy, already emitted. An entry refused as older than its stream's newest that the
+# stream does not hold is a hole, unless it is below the floor (trimmed, and a client needing
+# it resyncs anyway); the positions of any holes are returned. The markers expire with the
+# streams: after a retention with no event at all, every stream is gone, and so is the claim
+# that this Redis holds the window.
 _DELIVER = """
 local floor, ttl, channel = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 redis.call('SET', KEYS[1], ARGV[4], 'NX')
 local holes = {}
 for i = 3, #KEYS do
-    local at = 5 + (i - 3) * 4
+    local at = 5 + (i - 3) * 5
     local position, id = ARGV[at], ARGV[at] .. '-0'
     local added = redis.pcall('XADD', KEYS[i], 'MINID', '~', floor, id,
-                              'event', ARGV[at + 1], 'data', ARGV[at + 2])
+                              'event', ARGV[at + 2], 'data', ARGV[at + 3])
     if type(added) == 'table' and added.err then
         if not string.find(added.err, 'equal or smaller', 1, true) then
             return added
         end
-        if tonumber(position) >= tonumber(floor)
-                and #redis.call('XRANGE', KEYS[i], id, id, 'COUNT', 1) == 0 then
+        if ARGV[at + 1] == '0' and #redis.call('XRANGE', KEYS[i], id, id, 'COUNT', 1) == 0 then
             table.insert(holes, position)
         end
     else
-        redis.call('PUBLISH', channel, ARGV[at + 3])
+        redis.call('PUBLISH', channel, ARGV[at + 4])
     end
     redis.call('EXPIRE', KEYS[i], ttl)
 end
@@ -125,7 +126,9 @@ class Publisher:
         keys = [SINCE_KEY, FLOOR_KEY, *(replay_key(room) for _, room, _, _ in events)]
         args: list[str | int] = [floor, self.replay_ttl_s, CHANNEL, events[0][0]]
         for position, room, event, data in events:
-            args += [position, event, data, emit_message_encoded(self.host_id, room, event, data)]
+            below_floor = "1" if position < floor else "0"
+            message = emit_message_encoded(self.host_id, room, event, data)
+            args += [position, below_floor, event, data, message]
         if holes := self._deliver(keys=keys, args=args):
             raise ReplayOrderError(
                 f"Redis refused positions {[int(p) for p in holes]}, which it does not hold"

@@ -302,6 +302,25 @@ def test_a_retried_delivery_is_a_copy_but_an_older_event_is_never_swallowed(sett
         publisher.deliver([(9, "driver_1", "new_assignment", '{"event_id": 9}')])
 
 
+def test_a_trimmed_copy_is_told_from_a_hole_at_any_position(settings):
+    """Positions reach 2^63 - 1; a double cannot tell two of them apart above 2^53, so the
+    script is told which events are below the floor rather than comparing them itself."""
+    cache = redis.Redis.from_url(settings.redis_url)
+    cache.delete(*cache.keys(push.REPLAY_PREFIX + "*") or ["-"])
+    publisher = push.Publisher(settings.redis_url, replay_events=1)
+    top = 2**60 + 10
+    publisher.deliver([(top, "driver_1", "new_assignment", "{}")])
+    # The floor is now top + 4: an event at top - 2 is a trimmed copy, not a hole, though as
+    # doubles the two are equal.
+    publisher.deliver(
+        [
+            (top - 2, "driver_1", "new_assignment", "{}"),
+            (top + 5, "driver_2", "new_assignment", "{}"),
+        ]
+    )
+    assert cache.xrange(push.replay_key("driver_2"))[0][0] == f"{top + 5}-0".encode()
+
+
 def test_a_second_publisher_leaves_at_once_and_its_wake_up_is_not_lost(
     committed_sessions, publishing, settings, engine, monkeypatch, now
 ):
