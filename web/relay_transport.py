@@ -263,12 +263,19 @@ def _eventlet_websocket() -> type:
             self.support_legacy_versions = False
 
         def _handle_hybi_request(self, environ):
-            ws = super()._handle_hybi_request(environ)
-            # Eventlet builds its reader by name in the handshake; the subclass adds methods
-            # and nothing to the instance's layout, so the reader it made can take it on.
-            # Its frame iterator has not started yet, so every frame goes through it.
-            ws.__class__ = self.reader
-            ws.message_limit = self.max_frame_length
+            return self.take_over(super()._handle_hybi_request(environ), self.max_frame_length)
+
+        @classmethod
+        def take_over(cls, ws, message_limit: int):
+            """Eventlet's reader ``ws``, made the relay's: bounded to ``message_limit`` and
+            reading ahead.
+
+            Eventlet builds its reader by name in the handshake; the subclass adds methods
+            and nothing to the instance's layout, so the reader it made can take it on. Its
+            frame iterator has not started yet, so every frame goes through it.
+            """
+            ws.__class__ = cls.reader
+            ws.message_limit = message_limit
             ws.socket = ReadAhead(ws.socket)
             return ws
 

@@ -68,15 +68,12 @@ def client_frame(text: str, rng: random.Random) -> bytes:
 
 
 def relay_reader(sock: ArrivingSocket):
-    """The relay's reader on ``sock``, set up as the relay's handshake sets it up."""
-    from web.relay_transport import ReadAhead
+    """The relay's reader on ``sock``, set up by the relay's handshake code."""
+    from web.relay_transport import _eventlet_websocket
 
-    bounded, original = readers()
+    _, original = readers()
     ws = original(sock, {}, protocol=None, extensions=None)
-    ws.__class__ = bounded
-    ws.message_limit = 64 * 1024
-    ws.socket = ReadAhead(ws.socket)
-    return ws
+    return _eventlet_websocket().take_over(ws, 64 * 1024)
 
 
 def test_frames_that_arrive_together_are_read_in_one_go_and_come_out_whole():
