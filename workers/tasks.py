@@ -132,10 +132,10 @@ def dispatch_region(
         request_publish(dispatch_region.app, cache())
     if outcome.full or (outcome.lost and not adaptive):
         _request(region, now=True)
-    elif outcome.lost or outcome.held_elsewhere:
-        # After a window: whoever holds them may have let go by then. A claim lost to a
-        # concurrent batch grew the window, and the next batch gathers these with the rest
-        # instead of racing that batch again at once.
+    elif outcome.lost or outcome.left_waiting:
+        # After a window: whoever holds them may have let go by then, and drivers may have
+        # come free. A claim lost to a concurrent batch grew the window, and the next batch
+        # gathers these with the rest instead of racing that batch again at once.
         _request(region)
     if outcome.offered or outcome.lost:
         log.info(

@@ -61,9 +61,10 @@ class BatchReport:
     lost: list[int] = field(default_factory=list)
     expired: list[int] = field(default_factory=list)
     full: bool = False  # The batch hit its limit: more bookings may be waiting.
-    # Waiting bookings another transaction held (a concurrent batch, or a killed worker's
-    # transaction not yet rolled back): skipped now, so a later batch must look again.
-    held_elsewhere: int = 0
+    # Waiting bookings the batch did not take: beyond what its free drivers could serve
+    # (claims.claim_bookings), or held by another transaction (a concurrent batch, or a
+    # killed worker's transaction not yet rolled back). A later batch must look again.
+    left_waiting: int = 0
     # Free drivers the batch read: within reach of its bookings, among each one's nearest.
     free_drivers: int = 0
 
@@ -182,7 +183,7 @@ def dispatch_region(
     report = BatchReport(full=len(bookings) == limit)
     if not report.full:
         waiting_now = session.scalar(select(func.count()).where(*waiting(region, policy, now)))
-        report.held_elsewhere = max(0, (waiting_now or 0) - len(bookings))
+        report.left_waiting = max(0, (waiting_now or 0) - len(bookings))
     live: list[Booking] = []
     for booking in bookings:
         if booking.expires_at <= now:

@@ -16,7 +16,7 @@ from sqlalchemy import ColumnElement, bindparam, func, select, text, update
 from sqlalchemy.orm import Session
 
 from dispatch.db import expire_loaded
-from dispatch.matching.policy import MatchPolicy
+from dispatch.matching.policy import MatchPolicy, free_driver
 from dispatch.models import Booking, Driver
 from dispatch.states import DriverStatus, Status
 
@@ -82,13 +82,36 @@ def claim_bookings(
     session: Session, region: str, policy: MatchPolicy, now: dt.datetime, limit: int
 ) -> list[Booking]:
     """Up to ``limit`` of the region's waiting bookings, oldest first, locked for this
-    transaction; those another transaction holds are skipped, not waited for."""
+    transaction; those another transaction holds are skipped, not waited for.
+
+    Never more than the free drivers could take (``_servable``). When riders outnumber
+    drivers, a batch that took the whole backlog would search, update and log every
+    waiting booking to place the few drivers there are, and each batch would cost more
+    the further behind the engine fell. The oldest go first, so a booking that waits
+    keeps its place in the queue.
+    """
     return list(
         session.execute(
             select(Booking)
             .where(*waiting(region, policy, now))
             .order_by(Booking.created_at)
-            .limit(limit)
+            .limit(_servable(policy, now, limit))
             .with_for_update(skip_locked=True)
         ).scalars()
     )
+
+
+def _servable(policy: MatchPolicy, now: dt.datetime, limit: int) -> ColumnElement[int]:
+    """How many bookings a batch takes: ``policy.bookings_per_free_driver`` per free
+    driver (counted only as far as ``limit`` needs), at least ``policy.batch_floor``, at
+    most ``limit``. Free drivers are counted in every region: it bounds the batch, and a
+    region's own share is found only through its bookings' positions."""
+    per_driver = policy.bookings_per_free_driver
+    free = (
+        select(Driver.user_id)
+        .where(free_driver(policy, now))
+        .limit(-(-limit // per_driver))
+        .subquery()
+    )
+    counted = select(func.count()).select_from(free).scalar_subquery()
+    return func.least(limit, func.greatest(policy.batch_floor, per_driver * counted))

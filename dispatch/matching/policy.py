@@ -30,6 +30,10 @@ class MatchPolicy:
     max_radius_km: float = 15.0
     # Seconds of ETA a one-star average costs a driver in the batch solver (0: ratings unused).
     rating_weight_s: float = 0.0
+    # A batch takes at most this many waiting bookings per free driver, and never fewer
+    # than ``batch_floor``: enough for the solver to choose which ones the drivers serve best.
+    bookings_per_free_driver: int = 2
+    batch_floor: int = 10
 
     def radius_for(self, attempts: int) -> float:
         """The search radius for a booking that has been tried ``attempts`` times."""

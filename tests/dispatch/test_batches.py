@@ -65,6 +65,29 @@ def test_unmatched_bookings_wait_and_search_wider_next_time(session, now):
     assert [e["radius_km"] for e in entries_for(session, booking.id)] == [5.0, 7.5]
 
 
+def test_a_batch_takes_the_oldest_bookings_its_free_drivers_could_serve(session, now):
+    policy = MatchPolicy(radius_km=5, candidates=10, bookings_per_free_driver=2, batch_floor=3)
+    rider = make.rider(session)
+    # Twelve riders wait, the oldest first; two drivers are free and one is offline.
+    waiting = [
+        make.booking(session, rider, now=now - dt.timedelta(seconds=12 - i)).id for i in range(12)
+    ]
+    free = {make.driver(session, now=now, name=f"free{i}").user_id for i in range(2)}
+    make.driver(session, now=now, available=False, name="offline")
+    outcome = dispatch_region(session, "default", policy, COST, now=now)
+    taken = set(outcome.offered) | set(outcome.unmatched)
+    assert taken == set(waiting[:4]), "two bookings per free driver, the oldest"
+    assert set(outcome.offered.values()) == free
+    assert outcome.left_waiting == 8 and not outcome.full
+    # The rest were not tried: no attempt counted, nothing logged.
+    untried = session.scalars(select(Booking).where(Booking.id.in_(waiting[4:]))).all()
+    assert [b.match_attempts for b in untried] == [0] * 8
+    assert all(entries_for(session, b.id) == [] for b in untried)
+    # With no driver free a batch still takes its floor, and the oldest keep their place.
+    again = dispatch_region(session, "default", policy, COST, now=now)
+    assert again.unmatched == [*outcome.unmatched, waiting[4]] and again.left_waiting == 7
+
+
 def test_a_batch_only_takes_its_own_region(session, now):
     regions = parse_regions("porto:41.0,-8.8,41.3,-8.5")
     assert region_for(41.15, -8.6, regions) == "porto"
