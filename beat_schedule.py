@@ -40,7 +40,6 @@ def beat_schedule(settings: Settings) -> dict:
             **_every(settings.publish_every_s, "publish_outbox"),
             "options": {"queue": "notify", "expires": settings.publish_every_s},
         },
-        "prune-outbox": _every(3600.0, "prune_outbox"),
         # Each run deletes a bounded number of rows (workers.tasks.PRUNE_*), so these run
         # often enough to keep up with a busy day's keys.
         "prune-idempotency-keys": _every(60.0, "prune_idempotency_keys"),

@@ -42,7 +42,6 @@ task_routes = {
     "workers.tasks.refresh_stats": {"queue": "maintenance"},
     "workers.tasks.refresh_health": {"queue": "maintenance"},
     "workers.tasks.publish_outbox": {"queue": "notify"},
-    "workers.tasks.prune_outbox": {"queue": "maintenance"},
     "workers.tasks.prune_idempotency_keys": {"queue": "maintenance"},
     "workers.tasks.prune_access_tokens": {"queue": "maintenance"},
     "workers.tasks.suggest_repositioning": {"queue": "maintenance"},

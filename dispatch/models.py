@@ -370,9 +370,10 @@ OUTBOX_POSITIONS = Sequence("outbox_event_positions", metadata=Base.metadata)
 class OutboxEvent(Base):
     """A push to deliver, written in the transaction of the change it announces.
 
-    The publisher gives committed unsent rows a ``position`` and commits it, then sends
-    them in position order and marks them sent. The position is the ``event_id`` clients
-    see, so a reconnecting client can ask for what came after.
+    The publisher gives committed rows a ``position`` and commits it, then sends them in
+    position order and deletes them: the table holds only what is still to be sent. The
+    position is the ``event_id`` clients see, so a reconnecting client can ask for what
+    came after (from the room's replay stream in Redis, dispatch/outbox.py).
     """
 
     __tablename__ = "outbox_events"
@@ -385,24 +386,13 @@ class OutboxEvent(Base):
     )
     payload: Mapped[dict[str, Any]] = mapped_column(JSONB)
     created_at: Mapped[dt.datetime] = mapped_column(Timestamp, server_default=func.now())
-    sent_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)
     # The order of publication; NULL until the publisher reaches the row.
     position: Mapped[int | None] = mapped_column(BigInteger, unique=True)
 
     __table_args__ = (
-        # The publisher's two queues, each in the order it is read (dispatch.outbox).
-        Index(
-            "ix_outbox_events_unpositioned",
-            "id",
-            postgresql_where=text("sent_at IS NULL AND position IS NULL"),
-        ),
-        Index(
-            "ix_outbox_events_positioned_unsent",
-            "position",
-            postgresql_where=text("sent_at IS NULL AND position IS NOT NULL"),
-        ),
-        # Only for pruning what was delivered.
-        Index("ix_outbox_events_sent", "sent_at", postgresql_where=text("sent_at IS NOT NULL")),
+        # The publisher's two queues, each read in its index's order (dispatch.outbox): rows
+        # without a position by id here, rows with one by the unique index on position.
+        Index("ix_outbox_events_unpositioned", "id", postgresql_where=text("position IS NULL")),
         Index("ix_outbox_events_booking_id", "booking_id"),
     )
 

@@ -1,9 +1,10 @@
 """The outbox: every push a status change causes, written in that change's transaction.
 
 Socket.IO delivers at most once, so the row, not the emit, is the promise. A publisher
-gives committed unsent rows a ``position`` (the order of publication), commits that, then
-sends them in position order and marks them sent; a client that was away asks for
-everything after the last ``event_id`` (a position) it saw.
+gives committed rows a ``position`` (the order of publication), commits that, then sends
+them in position order and deletes them: the table holds only what is still to be sent.
+A client that was away asks for everything after the last ``event_id`` (a position) it
+saw, which the room's replay stream in Redis keeps (smartroute.infra.push).
 
 Ids cannot serve as that order: an id is taken at INSERT, and transactions commit in any
 order, so id 100 may commit after id 101 has been sent. A position is handed out only to
@@ -15,9 +16,9 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING
 
-from sqlalchemy import CursorResult, delete, func, select, text, update
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 if TYPE_CHECKING:
@@ -63,12 +64,30 @@ def pushes(booking: BookingFields) -> list[tuple[str, str]]:
 
 def try_lock(session: Session) -> bool:
     """Take the publisher lock for this transaction, or return False at once if another
-    publisher holds it (it is never waited for: a waiting publisher would hold a worker)."""
-    return bool(session.scalar(select(func.pg_try_advisory_xact_lock(PUBLISHER_LOCK))))
+    publisher holds it (it is never waited for: a waiting publisher would hold a worker).
+
+    The same statement turns bitmap and sequential scans off for the rest of the
+    transaction, every statement of which has an index to go by. Both queues are read in
+    their index's order (``assign_positions``, ``claim_positioned``), and each row leaves
+    its queue's index dead a moment after it enters: an updated row leaves the
+    unpositioned one, a delivered (deleted) row the positioned one, and until vacuum the
+    index still points at those versions. An ordered index scan marks the dead entries it
+    passes, so the next scan skips them. A bitmap or sequential scan, which the planner
+    prefers for a table it believes small (and this one is: it holds only what waits),
+    visits every dead version on every read and marks nothing.
+    """
+    return bool(session.execute(_TRY_LOCK, {"lock": PUBLISHER_LOCK}).scalar())
+
+
+_TRY_LOCK = text("""
+    SELECT pg_try_advisory_xact_lock(:lock)
+    FROM (SELECT set_config('enable_bitmapscan', 'off', true),
+                 set_config('enable_seqscan', 'off', true)) AS planner
+""")
 
 
 def assign_positions(session: Session, limit: int = 500) -> int:
-    """Give the oldest committed unsent rows without one the next positions, in id order;
+    """Give the oldest committed rows without one the next positions, in id order;
     how many. The caller holds the publisher lock and commits before delivering them."""
     return len(session.execute(_ASSIGN_POSITIONS, {"limit": limit}).all())
 
@@ -80,7 +99,7 @@ _ASSIGN_POSITIONS = text("""
     WITH waiting AS (
         SELECT id, row_number() OVER (ORDER BY id) AS rank
         FROM (SELECT id FROM outbox_events
-              WHERE sent_at IS NULL AND position IS NULL
+              WHERE position IS NULL
               ORDER BY id LIMIT :limit) AS oldest
     ), taken AS (
         SELECT position, row_number() OVER (ORDER BY position) AS rank
@@ -94,21 +113,17 @@ _ASSIGN_POSITIONS = text("""
 
 
 def any_positioned(session: Session) -> bool:
-    """Whether any unsent row has a position (a delivery failed after positions committed)."""
+    """Whether any row has a position (a delivery failed after positions committed)."""
     return bool(
         session.scalar(
-            select(
-                select(OutboxEvent.id)
-                .where(OutboxEvent.sent_at.is_(None), OutboxEvent.position.is_not(None))
-                .exists()
-            )
+            select(select(OutboxEvent.id).where(OutboxEvent.position.is_not(None)).exists())
         )
     )
 
 
 @dataclass(frozen=True, slots=True)
 class Positioned:
-    """An unsent event that has its position, as the publisher delivers it. ``message`` is
+    """An event that has its position, as the publisher delivers it. ``message`` is
     the JSON a client receives: the booking as of the change, and its ``event_id`` (the
     position: the order clients see events in and name on reconnect). It is written by
     PostgreSQL from the stored JSON, so the publisher never decodes a payload to encode it
@@ -123,66 +138,32 @@ class Positioned:
 
 
 def claim_positioned(session: Session, limit: int = 500) -> list[Positioned]:
-    """The unsent rows that have a position, in position order, for the lock holder.
-
-    Read by walking their index in order. Each row leaves that index dead (marked sent) a
-    moment after it enters, and until vacuum the index still points at those versions. An
-    ordered index scan marks the dead entries it passes, so the next scan skips them; a
-    bitmap scan, which the planner prefers when it expects the whole (small) queue to be
-    read, visits every dead version on the heap on every read and marks nothing. Bitmap
-    scans are off for the rest of this transaction, whose other statements go by id.
-    """
-    session.execute(text("SET LOCAL enable_bitmapscan = off"))
+    """The rows that have a position, in position order, for the lock holder (``try_lock``
+    says why the lock's transaction reads them by walking their index)."""
     return [Positioned(*row) for row in session.execute(_CLAIM_POSITIONED, {"limit": limit})]
 
 
-# The WHERE clause is the partial index's own predicate (models.OutboxEvent), so the index
-# serves it in position order.
+# Served in position order by the unique index on position.
 _CLAIM_POSITIONED = text("""
     SELECT id, position, room, event,
            CAST(payload || jsonb_build_object('event_id', position) AS text),
            created_at
     FROM outbox_events
-    WHERE sent_at IS NULL AND position IS NOT NULL
+    WHERE position IS NOT NULL
     ORDER BY position
     LIMIT :limit
 """)
 
 
-def mark_sent(session: Session, ids: list[int], now: dt.datetime) -> None:
-    session.execute(
-        update(OutboxEvent)
-        .where(OutboxEvent.id.in_(ids))
-        .values(sent_at=now)
-        .execution_options(synchronize_session=False)
-    )
+def forget_delivered(session: Session, ids: list[int]) -> None:
+    """Delete delivered rows, in the transaction that delivered them."""
+    session.execute(_FORGET_DELIVERED, {"ids": ids})
+
+
+_FORGET_DELIVERED = text("DELETE FROM outbox_events WHERE id = ANY(CAST(:ids AS bigint[]))")
 
 
 def oldest_unsent_age_s(session: Session, now: dt.datetime) -> float:
     """How long the oldest undelivered push has waited (0 when none waits)."""
-    # One read per queue, so each uses its own index (models.OutboxEvent).
-    oldest = session.scalar(
-        select(
-            func.least(
-                select(func.min(OutboxEvent.created_at))
-                .where(OutboxEvent.sent_at.is_(None), OutboxEvent.position.is_(None))
-                .scalar_subquery(),
-                select(func.min(OutboxEvent.created_at))
-                .where(OutboxEvent.sent_at.is_(None), OutboxEvent.position.is_not(None))
-                .scalar_subquery(),
-            )
-        )
-    )
+    oldest = session.scalar(select(func.min(OutboxEvent.created_at)))
     return 0.0 if oldest is None else max(0.0, (now - oldest).total_seconds())
-
-
-def prune(session: Session, *, sent_before: dt.datetime) -> int:
-    """Delete events delivered before ``sent_before``; returns how many."""
-    return cast(
-        "CursorResult[Any]",
-        session.execute(
-            delete(OutboxEvent)
-            .where(OutboxEvent.sent_at < sent_before)
-            .execution_options(synchronize_session=False)
-        ),
-    ).rowcount

@@ -14,7 +14,7 @@ from celery import shared_task
 from sqlalchemy import select, text
 from sqlalchemy.exc import OperationalError
 
-from dispatch import outbox, rebalancing, retention, surge, sweeps
+from dispatch import rebalancing, retention, surge, sweeps
 from dispatch.db import transaction_now
 from dispatch.matching import batch as batches
 from dispatch.matching.nearest import dispatch_booking
@@ -333,7 +333,7 @@ PUBLISH_TASK_S = 10.0
 
 @shared_task(name="workers.tasks.publish_outbox", acks_late=True, **RETRY)
 def publish_outbox() -> int:
-    """Send unsent pushes in publication order, and mark them sent. One publisher at a time,
+    """Send waiting pushes in publication order, and delete them. One publisher at a time,
     and none waits for another: a publisher that finds the lock held leaves the work to
     its holder and frees its worker at once.
 
@@ -395,19 +395,11 @@ def _run() -> tuple[int, bool]:
 
 
 def _publish_batch() -> int | None:
-    """One batch positioned, then delivered and marked sent; how many (None: lock held)."""
+    """One batch positioned, then delivered and deleted; how many (None: lock held)."""
     delivered = publisher().publish_batch(sessions(), OUTBOX_BATCH)
     if delivered:
         PUSHES.inc(delivered)
     return delivered
-
-
-@shared_task(name="workers.tasks.prune_outbox", acks_late=True, **RETRY)
-def prune_outbox() -> int:
-    """Forget delivered pushes older than the retention."""
-    with sessions()() as session, session.begin():
-        cutoff = transaction_now(session) - dt.timedelta(seconds=settings().outbox_retention_s)
-        return outbox.prune(session, sent_before=cutoff)
 
 
 # A prune run deletes at most this many batches, each in a transaction of its own, so it

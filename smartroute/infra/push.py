@@ -135,20 +135,20 @@ class Publisher:
             )
 
     def deliver_unsent(self, session: Session, limit: int) -> int:
-        """One batch of the positioned unsent outbox events, delivered in position order and
-        marked sent in the caller's transaction, which holds the publisher lock; how many."""
+        """One batch of the positioned outbox events, delivered in position order and
+        deleted in the caller's transaction, which holds the publisher lock; how many."""
         rows = outbox.claim_positioned(session, limit=limit)
         if rows:
             self.deliver([(r.position, r.room, r.event, r.message) for r in rows])
             sent_at = dt.datetime.now(dt.UTC)
-            outbox.mark_sent(session, [r.id for r in rows], sent_at)
+            outbox.forget_delivered(session, [r.id for r in rows])
             for r in rows:
                 PUSH_LATENCY.observe(max(0.0, (sent_at - r.created_at).total_seconds()))
         return len(rows)
 
     def publish_batch(self, sessions: sessionmaker[Session], limit: int) -> int | None:
-        """Positions for up to ``limit`` committed unsent events, committed; then the oldest
-        positioned events delivered and marked sent. How many were delivered, or None when
+        """Positions for up to ``limit`` committed events, committed; then the oldest
+        positioned events delivered and deleted. How many were delivered, or None when
         another publisher holds the lock (and so will deliver them).
 
         Positions are committed before anything reaches Redis: a delivery that fails after

@@ -119,11 +119,12 @@ def _no_driver_held_two(events) -> None:
 
 
 def _outbox_of(engine, offers) -> list:
-    """The outbox rows behind missed offers, for the failure message."""
+    """The outbox rows still waiting behind missed offers (delivered ones are gone), for
+    the failure message."""
     with engine.connect() as conn:
         return conn.execute(
             text(
-                "SELECT id, room, booking_id, payload->>'version', created_at, sent_at "
+                "SELECT id, room, booking_id, payload->>'version', created_at, position "
                 "FROM outbox_events WHERE event = 'new_assignment' AND booking_id = ANY(:ids) "
                 "ORDER BY id"
             ),
