@@ -242,9 +242,9 @@ def dispatch_region(
             booking.next_attempt_at = now
             report.lost.append(booking.id)
     make_offers(session, offers, policy, now)
-    for booking in live:
+    for i, booking in enumerate(live):
         if booking.id not in report.offered and booking.id not in report.lost:
-            no_driver(booking, policy, now)
+            no_driver(booking, policy, now, outbid=bool(allowed[i].any()))
             report.unmatched.append(booking.id)
 
     log = DispatchLog(session, "batched", now, window_s=window_s)

@@ -81,20 +81,25 @@ def waiting(region: str, policy: MatchPolicy, now: dt.datetime) -> tuple[ColumnE
 def claim_bookings(
     session: Session, region: str, policy: MatchPolicy, now: dt.datetime, limit: int
 ) -> list[Booking]:
-    """Up to ``limit`` of the region's waiting bookings, oldest first, locked for this
-    transaction; those another transaction holds are skipped, not waited for.
+    """Up to ``limit`` of the region's waiting bookings, locked for this transaction;
+    those another transaction holds are skipped, not waited for.
 
     Never more than the free drivers could take (``_servable``). When riders outnumber
     drivers, a batch that took the whole backlog would search, update and log every
-    waiting booking to place the few drivers there are, and each batch would cost more
-    the further behind the engine fell. The oldest go first, so a booking that waits
-    keeps its place in the queue.
+    waiting booking to place the few drivers there are, and each batch would cost more the
+    further behind the engine fell. Bookings take their turns by when each falls due
+    (``next_attempt_at``): a new one a few seconds after it arrived; one whose claim was
+    lost, whose driver declined, or whose batch gave every driver in its reach to others,
+    at once; one whose try found nobody in reach only after its retry interval, behind
+    those that arrived meanwhile. So the queue moves in arrival order, and riders no free
+    driver can reach (a far suburb at night) cannot hold every place in the batch while
+    drivers idle in town.
     """
     return list(
         session.execute(
             select(Booking)
             .where(*waiting(region, policy, now))
-            .order_by(Booking.created_at)
+            .order_by(Booking.next_attempt_at, Booking.created_at)
             .limit(_servable(policy, now, limit))
             .with_for_update(skip_locked=True)
         ).scalars()

@@ -35,7 +35,11 @@ def make_offers(
     apply_transitions(session, [booking for booking, _ in offers], "offer", now=now, actor=SYSTEM)
 
 
-def no_driver(booking: Booking, policy: MatchPolicy, now: dt.datetime) -> None:
-    """Nobody in reach this time: try again later, a little wider."""
+def no_driver(
+    booking: Booking, policy: MatchPolicy, now: dt.datetime, *, outbid: bool = False
+) -> None:
+    """Nobody offered this time: try again, a little wider. Later, when nobody was in
+    reach; at once, keeping its turn (claims.claim_bookings), when drivers were in reach
+    but its batch gave them all to other bookings (``outbid``)."""
     booking.match_attempts += 1
-    booking.next_attempt_at = now + dt.timedelta(seconds=policy.retry_interval_s)
+    booking.next_attempt_at = now if outbid else now + dt.timedelta(seconds=policy.retry_interval_s)

@@ -83,9 +83,28 @@ def test_a_batch_takes_the_oldest_bookings_its_free_drivers_could_serve(session,
     untried = session.scalars(select(Booking).where(Booking.id.in_(waiting[4:]))).all()
     assert [b.match_attempts for b in untried] == [0] * 8
     assert all(entries_for(session, b.id) == [] for b in untried)
-    # With no driver free a batch still takes its floor, and the oldest keep their place.
+    # Those two had drivers in reach, given to others: they are due again at once, behind
+    # the bookings that fell due before them. With no driver free a batch takes its floor.
+    outbid = session.scalars(select(Booking).where(Booking.id.in_(outcome.unmatched))).all()
+    assert [b.next_attempt_at for b in outbid] == [now, now]
     again = dispatch_region(session, "default", policy, COST, now=now)
-    assert again.unmatched == [*outcome.unmatched, waiting[4]] and again.left_waiting == 7
+    assert again.unmatched == waiting[4:7] and again.left_waiting == 7
+
+
+def test_bookings_nobody_can_reach_do_not_hold_the_batch_while_drivers_idle(session, now):
+    policy = MatchPolicy(radius_km=5, candidates=10, bookings_per_free_driver=2, batch_floor=2)
+    rider = make.rider(session)
+    suburb = make.offset(make.LISBON, north_km=60)  # Beyond the widest search.
+    far = [
+        make.booking(session, rider, suburb, now=now - dt.timedelta(seconds=10 - i)).id
+        for i in range(3)
+    ]
+    near = make.booking(session, rider, now=now - dt.timedelta(seconds=1))
+    driver = make.driver(session, now=now)
+    first = dispatch_region(session, "default", policy, COST, now=now)
+    assert first.unmatched == far[:2] and first.offered == {}
+    second = dispatch_region(session, "default", policy, COST, now=now)
+    assert second.offered == {near.id: driver.user_id} and second.unmatched == far[2:]
 
 
 def test_a_batch_only_takes_its_own_region(session, now):
