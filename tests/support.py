@@ -97,3 +97,19 @@ def bench_matching(seed: int) -> dict:
         check=True,
     )
     return json.loads(out.stdout)
+
+
+def database_at(database_url: str, name: str, revision: str) -> str:
+    """The URL of a scratch database ``name`` beside ``database_url``'s, emptied and
+    migrated to ``revision``: for a migration's test to fill before upgrading it."""
+    from sqlalchemy import make_url
+
+    from smartroute.infra import migrate
+    from smartroute.infra.embedded import ensure_database
+
+    url = make_url(database_url)
+    ensure_database(url.set(database="postgres").render_as_string(hide_password=False), name)
+    database = url.set(database=name).render_as_string(hide_password=False)
+    migrate.downgrade(database, "base")
+    migrate.upgrade(database, revision)
+    return database

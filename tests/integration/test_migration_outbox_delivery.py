@@ -1,28 +1,19 @@
 """Migration 0014 on an outbox with pushes in it: what was delivered goes, what waits
-(with or without its position) stays and is still read in order."""
+(with or without its position) stays, and a downgrade gives the column back."""
 
 from __future__ import annotations
 
-from sqlalchemy import create_engine, make_url, text
+from sqlalchemy import create_engine, text
 
 from dispatch.db import sqlalchemy_url
 from smartroute.infra import migrate
-from smartroute.infra.embedded import ensure_database
+from tests.support import database_at
 
 BEFORE = "0013"
 
 
 def test_delivered_pushes_go_and_waiting_ones_stay(settings):
-    url = make_url(settings.database_url)
-    ensure_database(
-        url.set(database="postgres").render_as_string(hide_password=False),
-        "smartroute_outbox_migration_test",
-    )
-    database = url.set(database="smartroute_outbox_migration_test").render_as_string(
-        hide_password=False
-    )
-    migrate.downgrade(database, "base")
-    migrate.upgrade(database, BEFORE)
+    database = database_at(settings.database_url, "smartroute_outbox_migration_test", BEFORE)
     engine = create_engine(sqlalchemy_url(database))
     try:
         with engine.begin() as conn:

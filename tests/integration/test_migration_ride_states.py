@@ -4,11 +4,11 @@ old ones instead of failing on them."""
 
 from __future__ import annotations
 
-from sqlalchemy import create_engine, make_url, text
+from sqlalchemy import create_engine, text
 
 from dispatch.db import sqlalchemy_url
 from smartroute.infra import migrate
-from smartroute.infra.embedded import ensure_database
+from tests.support import database_at
 
 BEFORE = "0009"
 
@@ -28,16 +28,7 @@ def _booking(conn, rider: int, driver: int | None, status: str) -> int:
 
 
 def test_rides_under_way_survive_the_upgrade_and_the_downgrade(settings):
-    url = make_url(settings.database_url)
-    ensure_database(
-        url.set(database="postgres").render_as_string(hide_password=False),
-        "smartroute_ride_states_migration_test",
-    )
-    database = url.set(database="smartroute_ride_states_migration_test").render_as_string(
-        hide_password=False
-    )
-    migrate.downgrade(database, "base")
-    migrate.upgrade(database, BEFORE)
+    database = database_at(settings.database_url, "smartroute_ride_states_migration_test", BEFORE)
     engine = create_engine(sqlalchemy_url(database))
     try:
         with engine.begin() as conn:
