@@ -31,6 +31,8 @@ from dispatch.bookings.transitions import (
     take_offline,
 )
 from dispatch.db import transaction_now
+from dispatch.matching.claims import waiting_anywhere
+from dispatch.matching.policy import MatchPolicy
 from dispatch.models import Booking, Driver
 from dispatch.states import UNSTARTED_STATUSES, DriverStatus, Status
 
@@ -75,13 +77,37 @@ def expire_overdue(
     return [b.id for b in overdue]
 
 
+def regions_due(
+    session: Session, policy: MatchPolicy, *, now: dt.datetime | None = None
+) -> list[str]:
+    """The regions where a waiting booking's try is due: each needs a batch.
+
+    This is what makes a lost broker message harmless when bookings are matched in
+    batches: the booking row is the record, and the queue only a hint to act on it. It
+    writes nothing. A batch takes its bookings in turn by ``next_attempt_at``
+    (``dispatch.matching.claims.claim_bookings``), so pushing the due ones back, as
+    ``claim_due`` does, would send them behind bookings that arrived after them; and it
+    would rewrite every waiting row at each sweep, which under overload is hundreds.
+    A region stays due, and is asked for at every sweep, until a batch tries its bookings.
+    """
+    now = now or transaction_now(session)
+    return list(
+        session.scalars(
+            select(Booking.region)
+            .where(*waiting_anywhere(policy, now), Booking.next_attempt_at <= now)
+            .distinct()
+            .order_by(Booking.region)
+        )
+    )
+
+
 def claim_due(
     session: Session, *, now: dt.datetime | None = None, retry_interval_s: int, limit: int = 500
 ) -> list[int]:
     """Pending bookings due another matching attempt; pushes their next attempt back.
 
-    This is what makes a lost broker message harmless: the booking row is the record,
-    and the queue only a hint to act on it.
+    For matching one booking per message (no batch window): each due booking is sent
+    again, and pushing it back keeps the next sweep from sending it twice.
     """
     now = now or transaction_now(session)
     due = (

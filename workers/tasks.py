@@ -215,7 +215,16 @@ def lapse_offers() -> int:
 
 @shared_task(name="workers.tasks.redispatch_pending", acks_late=True, **RETRY)
 def redispatch_pending() -> int:
-    """Pending bookings due another try are enqueued again (a lost message loses nothing)."""
+    """Pending bookings due another try are asked for again (a lost message loses
+    nothing): in batches, each region with one due gets a batch after its window
+    (coalesced with any already coming); one by one, each due booking is sent again.
+    How many regions or bookings were asked for."""
+    if settings().batch_window.max_s > 0:
+        with sessions()() as session, session.begin():
+            regions = sweeps.regions_due(session, match_policy())
+        for region in regions:
+            _request(region)
+        return len(regions)
     with sessions()() as session, session.begin():
         due = sweeps.claim_due(session, retry_interval_s=settings().retry_interval_s)
     _enqueue_matches(sessions(), due)

@@ -67,15 +67,19 @@ _CLAIM_DRIVER = (
 )
 
 
-def waiting(region: str, policy: MatchPolicy, now: dt.datetime) -> tuple[ColumnElement[bool], ...]:
-    """The conditions a region's booking meets while it waits to be matched: pending, and
-    due within the policy's lead time."""
+def waiting_anywhere(policy: MatchPolicy, now: dt.datetime) -> tuple[ColumnElement[bool], ...]:
+    """The conditions a booking meets while it waits to be matched: pending, and due
+    within the policy's lead time."""
     pickup_at = func.timezone("UTC", Booking.date + Booking.time)
     return (
         Booking.status == Status.PENDING.value,
-        Booking.region == region,
         pickup_at <= now + dt.timedelta(seconds=policy.schedule_lead_s),
     )
+
+
+def waiting(region: str, policy: MatchPolicy, now: dt.datetime) -> tuple[ColumnElement[bool], ...]:
+    """``waiting_anywhere``, in one region."""
+    return (*waiting_anywhere(policy, now), Booking.region == region)
 
 
 def claim_bookings(

@@ -3,6 +3,7 @@ import datetime as dt
 from sqlalchemy.orm import Session
 
 from dispatch import sweeps
+from dispatch.matching.claims import claim_bookings
 from dispatch.matching.nearest import dispatch_booking
 from dispatch.matching.policy import MatchPolicy
 from dispatch.models import Booking, Decline, Driver
@@ -60,3 +61,21 @@ def test_two_sweepers_at_once_split_the_work(engine, committed_sessions, now):
     assert sorted(claimed_first + claimed_second) == ids
     with committed_sessions() as s:
         assert {b.status for b in s.query(Booking)} == {"pending"}
+
+
+def test_a_sweep_names_the_regions_with_a_due_booking_and_moves_no_turn(session, now):
+    rider = make.rider(session)
+    first = make.booking(session, rider, now=now)  # due 5 s after it arrived
+    second = make.booking(session, rider, now=now + dt.timedelta(seconds=2))
+    make.booking(session, rider, now=now).region = "north"
+    # Due to be tried, but its pickup is two hours off: not waiting yet.
+    make.booking(session, rider, now=now, pickup_at=now + dt.timedelta(hours=2)).region = "south"
+    session.flush()
+    policy = MatchPolicy(schedule_lead_s=600)
+    assert sweeps.regions_due(session, policy, now=now + dt.timedelta(seconds=4)) == []
+    swept = now + dt.timedelta(seconds=5)
+    assert sweeps.regions_due(session, policy, now=swept) == ["default", "north"]
+    # The swept booking keeps its turn ahead of the one that arrived after it.
+    taken = claim_bookings(session, "default", policy, swept + dt.timedelta(seconds=3), limit=1)
+    assert [b.id for b in taken] == [first.id]
+    assert second.status == "pending"
