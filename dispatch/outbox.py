@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import TYPE_CHECKING
 
 from sqlalchemy import func, select, text
@@ -68,7 +69,7 @@ def try_lock(session: Session) -> bool:
 
     The same statement turns bitmap and sequential scans off for the rest of the
     transaction, every statement of which has an index to go by. Both queues are read in
-    their index's order (``assign_positions``, ``claim_positioned``), and each row leaves
+    their index's order (``assign_positions``, ``take_positioned``), and each row leaves
     its queue's index dead a moment after it enters: an updated row leaves the
     unpositioned one, a delivered (deleted) row the positioned one, and until vacuum the
     index still points at those versions. An ordered index scan marks the dead entries it
@@ -86,15 +87,19 @@ _TRY_LOCK = text("""
 """)
 
 
-def assign_positions(session: Session, limit: int = 500) -> int:
-    """Give the oldest committed rows without one the next positions, in id order;
-    how many. The caller holds the publisher lock and commits before delivering them."""
-    return len(session.execute(_ASSIGN_POSITIONS, {"limit": limit}).all())
+def assign_positions(session: Session, limit: int = 500) -> bool:
+    """Give the oldest committed rows without one the next positions, in id order; and
+    whether any row has one now, that is, whether there is anything to deliver (a row
+    positioned earlier is one whose delivery failed after its position committed). The
+    caller holds the publisher lock and commits before delivering them."""
+    return bool(session.execute(_ASSIGN_POSITIONS, {"limit": limit}).scalar())
 
 
 # One statement: the oldest unpositioned rows, as many new positions, paired by rank. The
 # sequence hands out values in any order within a statement; ranking both sides makes the
-# id order the position order without relying on how the statement is executed.
+# id order the position order without relying on how the statement is executed. The UPDATE
+# runs to its end whatever the outer query reads; the outer query's own scan sees the
+# table as it was before it, so it finds only rows positioned by earlier transactions.
 _ASSIGN_POSITIONS = text("""
     WITH waiting AS (
         SELECT id, row_number() OVER (ORDER BY id) AS rank
@@ -104,21 +109,15 @@ _ASSIGN_POSITIONS = text("""
     ), taken AS (
         SELECT position, row_number() OVER (ORDER BY position) AS rank
         FROM (SELECT nextval('outbox_event_positions') AS position FROM waiting) AS drawn
+    ), positioned AS (
+        UPDATE outbox_events o SET position = taken.position
+        FROM waiting JOIN taken USING (rank)
+        WHERE o.id = waiting.id
+        RETURNING o.id
     )
-    UPDATE outbox_events o SET position = taken.position
-    FROM waiting JOIN taken USING (rank)
-    WHERE o.id = waiting.id
-    RETURNING o.id
+    SELECT EXISTS (SELECT FROM positioned)
+        OR EXISTS (SELECT FROM outbox_events WHERE position IS NOT NULL)
 """)
-
-
-def any_positioned(session: Session) -> bool:
-    """Whether any row has a position (a delivery failed after positions committed)."""
-    return bool(
-        session.scalar(
-            select(select(OutboxEvent.id).where(OutboxEvent.position.is_not(None)).exists())
-        )
-    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,30 +136,27 @@ class Positioned:
     created_at: dt.datetime
 
 
-def claim_positioned(session: Session, limit: int = 500) -> list[Positioned]:
-    """The rows that have a position, in position order, for the lock holder (``try_lock``
-    says why the lock's transaction reads them by walking their index)."""
-    return [Positioned(*row) for row in session.execute(_CLAIM_POSITIONED, {"limit": limit})]
+def take_positioned(session: Session, limit: int = 500) -> list[Positioned]:
+    """The oldest rows that have a position, in position order, deleted in one statement.
+    The caller holds the publisher lock (``try_lock`` says why the lock's transaction
+    walks the index) and delivers them before it commits: a delivery that fails rolls the
+    delete back, and the rows wait with the same positions."""
+    rows = [Positioned(*row) for row in session.execute(_TAKE_POSITIONED, {"limit": limit})]
+    rows.sort(key=attrgetter("position"))
+    return rows
 
 
-# Served in position order by the unique index on position.
-_CLAIM_POSITIONED = text("""
-    SELECT id, position, room, event,
-           CAST(payload || jsonb_build_object('event_id', position) AS text),
-           created_at
-    FROM outbox_events
-    WHERE position IS NOT NULL
-    ORDER BY position
-    LIMIT :limit
+# RETURNING keeps no order, so the caller sorts; the subquery walks the unique index on
+# position.
+_TAKE_POSITIONED = text("""
+    DELETE FROM outbox_events
+    WHERE id IN (SELECT id FROM outbox_events
+                 WHERE position IS NOT NULL
+                 ORDER BY position LIMIT :limit)
+    RETURNING id, position, room, event,
+              CAST(payload || jsonb_build_object('event_id', position) AS text),
+              created_at
 """)
-
-
-def forget_delivered(session: Session, ids: list[int]) -> None:
-    """Delete delivered rows, in the transaction that delivered them."""
-    session.execute(_FORGET_DELIVERED, {"ids": ids})
-
-
-_FORGET_DELIVERED = text("DELETE FROM outbox_events WHERE id = ANY(CAST(:ids AS bigint[]))")
 
 
 def oldest_unsent_age_s(session: Session, now: dt.datetime) -> float:

@@ -135,13 +135,12 @@ class Publisher:
             )
 
     def deliver_unsent(self, session: Session, limit: int) -> int:
-        """One batch of the positioned outbox events, delivered in position order and
-        deleted in the caller's transaction, which holds the publisher lock; how many."""
-        rows = outbox.claim_positioned(session, limit=limit)
+        """One batch of the positioned outbox events, deleted in the caller's transaction,
+        which holds the publisher lock, and delivered in position order; how many."""
+        rows = outbox.take_positioned(session, limit=limit)
         if rows:
             self.deliver([(r.position, r.room, r.event, r.message) for r in rows])
             sent_at = dt.datetime.now(dt.UTC)
-            outbox.forget_delivered(session, [r.id for r in rows])
             for r in rows:
                 PUSH_LATENCY.observe(max(0.0, (sent_at - r.created_at).total_seconds()))
         return len(rows)
@@ -160,7 +159,7 @@ class Publisher:
                 return None
             # Nothing newly positioned and nothing left from a failed delivery: nothing to
             # send, and no second transaction (the common end of a run: a read that is empty).
-            if not outbox.assign_positions(session, limit) and not outbox.any_positioned(session):
+            if not outbox.assign_positions(session, limit):
                 return 0
         with sessions() as session, session.begin():
             if not outbox.try_lock(session):

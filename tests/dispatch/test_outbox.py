@@ -28,34 +28,39 @@ def test_each_change_queues_its_pushes_in_the_same_transaction(session, now):
         (f"driver_{driver.user_id}", "new_assignment", "assigned"),
     ]
     # Clients see positions, which only the publisher hands out.
-    assert outbox.claim_positioned(session) == []
+    assert outbox.take_positioned(session) == []
 
 
 def test_positions_follow_ids_among_committed_rows_then_delivered_rows_go(session, now):
-    make.booking(session, make.rider(session), now=now)
+    rider = make.rider(session)
+    booking = make.booking(session, rider, now=now)
     assert outbox.try_lock(session)
-    assert not outbox.any_positioned(session)
-    assert outbox.assign_positions(session) == 2
-    assert outbox.any_positioned(session)
-    claimed = outbox.claim_positioned(session)
-    assert [r.id for r in claimed] == sorted(r.id for r in claimed) and len(claimed) == 2
-    assert claimed[1].position == claimed[0].position + 1
-    # What a client receives: the stored booking, and the position as its event id.
-    first = session.get(OutboxEvent, claimed[0].id)
-    assert json.loads(claimed[0].message) == first.payload | {"event_id": claimed[0].position}
-    assert outbox.assign_positions(session) == 0  # Each row gets one position, once.
+    assert outbox.assign_positions(session)
+    # A positioned row still waiting (its delivery failed) is something to deliver too.
+    assert outbox.assign_positions(session)
     # created_at is the database's clock, a hair away from the test's.
     assert outbox.oldest_unsent_age_s(session, now + dt.timedelta(seconds=3)) == pytest.approx(
         3, abs=0.5
     )
-    # A later change's rows wait behind the delivered ones, and stay when those go.
+    # A later change's rows wait, unpositioned, behind the positioned ones.
     later = make.booking(session, make.rider(session), now=now)
-    outbox.forget_delivered(session, [r.id for r in claimed])
-    assert outbox.claim_positioned(session) == []
-    assert not outbox.any_positioned(session)
-    left = session.scalars(select(OutboxEvent.booking_id)).all()
-    assert left == [later.id, later.id]
+    taken = outbox.take_positioned(session)
+    assert [r.id for r in taken] == sorted(r.id for r in taken) and len(taken) == 2
+    assert taken[1].position == taken[0].position + 1
+    assert [r.room for r in taken] == ["admin_dashboard", f"rider_{rider.id}"]
+    # What a client receives: the booking as of the change, and the position as its event id.
+    message = json.loads(taken[0].message)
+    assert (message["id"], message["status"]) == (booking.id, "pending")
+    assert message["event_id"] == taken[0].position
+    # Taken rows are gone, and the later rows stay, still without positions.
+    assert outbox.take_positioned(session) == []
+    left = session.execute(select(OutboxEvent.booking_id, OutboxEvent.position)).all()
+    assert left == [(later.id, None), (later.id, None)]
     assert outbox.oldest_unsent_age_s(session, now + dt.timedelta(seconds=3)) > 0
+    # Each row gets one position, once; with nothing positioned left, nothing to deliver.
+    assert outbox.assign_positions(session)
+    assert len(outbox.take_positioned(session)) == 2
+    assert not outbox.assign_positions(session)
 
 
 def test_a_second_publisher_does_not_wait_for_the_lock(committed_sessions, now):

@@ -302,6 +302,34 @@ def test_a_retried_delivery_is_a_copy_but_an_older_event_is_never_swallowed(sett
         publisher.deliver([(9, "driver_1", "new_assignment", '{"event_id": 9}')])
 
 
+def test_a_delivery_that_fails_leaves_its_events_waiting_with_their_positions(
+    committed_sessions, publishing, settings, now
+):
+    """A run deletes the events it delivers in the transaction that delivers them: when
+    Redis cannot be reached the delete is rolled back, the events keep the positions they
+    were given, and the next run sends them under those positions."""
+    from workers.tasks import publish_outbox
+
+    [rider] = _riders(committed_sessions, 1)
+    with committed_sessions.begin() as s:
+        factories.booking(s, rider, now=now)
+    unreachable = push.Publisher(f"redis://127.0.0.1:{free_port()}/0")
+    with pytest.raises(redis.ConnectionError):
+        unreachable.publish_batch(committed_sessions, 500)
+    with committed_sessions() as s:
+        rows = s.execute(select(OutboxEvent.room, OutboxEvent.position).order_by("id")).all()
+    assert [room for room, _ in rows] == ["admin_dashboard", f"rider_{rider.id}"]
+    assert all(position is not None for _, position in rows)
+    assert publish_outbox() == 2
+    cache = redis.Redis.from_url(settings.redis_url)
+    for room, position in rows:
+        assert [entry_id for entry_id, _ in cache.xrange(push.replay_key(room))] == [
+            f"{position}-0".encode()
+        ]
+    with committed_sessions() as s:
+        assert s.scalar(select(OutboxEvent.id)) is None
+
+
 def test_a_trimmed_copy_is_told_from_a_hole_at_any_position(settings):
     """Positions reach 2^63 - 1; a double cannot tell two of them apart above 2^53, so the
     script is told which events are below the floor rather than comparing them itself."""
@@ -334,11 +362,11 @@ def test_a_second_publisher_leaves_at_once_and_its_wake_up_is_not_lost(
     cache = redis.Redis.from_url(settings.redis_url)
     [rider] = _riders(committed_sessions, 1)
     in_window, go = threading.Event(), threading.Event()
-    real_check = outbox.any_positioned
+    real_check = outbox.assign_positions
 
-    def check_then_pause(session):
-        # An empty read ends here: nothing newly positioned, and this finds nothing left.
-        found = real_check(session)
+    def check_then_pause(session, limit):
+        # An empty read ends here: nothing newly positioned, and nothing left.
+        found = real_check(session, limit)
         # The last read of a run: after the run let commits ask again (smartroute.infra.enqueue).
         last_read = not found and cache.get(PUBLISH_SCHEDULED) is None
         if threading.current_thread() is holder and last_read and not go.is_set():
@@ -346,7 +374,7 @@ def test_a_second_publisher_leaves_at_once_and_its_wake_up_is_not_lost(
             go.wait(timeout=30)
         return found
 
-    monkeypatch.setattr(outbox, "any_positioned", check_then_pause)
+    monkeypatch.setattr(outbox, "assign_positions", check_then_pause)
     cache.set(PUBLISH_SCHEDULED, 1, px=30_000)  # As the commit that started the run did.
     holder_sent: list[int] = []
     holder = threading.Thread(target=lambda: holder_sent.append(publish_outbox()))
